@@ -1,0 +1,1 @@
+"""xray: pneumonia-detection workbench core."""

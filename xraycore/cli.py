@@ -1,0 +1,284 @@
+"""``python -m xraycore VERB ...``: everything the app does, from a terminal.
+
+Verbs: train, evaluate, predict, runs, presets, report, export, build-dataset. Output meant for other
+programs (``--json``) goes to stdout; progress and messages go to stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from .config import LOSSES, MONITORS, NORMALISATIONS, OPTIMIZERS, SCHEDULES, TrainConfig
+
+TRAIN_HELP = {
+    "data": "folder with one sub-folder per class (optionally inside train/ val/ test/)",
+    "backbone": "network name; see `python -m xraycore presets --backbones`",
+    "pretrained": "hub (download ImageNet weights when the hub is reachable), none, or PATH to a local weights file",
+    "image_size": "network input size in pixels (default: the backbone's)",
+    "load_size": "size images are decoded at before augmentation such as crops (default: image size)",
+    "eval_size": "size validation and test images are fed to the network at (default: image size)",
+    "epochs": "number of epochs", "batch_size": "images per optimisation step (across all processes)",
+    "lr": "learning rate", "weight_decay": "weight decay", "optimizer": f"one of {', '.join(OPTIMIZERS)}",
+    "momentum": "SGD momentum (Nesterov)", "schedule": f"one of {', '.join(SCHEDULES)} (cosine has a linear warm-up)",
+    "gamma": "exponential decay factor per epoch", "warmup_fraction": "share of steps spent warming up (cosine)",
+    "loss": f"one of {', '.join(LOSSES)} (class weights from the training split only)",
+    "label_smoothing": "label smoothing of the cross-entropy",
+    "augment": 'augmentations: comma-separated names (hflip,equalize) or a JSON list ([{"name": "rotate", "degrees": 10}])',
+    "normalisation": f"one of {', '.join(NORMALISATIONS)}", "grow_minority": "add +X%% augmented copies of every minority class",
+    "head_hidden": "hidden units of a dense head (default: a linear classifier)", "dropout": "dropout before the classifier",
+    "head_batchnorm": "batch-norm in the dense head", "frozen_epochs": "first N epochs train the head only",
+    "unfreeze": "unfreeze the backbone after the frozen epochs", "finetune_lr": "learning rate once unfrozen",
+    "keep_batchnorm_frozen": "keep batch-norm layers frozen when fine-tuning",
+    "patience": "early stopping patience in epochs (default: off)", "min_delta": "smallest improvement that counts",
+    "monitor": f"validation metric that picks the best epoch: {', '.join(MONITORS)}",
+    "split": "auto, folder (use val/) or ratio (carve validation out of train by patient)",
+    "val_fraction": "validation share for a ratio split", "folds": "k-fold cross-validation: train one run per fold",
+    "fold": "train only this fold (0-based)", "patient_pattern": "regex whose first group is the patient id in a file name",
+    "class_names": "class folder names in label order (comma-separated)", "positive_class": "the positive class",
+    "beta": "F-beta of the saved operating point (2 favours recall)", "seed": "random seed",
+    "device": "auto, cpu, cuda or mps", "amp": "mixed precision on GPUs", "channels_last": "channels-last memory format",
+    "threads": "CPU threads for this process", "num_workers": "data-loading worker processes",
+    "max_per_class": "use at most N images per class (quick looks)", "fit_ood": "fit the out-of-domain detector",
+    "tta": "flip test-time augmentation", "sync_batchnorm": "SyncBatchNorm under torchrun",
+    "preset": "a named recipe (see `presets`); other options override it", "study": "group runs under this study name",
+    "out": "runs folder (default ./runs or $XRAY_RUNS_DIR)", "cache_dir": "where decoded images are cached",
+    "notes": "free text stored with the run",
+}
+
+
+def _bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _augment(text: str) -> list[Any]:
+    text = text.strip()
+    if text.startswith("["):
+        return json.loads(text)
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _add_train_options(parser: argparse.ArgumentParser) -> None:
+    """One option per TrainConfig field; all default to None so a preset's value survives unless given."""
+    special = {"augment": _augment, "class_names": _names}
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        kind = str(f.type)
+        if f.name in special:
+            convert = special[f.name]
+        elif "bool" in kind:
+            convert = _bool
+        elif "int" in kind and "float" not in kind:
+            convert = int
+        elif "float" in kind:
+            convert = float
+        else:
+            convert = str
+        parser.add_argument(flag, type=convert, default=None, help=TRAIN_HELP.get(f.name, f.name))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m xraycore", description="Pneumonia detection on chest X-rays.")
+    verbs = parser.add_subparsers(dest="verb", required=True)
+
+    train = verbs.add_parser("train", help="train a model (or a whole preset study)")
+    _add_train_options(train)
+    train.add_argument("--smoke", action="store_true", help="tiny images, few per class, one epoch: checks a recipe end to end in seconds")
+    train.add_argument("--resume", metavar="RUN", help="continue a stopped or killed run from its last completed epoch")
+    train.add_argument("--run-id", help="name the run directory (default: time + backbone)")
+    train.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    evaluate = verbs.add_parser("evaluate", help="score a model on a folder of class folders")
+    evaluate.add_argument("--model", required=True, help="model directory (a run or models/default)")
+    evaluate.add_argument("--data", required=True, help="folder with one sub-folder per class")
+    evaluate.add_argument("--threshold", type=float, help="operating threshold (default: the model's saved one)")
+    evaluate.add_argument("--positive", default=None, help="positive class folder name (default: the model's, PNEUMONIA)")
+    evaluate.add_argument("--beta", type=float, default=2.0, help="beta of the reported F-beta")
+    evaluate.add_argument("--tta", action="store_true", help="flip test-time augmentation")
+    evaluate.add_argument("--ci", action="store_true", help="add bootstrap 95%% confidence intervals")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+
+    predict = verbs.add_parser("predict", help="score image files")
+    predict.add_argument("--model", required=True, help="model directory")
+    predict.add_argument("files", nargs="+", help="PNG, JPEG or DICOM files")
+    predict.add_argument("--threshold", type=float, help="operating threshold (default: the model's saved one)")
+    predict.add_argument("--tta", action="store_true", help="flip test-time augmentation")
+    predict.add_argument("--cam", metavar="DIR", help="also write Grad-CAM overlays as PNG into DIR")
+    predict.add_argument("--cam-method", default="gradcam", help="Grad-CAM method")
+    predict.add_argument("--json", action="store_true", help="one JSON line per file")
+
+    listing = verbs.add_parser("runs", help="list training runs")
+    listing.add_argument("--root", help="runs folder (default ./runs or $XRAY_RUNS_DIR)")
+    listing.add_argument("--json", action="store_true", help="JSON lines")
+
+    presets = verbs.add_parser("presets", help="list the named recipes from the studies")
+    presets.add_argument("--backbones", action="store_true", help="list the backbones instead")
+    presets.add_argument("--show", metavar="NAME", help="print one preset in full")
+
+    report = verbs.add_parser("report", help="write a self-contained HTML report of a study")
+    report.add_argument("study", help="study name (or a run id)")
+    report.add_argument("--root", help="runs folder")
+    report.add_argument("--output", help="HTML file (default: <root>/<study>.html)")
+
+    export = verbs.add_parser("export", help="export a model to TorchScript or ONNX and check it")
+    export.add_argument("--model", required=True, help="model directory")
+    export.add_argument("--format", choices=("torchscript", "onnx"), required=True)
+    export.add_argument("--output", help="output file (default: inside the model directory)")
+
+    build = verbs.add_parser("build-dataset", help="make a class-folder dataset from existing folders (symlinks)")
+    build.add_argument("kind", choices=("kermany-3class", "merge"))
+    build.add_argument("--source", action="append", default=[],
+                       help="kermany-3class: the Kermany train folder; merge: CLASS=FOLDER (repeatable)")
+    build.add_argument("--output", required=True, help="folder to create")
+    build.add_argument("--copy", action="store_true", help="copy files instead of symlinking")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = {
+        "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "runs": cmd_runs,
+        "presets": cmd_presets, "report": cmd_report, "export": cmd_export, "build-dataset": cmd_build,
+    }[args.verb]
+    try:
+        return handler(args) or 0
+    except (ValueError, FileNotFoundError, RuntimeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+# ------------------------------------------------------------------ verbs
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from . import presets, train
+    from .progress import TqdmProgress
+
+    reporter = TqdmProgress(enabled=not args.quiet)
+    if args.resume:
+        path = train.resume(args.resume, reporter, root=Path(args.out) if args.out else None)
+        print(path)
+        return 0
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name) is not None}
+    configs = presets.expand(given, smoke=args.smoke)
+    paths = presets.launch(configs, reporter, run_id=args.run_id)
+    for path in paths:
+        print(path)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_folder
+
+    result = evaluate_folder(args.model, args.data, threshold=args.threshold, positive=args.positive,
+                             beta=args.beta, tta=args.tta, with_ci=args.ci)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key in ("n", "accuracy", "precision", "recall", "specificity", "f1", "auroc", "threshold"):
+            print(f"{key:>12}: {result[key]}")
+        print(f"{'confusion':>12}: {result['confusion_matrix']}  ([[tn, fp], [fn, tp]])")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .predict import Predictor
+
+    predictor = Predictor(args.model, threshold=args.threshold)
+    cam_dir = Path(args.cam) if args.cam else None
+    if cam_dir:
+        cam_dir.mkdir(parents=True, exist_ok=True)
+    failures = 0
+    for prediction in predictor.predict_files(args.files, tta=args.tta, cam=args.cam_method if cam_dir else None):
+        failures += not prediction.ok
+        if cam_dir and prediction.overlay is not None:
+            from PIL import Image
+
+            Image.fromarray(prediction.overlay).save(cam_dir / (Path(prediction.name).stem + "_cam.png"))
+        if args.json:
+            print(json.dumps(prediction.to_json()), flush=True)
+        elif prediction.ok:
+            flag = "  [out of domain]" if prediction.out_of_domain else ""
+            print(f"{prediction.name}: {prediction.label} (p={prediction.to_json()['probability']:.3f}){flag}")
+        else:
+            print(f"{prediction.name}: error: {prediction.error}")
+    return 1 if failures == len(args.files) else 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from . import runs
+
+    for run in runs.list_runs(Path(args.root) if args.root else None):
+        summary = run.summary()
+        if args.json:
+            print(json.dumps(summary, default=str))
+        else:
+            print(f"{summary['id']:<48} {summary.get('state', '?'):<12} {summary.get('backbone') or '':<22} {summary.get('study') or ''}")
+    return 0
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    from . import models, presets
+
+    if args.backbones:
+        for name in models.list_backbones():
+            spec = models.get_spec(name)
+            print(f"{name:<24} {spec.input_size:>4}px  {'heavy for a CPU' if spec.heavy else ''}")
+        return 0
+    if args.show:
+        print(json.dumps(presets.load(args.show), indent=2))
+        return 0
+    for name in presets.names():
+        preset = presets.load(name)
+        print(f"{name:<22} {', '.join(preset['backbones']):<70} {preset['source']}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_study_report
+
+    path = write_study_report(args.study, root=Path(args.root) if args.root else None,
+                              output=Path(args.output) if args.output else None)
+    print(path)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_model
+
+    path, max_difference = export_model(args.model, args.format, Path(args.output) if args.output else None)
+    print(path)
+    _say(f"checked: largest probability difference against PyTorch {max_difference:.2e}")
+    return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from . import data
+
+    if args.kind == "kermany-3class":
+        if len(args.source) != 1:
+            raise ValueError("kermany-3class takes one --source: the Kermany train folder")
+        counts = data.build_kermany_3class(args.source[0], args.output, link=not args.copy)
+    else:
+        sources: dict[str, list[str]] = {}
+        for item in args.source:
+            name, _, folder = item.partition("=")
+            if not folder:
+                raise ValueError(f"--source must be CLASS=FOLDER, got {item!r}")
+            sources.setdefault(name, []).append(folder)
+        counts = data.merge_class_folders(sources, args.output, link=not args.copy)
+    print(json.dumps(counts))
+    return 0

@@ -1,0 +1,189 @@
+"""The Predictor: a model directory (a run or ``models/default``) → a Prediction per image.
+
+Same path as training, run forwards: read → grey uint8 at the run's load size → network input →
+logits → temperature → probabilities → the call at the saved operating point; optionally a
+Grad-CAM overlay, flip test-time augmentation and an out-of-domain score.
+"""
+from __future__ import annotations
+
+import io as _stdio
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from . import data as xdata
+from . import explain, metrics, models, runs
+from .io import XrayImage, XrayReadError, read_xray, to_uint8
+from .ood import OodModel
+
+Source = bytes | str | Path | BinaryIO
+
+
+@dataclass
+class Prediction:
+    """What the app and the CLI show for one image. ``error`` set means nothing else is."""
+
+    name: str
+    probabilities: dict[str, float] = field(default_factory=dict)
+    label: str | None = None
+    positive_class: str | None = None
+    positive_probability: float | None = None
+    threshold: float | None = None
+    out_of_domain: bool | None = None
+    ood_score: float | None = None
+    warnings: list[str] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    image: np.ndarray | None = None  # the grey image as read, float [0, 1]
+    heatmap: np.ndarray | None = None
+    overlay: np.ndarray | None = None
+    error: str | None = None
+    error_kind: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_json(self) -> dict[str, Any]:
+        """The CLI's JSON line: file, probability, label (or file, error), plus the details."""
+        if not self.ok:
+            return {"file": self.name, "error": self.error, "error_kind": self.error_kind}
+        probability = self.positive_probability if self.positive_probability is not None else max(self.probabilities.values())
+        return {
+            "file": self.name, "probability": round(probability, 6), "label": self.label,
+            "probabilities": {k: round(v, 6) for k, v in self.probabilities.items()},
+            "threshold": self.threshold, "out_of_domain": self.out_of_domain,
+            "ood_score": None if self.ood_score is None else round(self.ood_score, 3), "warnings": self.warnings,
+        }
+
+
+class Predictor:
+    """Loads a model directory once; scores images in batches."""
+
+    def __init__(self, model_dir: str | Path, device: str | None = None, threshold: float | None = None) -> None:
+        self.run = runs.open_run(model_dir)
+        config = self.run.config
+        self.class_names: list[str] = list(config["class_names"])
+        self.spec = models.get_spec(config["backbone"])
+        self.image_size = int(config["image_size"])
+        self.load_size = int(config.get("load_size") or self.image_size)
+        self.mean, self.std = tuple(config["mean"]), tuple(config["std"])
+        self.device = models.pick_device(device)
+        head = models.HeadSpec(**config.get("head", {}))
+        self.model, _ = models.build_model(config["backbone"], len(self.class_names), pretrained="none", head=head)
+        self.model.load_state_dict(runs.load_weights(self.run.path / "model.safetensors"))
+        self.model.to(self.device).eval()
+        operating = self.run.operating_point
+        self.temperature = float(operating.get("temperature", 1.0))
+        self.positive_index: int | None = operating.get("positive_index")
+        if self.positive_index is None and len(self.class_names) == 2:
+            positive = config.get("positive_class")
+            self.positive_index = self.class_names.index(positive) if positive in self.class_names else 1
+        self.threshold = threshold if threshold is not None else operating.get("threshold", 0.5 if self.positive_index is not None else None)
+        ood_path = self.run.path / "ood.safetensors"
+        self.ood = OodModel.from_arrays(runs.load_arrays(ood_path)) if ood_path.exists() else None
+
+    # -------------------------------------------------------------- description
+    @property
+    def positive_class(self) -> str | None:
+        return None if self.positive_index is None else self.class_names[self.positive_index]
+
+    def describe(self) -> dict[str, Any]:
+        """Which model answers and what it was validated on (always shown to the user)."""
+        config, summary = self.run.config, self.run.read_json("summary.json", {}) or {}
+        return {
+            "model": self.run.id, "path": str(self.run.path), "backbone": config["backbone"],
+            "classes": self.class_names, "threshold": self.threshold, "temperature": self.temperature,
+            "weights_source": config.get("weights_source"), "split": config.get("split"),
+            "counts": config.get("counts"), "validation": summary.get("val"), "data": config.get("train", {}).get("data"),
+        }
+
+    # -------------------------------------------------------------- tensors
+    def to_tensor(self, image: XrayImage) -> torch.Tensor:
+        """Grey float image → normalised 3-channel network input, exactly as validation images in training."""
+        grey = xdata.resize_uint8(to_uint8(image.pixels), self.load_size)
+        return xdata.to_network_input(grey, self.image_size, self.mean, self.std)
+
+    @torch.no_grad()
+    def _forward(self, batch: torch.Tensor, tta: bool) -> tuple[np.ndarray, np.ndarray]:
+        batch = batch.to(self.device)
+        feats = models.features(self.model, batch)
+        logits = self.model.get_classifier()(feats)
+        if tta:
+            logits = (logits + self.model(torch.flip(batch, dims=[3]))) / 2
+        return logits.float().cpu().numpy(), feats.float().cpu().numpy()
+
+    # -------------------------------------------------------------- public
+    def predict_images(self, images: Sequence[XrayImage], names: Sequence[str] | None = None, *,
+                       cam: str | None = None, tta: bool = False, batch_size: int = 16) -> list[Prediction]:
+        names = list(names) if names is not None else [f"image {i + 1}" for i in range(len(images))]
+        out: list[Prediction] = []
+        for start in range(0, len(images), batch_size):
+            chunk = images[start:start + batch_size]
+            batch = torch.stack([self.to_tensor(image) for image in chunk])
+            logits, feats = self._forward(batch, tta)
+            probs = metrics.softmax(logits, self.temperature)
+            ood_scores = self.ood.score(feats) if self.ood is not None else [None] * len(chunk)
+            heatmaps = self._cams(batch, probs, cam) if cam else [None] * len(chunk)
+            for image, name, p, score, heat in zip(chunk, names[start:], probs, ood_scores, heatmaps):
+                out.append(self._prediction(image, name, p, score, heat))
+        return out
+
+    def predict_sources(self, sources: Iterable[tuple[str, Source]], **options: Any) -> Iterator[Prediction]:
+        """Read and score files a batch at a time, in order; an unreadable file becomes an error Prediction."""
+        batch_size = options.get("batch_size", 16)
+        pending: list[tuple[str, XrayImage | XrayReadError]] = []
+        for name, source in sources:
+            try:
+                pending.append((name, read_xray(source, name=name)))
+            except XrayReadError as error:
+                pending.append((name, error))
+            if len(pending) >= batch_size:
+                yield from self._flush(pending, options)
+                pending = []
+        yield from self._flush(pending, options)
+
+    def _flush(self, pending: list[tuple[str, XrayImage | XrayReadError]], options: dict[str, Any]) -> list[Prediction]:
+        readable = [(n, item) for n, item in pending if isinstance(item, XrayImage)]
+        scored = iter(self.predict_images([i for _, i in readable], [n for n, _ in readable], **options)) if readable else iter(())
+        return [next(scored) if isinstance(item, XrayImage) else Prediction(name=name, error=str(item), error_kind=item.kind)
+                for name, item in pending]
+
+    def predict_files(self, paths: Iterable[str | Path], **options: Any) -> Iterator[Prediction]:
+        return self.predict_sources(((str(p), Path(p)) for p in paths), **options)
+
+    # -------------------------------------------------------------- helpers
+    def _cams(self, batch: torch.Tensor, probs: np.ndarray, method: str) -> list[np.ndarray]:
+        targets = [self.positive_index if self.positive_index is not None else int(np.argmax(p)) for p in probs]
+        layer = models.cam_target_layer(self.model, self.spec)
+        return [explain.compute_cam(self.model, batch[i:i + 1].to(self.device), layer, targets[i], method=method)[0]
+                for i in range(len(batch))]
+
+    def _prediction(self, image: XrayImage, name: str, probs: np.ndarray, ood_score: float | None,
+                    heatmap: np.ndarray | None) -> Prediction:
+        probabilities = {c: float(p) for c, p in zip(self.class_names, probs)}
+        warnings = list(image.metadata.get("warnings", []))
+        if self.positive_index is not None:
+            positive_probability = float(probs[self.positive_index])
+            is_positive = positive_probability >= self.threshold
+            negative = [c for c in self.class_names if c != self.positive_class][0]
+            label = self.positive_class if is_positive else negative
+        else:
+            positive_probability, label = None, self.class_names[int(np.argmax(probs))]
+        out_of_domain = None if ood_score is None else bool(ood_score > self.ood.threshold)
+        if out_of_domain:
+            warnings.append("unlike the images this model was trained on (out of domain): treat the answer with caution")
+        return Prediction(
+            name=name, probabilities=probabilities, label=label, positive_class=self.positive_class,
+            positive_probability=positive_probability, threshold=self.threshold,
+            out_of_domain=out_of_domain, ood_score=None if ood_score is None else float(ood_score),
+            warnings=warnings, metadata=image.metadata, image=image.pixels,
+            heatmap=heatmap, overlay=None if heatmap is None else explain.overlay(image.pixels, heatmap),
+        )
+
+
+def bytes_source(data: bytes) -> BinaryIO:
+    """Uploaded files stay in memory: wrap their bytes, never write them to disk."""
+    return _stdio.BytesIO(data)

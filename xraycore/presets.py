@@ -1,0 +1,96 @@
+"""The studies of ``shared/seeds`` as named recipes, stored as data in ``presets/*.toml``.
+
+A preset holds a base config, the backbones it compares, per-backbone overrides and the study's
+reported numbers. ``expand`` turns a preset plus the user's options into one ``TrainConfig`` per
+backbone (a *study*); ``launch`` trains them, one run per backbone or per fold.
+"""
+from __future__ import annotations
+
+import time
+import tomllib
+from pathlib import Path
+from typing import Any, Callable
+
+from . import models
+from .config import TrainConfig
+
+PRESET_DIR = Path(__file__).parent / "presets"
+SMOKE = {"max_per_class": 6, "epochs": 1, "batch_size": 4, "fit_ood": False, "patience": None}
+SMOKE_IMAGE_SIZE = 64
+MIN_IMAGE_SIZE = {"inception_v3": 96, "xception": 96}  # smaller inputs collapse their feature maps
+
+
+def names() -> list[str]:
+    return sorted(path.stem for path in PRESET_DIR.glob("*.toml"))
+
+
+def load(name: str) -> dict[str, Any]:
+    path = PRESET_DIR / f"{name}.toml"
+    if name not in names():
+        raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(names())}")
+    with path.open("rb") as handle:
+        preset = tomllib.load(handle)
+    preset.setdefault("per_backbone", {})
+    preset["name"] = name
+    return preset
+
+
+def _shrink(values: dict[str, Any]) -> dict[str, Any]:
+    """--smoke: few images, tiny sizes, the fewest epochs that still exercise every phase of the recipe."""
+    values = {**values, **SMOKE}
+    size = max(SMOKE_IMAGE_SIZE, MIN_IMAGE_SIZE.get(values.get("backbone", ""), 0))
+    full = values.get("image_size") or models.get_spec(values["backbone"]).input_size
+    scale = size / full
+    values["image_size"] = size
+    for key in ("load_size", "eval_size"):
+        if values.get(key):
+            values[key] = max(size, int(round(values[key] * scale)))
+    values["augment"] = [_scale_sizes(spec, scale, size) for spec in values.get("augment", [])]
+    if values.get("frozen_epochs"):
+        values["frozen_epochs"] = 1
+        values["epochs"] = 1 if not values.get("unfreeze", True) else 2
+    if values.get("folds"):
+        values["max_per_class"] = max(SMOKE["max_per_class"], 2 * values["folds"])
+    return values
+
+
+def _scale_sizes(spec: Any, scale: float, floor: int) -> Any:
+    if isinstance(spec, dict) and "size" in spec:
+        return {**spec, "size": max(floor // 2, int(round(spec["size"] * scale)))}
+    return spec
+
+
+def expand(given: dict[str, Any], smoke: bool = False) -> list[TrainConfig]:
+    """The user's options (+ an optional preset) → one config per backbone; given options win."""
+    name = given.get("preset")
+    if not name:
+        values = {**given}
+        return [TrainConfig.from_dict(_shrink(values) if smoke else values)]
+    preset = load(name)
+    backbones = [given["backbone"]] if given.get("backbone") else list(preset["backbones"])
+    several = len(backbones) > 1 or preset["config"].get("folds") or given.get("folds")
+    study = given.get("study") or (f"{name}-{time.strftime('%Y%m%d-%H%M%S')}" if several else None)
+    configs = []
+    for backbone in backbones:
+        values = {**preset["config"], **preset["per_backbone"].get(backbone, {}), "backbone": backbone,
+                  "preset": name, "study": study, **{k: v for k, v in given.items() if k != "backbone"}}
+        if smoke:
+            values = _shrink({**values, **{k: v for k, v in given.items() if k in SMOKE}})
+        configs.append(TrainConfig.from_dict(values))
+    return configs
+
+
+def launch(configs: list[TrainConfig], progress: Callable[[dict], None], run_id: str | None = None) -> list[Path]:
+    """Train every config; a k-fold config becomes one run per fold."""
+    from .train import train
+
+    paths = []
+    for config in configs:
+        if config.folds and config.fold is None:
+            for fold in range(config.folds):
+                progress({"kind": "message", "text": f"{config.backbone}: fold {fold + 1} of {config.folds}"})
+                paths.append(train(config.replace(fold=fold), progress))
+        else:
+            progress({"kind": "message", "text": f"training {config.backbone}"})
+            paths.append(train(config, progress, run_id=run_id if len(configs) == 1 else None))
+    return paths

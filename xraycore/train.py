@@ -1,0 +1,507 @@
+"""The training loop: data → model → run directory.
+
+One function, :func:`train`, runs a whole recipe (``TrainConfig``) and writes a run through
+``runs``; :func:`resume` continues a killed run from its last completed epoch. The same code runs in
+one process or under ``torchrun`` (DistributedDataParallel): only rank 0 writes.
+
+Reproducibility: every epoch reseeds torch from (seed, epoch) and shuffles with the same
+per-epoch permutation (DistributedSampler's), so a resumed run replays exactly the epochs an
+uninterrupted one would have.
+"""
+from __future__ import annotations
+
+import math
+import os
+import platform
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, DistributedSampler
+
+from . import data as xdata
+from . import distributed, metrics, models, runs
+from .config import MONITORS, TrainConfig
+from .ood import fit_ood
+
+Progress = Callable[[dict[str, Any]], None]
+STOP_FILE = "STOP"  # the app (or a user) creates it to ask a run to stop after the current batch
+IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+def _silent(event: dict[str, Any]) -> None:
+    pass
+
+
+def configure_threads(threads: int | None) -> None:
+    """Background runs share 2 cores with the app: OpenMP must not busy-wait (see README)."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if threads:
+        torch.set_num_threads(threads)
+
+
+# ---------------------------------------------------------------- data
+@dataclass
+class Splits:
+    cache: xdata.ImageCache
+    class_names: list[str]
+    train: list[int]
+    val: list[int]
+    test: list[int]
+    description: str
+
+
+def prepare_data(config: TrainConfig, progress: Progress = _silent) -> Splits:
+    """Folders → patient-grouped split (or fold) → one decoded cache for every image used."""
+    pattern = config.patient_pattern or xdata.DEFAULT_PATIENT_PATTERN
+    found, class_names = xdata.discover_splits(config.data, config.class_names, pattern=pattern)
+    if not class_names or not any(found.values()):
+        raise ValueError(f"no images in class folders under {config.data}")
+    pool = found.get("train") or found.get("all") or []
+    test = found.get("test", [])
+    if config.max_per_class:
+        pool = xdata.subsample(pool, config.max_per_class, seed=config.seed)
+        test = xdata.subsample(test, config.max_per_class, seed=config.seed) if test else []
+
+    use_folder_val = config.split == "folder" or (
+        config.split == "auto" and len(found.get("val", [])) >= 50 and not config.folds
+    )
+    if config.folds:
+        fold = config.fold or 0
+        train, val = xdata.kfold_splits(pool, config.folds, seed=config.seed)[fold]
+        description = f"fold {fold + 1} of {config.folds} (stratified, grouped by patient)"
+    elif use_folder_val:
+        train, val = pool, found["val"]
+        description = "train/val folders as given"
+    else:
+        train, val = xdata.split_by_ratio(pool, config.val_fraction, seed=config.seed)
+        description = f"{config.val_fraction:.0%} validation, stratified and grouped by patient"
+
+    everything = list(dict.fromkeys(train + val + test))  # a sample may not be decoded twice
+    cache_dir = Path(config.cache_dir) if config.cache_dir else None
+    size = config.load_size or config.image_size
+    cache = xdata.ImageCache(
+        everything, size, cache_dir=cache_dir,
+        progress=lambda done, total: progress({"kind": "cache", "done": done, "total": total}),
+    )
+    where = {sample: i for i, sample in enumerate(cache.samples)}
+    pick = lambda samples: [where[s] for s in samples if s in where]  # noqa: E731 - unreadable files were skipped
+    train_idx = pick(train)
+    if config.grow_minority:
+        grown = xdata.grow_minority([cache.samples[i] for i in train_idx], config.grow_minority, seed=config.seed)
+        train_idx = pick(grown)
+    return Splits(cache, class_names, train_idx, pick(val), pick(test), description)
+
+
+def normalisation(config: TrainConfig, spec: models.BackboneSpec) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    table = {"backbone": (spec.mean, spec.std), "imagenet": IMAGENET, "half": ((0.5,) * 3, (1.0,) * 3)}
+    return table[config.normalisation]
+
+
+# ---------------------------------------------------------------- schedule
+def lr_factor(config: TrainConfig, epoch: int, step: int, steps_per_epoch: int) -> float:
+    """Multiplier of the phase's base learning rate at a given optimisation step."""
+    if config.schedule == "exponential":
+        return config.gamma**epoch
+    if config.schedule == "cosine":
+        total = max(1, config.epochs * steps_per_epoch)
+        now = epoch * steps_per_epoch + step
+        warmup = max(1, int(round(config.warmup_fraction * total)))
+        if now < warmup:
+            return (now + 1) / warmup
+        return 0.5 * (1.0 + math.cos(math.pi * (now - warmup) / max(1, total - warmup)))
+    return 1.0
+
+
+def make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """One optimiser over every parameter: frozen ones simply get no gradient and are skipped."""
+    params = model.parameters()
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, nesterov=True,
+                               weight_decay=config.weight_decay)
+    cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    return cls(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def backbone_frozen(config: TrainConfig, epoch: int) -> bool:
+    return epoch < config.frozen_epochs or not config.unfreeze and config.frozen_epochs > 0
+
+
+def phase_lr(config: TrainConfig, epoch: int) -> float:
+    if config.frozen_epochs and epoch >= config.frozen_epochs and config.finetune_lr:
+        return config.finetune_lr
+    return config.lr
+
+
+def set_phase(model: torch.nn.Module, config: TrainConfig, epoch: int) -> None:
+    """Frozen phase: head only, backbone in inference mode. Fine-tune: all but batch-norm."""
+    if backbone_frozen(config, epoch):
+        models.freeze_backbone(model)
+        model.eval()
+        model.get_classifier().train()
+        return
+    if config.frozen_epochs:
+        models.unfreeze(model, keep_batchnorm_frozen=config.keep_batchnorm_frozen)
+    model.train()
+    if config.frozen_epochs and config.keep_batchnorm_frozen:
+        models.set_batchnorm_eval(model)
+        model.get_classifier().train()
+
+
+# ---------------------------------------------------------------- evaluation
+@torch.no_grad()
+def predict_indices(model: torch.nn.Module, dataset: xdata.XrayDataset, batch_size: int,
+                    device: torch.device, ctx: distributed.Context, with_features: bool = False,
+                    channels_last: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Logits (and pre-logit features) for a dataset, sharded across ranks and gathered in order."""
+    model.eval()
+    mine = list(range(ctx.rank, len(dataset), ctx.world_size))
+    loader = DataLoader(torch.utils.data.Subset(dataset, mine), batch_size=batch_size)
+    logits, feats, labels = [], [], []
+    for images, label, _ in loader:
+        images = images.to(device)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        pre = models.features(model, images)
+        logits.append(model.get_classifier()(pre).float().cpu())
+        if with_features:
+            feats.append(pre.float().cpu())
+        labels.append(label)
+    part = (
+        np.asarray(mine, dtype=int),
+        torch.cat(labels).numpy() if labels else np.zeros(0, int),
+        torch.cat(logits).numpy() if logits else np.zeros((0, 0), np.float32),
+        torch.cat(feats).numpy() if feats else None,
+    )
+    parts = distributed.gather_objects(ctx, part)
+    order = np.concatenate([p[0] for p in parts])
+    sort = np.argsort(order, kind="stable")
+    all_labels = np.concatenate([p[1] for p in parts])[sort]
+    all_logits = np.concatenate([p[2] for p in parts if len(p[0])])[sort]
+    all_feats = np.concatenate([p[3] for p in parts if p[3] is not None])[sort] if with_features else None
+    return all_logits, all_labels, all_feats
+
+
+def epoch_metrics(logits: np.ndarray, labels: np.ndarray, weights: torch.Tensor | None) -> dict[str, float]:
+    """Validation numbers used for monitoring: loss, accuracy, AUROC (one-vs-rest macro), F1."""
+    t_logits = torch.from_numpy(logits)
+    loss = F.cross_entropy(t_logits, torch.from_numpy(labels), weight=weights).item()
+    probs = metrics.softmax(logits)
+    if probs.shape[1] == 2:
+        report = metrics.binary_report(labels, probs[:, 1], threshold=0.5)
+        return {"val_loss": loss, "val_accuracy": report["accuracy"], "val_auroc": report["auroc"] or 0.0,
+                "val_f1": report["f1"]}
+    report = metrics.multiclass_report(labels, probs, [str(i) for i in range(probs.shape[1])])
+    return {"val_loss": loss, "val_accuracy": report["accuracy"], "val_auroc": report.get("macro_auroc") or 0.0,
+            "val_f1": report["classification_report"]["macro avg"]["f1"]}
+
+
+# ---------------------------------------------------------------- the loop
+class _StopSignal:
+    """SIGTERM/SIGINT ask for a clean stop; SIGKILL cannot be caught and leaves the run 'interrupted'."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        if threading_is_main():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, self._handler)
+
+    def _handler(self, signum, frame) -> None:  # noqa: ANN001
+        self.requested = True
+
+
+def threading_is_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def environment_record(device: torch.device, ctx: distributed.Context) -> dict[str, Any]:
+    import timm
+
+    return {
+        "device": str(device), "torch": torch.__version__, "timm": timm.__version__,
+        "python": platform.python_version(), "threads": torch.get_num_threads(),
+        "world_size": ctx.world_size, "host": platform.node(),
+    }
+
+
+def train(config: TrainConfig, progress: Progress = _silent, run_id: str | None = None) -> Path:
+    """Train one run end to end and return its directory."""
+    return _run(config, progress, run_id=run_id, resume_from=None)
+
+
+def resume(run_ref: str | Path, progress: Progress = _silent, root: Path | None = None) -> Path:
+    """Continue a stopped, failed or killed run from its last completed epoch, same config."""
+    run = runs.open_run(run_ref, root)
+    if run.status().get("state") == "running":
+        raise RuntimeError(f"run {run.id} is still running (pid {run.status().get('pid')})")
+    if not (run.path / "last.safetensors").exists():
+        raise RuntimeError(f"run {run.id} has no completed epoch to resume from; start it again")
+    config = TrainConfig.from_dict(run.config["train"])
+    return _run(config, progress, run_id=None, resume_from=run)
+
+
+def _run(config: TrainConfig, progress: Progress, run_id: str | None, resume_from: runs.Run | None) -> Path:
+    configure_threads(config.threads)
+    device = models.pick_device(None if config.device == "auto" else config.device)
+    ctx = distributed.setup(device.type)
+    if ctx.enabled and device.type == "cuda":
+        device = torch.device("cuda", ctx.local_rank)
+        torch.cuda.set_device(device)
+    spec = models.get_spec(config.backbone)
+    if config.image_size is None:
+        config = config.replace(image_size=spec.input_size)
+    run: runs.Run | None = None
+    try:
+        splits = prepare_data(config, progress if ctx.is_main else _silent)
+        if not splits.train or not splits.val:
+            raise ValueError("the split left no training or no validation images; add images or change the split")
+        head = models.HeadSpec(hidden=config.head_hidden, dropout=config.dropout, batchnorm=config.head_batchnorm)
+        pretrained = "none" if resume_from else config.pretrained
+        model, weights_source = models.build_model(config.backbone, len(splits.class_names),
+                                                   pretrained=pretrained, head=head)
+        if resume_from:
+            weights_source = resume_from.config.get("weights_source", weights_source)
+        if ctx.is_main:
+            progress({"kind": "message", "text": f"weights: {weights_source}"})
+        run = _open_or_create_run(config, splits, spec, weights_source, device, ctx, run_id, resume_from)
+        return _fit(config, splits, spec, model, run, device, ctx, progress)
+    except BaseException as error:
+        if run is not None and ctx.is_main:
+            state = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+            run.set_status(state, message=f"{type(error).__name__}: {error}")
+            run.log(f"{state}: {type(error).__name__}: {error}")
+        raise
+    finally:
+        distributed.teardown(ctx)
+
+
+def _open_or_create_run(config, splits, spec, weights_source, device, ctx, run_id, resume_from) -> runs.Run | None:
+    """Rank 0 creates (or reopens) the run directory; other ranks learn its path and never write."""
+    path = None
+    if ctx.is_main:
+        if resume_from is not None:
+            run = resume_from
+            run.set_status("running", pid=os.getpid(), message="resumed")
+            run.log("resumed")
+        else:
+            per_process = max(1, config.batch_size // ctx.world_size)
+            record = {
+                "train": config.to_dict(),
+                "backbone": config.backbone, "class_names": splits.class_names,
+                "positive_class": config.positive_class if config.positive_class in splits.class_names else None,
+                "image_size": config.eval_size or config.image_size, "train_image_size": config.image_size,
+                "load_size": config.load_size or config.image_size,
+                "mean": list(normalisation(config, spec)[0]), "std": list(normalisation(config, spec)[1]),
+                "head": {"hidden": config.head_hidden, "dropout": config.dropout, "batchnorm": config.head_batchnorm},
+                "weights_source": weights_source, "split": splits.description,
+                "counts": {name: len(idx) for name, idx in
+                           (("train", splits.train), ("val", splits.val), ("test", splits.test))},
+                "skipped_files": len(splits.cache.skipped),
+                "effective_batch_size": per_process * ctx.world_size, "per_process_batch_size": per_process,
+                "environment": environment_record(device, ctx), "study": config.study, "preset": config.preset,
+            }
+            root = Path(config.out) if config.out else None
+            run = runs.create_run(record, root=root, run_id=run_id or runs.new_run_id(config.backbone))
+            for path_, reason in splits.cache.skipped:
+                run.log(f"skipped unreadable training image {Path(path_).name}: {reason}")
+        path = str(run.path)
+    path = distributed.broadcast_object(ctx, path)
+    return runs.Run(Path(path)) if ctx.is_main else None
+
+
+def _fit(config: TrainConfig, splits: Splits, spec: models.BackboneSpec, model: torch.nn.Module,
+         run: runs.Run | None, device: torch.device, ctx: distributed.Context, progress: Progress) -> Path:
+    mean, std = normalisation(config, spec)
+    augmentation = xdata.build_augmentation(config.augment) if config.augment else None
+    train_set = xdata.XrayDataset(splits.cache, splits.train, transform=augmentation,
+                                  output_size=config.image_size, mean=mean, std=std)
+    val_set = xdata.XrayDataset(splits.cache, splits.val, output_size=config.eval_size or config.image_size,
+                                mean=mean, std=std)
+    per_process = max(1, config.batch_size // ctx.world_size)
+    sampler = DistributedSampler(train_set, num_replicas=ctx.world_size, rank=ctx.rank,
+                                 shuffle=True, seed=config.seed, drop_last=False)
+    loader = DataLoader(train_set, batch_size=per_process, sampler=sampler, num_workers=config.num_workers,
+                        persistent_workers=config.num_workers > 0, drop_last=len(train_set) > per_process * ctx.world_size)
+    steps = len(loader)
+    labels = [splits.cache.samples[i].label for i in splits.train]
+    weights = None
+    if config.loss == "weighted_ce":
+        weights = torch.tensor(xdata.class_weights([splits.cache.samples[i] for i in splits.train],
+                                                   len(splits.class_names)), dtype=torch.float32)
+
+    use_amp = config.amp and device.type == "cuda"
+    channels_last = config.channels_last and device.type in ("cuda", "cpu")
+    if config.sync_batchnorm and ctx.enabled:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    set_phase(model, config, 0)  # freeze before DDP sees the parameters
+    wrapped = model
+    if ctx.enabled:
+        wrapped = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
+    optimizer = make_optimizer(config, model)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    loss_weights = weights.to(device) if weights is not None else None
+
+    start_epoch, best, bad_epochs = 0, None, 0
+    if run is not None and (run.path / "last.safetensors").exists():
+        start_epoch, best, bad_epochs = _restore(run, model, optimizer)
+    start_epoch, best, bad_epochs = distributed.broadcast_object(ctx, (start_epoch, best, bad_epochs))
+    if ctx.enabled and start_epoch:
+        _sync_weights(model)
+
+    larger_is_better = MONITORS[config.monitor]
+    stop = _StopSignal()
+    stopped = False
+    if ctx.is_main:
+        progress({"kind": "start", "run": str(run.path), "epochs": config.epochs, "steps": steps,
+                  "train": len(splits.train), "val": len(splits.val), "test": len(splits.test)})
+    for epoch in range(start_epoch, config.epochs):
+        torch.manual_seed(config.seed * 1000 + epoch)
+        sampler.set_epoch(epoch)
+        set_phase(model, config, epoch)
+        base_lr = phase_lr(config, epoch)
+        started, seen, loss_sum = time.perf_counter(), 0, torch.zeros(2)
+        for step, (images, targets, _) in enumerate(loader):
+            for group in optimizer.param_groups:
+                group["lr"] = base_lr * lr_factor(config, epoch, step, steps)
+            images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, enabled=use_amp):
+                logits = wrapped(images)
+                loss = F.cross_entropy(logits.float(), targets, weight=loss_weights,
+                                       label_smoothing=config.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            loss_sum += torch.tensor([loss.item() * len(targets), len(targets)])
+            seen += len(targets)
+            if ctx.is_main:
+                progress({"kind": "batch", "epoch": epoch + 1, "step": step + 1, "steps": steps, "loss": loss.item()})
+            wants_stop = stop.requested or (run is not None and (run.path / STOP_FILE).exists())
+            if distributed.any_flag(ctx, wants_stop):
+                stopped = True
+                break
+        if stopped:
+            break
+        elapsed = time.perf_counter() - started
+        total = distributed.sum_tensor(ctx, loss_sum)
+        val_logits, val_labels, _ = predict_indices(model, val_set, per_process * 2, device, ctx,
+                                                    channels_last=channels_last)
+        row = {"epoch": epoch + 1, "train_loss": float(total[0] / max(1.0, float(total[1]))),
+               **epoch_metrics(val_logits, val_labels, weights), "lr": base_lr * lr_factor(config, epoch, steps - 1, steps),
+               "frozen_backbone": backbone_frozen(config, epoch), "seconds": round(elapsed, 2),
+               "images_per_second": round(float(total[1]) / max(elapsed, 1e-9), 2)}
+        value = row[config.monitor]
+        improved = best is None or (value > best + config.min_delta if larger_is_better else value < best - config.min_delta)
+        best, bad_epochs = (value, 0) if improved else (best, bad_epochs + 1)
+        row["best"] = improved
+        if ctx.is_main:
+            run.append_metrics(row)
+            if improved:
+                runs.save_weights(run.path / "model.safetensors", model.state_dict())
+            runs.save_weights(run.path / "last.safetensors", model.state_dict())
+            torch.save({"optimizer": optimizer.state_dict(), "epoch": epoch, "best": best, "bad_epochs": bad_epochs},
+                       run.path / "train_state.pt")
+            run.set_status("running", epoch=epoch + 1, epochs=config.epochs, best_value=best, monitor=config.monitor)
+            run.log(f"epoch {epoch + 1}: " + ", ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float)))
+            progress({"kind": "epoch", **row})
+        if config.patience is not None and bad_epochs > config.patience:
+            if ctx.is_main:
+                run.log(f"early stopping: {config.monitor} did not improve by {config.min_delta} for {bad_epochs} epochs")
+            break
+
+    if ctx.is_main and not (run.path / "model.safetensors").exists():
+        run.set_status("stopped", message="stopped before the first epoch ended; nothing to keep")
+        return run.path
+    _finish(config, splits, spec, model, run, device, ctx, mean, std, progress, stopped)
+    return Path(run.path) if run is not None else Path()
+
+
+def _restore(run: runs.Run, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, Any, int]:
+    """Load the last completed epoch; drop metric lines written after it (a kill between writes)."""
+    model.load_state_dict(runs.load_weights(run.path / "last.safetensors"))
+    state = torch.load(run.path / "train_state.pt", map_location="cpu", weights_only=True)
+    optimizer.load_state_dict(state["optimizer"])
+    done = int(state["epoch"]) + 1
+    kept = [row for row in run.metrics() if row.get("epoch", 0) <= done]
+    runs.atomic_write_text(run.path / "metrics.jsonl", "".join(runs.json_line(row) for row in kept))
+    return done, state["best"], int(state["bad_epochs"])
+
+
+def _sync_weights(model: torch.nn.Module) -> None:
+    for tensor in model.state_dict().values():
+        torch.distributed.broadcast(tensor, src=0)
+
+
+def _finish(config, splits, spec, model, run, device, ctx, mean, std, progress, stopped) -> None:
+    """Best checkpoint → predictions, temperature, operating point, out-of-domain model, summary."""
+    if ctx.is_main:
+        model.load_state_dict(runs.load_weights(run.path / "model.safetensors"))
+    if ctx.enabled:
+        _sync_weights(model)
+    batch = max(1, config.batch_size // ctx.world_size) * 2
+    channels_last = config.channels_last and device.type in ("cuda", "cpu")
+    evaluate = lambda idx, feats=False: predict_indices(  # noqa: E731
+        model, xdata.XrayDataset(splits.cache, idx, output_size=config.eval_size or config.image_size, mean=mean, std=std),
+        batch, device, ctx, with_features=feats, channels_last=channels_last)
+    if ctx.is_main:
+        progress({"kind": "message", "text": "scoring validation and test images"})
+    val_logits, val_labels, val_feats = evaluate(splits.val, config.fit_ood)
+    test = evaluate(splits.test) if splits.test else None
+    train_feats = None
+    if config.fit_ood:
+        ood_idx = splits.train[:: max(1, len(splits.train) // 3000)]  # a few thousand images pin the covariance
+        train_feats = evaluate(ood_idx, True)[2]
+    if not ctx.is_main:
+        return
+
+    samples = splits.cache.samples
+    temperature = metrics.fit_temperature(val_logits, val_labels)
+    names = splits.class_names
+    summary: dict[str, Any] = {"temperature": temperature, "split": splits.description}
+    operating: dict[str, Any] = {"temperature": temperature, "beta": config.beta}
+    for split, idx, (logits, labels) in (("val", splits.val, (val_logits, val_labels)),
+                                         ("test", splits.test, test[:2] if test else (None, None))):
+        if logits is None:
+            continue
+        run.write_predictions(split, [samples[i].path for i in idx], labels, metrics.softmax(logits, temperature),
+                              names, patients=[samples[i].patient for i in idx], logits=logits)
+    positive = names.index(config.positive_class) if config.positive_class in names else None
+    if len(names) == 2:
+        positive = 1 if positive is None else positive
+        val_prob = metrics.softmax(val_logits, temperature)[:, positive]
+        y_val = (val_labels == positive).astype(int)
+        threshold, best_fbeta = metrics.best_fbeta_threshold(y_val, val_prob, config.beta)
+        operating.update(threshold=threshold, positive_class=names[positive], positive_index=positive,
+                         source=f"F{config.beta:g}-optimal on the validation split")
+        summary["val"] = metrics.binary_report(y_val, val_prob, threshold, config.beta)
+        summary["val_ece"] = metrics.expected_calibration_error(y_val, val_prob)
+        if test:
+            test_prob = metrics.softmax(test[0], temperature)[:, positive]
+            summary["test"] = metrics.binary_report((test[1] == positive).astype(int), test_prob, threshold, config.beta)
+    else:
+        summary["val"] = metrics.multiclass_report(val_labels, metrics.softmax(val_logits, temperature), names)
+        if test:
+            summary["test"] = metrics.multiclass_report(test[1], metrics.softmax(test[0], temperature), names)
+    run.save_operating_point(**operating)
+    if train_feats is not None and len(train_feats) > 2 and val_feats is not None:
+        ood = fit_ood(train_feats, val_feats)
+        runs.save_arrays(run.path / "ood.safetensors", ood.to_arrays())
+        summary["ood_threshold"] = ood.threshold
+    run.write_json("summary.json", summary)
+    state = "stopped" if stopped else "finished"
+    run.set_status(state, message="stopped by request; best checkpoint kept" if stopped else "finished")
+    run.log(state)
+    progress({"kind": "done", "run": str(run.path), "state": state, "summary": summary})
