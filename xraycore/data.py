@@ -19,6 +19,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -218,18 +219,22 @@ def _stratified_group_folds(samples: Sequence[Sample], k: int, seed: int) -> lis
 def split_by_ratio(samples: Sequence[Sample], val_fraction: float, seed: int = 0) -> tuple[list[Sample], list[Sample]]:
     """(train, val) with about `val_fraction` of the samples in val, stratified and patient-grouped.
 
-    The samples are dealt into up to 20 stratified, patient-grouped folds (fewer when there are fewer
-    patients) and round(val_fraction * folds) of them form the validation side, so 90/10, 80/20 and
-    70/30 are all reachable in 5% steps while no patient is on both sides.
+    val_fraction is written as a fraction n/k with k <= 20 (0.2 = 1/5, 0.3 = 3/10, 0.15 = 3/20); the
+    samples are dealt into k stratified, patient-grouped folds and n of them form the validation side.
+    The fewest folds that express the fraction keep this fast on large sets.
     """
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}")
     n_patients = len({s.patient for s in samples})
     if n_patients < 2:
         raise ValueError("a split needs samples from at least two patients")
-    k = min(20, n_patients)
-    n_val_folds = min(k - 1, max(1, round(val_fraction * k)))
-    folds = _stratified_group_folds(samples, k, seed)
+    largest_class = max(Counter(s.label for s in samples).values())
+    max_folds = min(20, n_patients, largest_class)  # StratifiedGroupKFold's limits
+    fraction = Fraction(val_fraction).limit_denominator(max_folds)
+    if not 0 < fraction < 1:  # too close to 0 or 1 for max_folds: take the nearest reachable fraction
+        fraction = Fraction(1 if fraction == 0 else max_folds - 1, max_folds)
+    folds = _stratified_group_folds(samples, fraction.denominator, seed)
+    n_val_folds = fraction.numerator
     val_indices = set(np.concatenate(folds[:n_val_folds]).tolist())
     train = [s for i, s in enumerate(samples) if i not in val_indices]
     val = [s for i, s in enumerate(samples) if i in val_indices]

@@ -362,17 +362,26 @@ def _looks_like_dicom(dataset) -> bool:
 
 
 def _read_dicom(dataset, max_pixels: int) -> XrayImage:
+    """Any failure inside pydicom (odd values, broken sequences, ...) means a damaged file.
+
+    The original exception is dropped, not chained: pydicom's messages may quote element values.
+    """
+    try:
+        return _decode_dicom(dataset, max_pixels)
+    except XrayReadError:
+        raise
+    except Exception:
+        raise XrayReadError("corrupt", _DICOM_DAMAGED) from None
+
+
+def _decode_dicom(dataset, max_pixels: int) -> XrayImage:
     if not any(keyword in dataset for keyword in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
         raise XrayReadError("no_pixels", "This DICOM file contains no image (it may be a report or other "
                                          "non-image data), so there is nothing to analyse.")
-    try:
-        rows, columns = int(dataset.Rows), int(dataset.Columns)
-    except Exception:
-        raise XrayReadError("corrupt", _DICOM_DAMAGED) from None
-    _check_dimensions(columns, rows, max_pixels)
+    _check_dimensions(int(dataset.Columns), int(dataset.Rows), max_pixels)
 
     transfer_syntax = _transfer_syntax(dataset)
-    compression = transfer_syntax.name if transfer_syntax is not None and transfer_syntax.is_compressed else None
+    compression = _compression(transfer_syntax)
     if compression is not None and not _decoder_available(transfer_syntax):
         raise _unsupported_compression(compression)
     frames = _int_or(dataset.get("NumberOfFrames"), 1)
@@ -395,9 +404,9 @@ def _read_dicom(dataset, max_pixels: int) -> XrayImage:
     try:
         array = pixel_array(dataset, index=0 if frames > 1 else None)
     except Exception:
-        if compression is not None:  # almost always a codec limitation (bit depth, variant), not damage
-            raise _unsupported_compression(compression) from None
-        raise XrayReadError("corrupt", _DICOM_DAMAGED) from None
+        if compression is None:
+            raise
+        raise _unsupported_compression(compression) from None  # mostly a codec limit (bit depth, variant), not damage
 
     if photometric == "PALETTE COLOR" or array.ndim == 3:
         return _dicom_colour(array, dataset, photometric, metadata)
@@ -448,8 +457,25 @@ def _dicom_colour(array: np.ndarray, dataset, photometric: str, metadata: dict[s
 
 
 def _transfer_syntax(dataset):
-    file_meta = getattr(dataset, "file_meta", None)
-    return file_meta.get("TransferSyntaxUID") if file_meta is not None else None
+    """The file's transfer syntax; a bare dataset (no file meta) gets the encoding pydicom detected."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    if getattr(dataset, "file_meta", None) is None:
+        dataset.file_meta = FileMetaDataset()
+    if "TransferSyntaxUID" not in dataset.file_meta:
+        implicit_vr, little_endian = dataset.original_encoding
+        dataset.file_meta.TransferSyntaxUID = (
+            ImplicitVRLittleEndian if implicit_vr else ExplicitVRLittleEndian if little_endian else ExplicitVRBigEndian)
+    return dataset.file_meta.TransferSyntaxUID
+
+
+def _compression(transfer_syntax) -> str | None:
+    """Name of the pixel-data compression; None for native (uncompressed) pixels."""
+    try:
+        return transfer_syntax.name if transfer_syntax.is_compressed else None
+    except ValueError:  # not a transfer syntax pydicom knows: private or damaged
+        return "an unrecognised compression"
 
 
 def _decoder_available(transfer_syntax) -> bool:
@@ -457,7 +483,7 @@ def _decoder_available(transfer_syntax) -> bool:
 
     try:
         return get_decoder(transfer_syntax).is_available
-    except NotImplementedError:
+    except Exception:  # NotImplementedError: no decoder exists for this syntax at all
         return False
 
 

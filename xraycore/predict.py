@@ -62,8 +62,8 @@ class Prediction:
 class Predictor:
     """Loads a model directory once; scores images in batches."""
 
-    def __init__(self, model_dir: str | Path, device: str | None = None, threshold: float | None = None) -> None:
-        self.run = runs.open_run(model_dir)
+    def __init__(self, model_dir: str | Path | runs.Run, device: str | None = None, threshold: float | None = None) -> None:
+        self.run = model_dir if isinstance(model_dir, runs.Run) else runs.open_run(Path(model_dir))
         config = self.run.config
         self.class_names: list[str] = list(config["class_names"])
         self.spec = models.get_spec(config["backbone"])

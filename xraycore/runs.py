@@ -147,6 +147,11 @@ def _to_json(obj: Any, indent: int | None = 2) -> str:
     return json.dumps(obj, indent=indent, sort_keys=True, default=_json_default)
 
 
+def json_line(row: dict) -> str:
+    """One metrics.jsonl line (compact JSON + newline)."""
+    return _to_json(row, indent=None) + "\n"
+
+
 def atomic_write_json(path: Path, obj: Any) -> None:
     """Write ``obj`` as pretty, key-sorted JSON, atomically. Serialises first, so a bad object
     changes nothing on disk."""
@@ -204,6 +209,15 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
             "(torch.save(model.state_dict(), ...)) or as .safetensors."
         ) from error
     return _unwrap_state_dict(loaded, path)
+
+
+def save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Plain numpy arrays (e.g. the out-of-domain model) as safetensors, atomically."""
+    save_weights(path, {name: torch.from_numpy(np.ascontiguousarray(value)) for name, value in arrays.items()})
+
+
+def load_arrays(path: Path) -> dict[str, np.ndarray]:
+    return {name: tensor.numpy() for name, tensor in safetensors.torch.load_file(Path(path), device="cpu").items()}
 
 
 def _unwrap_state_dict(loaded: Any, path: Path) -> dict[str, torch.Tensor]:
@@ -316,7 +330,7 @@ class Run:
     def append_metrics(self, row: dict) -> None:
         """Append one epoch's metrics as a JSON line, on disk before returning."""
         path = self.file(METRICS_FILE)
-        line = _to_json(row, indent=None) + "\n"
+        line = json_line(row)
         with open(path, "a+b") as handle:
             if handle.tell() > 0:  # a killed writer may have left a torn line: start a fresh one
                 handle.seek(-1, os.SEEK_END)

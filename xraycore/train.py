@@ -238,7 +238,7 @@ def train(config: TrainConfig, progress: Progress = _silent, run_id: str | None 
 
 def resume(run_ref: str | Path, progress: Progress = _silent, root: Path | None = None) -> Path:
     """Continue a stopped, failed or killed run from its last completed epoch, same config."""
-    run = runs.open_run(run_ref, root)
+    run = runs.open_run(Path(run_ref) if Path(run_ref).is_dir() else str(run_ref), root)
     if run.status().get("state") == "running":
         raise RuntimeError(f"run {run.id} is still running (pid {run.status().get('pid')})")
     if not (run.path / "last.safetensors").exists():
@@ -414,7 +414,7 @@ def _fit(config: TrainConfig, splits: Splits, spec: models.BackboneSpec, model: 
             runs.save_weights(run.path / "last.safetensors", model.state_dict())
             torch.save({"optimizer": optimizer.state_dict(), "epoch": epoch, "best": best, "bad_epochs": bad_epochs},
                        run.path / "train_state.pt")
-            run.set_status("running", epoch=epoch + 1, epochs=config.epochs, best_value=best, monitor=config.monitor)
+            run.set_status("running", epoch=epoch + 1, epochs=config.epochs, best_value=best, best_metric=config.monitor)
             run.log(f"epoch {epoch + 1}: " + ", ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float)))
             progress({"kind": "epoch", **row})
         if config.patience is not None and bad_epochs > config.patience:

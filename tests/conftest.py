@@ -1,0 +1,30 @@
+"""Shared fixtures: generated datasets and one tiny trained run reused by slower tests."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("XRAY_OFFLINE", "1")  # tests never touch the network
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from tests.synthetic import make_dataset  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> Path:
+    """train/ and test/ folders of 48 px Kermany-named images, 16 per class each."""
+    return make_dataset(tmp_path_factory.mktemp("tiny"), per_class=16, splits=("train", "test"))
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_dataset, tmp_path_factory) -> Path:
+    """A finished run of the scratch CNN on the tiny dataset (trained once per test session)."""
+    from xraycore.config import TrainConfig
+    from xraycore.train import train
+
+    config = TrainConfig(data=str(tiny_dataset / "train"), backbone="simple_cnn", pretrained="none",
+                         image_size=48, epochs=3, batch_size=8, lr=3e-3, val_fraction=0.25,
+                         out=str(tmp_path_factory.mktemp("runs")), augment=["hflip"])
+    return train(config)

@@ -1,0 +1,257 @@
+"""xraycore.io: every generated good or bad file gives exactly its expected outcome, with plain messages."""
+from __future__ import annotations
+
+import io
+import logging
+import re
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image, ImageFile
+
+from tests.corpus import CASE_NAMES, PHI, PHI_UIDS, SIDE, _bomb_png, chest_like, make_corpus
+from xraycore.io import (COLOURFULNESS_WARNING, MAX_PIXELS, XrayImage, XrayReadError, looks_like_colour_photo,
+                         read_xray, to_uint8)
+
+SAFE_METADATA_KEYS = {"format", "width", "height", "bit_depth", "mode", "photometric", "modality", "view_position",
+                      "body_part", "frames", "compression", "colourfulness", "warnings"}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return make_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+def read_error(source, **kwargs) -> XrayReadError:
+    with pytest.raises(XrayReadError) as caught:
+        read_xray(source, **kwargs)
+    return caught.value
+
+
+def assert_plain_message(message: str) -> None:
+    """A sentence for a clinician: no exception class names, tracebacks, library names or reprs."""
+    assert len(message) > 20 and message[0].isupper() and message.endswith("."), message
+    assert not re.search(r"\w+(Error|Exception)\b|Traceback|pydicom|PIL\b|Pillow|numpy|<class|0x[0-9a-f]", message), message
+
+
+# ----------------------------------------------------------------------------- the corpus
+
+def test_corpus_is_quick_to_write(tmp_path):
+    make_corpus(tmp_path / "warm")  # first call pays for imports
+    started = time.perf_counter()
+    cases = make_corpus(tmp_path / "timed")
+    assert time.perf_counter() - started < 2.0
+    assert all(case.path.is_file() for case in cases.values())
+
+
+@pytest.mark.parametrize("case_name", CASE_NAMES)
+def test_each_case_gives_its_expected_outcome(corpus, case_name):
+    case = corpus[case_name]
+    if case.expected != "ok":
+        error = read_error(case.path)
+        assert error.kind == case.expected, str(error)
+        assert_plain_message(str(error))
+        return
+    image = read_xray(case.path)
+    assert image.pixels.dtype == np.float32 and image.pixels.ndim == 2
+    assert 0.0 <= image.pixels.min() and image.pixels.max() <= 1.0
+    assert image.pixels.max() - image.pixels.min() > 0.2  # real content, not a flat or crushed image
+    assert (image.metadata["height"], image.metadata["width"]) == image.pixels.shape
+    assert set(image.metadata) <= SAFE_METADATA_KEYS
+    if case.warning is None:
+        assert image.warnings == []
+    else:
+        assert any(case.warning in warning for warning in image.warnings), image.warnings
+
+
+def test_not_image_messages_say_what_the_file_is(corpus):
+    assert "text file" in str(read_error(corpus["text_named_png"].path))
+    html = str(read_error(corpus["html_named_jpg"].path))
+    assert "HTML" in html and ".jpg" in html
+    assert "PDF" in str(read_error(corpus["pdf_named_dcm"].path))
+
+
+def test_unsupported_dicom_compression_is_named(corpus):
+    assert "JPEG Lossless" in str(read_error(corpus["dicom_jpeg_lossless"].path))
+    assert "JPEG 2000" in str(read_error(corpus["dicom_jpeg2000_junk"].path))
+
+
+# ----------------------------------------------------------------------------- values
+
+def test_16bit_png_with_12bit_content_is_stretched_by_its_own_range(corpus):
+    raw = np.asarray(Image.open(corpus["png_16bit"].path)).astype(np.float64)
+    assert raw.max() <= 4095  # divided by 65535 this would be nearly black
+    image = read_xray(corpus["png_16bit"].path)
+    np.testing.assert_allclose(image.pixels, (raw - raw.min()) / (raw.max() - raw.min()), atol=1e-6)
+    assert image.pixels.mean() > 0.3 and image.metadata["bit_depth"] == 16
+
+
+def test_dicom_monochrome1_gets_rescale_then_window_then_inversion(corpus):
+    path = corpus["dicom_monochrome1"].path
+    raw = pydicom.dcmread(path).pixel_array.astype(np.float64)
+    image = read_xray(path)
+    # rescale intercept -1024, then the DICOM linear window (centre 1000, width 3000), then invert
+    window = np.clip((raw - 1024 - 999.5) / 2999 + 0.5, 0, 1)
+    np.testing.assert_allclose(image.pixels, 1 - window, atol=1e-5)
+    lowest, highest = np.unravel_index(raw.argmin(), raw.shape), np.unravel_index(raw.argmax(), raw.shape)
+    assert image.pixels[lowest] == pytest.approx(1.0) and image.pixels[highest] == pytest.approx(0.0)
+    assert image.metadata["photometric"] == "MONOCHROME1" and image.metadata["bit_depth"] == 12
+
+
+def test_dicom_monochrome2_16bit_keeps_brightness_order(corpus):
+    path = corpus["dicom_monochrome2_16bit"].path
+    raw = pydicom.dcmread(path).pixel_array.astype(np.float64)
+    image = read_xray(path)
+    np.testing.assert_allclose(image.pixels, (raw - raw.min()) / (raw.max() - raw.min()), atol=1e-6)
+    assert image.metadata | {"warnings": None} >= {"format": "dicom", "modality": "DX", "view_position": "PA",
+                                                   "body_part": "CHEST", "bit_depth": 16}
+
+
+def test_multiframe_dicom_uses_the_first_frame(corpus):
+    image = read_xray(corpus["dicom_multiframe"].path)
+    first = chest_like(seed=4)
+    assert np.corrcoef(image.pixels.ravel(), first.ravel())[0, 1] > 0.99
+    assert image.metadata["frames"] == 2
+
+
+def test_dicom_without_preamble_matches_its_content(corpus):
+    image = read_xray(corpus["dicom_without_preamble"].path)
+    assert np.corrcoef(image.pixels.ravel(), chest_like(seed=6).ravel())[0, 1] > 0.99
+
+
+def test_exif_orientation_is_applied(corpus):
+    image = read_xray(corpus["exif_rotated_jpeg"].path)
+    assert image.pixels.shape == (SIDE, 40)  # stored 64 wide x 40 tall, orientation 6 = 90° clockwise
+    stored = chest_like(height=40, width=SIDE)
+    right_way = np.abs(image.pixels - np.rot90(stored, k=-1)).mean()
+    wrong_way = np.abs(image.pixels - np.rot90(stored, k=1)).mean()
+    assert right_way < 0.03 < wrong_way
+
+
+def test_rgba_transparency_becomes_black_and_the_rest_is_kept(corpus):
+    image = read_xray(corpus["rgba_png"].path)
+    grey = (chest_like() * 255).round() / 255
+    assert np.all(image.pixels[:, : SIDE // 4] == 0)
+    np.testing.assert_allclose(image.pixels[:, SIDE // 4:], grey[:, SIDE // 4:], atol=1e-6)
+
+
+@pytest.mark.parametrize("case_name, tolerance", [("palette_png", 0.03), ("cmyk_jpeg", 0.03), ("la_png", 1e-6),
+                                                  ("grey_as_rgb_jpeg", 0.03), ("bmp", 1e-6)])
+def test_other_modes_come_out_as_the_same_grey_picture(corpus, case_name, tolerance):
+    image = read_xray(corpus[case_name].path)
+    assert np.abs(image.pixels - chest_like()).mean() < tolerance
+    assert image.metadata["colourfulness"] < 5
+
+
+def test_colour_photo_is_read_but_flagged(corpus):
+    image = read_xray(corpus["colour_photo"].path)
+    assert image.metadata["colourfulness"] > COLOURFULNESS_WARNING
+    assert looks_like_colour_photo(image.metadata) and looks_like_colour_photo(image.metadata["colourfulness"])
+    assert not looks_like_colour_photo(read_xray(corpus["grey_as_rgb_jpeg"].path).metadata)
+    assert not looks_like_colour_photo(COLOURFULNESS_WARNING - 0.1) and looks_like_colour_photo(COLOURFULNESS_WARNING)
+
+
+def test_to_uint8_rounds_and_clips():
+    out = to_uint8(np.array([[0.0, 0.5, 1.0, -0.2, 1.3, 0.1]], dtype=np.float32))
+    assert out.dtype == np.uint8 and out.tolist() == [[0, 128, 255, 0, 255, 26]]
+
+
+# ----------------------------------------------------------------------------- sources
+
+def test_bytes_path_and_file_objects_read_the_same(corpus):
+    path = corpus["chest_jpeg"].path
+    reference = read_xray(path).pixels
+    with open(path, "rb") as handle:
+        from_handle = read_xray(handle)
+    for image in (read_xray(str(path)), read_xray(path.read_bytes()), read_xray(io.BytesIO(path.read_bytes())),
+                  from_handle):
+        assert isinstance(image, XrayImage)
+        np.testing.assert_array_equal(image.pixels, reference)
+
+
+def test_name_only_colours_the_message_never_the_format(corpus):
+    html = corpus["html_named_jpg"].path.read_bytes()
+    assert ".png" in str(read_error(html, name="upload.png"))
+    assert "name ends" not in str(read_error(html))
+    jpeg = corpus["chest_jpeg"].path.read_bytes()
+    assert read_xray(jpeg, name="looks_like.dcm").metadata["format"] == "jpeg"
+
+
+def test_text_mode_file_is_a_programming_error(corpus):
+    with open(corpus["text_named_png"].path) as handle, pytest.raises(TypeError):
+        read_xray(handle)
+
+
+def test_empty_bytes_and_empty_stream():
+    assert read_error(b"").kind == "empty"
+    assert read_error(io.BytesIO()).kind == "empty"
+
+
+# ----------------------------------------------------------------------------- guards
+
+@pytest.mark.parametrize("side", [20000, 30000])
+def test_huge_png_is_refused_quickly_without_decoding(side):
+    data = _bomb_png(side)
+    started = time.perf_counter()
+    assert read_error(data).kind == "too_large"
+    assert time.perf_counter() - started < 0.5
+
+
+def test_max_pixels_is_checked_before_decoding(corpus):
+    assert read_error(corpus["chest_8bit"].path, max_pixels=SIDE * SIDE - 1).kind == "too_large"
+    assert read_xray(corpus["chest_8bit"].path, max_pixels=SIDE * SIDE).pixels.shape == (SIDE, SIDE)
+    # a DICOM header claiming 20000 x 20000 over 64 x 64 pixels: decoding it would be "corrupt"
+    dataset = pydicom.dcmread(corpus["dicom_monochrome2_16bit"].path)
+    dataset.Rows = dataset.Columns = 20000
+    buffer = io.BytesIO()
+    dataset.save_as(buffer)
+    assert read_error(buffer.getvalue()).kind == "too_large"
+    assert MAX_PIXELS < 20000 * 20000
+
+
+def test_truncated_dicom_is_corrupt(corpus):
+    data = corpus["dicom_monochrome2_16bit"].path.read_bytes()
+    error = read_error(data[: len(data) - 3000])
+    assert error.kind == "corrupt" and error.__cause__ is None
+    assert_plain_message(str(error))
+
+
+def test_constant_deep_image_is_blank():
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((SIDE, SIDE), 3000, np.uint16)).save(buffer, "PNG")
+    assert read_error(buffer.getvalue()).kind == "constant"
+
+
+def test_truncated_images_are_never_half_loaded(corpus):
+    for name in ("truncated_jpeg", "truncated_png"):
+        assert read_error(corpus[name].path).kind == "corrupt"
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is False
+
+
+# ----------------------------------------------------------------------------- privacy
+
+DICOM_CASES = [name for name in CASE_NAMES if name.startswith("dicom")]
+PHI_STRINGS = [*PHI.values(), *PHI_UIDS.values(), "Doe", "Janet", "73519", "19610214", "Examplia", "Houseman"]
+
+
+@pytest.mark.parametrize("case_name", DICOM_CASES)
+def test_patient_identifiers_never_leave_the_reader(corpus, case_name, caplog):
+    raw = corpus[case_name].path.read_bytes()
+    assert PHI["PatientName"].encode() in raw  # the identifiers really are in the file
+    caplog.set_level(logging.DEBUG)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            image = read_xray(raw)
+            exposed = repr(image) + str(image.metadata) + str(image.warnings)
+            assert set(image.metadata) <= SAFE_METADATA_KEYS
+        except XrayReadError as error:
+            exposed = str(error) + repr(error) + repr(error.__cause__) + repr(error.__context__)
+    exposed += caplog.text + " ".join(str(warning.message) for warning in caught)
+    for secret in PHI_STRINGS:
+        assert secret not in exposed
+    assert not re.search(r"\d+\.\d+\.\d+\.\d+\.\d+", exposed)  # no UIDs of any kind

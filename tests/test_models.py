@@ -1,0 +1,266 @@
+"""Backbone registry, heads, weights sources and freezing (tiny inputs, no network)."""
+
+import hashlib
+import os
+import time
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from xraycore import models
+from xraycore.models import HeadSpec, build_model
+
+# Every backbone named in docs/presets.md.
+PRESET_BACKBONES = {
+    "resnet18", "resnet50", "resnet18d", "resnet34d", "resnet50d", "resnet101d", "resnet152d",
+    "resnet200d", "resnext50_32x4d", "densenet121", "densenet161", "efficientnet_b0",
+    "efficientnet_b3", "inception_v3", "mobilenetv2_100", "mobilenetv3_large_100", "vgg16",
+    "xception", "convnext_tiny", "efficientnet_lite0", "simple_cnn",
+}
+# Inception-v3 and Xception have no padding in their stems and need more than 64 px.
+SMOKE_SIZE = {"inception_v3": 80, "xception": 80}
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+    """No test may reach the network: hub downloads are switched off."""
+    monkeypatch.setenv("XRAY_OFFLINE", "1")
+
+
+def _batch(name: str, n: int = 2) -> torch.Tensor:
+    size = SMOKE_SIZE.get(name, 64)
+    return torch.rand(n, 3, size, size)
+
+
+# ---------------------------------------------------------------- registry
+
+
+def test_registry_covers_every_preset_backbone():
+    assert PRESET_BACKBONES <= set(models.list_backbones())
+
+
+def test_specs_take_size_and_normalisation_from_timm():
+    resnet = models.get_spec("resnet18")
+    assert (resnet.input_size, resnet.mean, resnet.std) == (
+        224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225),
+    )
+    xception = models.get_spec("xception")
+    assert xception.timm_id == "legacy_xception"
+    assert (xception.input_size, xception.mean) == (299, (0.5, 0.5, 0.5))
+    assert models.get_spec("vgg16").heavy and not models.get_spec("resnet18d").heavy
+
+
+def test_unknown_backbone_lists_the_known_ones():
+    with pytest.raises(ValueError, match="resnet18d.*convnext_tiny"):
+        models.get_spec("resnet9000")
+
+
+def _smoke_cases():
+    """Every backbone with 3 classes through the custom head (every classifier slot is tested);
+    the light ones also with 2 classes through timm's own head. Heavy ones are built once."""
+    for name in models.list_backbones():
+        if not models.get_spec(name).heavy:
+            yield pytest.param(name, 2, HeadSpec(), id=f"{name}-2")
+        yield pytest.param(name, 3, HeadSpec(hidden=8, dropout=0.4), id=f"{name}-3")
+
+
+@pytest.mark.parametrize("name, num_classes, head", _smoke_cases())
+def test_every_backbone_builds_runs_and_has_its_cam_layer(name, num_classes, head):
+    """One cheap forward per build: logits shape, CAM layer on the path, 2-D features."""
+    model, source = build_model(name, num_classes=num_classes, head=head)
+    assert source == "random initialisation (no pretrained weights requested)"
+    cam_shapes = []
+    models.cam_target_layer(model, name).register_forward_hook(
+        lambda module, inputs, output: cam_shapes.append(output.shape)
+    )
+    x = _batch(name, n=1)
+    model.eval()
+    with torch.no_grad():
+        assert model(x).shape == (1, num_classes)
+        pre_logits = models.features(model, x)
+    assert len(cam_shapes[0]) == 4, "the CAM layer must run and produce a spatial map"
+    assert pre_logits.ndim == 2 and pre_logits.shape[0] == 1
+    if head.is_custom:
+        assert isinstance(model.get_classifier(), nn.Sequential)
+
+
+# ---------------------------------------------------------------- heads and freezing
+
+
+def test_custom_head_replaces_the_classifier_and_feeds_on_pre_logits():
+    model, _ = build_model("xception", 1, head=HeadSpec(hidden=1028))
+    head = model.get_classifier()
+    linears = [m for m in head if isinstance(m, nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(2048, 1028), (1028, 1)]
+    model.eval()
+    x = _batch("xception")
+    with torch.no_grad():
+        assert torch.allclose(model(x), head(models.features(model, x)))
+
+
+def test_default_head_is_timms_classifier_with_dropout():
+    model, _ = build_model("resnet18d", 2, head=HeadSpec(dropout=0.4))
+    assert isinstance(model.get_classifier(), nn.Linear)
+    assert model.drop_rate == 0.4
+
+
+def _bn_head_model():
+    return build_model("resnet18", 2, head=HeadSpec(hidden=16, dropout=0.4, batchnorm=True))[0]
+
+
+def test_freeze_backbone_leaves_only_the_head_trainable():
+    model = _bn_head_model()
+    models.freeze_backbone(model)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all(name.startswith("fc.") for name in trainable)
+    head_size = sum(p.numel() for p in model.get_classifier().parameters())
+    assert models.trainable_parameter_count(model) == head_size
+    # The head still trains: a step changes it and nothing else.
+    model.train()
+    models.set_batchnorm_eval(model)
+    loss = model(torch.rand(4, 3, 32, 32)).sum()
+    loss.backward()
+    assert model.layer1[0].conv1.weight.grad is None
+    assert model.get_classifier()[1].weight.grad is not None
+
+
+def test_unfreeze_keeps_backbone_batchnorm_frozen_and_in_eval_mode():
+    model = _bn_head_model()
+    models.freeze_backbone(model)
+    models.unfreeze(model, keep_batchnorm_frozen=True)
+    head = model.get_classifier()
+    backbone_bn = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    head_bn = [m for m in head if isinstance(m, nn.BatchNorm1d)]
+    assert backbone_bn and head_bn
+    assert not any(p.requires_grad for m in backbone_bn for p in m.parameters())
+    bn_params = {id(p) for m in backbone_bn for p in m.parameters()}
+    assert all(p.requires_grad for p in model.parameters() if id(p) not in bn_params)
+
+    model.train()
+    models.set_batchnorm_eval(model)
+    assert not any(m.training for m in backbone_bn)
+    assert all(m.training for m in head_bn) and model.layer4.training
+    running_mean = model.bn1.running_mean.clone()
+    model(torch.rand(4, 3, 32, 32))
+    assert torch.equal(model.bn1.running_mean, running_mean)
+
+    models.unfreeze(model, keep_batchnorm_frozen=False)
+    assert all(p.requires_grad for p in model.parameters())
+
+
+# ---------------------------------------------------------------- local weights
+
+
+def _file_sha256(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_local_weights_with_other_key_names_load_in_order(tmp_path):
+    torch.manual_seed(1)
+    source_model = models.get_spec("resnet18").create(num_classes=1000)
+    # torchvision-like checkpoint: same tensors in the same order, unrelated key names.
+    renamed = {f"tensor_{i:03d}": t for i, t in enumerate(source_model.state_dict().values())}
+    path = tmp_path / "imagenet.pth"
+    torch.save(renamed, path)
+
+    model, source = build_model("resnet18", 2, pretrained=str(path))
+    assert torch.equal(model.conv1.weight, source_model.conv1.weight)
+    assert torch.equal(model.layer4[1].bn2.running_var, source_model.layer4[1].bn2.running_var)
+    assert model.fc.weight.shape == (2, 512)  # the 1000-class classifier was left out
+    backbone_count = len(source_model.state_dict()) - 2
+    assert f"sha256 {_file_sha256(path)[:8]}" in source
+    assert f"{backbone_count}/{backbone_count} backbone tensors matched" in source
+    assert str(path) in source
+
+
+def test_local_safetensors_checkpoint_restores_the_whole_model(tmp_path):
+    trained, _ = build_model("simple_cnn", 2, head=HeadSpec(hidden=8))
+    path = tmp_path / "model.safetensors"
+    save_file(trained.state_dict(), str(path))
+    restored, source = build_model("simple_cnn", 2, head=HeadSpec(hidden=8), pretrained=str(path))
+    for key, value in trained.state_dict().items():
+        assert torch.equal(restored.state_dict()[key], value), key
+    assert "classifier loaded from the file" in source
+
+
+def test_weights_of_another_architecture_are_refused(tmp_path):
+    path = tmp_path / "effnet.pth"
+    torch.save(models.get_spec("efficientnet_b0").create(num_classes=2).state_dict(), path)
+    with pytest.raises(ValueError, match="does not fit this model"):
+        build_model("resnet18", 2, pretrained=str(path))
+
+
+class _CodePayload:
+    """Unpickling this would create a directory: proof that code ran."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.makedirs, (self.marker,))
+
+
+def test_pickled_code_is_refused_and_never_runs(tmp_path):
+    marker = tmp_path / "payload_ran"
+    path = tmp_path / "evil.pth"
+    torch.save({"conv1.weight": _CodePayload(str(marker))}, path)
+    with pytest.raises(ValueError, match="Refused"):
+        build_model("resnet18", 2, pretrained=str(path))
+    assert not marker.exists()
+
+
+def test_missing_weights_file_is_a_plain_error(tmp_path):
+    with pytest.raises(ValueError, match="not found"):
+        build_model("resnet18", 2, pretrained=str(tmp_path / "nope.pth"))
+
+
+# ---------------------------------------------------------------- the model hub
+
+
+@pytest.mark.parametrize("variable", ["XRAY_OFFLINE", "HF_HUB_OFFLINE"])
+def test_offline_hub_falls_back_to_scratch_quickly(monkeypatch, variable):
+    monkeypatch.delenv("XRAY_OFFLINE", raising=False)
+    monkeypatch.setenv(variable, "1")
+    assert models.hub_reachable() is False
+    start = time.monotonic()
+    model, source = build_model("resnet18", 2, pretrained="hub")
+    assert time.monotonic() - start < 3
+    assert source.startswith("random initialisation") and "trained from scratch" in source
+    assert "offline" in source
+    assert model.eval()(torch.rand(1, 3, 32, 32)).shape == (1, 2)
+
+
+def test_failed_hub_download_falls_back_instead_of_raising(monkeypatch):
+    monkeypatch.delenv("XRAY_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(models, "hub_reachable", lambda **kwargs: True)
+    real_create = models.timm.create_model
+
+    def create_without_network(model_id, pretrained=False, **kwargs):
+        if pretrained:
+            raise OSError("connection reset")
+        return real_create(model_id, pretrained=False, **kwargs)
+
+    monkeypatch.setattr(models.timm, "create_model", create_without_network)
+    model, source = build_model("resnet18", 2, pretrained="hub")
+    assert "download failed: connection reset" in source and "trained from scratch" in source
+    assert isinstance(model, nn.Module)
+
+
+def test_scratch_cnn_asked_for_hub_weights_says_it_has_none():
+    _, source = build_model("simple_cnn", 2, pretrained="hub")
+    assert "simple_cnn has no pretrained weights" in source
+
+
+# ---------------------------------------------------------------- devices
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only fallback")
+def test_pick_device_defaults_and_overrides():
+    if not torch.backends.mps.is_available():
+        assert models.pick_device() == torch.device("cpu")
+    assert models.pick_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="not available"):
+            models.pick_device("cuda")
