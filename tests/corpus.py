@@ -255,7 +255,8 @@ _CASES: dict[str, tuple[str, Callable[[], bytes], str, str | None]] = {
     "dicom_monochrome2_16bit": ("mono2.dcm", _dicom_monochrome2_16bit, "ok", None),
     "dicom_multiframe": ("multi.dcm", _dicom_multiframe, "ok", "multi-frame"),
     "dicom_without_preamble": ("bare.dcm", _dicom_without_preamble, "ok", None),
-    "dicom_no_pixels": ("no_pixels.dcm", lambda: _dicom(None), "no_pixels", None),
+    "dicom_no_pixels": ("sr_report.dcm", lambda: _dicom(None, SOPClassUID="1.2.840.10008.5.1.4.1.1.88.11", Modality="SR"),
+                        "no_pixels", None),  # a Basic Text SR: a report, no image
     "dicom_jpeg2000_junk": ("j2k.dcm", lambda: _dicom_compressed("1.2.840.10008.1.2.4.91"), "unsupported", None),
     "dicom_jpeg_lossless": ("lossless.dcm", lambda: _dicom_compressed("1.2.840.10008.1.2.4.70"), "unsupported", None),
 }
@@ -270,6 +271,7 @@ def make_corpus(directory: Path) -> dict[str, CorpusCase]:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     corpus: dict[str, CorpusCase] = {}
+    assert len({file_name for file_name, *_ in _CASES.values()}) == len(_CASES), "file names must be unique"
     for case_name, (file_name, make_bytes, expected, warning) in _CASES.items():
         path = directory / file_name
         path.write_bytes(make_bytes())

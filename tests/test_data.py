@@ -21,7 +21,10 @@ def write_image(path: Path, seed: int, size: int = 40, value: int | None = None)
     """A small random (or uniform) greyscale image; the format follows the suffix."""
     path.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    pixels = np.full((size, size), value, np.uint8) if value is not None else rng.integers(0, 256, (size, size), np.uint8)
+    if value is None:
+        pixels = rng.integers(0, 256, (size, size), np.uint8)
+    else:
+        pixels = np.full((size, size), value, np.uint8)
     Image.fromarray(pixels).save(path)
     return path
 
@@ -208,7 +211,8 @@ def test_kfold_covers_every_sample_once_and_keeps_patients_together() -> None:
 
 
 def test_class_weights_are_balanced_and_match_the_binary_formula() -> None:
-    samples = [data.Sample(f"n{i}", 0, f"n{i}") for i in range(30)] + [data.Sample(f"p{i}", 1, f"p{i}") for i in range(10)]
+    negatives = [data.Sample(f"n{i}", 0, f"n{i}") for i in range(30)]
+    samples = negatives + [data.Sample(f"p{i}", 1, f"p{i}") for i in range(10)]
     weights = data.class_weights(samples, 2)
     np.testing.assert_allclose(weights, [40 / (2 * 30), 40 / (2 * 10)])
     n_neg, n_pos = 30, 10  # study 000: w+ = N/(P+N), w- = P/(P+N) -- same up to one common factor
@@ -269,6 +273,17 @@ def test_image_cache_resizes_without_keeping_aspect_ratio(tmp_path: Path) -> Non
     Image.fromarray(np.full((20, 80), 77, np.uint8)).save(path)
     cache = data.ImageCache([data.Sample(str(path), 0, "wide")], SIZE)
     assert cache.images.shape == (1, SIZE, SIZE) and (cache.images == 77).all()
+
+
+def test_sixteen_bit_images_are_rescaled_not_clipped(tmp_path: Path) -> None:
+    pytest.importorskip("xraycore.io")
+    path = tmp_path / "deep.png"
+    ramp = np.tile(np.linspace(0, 60000, SIZE), (SIZE, 1)).astype(np.uint16)  # left dark, right bright
+    Image.fromarray(ramp).save(path)
+    grey = data.decode_to_uint8(str(path), SIZE)
+    assert grey.dtype == np.uint8 and grey.shape == (SIZE, SIZE)
+    assert grey[:, 0].mean() < 20 and grey[:, -1].mean() > 235  # Pillow's convert("L") would clip to 255
+    assert (np.diff(grey[SIZE // 2].astype(int)) >= 0).all()
 
 
 def test_image_cache_reuses_the_persisted_cache(kermany: Path, tmp_path: Path, monkeypatch) -> None:
@@ -356,8 +371,9 @@ def test_gaussian_noise_perturbs_within_uint8_range() -> None:
 
 @pytest.fixture
 def grey_cache(tmp_path: Path) -> data.ImageCache:
-    paths = [write_image(tmp_path / "A" / "a.png", 0, size=SIZE, value=51), write_image(tmp_path / "B" / "b.png", 0, size=SIZE, value=204)]
-    return data.ImageCache([data.Sample(str(paths[0]), 0, "a"), data.Sample(str(paths[1]), 1, "b")], SIZE)
+    dark = write_image(tmp_path / "A" / "a.png", 0, size=SIZE, value=51)
+    bright = write_image(tmp_path / "B" / "b.png", 0, size=SIZE, value=204)
+    return data.ImageCache([data.Sample(str(dark), 0, "a"), data.Sample(str(bright), 1, "b")], SIZE)
 
 
 def test_xray_dataset_returns_normalised_three_channel_tensors(grey_cache: data.ImageCache) -> None:
@@ -394,7 +410,8 @@ def test_build_kermany_3class_sorts_pneumonia_by_file_name(kermany: Path, tmp_pa
     counts = data.build_kermany_3class(kermany, tmp_path / "three")
 
     n_viral = sum("virus" in n for n in names["PNEUMONIA"])
-    assert counts == {"NORMAL": len(names["NORMAL"]), "BACTERIAL": len(names["PNEUMONIA"]) - n_viral, "VIRAL": n_viral}
+    n_bacterial = len(names["PNEUMONIA"]) - n_viral
+    assert counts == {"NORMAL": len(names["NORMAL"]), "BACTERIAL": n_bacterial, "VIRAL": n_viral}
     linked = next((tmp_path / "three" / "VIRAL").iterdir())
     assert linked.is_symlink() and "virus" in linked.name
     samples, class_names = data.scan_class_folders(tmp_path / "three")
@@ -411,7 +428,10 @@ def test_merge_class_folders_pools_sources_and_renames_clashes(tmp_path: Path) -
     write_image(tmp_path / "src2" / "covid" / "img-1.png", 3)  # same name, different file
     write_image(tmp_path / "src2" / "normal" / "images" / "n-1.png", 4)  # COVID-19 Radiography layout
     write_image(tmp_path / "src2" / "normal" / "masks" / "n-1.png", 5)
-    sources = {"COVID": [tmp_path / "src1" / "COVID", tmp_path / "src2" / "covid"], "NORMAL": [tmp_path / "src2" / "normal"]}
+    sources = {
+        "COVID": [tmp_path / "src1" / "COVID", tmp_path / "src2" / "covid"],
+        "NORMAL": [tmp_path / "src2" / "normal"],
+    }
 
     counts = data.merge_class_folders(sources, tmp_path / "merged")
 

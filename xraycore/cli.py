@@ -136,6 +136,13 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=("torchscript", "onnx"), required=True)
     export.add_argument("--output", help="output file (default: inside the model directory)")
 
+    bundle = verbs.add_parser("bundle", help="copy a finished run into a shippable model directory with a model card")
+    bundle.add_argument("--model", required=True, help="finished run directory")
+    bundle.add_argument("--output", required=True, help="destination, e.g. models/default")
+    bundle.add_argument("--command-file", required=True, help="file holding the exact training command (for the card)")
+    bundle.add_argument("--section", action="append", default=[], metavar="TITLE=FILE",
+                        help="extra card section from a Markdown file (repeatable)")
+
     build = verbs.add_parser("build-dataset", help="make a class-folder dataset from existing folders (symlinks)")
     build.add_argument("kind", choices=("kermany-3class", "merge"))
     build.add_argument("--source", action="append", default=[],
@@ -150,6 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = {
         "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "runs": cmd_runs,
         "presets": cmd_presets, "report": cmd_report, "export": cmd_export, "build-dataset": cmd_build,
+        "bundle": cmd_bundle,
     }[args.verb]
     try:
         return handler(args) or 0
@@ -262,6 +270,17 @@ def cmd_export(args: argparse.Namespace) -> int:
     path, max_difference = export_model(args.model, args.format, Path(args.output) if args.output else None)
     print(path)
     _say(f"checked: largest probability difference against PyTorch {max_difference:.2e}")
+    return 0
+
+
+def cmd_bundle(args: argparse.Namespace) -> int:
+    from .card import bundle_model
+
+    extra = {}
+    for item in args.section:
+        title, _, path = item.partition("=")
+        extra[title] = Path(path).read_text(encoding="utf-8")
+    print(bundle_model(args.model, Path(args.output), Path(args.command_file).read_text(encoding="utf-8"), extra))
     return 0
 
 

@@ -313,23 +313,28 @@ def subsample(samples: Sequence[Sample], per_class: int, seed: int = 0) -> list[
 # --------------------------------------------------------------------------- decoding and the cache
 
 
-def _needs_full_reader(image: Image.Image, path: str) -> bool:
-    """DICOM and high-bit-depth images: Pillow's convert("L") would clip them, io.read_xray rescales."""
-    return Path(path).suffix.lower() in {".dcm", ".dicom"} or image.mode in {"I", "I;16", "I;16B", "I;16L", "F"}
+_EXIF_ORIENTATION = 0x0112
+
+
+def _needs_full_reader(image: Image.Image) -> bool:
+    """Images the fast path would read differently from io.read_xray (and so from prediction):
+    high bit depth (convert("L") would clip), alpha or palette modes, EXIF-rotated photos."""
+    return image.mode not in {"L", "RGB"} or image.getexif().get(_EXIF_ORIENTATION, 1) not in (None, 1)
 
 
 def decode_to_uint8(path: str, size: int) -> np.ndarray:
     """One file as a uint8 greyscale size x size array.
 
-    JPEGs are decoded at reduced scale (Pillow draft mode), which is several times faster than a
-    full decode. Images are resized to a square without keeping the aspect ratio: the Kermany set
-    ships already stretched that way, and the predictor resizes the same way. DICOM and 16-bit
-    files go through io.read_xray so their windowing matches prediction.
+    Plain 8-bit grey or RGB files (nearly every training image) take a fast Pillow path: JPEGs are
+    decoded at reduced scale (draft mode), several times faster than a full decode. Everything else
+    (DICOM, 16-bit, alpha, EXIF rotation) goes through io.read_xray, exactly as at prediction time.
+    Images are stretched to size x size without keeping the aspect ratio: the Kermany set ships
+    already stretched that way.
     """
     if Path(path).suffix.lower() in {".dcm", ".dicom"}:
         return _decode_with_reader(path, size)
     with Image.open(path) as image:
-        if _needs_full_reader(image, path):
+        if _needs_full_reader(image):
             return _decode_with_reader(path, size)
         if image.format == "JPEG":
             image.draft("L", (size, size))
@@ -337,7 +342,7 @@ def decode_to_uint8(path: str, size: int) -> np.ndarray:
 
 
 def _decode_with_reader(path: str, size: int) -> np.ndarray:
-    from xraycore.io import read_xray, to_uint8  # lazy: only DICOM and 16-bit images need it
+    from xraycore.io import read_xray, to_uint8  # lazy: only the unusual files need it
 
     return resize_uint8(to_uint8(read_xray(path).pixels), size)
 
@@ -403,6 +408,8 @@ class ImageCache:
         cache_files = self._cache_files(samples, size, cache_dir) if cache_dir else None
         if cache_files and all(f.exists() for f in cache_files):
             self.images, kept, self.skipped = self._load(*cache_files)
+            if progress:
+                progress(len(samples), len(samples))
         else:
             self.images, kept, self.skipped = self._decode_all(samples, size, workers, progress)
             if cache_files:
@@ -507,7 +514,9 @@ AUGMENTATIONS: dict[str, Callable[..., Callable]] = {
         degrees=0, translate=_pair(fraction) if isinstance(fraction, (list, tuple)) else (fraction, fraction)
     ),
     "shear": lambda degrees=10: v2.RandomAffine(degrees=0, shear=_pair(degrees)),
-    "brightness_contrast": lambda brightness=0.2, contrast=0.2: v2.ColorJitter(brightness=brightness, contrast=contrast),
+    "brightness_contrast": lambda brightness=0.2, contrast=0.2: v2.ColorJitter(
+        brightness=brightness, contrast=contrast
+    ),
     "invert": lambda p=0.5: v2.RandomInvert(p=p),
     "gaussian_blur": lambda kernel=3, sigma=(0.1, 2.0), p=1.0: _maybe(
         v2.GaussianBlur(kernel_size=kernel, sigma=_pair(sigma)), p
@@ -606,7 +615,9 @@ def merge_class_folders(sources: dict[str, list[str | Path]], dst_dir: str | Pat
     `sources` maps class name -> folders, e.g. {"COVID": [".../COVID"], "NORMAL": [".../NORMAL", ...]}.
     Returns images per class; see place_class_files for naming and rebuilding.
     """
-    files = {name: [path for folder in folders for path in list_images(Path(folder))] for name, folders in sources.items()}
+    files = {
+        name: [path for folder in folders for path in list_images(Path(folder))] for name, folders in sources.items()
+    }
     return place_class_files(files, dst_dir, link)
 
 

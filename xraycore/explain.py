@@ -31,15 +31,18 @@ def compute_cam(
     model: nn.Module,
     input_tensor: torch.Tensor,
     target_layer: nn.Module,
-    class_index: int,
+    class_index: int | None,
     method: str = "gradcam",
-) -> np.ndarray:
+    return_outputs: bool = False,
+) -> np.ndarray | tuple[np.ndarray, torch.Tensor]:
     """Heat maps of `class_index` for a batch (N, C, H, W) -> (N, H, W) float32 in [0, 1].
 
     Works from inside torch.no_grad() and on a frozen backbone: gradients flow from an input
     that requires grad, while the parameters are temporarily excluded from autograd (no
     parameter .grad is accumulated; existing ones are cleared by grad-cam's zero_grad).
     The model is left in eval mode with its requires_grad flags as they were.
+    class_index None explains each image's top class. return_outputs also returns the logits of
+    the same forward pass, so a caller that needs both pays for one forward, not two.
     """
     try:
         cam_class = CAM_METHODS[method]
@@ -51,7 +54,7 @@ def compute_cam(
     model.eval()
     original_flags = [(p, p.requires_grad) for p in model.parameters()]
     inputs = input_tensor.detach().clone().requires_grad_(True)
-    targets = [ClassifierOutputTarget(class_index)] * inputs.shape[0]
+    targets = None if class_index is None else [ClassifierOutputTarget(class_index)] * inputs.shape[0]
     # Not grad-cam's context manager: its __exit__ swallows IndexError (e.g. a bad class_index).
     cam = cam_class(model=model, target_layers=[target_layer])
     try:
@@ -62,7 +65,10 @@ def compute_cam(
         cam.activations_and_grads.release()
         for parameter, flag in original_flags:
             parameter.requires_grad_(flag)
-    return np.clip(np.nan_to_num(heatmaps.astype(np.float32)), 0.0, 1.0)
+    heatmaps = np.clip(np.nan_to_num(heatmaps.astype(np.float32)), 0.0, 1.0)
+    if return_outputs:
+        return heatmaps, cam.outputs.detach()
+    return heatmaps
 
 
 def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4) -> np.ndarray:

@@ -5,8 +5,9 @@ Everything a user can upload goes through :func:`read_xray`. It either returns a
 :class:`XrayReadError` whose ``kind`` a program can switch on and whose text a clinician can read.
 
 The format is decided by the file's content (magic bytes), never by its name: a web page saved as
-``scan.jpg`` is reported as a web page. DICOM files are tried after every image format, so a file
-without the DICOM preamble is still read when pydicom can make sense of it.
+``scan.jpg`` is reported as a web page. DICOM files carrying the standard "DICM" marker are recognised
+first; bare datasets without it are tried with pydicom after every image format and known non-image
+format has been ruled out.
 
 Intensity rules
     * 8-bit data is divided by 255: its nominal range is its real range.
@@ -45,8 +46,8 @@ COLOURFULNESS_WARNING: float = 25.0
 """Hasler & Süsstrunk colourfulness (0-255 RGB scale) from which an image is flagged as a colour photo.
 
 Their scale calls < 15 "slightly colourful" and > 33 "moderately colourful". X-rays stored as RGB
-score about 0 and tinted (sepia, blue-ish) scans stay under ~15; photographs of people, rooms or
-screens usually score 40-100.
+score about 0; a mild tint (blue channel x0.85) scores about 12 and a strong sepia (green x0.9,
+blue x0.7) about 24, just under the line; photographs and colour graphics usually score 40-100+.
 """
 COLOUR_SAMPLE_SIDE = 256
 """Colourfulness is measured on a box-averaged copy about this many pixels on its long side."""
@@ -64,6 +65,9 @@ class XrayReadError(ValueError):
             raise ValueError(f"unknown XrayReadError kind {kind!r}")
         super().__init__(message)
         self.kind = kind
+
+    def __reduce__(self):  # keep kind when the error crosses a process boundary (worker pools)
+        return type(self), (self.kind, str(self))
 
 
 @dataclass(frozen=True, eq=False)
@@ -123,7 +127,8 @@ def read_xray(source: bytes | str | os.PathLike | BinaryIO, *, name: str | None 
     """Read one X-ray from bytes, a path or a binary file object; raise XrayReadError if it cannot be used.
 
     ``name`` (the uploaded file's name) is only used to say "although its name ends in .png" in
-    messages; it never decides the format. Paths supply their own name.
+    messages; it never decides the format. Paths supply their own name. File objects are read from
+    their current position to the end.
     """
     data = _read_source(source)
     if name is None and isinstance(source, (str, os.PathLike)):
@@ -131,11 +136,11 @@ def read_xray(source: bytes | str | os.PathLike | BinaryIO, *, name: str | None 
     if not data:
         raise XrayReadError("empty", "The file is empty (0 bytes). It may not have finished uploading or copying.")
 
+    if data[128:132] == b"DICM":  # first: a dual DICOM/TIFF file has TIFF magic in its preamble
+        return _read_dicom(_parse_dicom(data, force=False), max_pixels)
     pillow_format = _pillow_format(data)
     if pillow_format is not None:
         return _read_with_pillow(data, pillow_format, max_pixels)
-    if data[128:132] == b"DICM":
-        return _read_dicom(_parse_dicom(data, force=False), max_pixels)
     if _is_heic(data):
         raise XrayReadError("unsupported", "HEIC/HEIF photos (the iPhone format) are not supported. "
                                            "Please export the image as PNG, JPEG or DICOM.")
@@ -376,6 +381,11 @@ def _read_dicom(dataset, max_pixels: int) -> XrayImage:
 
 def _decode_dicom(dataset, max_pixels: int) -> XrayImage:
     if not any(keyword in dataset for keyword in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        # pydicom quietly stops at the end of a cut-off file, so "no pixels" needs a closer look: an
+        # image object without pixels was cut off, and without a SOP class it is no DICOM object at all
+        sop_class = dataset.get("SOPClassUID")
+        if sop_class is None or "Rows" in dataset or "Image" in sop_class.name:
+            raise XrayReadError("corrupt", _DICOM_DAMAGED)
         raise XrayReadError("no_pixels", "This DICOM file contains no image (it may be a report or other "
                                          "non-image data), so there is nothing to analyse.")
     _check_dimensions(int(dataset.Columns), int(dataset.Rows), max_pixels)

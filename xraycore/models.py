@@ -174,6 +174,7 @@ _SPECS = [
         "xception",
         "act4",
         timm_id="legacy_xception",
+        heavy=True,  # 8.4 GFLOPs per 299 px image
         notes=(
             "the classic Xception (Chollet 2017, as in Keras) is timm's legacy_xception; "
             "its ImageNet weights come from a GitHub release, not the model hub; "

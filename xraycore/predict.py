@@ -106,14 +106,31 @@ class Predictor:
         grey = xdata.resize_uint8(to_uint8(image.pixels), self.load_size)
         return xdata.to_network_input(grey, self.image_size, self.mean, self.std)
 
-    @torch.no_grad()
-    def _forward(self, batch: torch.Tensor, tta: bool) -> tuple[np.ndarray, np.ndarray]:
+    def _forward(self, batch: torch.Tensor, tta: bool, cam: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Logits, pre-logit features and (optionally) CAMs from ONE forward pass over the batch.
+
+        The classifier's input is captured with a hook, so the out-of-domain score and the
+        Grad-CAM reuse the forward that produced the probabilities.
+        """
         batch = batch.to(self.device)
-        feats = models.features(self.model, batch)
-        logits = self.model.get_classifier()(feats)
+        captured: list[torch.Tensor] = []
+        hook = self.model.get_classifier().register_forward_pre_hook(lambda _, args: captured.append(args[0].detach()))
+        try:
+            if cam:
+                layer = models.cam_target_layer(self.model, self.spec)
+                heatmaps, logits = explain.compute_cam(self.model, batch, layer, self.positive_index,
+                                                       method=cam, return_outputs=True)
+            else:
+                heatmaps = None
+                with torch.no_grad():
+                    logits = self.model(batch)
+        finally:
+            hook.remove()
+        feats = captured[0]
         if tta:
-            logits = (logits + self.model(torch.flip(batch, dims=[3]))) / 2
-        return logits.float().cpu().numpy(), feats.float().cpu().numpy()
+            with torch.no_grad():
+                logits = (logits + self.model(torch.flip(batch, dims=[3]))) / 2
+        return logits.float().cpu().numpy(), feats.float().cpu().numpy(), heatmaps
 
     # -------------------------------------------------------------- public
     def predict_images(self, images: Sequence[XrayImage], names: Sequence[str] | None = None, *,
@@ -123,10 +140,10 @@ class Predictor:
         for start in range(0, len(images), batch_size):
             chunk = images[start:start + batch_size]
             batch = torch.stack([self.to_tensor(image) for image in chunk])
-            logits, feats = self._forward(batch, tta)
+            logits, feats, heatmaps = self._forward(batch, tta, cam)
             probs = metrics.softmax(logits, self.temperature)
             ood_scores = self.ood.score(feats) if self.ood is not None else [None] * len(chunk)
-            heatmaps = self._cams(batch, probs, cam) if cam else [None] * len(chunk)
+            heatmaps = heatmaps if heatmaps is not None else [None] * len(chunk)
             for image, name, p, score, heat in zip(chunk, names[start:], probs, ood_scores, heatmaps):
                 out.append(self._prediction(image, name, p, score, heat))
         return out
@@ -155,12 +172,6 @@ class Predictor:
         return self.predict_sources(((str(p), Path(p)) for p in paths), **options)
 
     # -------------------------------------------------------------- helpers
-    def _cams(self, batch: torch.Tensor, probs: np.ndarray, method: str) -> list[np.ndarray]:
-        targets = [self.positive_index if self.positive_index is not None else int(np.argmax(p)) for p in probs]
-        layer = models.cam_target_layer(self.model, self.spec)
-        return [explain.compute_cam(self.model, batch[i:i + 1].to(self.device), layer, targets[i], method=method)[0]
-                for i in range(len(batch))]
-
     def _prediction(self, image: XrayImage, name: str, probs: np.ndarray, ood_score: float | None,
                     heatmap: np.ndarray | None) -> Prediction:
         probabilities = {c: float(p) for c, p in zip(self.class_names, probs)}

@@ -31,6 +31,7 @@ from .ood import fit_ood
 
 Progress = Callable[[dict[str, Any]], None]
 STOP_FILE = "STOP"  # the app (or a user) creates it to ask a run to stop after the current batch
+CHECKPOINT_FILE = "train_state.pt"  # what resume reads: weights + optimiser + epoch, written atomically
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 
@@ -241,7 +242,7 @@ def resume(run_ref: str | Path, progress: Progress = _silent, root: Path | None 
     run = runs.open_run(Path(run_ref) if Path(run_ref).is_dir() else str(run_ref), root)
     if run.status().get("state") == "running":
         raise RuntimeError(f"run {run.id} is still running (pid {run.status().get('pid')})")
-    if not (run.path / "last.safetensors").exists():
+    if not (run.path / CHECKPOINT_FILE).exists():
         raise RuntimeError(f"run {run.id} has no completed epoch to resume from; start it again")
     config = TrainConfig.from_dict(run.config["train"])
     return _run(config, progress, run_id=None, resume_from=run)
@@ -264,6 +265,7 @@ def _run(config: TrainConfig, progress: Progress, run_id: str | None, resume_fro
             raise ValueError("the split left no training or no validation images; add images or change the split")
         head = models.HeadSpec(hidden=config.head_hidden, dropout=config.dropout, batchnorm=config.head_batchnorm)
         pretrained = "none" if resume_from else config.pretrained
+        torch.manual_seed(config.seed)  # the same seed gives the same initial weights, in every process
         model, weights_source = models.build_model(config.backbone, len(splits.class_names),
                                                    pretrained=pretrained, head=head)
         if resume_from:
@@ -338,12 +340,16 @@ def _fit(config: TrainConfig, splits: Splits, spec: models.BackboneSpec, model: 
 
     use_amp = config.amp and device.type == "cuda"
     channels_last = config.channels_last and device.type in ("cuda", "cpu")
-    if config.sync_batchnorm and ctx.enabled:
+    if config.sync_batchnorm and ctx.enabled and device.type == "cpu" and ctx.is_main:
+        note = "sync-batchnorm ignored: PyTorch's SyncBatchNorm needs a GPU; each process keeps its own statistics"
+        run.log(note)
+        progress({"kind": "message", "text": note})
+    if config.sync_batchnorm and ctx.enabled and device.type != "cpu":
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    set_phase(model, config, 0)  # freeze before DDP sees the parameters
+    model.requires_grad_(True)  # DDP registers only trainable parameters: freezing happens per epoch, after
     wrapped = model
     if ctx.enabled:
         wrapped = torch.nn.parallel.DistributedDataParallel(
@@ -353,7 +359,7 @@ def _fit(config: TrainConfig, splits: Splits, spec: models.BackboneSpec, model: 
     loss_weights = weights.to(device) if weights is not None else None
 
     start_epoch, best, bad_epochs = 0, None, 0
-    if run is not None and (run.path / "last.safetensors").exists():
+    if run is not None and (run.path / CHECKPOINT_FILE).exists():
         start_epoch, best, bad_epochs = _restore(run, model, optimizer)
     start_epoch, best, bad_epochs = distributed.broadcast_object(ctx, (start_epoch, best, bad_epochs))
     if ctx.enabled and start_epoch:
@@ -370,8 +376,8 @@ def _fit(config: TrainConfig, splits: Splits, spec: models.BackboneSpec, model: 
         sampler.set_epoch(epoch)
         set_phase(model, config, epoch)
         base_lr = phase_lr(config, epoch)
-        started, seen, loss_sum = time.perf_counter(), 0, torch.zeros(2)
-        for step, (images, targets, _) in enumerate(loader):
+        started, seen, loss_sum, rows_seen = time.perf_counter(), 0, torch.zeros(2), []
+        for step, (images, targets, rows) in enumerate(loader):
             for group in optimizer.param_groups:
                 group["lr"] = base_lr * lr_factor(config, epoch, step, steps)
             images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
@@ -387,6 +393,7 @@ def _fit(config: TrainConfig, splits: Splits, spec: models.BackboneSpec, model: 
             scaler.update()
             loss_sum += torch.tensor([loss.item() * len(targets), len(targets)])
             seen += len(targets)
+            rows_seen += rows.tolist()
             if ctx.is_main:
                 progress({"kind": "batch", "epoch": epoch + 1, "step": step + 1, "steps": steps, "loss": loss.item()})
             wants_stop = stop.requested or (run is not None and (run.path / STOP_FILE).exists())
@@ -396,6 +403,8 @@ def _fit(config: TrainConfig, splits: Splits, spec: models.BackboneSpec, model: 
         if stopped:
             break
         elapsed = time.perf_counter() - started
+        if epoch == start_epoch:
+            _record_sharding(run, ctx, rows_seen, len(train_set))
         total = distributed.sum_tensor(ctx, loss_sum)
         val_logits, val_labels, _ = predict_indices(model, val_set, per_process * 2, device, ctx,
                                                     channels_last=channels_last)
@@ -412,8 +421,8 @@ def _fit(config: TrainConfig, splits: Splits, spec: models.BackboneSpec, model: 
             if improved:
                 runs.save_weights(run.path / "model.safetensors", model.state_dict())
             runs.save_weights(run.path / "last.safetensors", model.state_dict())
-            torch.save({"optimizer": optimizer.state_dict(), "epoch": epoch, "best": best, "bad_epochs": bad_epochs},
-                       run.path / "train_state.pt")
+            _save_checkpoint(run.path / CHECKPOINT_FILE, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                                          "epoch": epoch, "best": best, "bad_epochs": bad_epochs})
             run.set_status("running", epoch=epoch + 1, epochs=config.epochs, best_value=best, best_metric=config.monitor)
             run.log(f"epoch {epoch + 1}: " + ", ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float)))
             progress({"kind": "epoch", **row})
@@ -429,15 +438,39 @@ def _fit(config: TrainConfig, splits: Splits, spec: models.BackboneSpec, model: 
     return Path(run.path) if run is not None else Path()
 
 
+def _record_sharding(run: runs.Run | None, ctx: distributed.Context, rows_seen: list[int], train_size: int) -> None:
+    """Which training images each process really fed the network in one epoch (config.json "data_parallel").
+
+    Under torchrun the ranks must see disjoint shards of the epoch: "overlap" counts images trained on by
+    more than one rank (0 unless the sampler had to pad an uneven split).
+    """
+    shards = distributed.gather_objects(ctx, rows_seen)
+    if not ctx.is_main:
+        return
+    images = [set(shard) for shard in shards]
+    record = {"ranks": ctx.world_size, "samples_per_rank": [len(shard) for shard in shards],
+              "overlap": sum(map(len, images)) - len(set().union(*images)), "training_samples": train_size}
+    if "data_parallel" not in run.config:
+        run.write_json(runs.CONFIG_FILE, {**run.config, "data_parallel": record})
+    run.log("data parallel: " + ", ".join(f"{key}={value}" for key, value in record.items()))
+
+
 def _restore(run: runs.Run, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, Any, int]:
     """Load the last completed epoch; drop metric lines written after it (a kill between writes)."""
-    model.load_state_dict(runs.load_weights(run.path / "last.safetensors"))
-    state = torch.load(run.path / "train_state.pt", map_location="cpu", weights_only=True)
+    state = torch.load(run.path / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+    model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     done = int(state["epoch"]) + 1
     kept = [row for row in run.metrics() if row.get("epoch", 0) <= done]
     runs.atomic_write_text(run.path / "metrics.jsonl", "".join(runs.json_line(row) for row in kept))
     return done, state["best"], int(state["bad_epochs"])
+
+
+def _save_checkpoint(path: Path, checkpoint: dict[str, Any]) -> None:
+    """Weights, optimiser and loop state in one file, replaced atomically: a kill leaves one whole epoch."""
+    partial = path.with_name(path.name + ".partial")
+    torch.save(checkpoint, partial)
+    os.replace(partial, path)
 
 
 def _sync_weights(model: torch.nn.Module) -> None:

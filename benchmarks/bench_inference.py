@@ -1,0 +1,59 @@
+"""Inference: file → probability + Grad-CAM overlay through the Predictor, against bare timm/torch.
+
+Baseline: the same model (same weights) on a ready, normalised tensor: one forward + GradCAM from
+pytorch-grad-cam, nothing else. The product additionally reads and decodes the file, resizes,
+computes the out-of-domain score and builds the overlay. Ratio = product time / baseline time
+(goal ≤ 1.2). Usage: python benchmarks/bench_inference.py [--model models/default] [--n 20]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from pytorch_grad_cam import GradCAM
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import DATA, REPO, best_of, report  # noqa: E402
+from xraycore import models  # noqa: E402
+from xraycore.predict import Predictor  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default=str(REPO / "models" / "default"))
+    parser.add_argument("--images", default=str(DATA / "chest_xray_fullres" / "PNEUMONIA"))
+    parser.add_argument("--n", type=int, default=12)
+    args = parser.parse_args()
+    files = sorted(Path(args.images).iterdir())[: args.n]
+    predictor = Predictor(args.model, device="cpu")
+    model, layer = predictor.model, models.cam_target_layer(predictor.model, predictor.spec)
+    positive = predictor.positive_index or 0
+    tensors = [predictor.to_tensor(next(iter([__import__("xraycore.io", fromlist=["read_xray"]).read_xray(f)])))[None] for f in files]
+
+    def product() -> None:
+        for prediction in predictor.predict_files(files, cam="gradcam", batch_size=1):
+            assert prediction.ok and prediction.overlay is not None
+
+    def baseline() -> None:
+        cam = GradCAM(model=model, target_layers=[layer])
+        for tensor in tensors:
+            heat = cam(input_tensor=tensor, targets=[ClassifierOutputTarget(positive)])
+            torch.softmax(cam.outputs, dim=1)
+            assert heat.shape[0] == 1
+        cam.activations_and_grads.release()
+
+    product(), baseline()  # warm-up
+    product_s, baseline_s = best_of(product), best_of(baseline)
+    report("inference (file → probability + Grad-CAM overlay, one image at a time)", {
+        "images": len(files), "image_sizes": "original full-resolution JPEGs",
+        "product_ms_per_image": round(1000 * product_s / len(files), 1),
+        "baseline_ms_per_image": round(1000 * baseline_s / len(files), 1),
+        "ratio_product_over_baseline": round(product_s / baseline_s, 3),
+    })
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,173 @@
+"""Diagnose: drop in chest X-rays, get the pneumonia probability, the call and where the model looked.
+
+Uploaded scans stay in memory (their bytes are handed to the Predictor, never written to disk).
+A session keeps one small :class:`catalog.DisplayResult` per image, so 50 scans stay cheap;
+opacity changes redraw the overlay from the stored heat map without another forward pass.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from xraycore import catalog, explain
+from xraycore.predict import Predictor, bytes_source
+
+BATCH_SIZE = 8  # images per forward pass: the progress bar moves at least this often
+PER_PAGE = 10  # detail cards shown at once; the summary table always lists every image
+RESULTS_KEY = "diagnose_results"
+
+
+@st.cache_resource(max_entries=2, show_spinner="Loading the model…")
+def load_predictor(model_path: str, version: float) -> Predictor:
+    """One Predictor per model and operating-point version (a saved threshold makes a new one)."""
+    return Predictor(model_path)
+
+
+def current_model() -> Path | None:
+    chosen = st.session_state.get("model_path")
+    return Path(chosen) if chosen else catalog.default_model_dir()
+
+
+def show_model(description: dict) -> None:
+    """Which model answers and on what it was validated: always in the sidebar."""
+    with st.sidebar:
+        st.subheader("Model answering")
+        st.markdown(f"**{description['model']}** · `{description['backbone']}`  \n"
+                    f"classes: {', '.join(description['classes'])}")
+        if description.get("threshold") is not None:
+            st.markdown(f"saved threshold: **{description['threshold']:.3f}**")
+        validation = description.get("validation") or {}
+        counts = description.get("counts") or {}
+        if validation:
+            st.markdown(
+                f"validated on {validation.get('n', counts.get('val', '?'))} images "
+                f"({description.get('split') or 'held-out split'}): "
+                f"AUROC {validation.get('auroc', float('nan')):.3f}, "
+                f"sensitivity {validation.get('recall', float('nan')):.3f}, "
+                f"specificity {validation.get('specificity', float('nan')):.3f}")
+        else:
+            st.markdown("no validation summary stored with this model")
+        if description.get("weights_source"):
+            st.caption(f"weights: {description['weights_source']}")
+        if description.get("data"):
+            st.caption(f"trained on: {description['data']}")
+
+
+def wanted_sources(uploads: list, samples: list[Path]) -> dict[str, tuple[str, object]]:
+    """key → (name shown, source). Keys are stable across reruns, so nothing is scored twice."""
+    sources: dict[str, tuple[str, object]] = {}
+    for upload in uploads:
+        sources[f"upload:{upload.file_id}"] = (upload.name, upload)
+    for path in samples:
+        sources[f"sample:{path}"] = (catalog.sample_label(path), path)
+    return sources
+
+
+def score_missing(predictor: Predictor, sources: dict, signature: tuple, cam: str) -> dict:
+    """Score what the session has not scored yet (in batches, with a progress bar); forget the rest."""
+    stored = st.session_state.get(RESULTS_KEY)
+    if not stored or stored["signature"] != signature:
+        stored = {"signature": signature, "results": {}}
+    results = {key: value for key, value in stored["results"].items() if key in sources}
+    missing = [key for key in sources if key not in results]
+    if missing:
+        progress = st.progress(0.0, text=f"Reading and scoring {len(missing)} image(s)…")
+        for start in range(0, len(missing), BATCH_SIZE):
+            chunk = missing[start:start + BATCH_SIZE]
+            batch = [(sources[key][0], _as_source(sources[key][1])) for key in chunk]
+            for key, prediction in zip(chunk, predictor.predict_sources(batch, cam=cam, batch_size=BATCH_SIZE)):
+                results[key] = catalog.for_display(prediction)
+            done = min(start + BATCH_SIZE, len(missing))
+            progress.progress(done / len(missing), text=f"Scored {done} of {len(missing)} image(s)")
+        progress.empty()
+    st.session_state[RESULTS_KEY] = {"signature": signature, "results": results}
+    return results
+
+
+def _as_source(item: object) -> object:
+    """An upload's bytes, wrapped in memory; a bundled sample's path."""
+    return item if isinstance(item, Path) else bytes_source(item.getvalue())
+
+
+def show_result(result: catalog.DisplayResult, threshold: float | None, opacity: float) -> None:
+    with st.container(border=True):
+        st.markdown(f"#### {result.name}")
+        if not result.ok:
+            st.error(result.error)
+            return
+        call = result.call(threshold)
+        left, middle, right = st.columns([1, 2, 2])
+        with left:
+            if result.positive_class is not None:
+                st.metric(f"P({result.positive_class})", f"{result.positive_probability:.1%}")
+                flag = ":red" if call == result.positive_class else ":green"
+                st.markdown(f"Call: **{flag}[{call}]**  \nat threshold {threshold:.3f}")
+            else:
+                st.markdown(f"Call: **{call}** (most probable class)")
+            if len(result.probabilities) > 2 or result.positive_class is None:
+                st.dataframe({"class": list(result.probabilities),
+                              "probability": [round(p, 4) for p in result.probabilities.values()]},
+                             hide_index=True)
+            for warning in result.warnings:
+                st.warning(warning, icon=":material/warning:")
+        with middle:
+            st.image(result.image, caption="original", clamp=True, width="stretch")
+        with right:
+            if result.heatmap is not None:
+                overlay = explain.overlay(result.image / 255.0, result.heatmap.astype("float32"), alpha=opacity)
+                st.image(overlay, caption="Grad-CAM overlay", width="stretch")
+
+
+st.title("Diagnose")
+st.caption("Pneumonia probability for chest X-rays (PNG, JPEG or DICOM). A decision aid: the radiologist decides.")
+
+model_path = current_model()
+if model_path is None:
+    st.info("No model is available yet. Train one on the Train page (or install the bundled model in models/default).")
+    st.stop()
+
+predictor = load_predictor(str(model_path), catalog.model_version(model_path))
+description = predictor.describe()
+show_model(description)
+
+with st.sidebar:
+    st.subheader("Display")
+    cam = st.selectbox("Heat map method", list(explain.CAM_METHODS), key="cam_method",
+                       help="Where the network looked. Grad-CAM is the usual choice.")
+    opacity = st.slider("Overlay opacity", 0.0, 1.0, 0.4, 0.05, key="cam_opacity")
+    threshold = predictor.threshold
+    if predictor.positive_class is not None:
+        # Keyed by model and saved value: saving a new operating point resets this slider to it.
+        threshold = st.slider("Threshold for this session", 0.0, 1.0, float(predictor.threshold), 0.01,
+                              key=f"threshold:{model_path}:{predictor.threshold}",
+                              help="Try another threshold here; save one for good on the Operating point page.")
+
+uploads = st.file_uploader("Chest X-rays (PNG, JPEG or DICOM)", accept_multiple_files=True, key="uploads")
+samples = catalog.sample_images()
+chosen_samples: list[Path] = []
+if samples:
+    by_label = {catalog.sample_label(path): path for path in samples}
+    picked = st.multiselect("…or try bundled sample scans", list(by_label), key="samples")
+    chosen_samples = [by_label[label] for label in picked]
+
+sources = wanted_sources(list(uploads or []), chosen_samples)
+if not sources:
+    st.info("Drop one or more scans above to see the probability of pneumonia and where the model looked.")
+    st.session_state.pop(RESULTS_KEY, None)
+    st.stop()
+
+signature = (str(model_path), catalog.model_version(model_path), cam)
+results = score_missing(predictor, sources, signature, cam)
+ordered = [results[key] for key in sources]
+
+rows = catalog.summary_rows(ordered, threshold)
+st.subheader("Summary")
+st.dataframe(rows, hide_index=True, width="stretch")
+st.download_button("Download the summary (CSV)", catalog.rows_to_csv(rows), file_name="xray_summary.csv",
+                   mime="text/csv", key="download_summary", on_click="ignore")
+
+pages = max(1, -(-len(ordered) // PER_PAGE))
+page = st.number_input("Page", 1, pages, 1, key="result_page") if pages > 1 else 1
+for result in ordered[(page - 1) * PER_PAGE: page * PER_PAGE]:
+    show_result(result, threshold, opacity)

@@ -1,0 +1,198 @@
+"""What the app offers and how it keeps results: models to choose, sample images, compact results.
+
+The pages stay thin by asking this module: which model answers by default (``$XRAY_MODEL_DIR``,
+else the bundled ``models/default/``, else the newest finished run), which sample scans ship with
+the app, and how a :class:`predict.Prediction` shrinks into a :class:`DisplayResult` small enough
+to keep in a browser session (images at most 512 px, no full-resolution copy, no file metadata).
+No Streamlit here.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+from PIL import Image
+
+from . import runs
+from .data import IMAGE_SUFFIXES
+from .predict import Prediction
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MODEL_DIR_ENV = "XRAY_MODEL_DIR"
+SAMPLES_DIR_ENV = "XRAY_SAMPLES_DIR"
+BUNDLED_MODEL_DIR = REPO_ROOT / "models" / "default"
+BUNDLED_SAMPLES_DIR = REPO_ROOT / "models" / "samples"
+SAMPLE_CLASSES = ("NORMAL", "PNEUMONIA")
+DISPLAY_MAX_SIDE = 512  # what a session keeps per image: enough for the screen, bounded for 50 scans
+
+
+# --------------------------------------------------------------------------- models
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    label: str
+    path: Path
+
+
+def bundled_model_dir() -> Path:
+    """``$XRAY_MODEL_DIR`` if set, else ``models/default`` next to the package."""
+    from_env = os.environ.get(MODEL_DIR_ENV)
+    return Path(from_env) if from_env else BUNDLED_MODEL_DIR
+
+
+def is_model_dir(path: Path) -> bool:
+    """A directory a Predictor can load: a config and trained weights."""
+    return (path / runs.CONFIG_FILE).is_file() and (path / runs.WEIGHTS_FILE).is_file()
+
+
+def finished_runs(root: Path | None = None) -> list[runs.Run]:
+    """Runs that finished with weights, newest first: the ones worth predicting with or tuning."""
+    return [run for run in runs.list_runs(root)
+            if run.status().get("state") == "finished" and (run.path / runs.WEIGHTS_FILE).is_file()]
+
+
+def model_choices(root: Path | None = None) -> list[ModelChoice]:
+    """The bundled model first (when present), then every finished run, newest first."""
+    choices = []
+    bundled = bundled_model_dir()
+    if is_model_dir(bundled):
+        choices.append(ModelChoice(f"default model ({bundled.name})", bundled.resolve()))
+    for run in finished_runs(root):
+        if run.path.resolve() not in {choice.path for choice in choices}:
+            choices.append(ModelChoice(f"run {run.id}", run.path.resolve()))
+    return choices
+
+
+def default_model_dir(root: Path | None = None) -> Path | None:
+    """The model the app opens on; None when there is neither a bundled model nor a finished run."""
+    choices = model_choices(root)
+    return choices[0].path if choices else None
+
+
+def model_version(path: Path) -> float:
+    """Changes whenever the model's operating point is saved: part of the Predictor cache key, so a
+    threshold chosen on the Operating point page is used by Diagnose from then on."""
+    try:
+        return (Path(path) / runs.OPERATING_POINT_FILE).stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
+
+
+# --------------------------------------------------------------------------- samples
+
+
+def samples_dir() -> Path:
+    from_env = os.environ.get(SAMPLES_DIR_ENV)
+    return Path(from_env) if from_env else BUNDLED_SAMPLES_DIR
+
+
+def sample_images() -> list[Path]:
+    """Bundled example scans under ``<samples>/{NORMAL,PNEUMONIA}/``; empty if none ship."""
+    root = samples_dir()
+    return [path for class_name in SAMPLE_CLASSES if (root / class_name).is_dir()
+            for path in sorted((root / class_name).iterdir())
+            if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES]
+
+
+def sample_label(path: Path) -> str:
+    """``PNEUMONIA/person3_virus_1.jpeg``: the class folder tells what the scan shows."""
+    return f"{path.parent.name}/{path.name}"
+
+
+# --------------------------------------------------------------------------- results
+
+
+def downscale(image: np.ndarray, max_side: int = DISPLAY_MAX_SIDE) -> np.ndarray:
+    """A grey float [0, 1] (or uint8) image as uint8, its long side at most ``max_side``."""
+    pixels = np.asarray(image)
+    if pixels.dtype != np.uint8:
+        pixels = np.uint8(np.round(255 * np.clip(pixels.astype(np.float32), 0.0, 1.0)))
+    picture = Image.fromarray(pixels)
+    if max(picture.size) > max_side:
+        picture.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    return np.asarray(picture)
+
+
+@dataclass
+class DisplayResult:
+    """One scored image as a session keeps it: the answer, the warnings and small pictures only."""
+
+    name: str
+    class_names: list[str] = field(default_factory=list)
+    probabilities: dict[str, float] = field(default_factory=dict)
+    positive_class: str | None = None
+    positive_probability: float | None = None
+    warnings: list[str] = field(default_factory=list)
+    out_of_domain: bool | None = None
+    image: np.ndarray | None = None  # uint8 grey, <= DISPLAY_MAX_SIDE
+    heatmap: np.ndarray | None = None  # float16 [0, 1], <= DISPLAY_MAX_SIDE
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def call(self, threshold: float | None) -> str | None:
+        """The class called at ``threshold``: positive when its probability reaches it (binary
+        models); the most probable class for multi-class models (no threshold applies)."""
+        if not self.ok:
+            return None
+        if self.positive_class is None or threshold is None or self.positive_probability is None:
+            return max(self.probabilities, key=self.probabilities.get)
+        if self.positive_probability >= threshold:
+            return self.positive_class
+        return next(name for name in self.class_names if name != self.positive_class)
+
+
+def for_display(prediction: Prediction, max_side: int = DISPLAY_MAX_SIDE) -> DisplayResult:
+    """Shrink a Prediction: drop the full-resolution image, the ready-made overlay and the metadata."""
+    if not prediction.ok:
+        return DisplayResult(name=prediction.name, error=prediction.error)
+    heatmap = None
+    if prediction.heatmap is not None:
+        heat = np.asarray(prediction.heatmap, dtype=np.float32)
+        if max(heat.shape) > max_side:
+            scale = max_side / max(heat.shape)
+            size = (max(1, round(heat.shape[1] * scale)), max(1, round(heat.shape[0] * scale)))
+            heat = np.asarray(Image.fromarray(heat).resize(size, Image.Resampling.BILINEAR))
+        heatmap = heat.astype(np.float16)
+    return DisplayResult(
+        name=prediction.name, class_names=list(prediction.probabilities),
+        probabilities=dict(prediction.probabilities), positive_class=prediction.positive_class,
+        positive_probability=prediction.positive_probability, warnings=list(prediction.warnings),
+        out_of_domain=prediction.out_of_domain,
+        image=None if prediction.image is None else downscale(prediction.image, max_side), heatmap=heatmap,
+    )
+
+
+def summary_rows(results: Iterable[DisplayResult], threshold: float | None) -> list[dict]:
+    """One row per image for the table and its CSV: the name as uploaded, the call, the
+    probabilities, warnings or the read error. Nothing read from inside the file (no DICOM tags)."""
+    rows = []
+    for result in results:
+        row: dict = {"file": result.name, "call": result.call(threshold),
+                     "threshold": threshold if result.positive_class else None}
+        for name in result.class_names:
+            row[f"P({name})"] = round(result.probabilities[name], 4)
+        row["warnings"] = "; ".join(result.warnings)
+        row["error"] = result.error or ""
+        rows.append(row)
+    return rows
+
+
+def rows_to_csv(rows: Sequence[dict]) -> str:
+    """CSV text with the union of the rows' columns (multi-class and failed rows differ)."""
+    columns: list[str] = []
+    for row in rows:
+        columns += [key for key in row if key not in columns]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
