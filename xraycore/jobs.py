@@ -24,6 +24,7 @@ from . import runs
 from .config import TrainConfig, option_names
 
 JOBS_DIR = ".jobs"  # inside the runs root; list_runs skips dot-directories
+PACKAGE_PARENT = Path(__file__).resolve().parents[1]  # so `-m xraycore` imports this very package
 STOP_FILE = "STOP"  # same name as train.STOP_FILE (not imported: that would pull torch into this module)
 
 
@@ -189,7 +190,7 @@ def launch(options: dict[str, Any], run_id: str | None = None, *, processes: int
     threads = threads or default_threads()
     with open(jobs_dir / f"{run_id}.log", "ab") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   start_new_session=True, env=job_environment(threads), cwd=Path.cwd())
+                                   start_new_session=True, env=job_environment(threads), cwd=PACKAGE_PARENT)
     job = Job(id=run_id, pid=process.pid, command=command, root=str(root),
               started=dt.datetime.now().astimezone().isoformat(timespec="seconds"),
               study=options.get("study"))

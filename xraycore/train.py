@@ -199,7 +199,7 @@ def epoch_metrics(logits: np.ndarray, labels: np.ndarray, weights: torch.Tensor 
                 "val_f1": report["f1"]}
     report = metrics.multiclass_report(labels, probs, [str(i) for i in range(probs.shape[1])])
     return {"val_loss": loss, "val_accuracy": report["accuracy"], "val_auroc": report.get("macro_auroc") or 0.0,
-            "val_f1": report["classification_report"]["macro avg"]["f1"]}
+            "val_f1": report["classification_report"]["macro avg"]["f1-score"]}
 
 
 # ---------------------------------------------------------------- the loop
@@ -240,7 +240,7 @@ def train(config: TrainConfig, progress: Progress = _silent, run_id: str | None 
 def resume(run_ref: str | Path, progress: Progress = _silent, root: Path | None = None) -> Path:
     """Continue a stopped, failed or killed run from its last completed epoch, same config."""
     run = runs.open_run(Path(run_ref) if Path(run_ref).is_dir() else str(run_ref), root)
-    if run.status().get("state") == "running":
+    if run.status().get("state") == "running" and distributed.is_main_process():  # other ranks may see rank 0's
         raise RuntimeError(f"run {run.id} is still running (pid {run.status().get('pid')})")
     if not (run.path / CHECKPOINT_FILE).exists():
         raise RuntimeError(f"run {run.id} has no completed epoch to resume from; start it again")

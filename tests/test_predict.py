@@ -1,0 +1,92 @@
+"""The Predictor: same numbers as training, one forward for probability + CAM, bad files isolated."""
+from __future__ import annotations
+
+import io as stdio
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from xraycore import runs
+from xraycore.export import export_model
+from xraycore.predict import Predictor
+from tests.synthetic import xray_like
+
+
+def _png_bytes(pixels: np.ndarray) -> bytes:
+    buffer = stdio.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_run):
+    return Predictor(tiny_run, device="cpu")
+
+
+def test_predictions_match_the_runs_own_test_predictions(predictor, tiny_run):
+    stored = runs.Run(tiny_run).predictions("test")
+    files = stored["file"][:8]
+    got = np.array([p.probabilities["PNEUMONIA"] for p in predictor.predict_files(files)])
+    # training decodes JPEGs through Pillow's draft mode; prediction reads them in full: same size here
+    np.testing.assert_allclose(got, stored["probs"][:8, 1], atol=2e-3)
+
+
+def test_cam_comes_from_the_same_forward_and_changes_nothing(predictor):
+    rng = np.random.default_rng(1)
+    sources = [(f"img{i}.png", _png_bytes(xray_like(rng, 64, pneumonia=i % 2 == 0))) for i in range(4)]
+    plain = list(predictor.predict_sources(sources))
+    with_cam = list(predictor.predict_sources(sources, cam="gradcam"))
+    for a, b in zip(plain, with_cam):
+        assert a.probabilities == pytest.approx(b.probabilities, abs=1e-5)
+        assert b.heatmap.shape == (48, 48) and b.overlay.shape == (64, 64, 3) and b.overlay.dtype == np.uint8
+        assert a.ood_score == pytest.approx(b.ood_score, rel=1e-4)
+
+
+def test_call_follows_the_threshold(tiny_run):
+    rng = np.random.default_rng(2)
+    source = [("x.png", _png_bytes(xray_like(rng, 48, pneumonia=True)))]
+    low = next(Predictor(tiny_run, threshold=0.0).predict_sources(source))
+    high = next(Predictor(tiny_run, threshold=1.0 + 1e-9).predict_sources(source))
+    assert low.label == "PNEUMONIA" and high.label == "NORMAL"
+    assert low.threshold == 0.0 and low.to_json()["probability"] == pytest.approx(high.to_json()["probability"])
+
+
+def test_bad_file_in_a_batch_is_reported_in_place(predictor):
+    rng = np.random.default_rng(3)
+    good = _png_bytes(xray_like(rng, 48, pneumonia=False))
+    results = list(predictor.predict_sources([("a.png", good), ("b.png", b"not an image at all"), ("c.png", good)]))
+    assert [r.name for r in results] == ["a.png", "b.png", "c.png"]
+    assert results[0].ok and results[2].ok and not results[1].ok
+    assert results[1].error_kind == "not_image" and "Traceback" not in results[1].error
+    assert results[1].to_json() == {"file": "b.png", "error": results[1].error, "error_kind": "not_image"}
+
+
+def test_colour_photo_is_flagged_out_of_domain(predictor):
+    rng = np.random.default_rng(4)
+    photo = Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).resize((96, 96))
+    buffer = stdio.BytesIO()
+    photo.save(buffer, format="PNG")
+    result = next(predictor.predict_sources([("photo.png", buffer.getvalue())]))
+    assert result.ok and any("colour photograph" in w for w in result.warnings)
+    assert result.out_of_domain is True
+
+
+def test_tta_averages_the_flipped_image(predictor):
+    rng = np.random.default_rng(5)
+    source = [("x.png", _png_bytes(xray_like(rng, 48, pneumonia=True)))]
+    plain = next(predictor.predict_sources(source))
+    tta = next(predictor.predict_sources(source, tta=True))
+    assert tta.ok and tta.positive_probability != pytest.approx(plain.positive_probability, abs=1e-7)
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_export_gives_the_same_probabilities(tiny_run, tmp_path, fmt):
+    path, difference = export_model(tiny_run, fmt, tmp_path / f"model.{fmt}")
+    assert path.exists() and path.stat().st_size > 1000 and difference < 1e-4
+
+
+def test_describe_says_which_model_and_what_validation(predictor):
+    about = predictor.describe()
+    assert about["backbone"] == "simple_cnn" and about["validation"]["n"] > 0
+    assert "random initialisation" in about["weights_source"]

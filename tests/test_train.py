@@ -1,0 +1,92 @@
+"""The training loop's pieces: schedules, phases, config checks, and what a finished run holds."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from xraycore import models, runs
+from xraycore.config import TrainConfig
+from xraycore.ood import fit_ood
+from xraycore.train import backbone_frozen, lr_factor, phase_lr, set_phase
+
+
+def test_config_refuses_unknown_and_bad_options():
+    with pytest.raises(ValueError, match="unknown training option"):
+        TrainConfig.from_dict({"lr": 1e-3, "learning_rate": 1e-3})
+    with pytest.raises(ValueError, match="optimizer"):
+        TrainConfig(optimizer="rmsprop")
+    with pytest.raises(ValueError, match="val fraction"):
+        TrainConfig(val_fraction=1.5)
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero():
+    config = TrainConfig(schedule="cosine", epochs=10, warmup_fraction=0.1)
+    steps = 10
+    factors = [lr_factor(config, e, s, steps) for e in range(10) for s in range(steps)]
+    warmup = factors[:10]
+    assert warmup == sorted(warmup) and warmup[0] == pytest.approx(0.1) and warmup[-1] == pytest.approx(1.0)
+    decay = factors[10:]
+    assert all(a >= b for a, b in zip(decay, decay[1:]))
+    assert decay[-1] < 0.01
+
+
+def test_exponential_schedule_is_per_epoch():
+    config = TrainConfig(schedule="exponential", gamma=0.5)
+    assert [lr_factor(config, e, 3, 10) for e in range(3)] == [1.0, 0.5, 0.25]
+    assert lr_factor(TrainConfig(), 5, 3, 10) == 1.0
+
+
+def test_two_phase_transfer_freezes_then_unfreezes_all_but_batchnorm():
+    config = TrainConfig(backbone="resnet18", frozen_epochs=2, epochs=3, lr=1e-3, finetune_lr=1e-5)
+    model, _ = models.build_model("resnet18", 2)
+    set_phase(model, config, 0)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"fc.weight", "fc.bias"} and backbone_frozen(config, 1)
+    assert phase_lr(config, 1) == 1e-3 and phase_lr(config, 2) == 1e-5
+    set_phase(model, config, 2)
+    bn = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert all(not p.requires_grad for m in bn for p in m.parameters()) and all(not m.training for m in bn)
+    assert model.conv1.weight.requires_grad and model.layer4[0].conv1.weight.requires_grad
+
+
+def test_frozen_for_the_whole_run_when_unfreeze_is_off():
+    config = TrainConfig(frozen_epochs=10, unfreeze=False, epochs=10)
+    assert all(backbone_frozen(config, e) for e in range(10))
+    config = TrainConfig(frozen_epochs=3, unfreeze=True, epochs=4)
+    assert [backbone_frozen(config, e) for e in range(4)] == [True, True, True, False]
+
+
+def test_ood_flags_far_points_and_about_one_percent_of_in_domain():
+    rng = np.random.default_rng(0)
+    train, held_out = rng.normal(size=(2000, 8)), rng.normal(size=(2000, 8))
+    ood = fit_ood(train, held_out, quantile=0.99)
+    assert 0.0 <= ood.is_out_of_domain(rng.normal(size=(4000, 8))).mean() < 0.03
+    assert ood.is_out_of_domain(rng.normal(loc=4.0, size=(100, 8))).all()
+
+
+def test_finished_run_holds_everything_the_app_needs(tiny_run):
+    run = runs.Run(tiny_run)
+    assert run.status()["state"] == "finished"
+    for name in ("config.json", "metrics.jsonl", "model.safetensors", "last.safetensors", "train_state.pt",
+                 "val_predictions.csv", "operating_point.json", "summary.json", "ood.safetensors", "log.txt"):
+        assert (run.path / name).exists(), name
+    rows = run.metrics()
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert all(math.isfinite(r["train_loss"]) and r["images_per_second"] > 0 for r in rows)
+    config = run.config
+    assert config["class_names"] == ["NORMAL", "PNEUMONIA"]
+    assert config["weights_source"].startswith("random initialisation")
+    assert config["environment"]["device"] == "cpu"
+    # patient-grouped split: no patient in both training and validation
+    val = run.predictions("val")
+    assert len(val["file"]) == config["counts"]["val"] > 0
+    test = run.predictions("test")
+    assert test is not None and len(test["file"]) == config["counts"]["test"] == 32
+    op = run.operating_point
+    assert 0.0 <= op["threshold"] <= 1.0 and op["positive_class"] == "PNEUMONIA" and op["temperature"] > 0
+    summary = json.loads((run.path / "summary.json").read_text())
+    assert summary["test"]["n"] == 32 and summary["test"]["auroc"] > 0.8  # the task is easy: it must learn it
