@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -131,15 +132,17 @@ def test_upload_threshold_and_compare_in_a_real_browser(app_url, tmp_path):
             expect(overlay).to_be_visible()
             assert overlay.evaluate("img => img.naturalWidth") > 0
 
-            call = page.get_by_text("Call:")
-            threshold = page.locator('[data-testid="stSidebar"] [role="slider"]').last
+            def call(label: str, threshold: str):
+                return page.get_by_text(re.compile(rf"Call: {label}\s*at threshold {threshold}"))
+
+            threshold = page.get_by_role("slider", name="Threshold for this session")
             threshold.focus()
             threshold.press("Home")  # threshold 0: every scan is called positive
-            expect(call).to_contain_text("PNEUMONIA")
-            expect(call).to_contain_text("at threshold 0.000")
+            expect(call("PNEUMONIA", "0.000")).to_be_visible()
+            expect(page.get_by_text("Call: NORMAL")).to_have_count(0)
             threshold.press("End")  # threshold 1: nothing reaches it
-            expect(call).to_contain_text("NORMAL")
-            expect(call).to_contain_text("at threshold 1.000")
+            expect(call("NORMAL", "1.000")).to_be_visible()
+            expect(page.get_by_text("Call: PNEUMONIA")).to_have_count(0)
             page.screenshot(path=str(SCREENSHOTS / "diagnose.png"), full_page=True)
 
             started = time.monotonic()

@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = verbs.add_parser("export", help="export a model to TorchScript or ONNX and check it")
     export.add_argument("--model", required=True, help="model directory")
-    export.add_argument("--format", choices=("torchscript", "onnx"), required=True)
+    export.add_argument("--format", choices=("torchscript", "onnx"), required=True, help="torchscript or onnx")
     export.add_argument("--output", help="output file (default: inside the model directory)")
 
     bundle = verbs.add_parser("bundle", help="copy a finished run into a shippable model directory with a model card")
@@ -144,7 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="extra card section from a Markdown file (repeatable)")
 
     build = verbs.add_parser("build-dataset", help="make a class-folder dataset from existing folders (symlinks)")
-    build.add_argument("kind", choices=("kermany-3class", "merge"))
+    build.add_argument("kind", choices=("kermany-3class", "merge"),
+                       help="kermany-3class: NORMAL / BACTERIAL / VIRAL from a Kermany folder; merge: combine class folders")
     build.add_argument("--source", action="append", default=[],
                        help="kermany-3class: the Kermany train folder; merge: CLASS=FOLDER (repeatable)")
     build.add_argument("--output", required=True, help="folder to create")

@@ -20,6 +20,8 @@ import timm
 import torch
 from torch import nn
 
+from . import runs
+
 HUB_HOST = "huggingface.co"
 OFFLINE_ENV_VARS = ("XRAY_OFFLINE", "HF_HUB_OFFLINE")
 MIN_MATCHED_FRACTION = 0.9
@@ -312,30 +314,12 @@ def file_sha256(path: str | Path) -> str:
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors from a .safetensors file or a torch checkpoint, never executing pickled code.
-
-    Torch checkpoints are opened with weights_only=True; a common {"state_dict": ...} or
-    {"model": ...} wrapper is unwrapped.
-    """
+    """Tensors from a .safetensors file or a torch checkpoint, never executing pickled code
+    (the one safe loader lives in runs.load_weights)."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"Weights file not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path), device="cpu")
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # pickle payloads, corrupt files, non-torch files
-        raise ValueError(
-            f"Refused to load {path.name}: it is not a plain tensor checkpoint ({error.__class__.__name__})."
-        ) from error
-    for wrapper_key in ("state_dict", "model", "model_state_dict"):
-        if isinstance(loaded, dict) and isinstance(loaded.get(wrapper_key), dict):
-            loaded = loaded[wrapper_key]
-    if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
-        raise ValueError(f"{path.name} does not contain a state dict of tensors.")
-    return loaded
+    return runs.load_weights(path)
 
 
 def _match_tensors(

@@ -290,6 +290,7 @@ def _open_or_create_run(config, splits, spec, weights_source, device, ctx, run_i
     if ctx.is_main:
         if resume_from is not None:
             run = resume_from
+            (run.path / STOP_FILE).unlink(missing_ok=True)  # that request was for the process that stopped
             run.set_status("running", pid=os.getpid(), message="resumed")
             run.log("resumed")
         else:
