@@ -11,8 +11,9 @@ SPLIT = "val"
 PER_ROW = 3  # confusion matrices per row
 CURVE_METRICS = ("val_auroc", "val_loss", "train_loss", "val_accuracy", "val_f1")
 TABLE_COLUMNS = ["label", "state", "n", "threshold", "accuracy", "precision", "recall", "specificity",
-                 "fbeta", "auroc", "auroc_low", "auroc_high", "recall_low", "recall_high",
-                 "specificity_low", "specificity_high", "multiclass_accuracy", "macro_auroc", "id"]
+                 "fbeta", "auroc", "multiclass_accuracy", "macro_auroc", "recall_low", "recall_high",
+                 "specificity_low", "specificity_high", "fbeta_low", "fbeta_high", "auroc_low", "auroc_high", "id"]
+THREE_DECIMALS = st.column_config.NumberColumn(format="%.3f")
 
 
 @st.cache_data(max_entries=32, show_spinner="Computing metrics with bootstrap intervals…")
@@ -50,8 +51,9 @@ if len(chosen) < 2:
 beta = st.number_input("β of F-β", 0.1, 10.0, 2.0, 0.5, key="compare_beta")
 rows = table(tuple(str(run.path) for run in chosen), beta, tuple(version(run) for run in chosen))
 st.subheader("Validation metrics (95% bootstrap CIs), each run at its saved threshold")
-st.dataframe(rows, hide_index=True, width="stretch",
-             column_order=[column for column in TABLE_COLUMNS if any(row.get(column) is not None for row in rows)])
+shown = [column for column in TABLE_COLUMNS if any(row.get(column) is not None for row in rows)]
+st.dataframe(rows, hide_index=True, width="stretch", column_order=shown,
+             column_config={column: THREE_DECIMALS for column in shown if column not in ("label", "state", "n", "id")})
 st.plotly_chart(figures.metric_bars_figure(rows, ["precision", "recall", "specificity", "fbeta", "auroc"]),
                 key="compare_bars")
 

@@ -40,18 +40,20 @@ def show_model(description: dict) -> None:
         validation = description.get("validation") or {}
         counts = description.get("counts") or {}
         if validation:
-            st.markdown(
-                f"validated on {validation.get('n', counts.get('val', '?'))} images "
-                f"({description.get('split') or 'held-out split'}): "
-                f"AUROC {validation.get('auroc', float('nan')):.3f}, "
-                f"sensitivity {validation.get('recall', float('nan')):.3f}, "
-                f"specificity {validation.get('specificity', float('nan')):.3f}")
+            numbers = ", ".join(f"{title} {_number(validation.get(key))}" for key, title in
+                                (("auroc", "AUROC"), ("recall", "sensitivity"), ("specificity", "specificity")))
+            st.markdown(f"validated on {validation.get('n', counts.get('val', '?'))} images "
+                        f"({description.get('split') or 'held-out split'}): {numbers}")
         else:
             st.markdown("no validation summary stored with this model")
         if description.get("weights_source"):
             st.caption(f"weights: {description['weights_source']}")
         if description.get("data"):
             st.caption(f"trained on: {description['data']}")
+
+
+def _number(value: object) -> str:
+    return f"{value:.3f}" if isinstance(value, (int, float)) else "n/a"
 
 
 def wanted_sources(uploads: list, samples: list[Path]) -> dict[str, tuple[str, object]]:
@@ -117,6 +119,8 @@ def show_result(result: catalog.DisplayResult, threshold: float | None, opacity:
             if result.heatmap is not None:
                 overlay = explain.overlay(result.image / 255.0, result.heatmap.astype("float32"), alpha=opacity)
                 st.image(overlay, caption="Grad-CAM overlay", width="stretch")
+                if float(result.heatmap.max()) < 0.01:
+                    st.caption(f"The heat map is flat: no region pushes the model towards {result.positive_class or call}.")
 
 
 st.title("Diagnose")
@@ -139,7 +143,7 @@ with st.sidebar:
     threshold = predictor.threshold
     if predictor.positive_class is not None:
         # Keyed by model and saved value: saving a new operating point resets this slider to it.
-        threshold = st.slider("Threshold for this session", 0.0, 1.0, float(predictor.threshold), 0.01,
+        threshold = st.slider("Threshold for this session", 0.0, 1.0, float(predictor.threshold), 0.001, format="%.3f",
                               key=f"threshold:{model_path}:{predictor.threshold}",
                               help="Try another threshold here; save one for good on the Operating point page.")
 
@@ -163,7 +167,8 @@ ordered = [results[key] for key in sources]
 
 rows = catalog.summary_rows(ordered, threshold)
 st.subheader("Summary")
-st.dataframe(rows, hide_index=True, width="stretch")
+st.dataframe(rows, hide_index=True, width="stretch",
+             column_config={"threshold": st.column_config.NumberColumn(format="%.3f")})
 st.download_button("Download the summary (CSV)", catalog.rows_to_csv(rows), file_name="xray_summary.csv",
                    mime="text/csv", key="download_summary", on_click="ignore")
 

@@ -48,8 +48,8 @@ if predictions is None:
 class_names = predictions["class_names"]
 binary = len(class_names) == 2
 saved = run.operating_point
-st.caption(f"Model **{run.id}** · {len(predictions['label'])} validation images · "
-           f"saved threshold {saved.get('threshold', 'none')} (β = {saved.get('beta', '–')})")
+saved_text = f"{saved['threshold']:.3f} (β = {saved.get('beta', '–')})" if "threshold" in saved else "none"
+st.caption(f"Model **{run.id}** · {len(predictions['label'])} validation images · saved threshold {saved_text}")
 
 controls = st.columns(3)
 with controls[0]:

@@ -162,6 +162,18 @@ def test_train_refuses_missing_folder(app_env):
     assert not (app_env / jobs.JOBS_DIR).exists()
 
 
+def test_train_preset_prefills_the_form(app_env):
+    at = start_app()
+    at.switch_page("pages/train.py").run()
+    at.selectbox(key="train_preset").set_value("resnet-d").run()
+    assert at.selectbox(key="train_backbone").value == "(every backbone of the preset)"
+    assert at.selectbox(key="train_loss").value == "ce"
+    assert at.number_input(key="train_epochs").value == 20
+    assert at.number_input(key="train_image_size").value == 224
+    assert at.multiselect(key="train_augment").value == ["rotate", "center_crop", "invert", "gaussian_blur",
+                                                          "gaussian_noise"]
+
+
 def test_train_launches_background_run_and_lists_it(app_env, tiny_dataset):
     at = start_app()
     at.switch_page("pages/train.py").run()
