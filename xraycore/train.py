@@ -204,13 +204,22 @@ def epoch_metrics(logits: np.ndarray, labels: np.ndarray, weights: torch.Tensor 
 
 # ---------------------------------------------------------------- the loop
 class _StopSignal:
-    """SIGTERM/SIGINT ask for a clean stop; SIGKILL cannot be caught and leaves the run 'interrupted'."""
+    """SIGTERM/SIGINT ask for a clean stop while training; SIGKILL cannot be caught and leaves the
+    run 'interrupted'. The previous handlers come back afterwards (in-process callers keep theirs)."""
 
     def __init__(self) -> None:
         self.requested = False
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> "_StopSignal":
         if threading_is_main():
             for sig in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(sig, self._handler)
+                self._previous[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
     def _handler(self, signum, frame) -> None:  # noqa: ANN001
         self.requested = True
@@ -372,65 +381,66 @@ def _fit(config: TrainConfig, splits: Splits, spec: models.BackboneSpec, model: 
     if ctx.is_main:
         progress({"kind": "start", "run": str(run.path), "epochs": config.epochs, "steps": steps,
                   "train": len(splits.train), "val": len(splits.val), "test": len(splits.test)})
-    for epoch in range(start_epoch, config.epochs):
-        torch.manual_seed(config.seed * 1000 + epoch)
-        sampler.set_epoch(epoch)
-        set_phase(model, config, epoch)
-        base_lr = phase_lr(config, epoch)
-        started, seen, loss_sum, rows_seen = time.perf_counter(), 0, torch.zeros(2), []
-        for step, (images, targets, rows) in enumerate(loader):
-            for group in optimizer.param_groups:
-                group["lr"] = base_lr * lr_factor(config, epoch, step, steps)
-            images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-            if channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, enabled=use_amp):
-                logits = wrapped(images)
-                loss = F.cross_entropy(logits.float(), targets, weight=loss_weights,
-                                       label_smoothing=config.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            loss_sum += torch.tensor([loss.item() * len(targets), len(targets)])
-            seen += len(targets)
-            rows_seen += rows.tolist()
-            if ctx.is_main:
-                progress({"kind": "batch", "epoch": epoch + 1, "step": step + 1, "steps": steps, "loss": loss.item()})
-            wants_stop = stop.requested or (run is not None and (run.path / STOP_FILE).exists())
-            if distributed.any_flag(ctx, wants_stop):
-                stopped = True
+    with stop:
+        for epoch in range(start_epoch, config.epochs):
+            torch.manual_seed(config.seed * 1000 + epoch)
+            sampler.set_epoch(epoch)
+            set_phase(model, config, epoch)
+            base_lr = phase_lr(config, epoch)
+            started, seen, loss_sum, rows_seen = time.perf_counter(), 0, torch.zeros(2), []
+            for step, (images, targets, rows) in enumerate(loader):
+                for group in optimizer.param_groups:
+                    group["lr"] = base_lr * lr_factor(config, epoch, step, steps)
+                images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+                if channels_last:
+                    images = images.contiguous(memory_format=torch.channels_last)
+                with torch.autocast(device.type, enabled=use_amp):
+                    logits = wrapped(images)
+                    loss = F.cross_entropy(logits.float(), targets, weight=loss_weights,
+                                           label_smoothing=config.label_smoothing)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                loss_sum += torch.tensor([loss.item() * len(targets), len(targets)])
+                seen += len(targets)
+                rows_seen += rows.tolist()
+                if ctx.is_main:
+                    progress({"kind": "batch", "epoch": epoch + 1, "step": step + 1, "steps": steps, "loss": loss.item()})
+                wants_stop = stop.requested or (run is not None and (run.path / STOP_FILE).exists())
+                if distributed.any_flag(ctx, wants_stop):
+                    stopped = True
+                    break
+            if stopped:
                 break
-        if stopped:
-            break
-        elapsed = time.perf_counter() - started
-        if epoch == start_epoch:
-            _record_sharding(run, ctx, rows_seen, len(train_set))
-        total = distributed.sum_tensor(ctx, loss_sum)
-        val_logits, val_labels, _ = predict_indices(model, val_set, per_process * 2, device, ctx,
-                                                    channels_last=channels_last)
-        row = {"epoch": epoch + 1, "train_loss": float(total[0] / max(1.0, float(total[1]))),
-               **epoch_metrics(val_logits, val_labels, weights), "lr": base_lr * lr_factor(config, epoch, steps - 1, steps),
-               "frozen_backbone": backbone_frozen(config, epoch), "seconds": round(elapsed, 2),
-               "images_per_second": round(float(total[1]) / max(elapsed, 1e-9), 2)}
-        value = row[config.monitor]
-        improved = best is None or (value > best + config.min_delta if larger_is_better else value < best - config.min_delta)
-        best, bad_epochs = (value, 0) if improved else (best, bad_epochs + 1)
-        row["best"] = improved
-        if ctx.is_main:
-            run.append_metrics(row)
-            if improved:
-                runs.save_weights(run.path / "model.safetensors", model.state_dict())
-            runs.save_weights(run.path / "last.safetensors", model.state_dict())
-            _save_checkpoint(run.path / CHECKPOINT_FILE, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                                          "epoch": epoch, "best": best, "bad_epochs": bad_epochs})
-            run.set_status("running", epoch=epoch + 1, epochs=config.epochs, best_value=best, best_metric=config.monitor)
-            run.log(f"epoch {epoch + 1}: " + ", ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float)))
-            progress({"kind": "epoch", **row})
-        if config.patience is not None and bad_epochs > config.patience:
+            elapsed = time.perf_counter() - started
+            if epoch == start_epoch:
+                _record_sharding(run, ctx, rows_seen, len(train_set))
+            total = distributed.sum_tensor(ctx, loss_sum)
+            val_logits, val_labels, _ = predict_indices(model, val_set, per_process * 2, device, ctx,
+                                                        channels_last=channels_last)
+            row = {"epoch": epoch + 1, "train_loss": float(total[0] / max(1.0, float(total[1]))),
+                   **epoch_metrics(val_logits, val_labels, weights), "lr": base_lr * lr_factor(config, epoch, steps - 1, steps),
+                   "frozen_backbone": backbone_frozen(config, epoch), "seconds": round(elapsed, 2),
+                   "images_per_second": round(float(total[1]) / max(elapsed, 1e-9), 2)}
+            value = row[config.monitor]
+            improved = best is None or (value > best + config.min_delta if larger_is_better else value < best - config.min_delta)
+            best, bad_epochs = (value, 0) if improved else (best, bad_epochs + 1)
+            row["best"] = improved
             if ctx.is_main:
-                run.log(f"early stopping: {config.monitor} did not improve by {config.min_delta} for {bad_epochs} epochs")
-            break
+                run.append_metrics(row)
+                if improved:
+                    runs.save_weights(run.path / "model.safetensors", model.state_dict())
+                runs.save_weights(run.path / "last.safetensors", model.state_dict())
+                _save_checkpoint(run.path / CHECKPOINT_FILE, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                                              "epoch": epoch, "best": best, "bad_epochs": bad_epochs})
+                run.set_status("running", epoch=epoch + 1, epochs=config.epochs, best_value=best, best_metric=config.monitor)
+                run.log(f"epoch {epoch + 1}: " + ", ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float)))
+                progress({"kind": "epoch", **row})
+            if config.patience is not None and bad_epochs > config.patience:
+                if ctx.is_main:
+                    run.log(f"early stopping: {config.monitor} did not improve by {config.min_delta} for {bad_epochs} epochs")
+                break
 
     if ctx.is_main and not (run.path / "model.safetensors").exists():
         run.set_status("stopped", message="stopped before the first epoch ended; nothing to keep")

@@ -1,0 +1,291 @@
+"""The command-line contract, exactly as README promises it.
+
+``train`` prints the run directory last; ``evaluate --json`` prints one JSON object whose confusion
+matrix agrees with the files; ``predict --json`` prints one line per file and survives every bad
+input of tests/corpus.py; ``runs``, ``presets`` and every ``--help`` work; and each preset's
+``--smoke`` run really applies its recipe. Subprocesses where the contract is about the process
+(stdout, exit code, no traceback); in-process ``cli.main`` where only the numbers matter.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.corpus import PHI, make_corpus
+from tests.synthetic import make_dataset
+from xraycore import cli, models, presets, runs
+from xraycore.predict import Predictor
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "XRAY_OFFLINE": "1"}
+METRIC_KEYS = ("n", "accuracy", "precision", "recall", "specificity", "f1", "auroc", "threshold", "confusion_matrix")
+
+
+def xraycore(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, "-m", "xraycore", *args], cwd=REPO, env=ENV, capture_output=True,
+                          text=True, timeout=timeout)
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    return done
+
+
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    code = cli.main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_dataset, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    root = tmp_path_factory.mktemp("cli-runs")
+    done = xraycore("train", "--data", str(tiny_dataset / "train"), "--backbone", "simple_cnn", "--epochs", "1",
+                    "--image-size", "48", "--batch-size", "8", "--pretrained", "none", "--val-fraction", "0.25",
+                    "--out", str(root))
+    assert done.returncode == 0, done.stderr[-3000:]
+    return root, done
+
+
+def test_train_prints_the_run_directory_last(trained):
+    root, done = trained
+    printed = Path(done.stdout.splitlines()[-1])
+    assert printed.parent == root and (printed / "config.json").is_file() and (printed / "model.safetensors").is_file()
+    run = runs.Run(printed)
+    assert run.status()["state"] == "finished"
+    assert run.config["train"]["image_size"] == 48 and run.config["train"]["val_fraction"] == 0.25
+    assert len(run.metrics()) == 1
+
+
+# ------------------------------------------------------------------ evaluate
+def truth_and_calls(run_dir: Path, data: Path, positive: str, threshold: float) -> tuple[list[int], list[int]]:
+    """Independent reference: the label of every file and the model's call, via the Predictor."""
+    files = sorted(p for p in data.glob("*/*") if p.is_file())
+    predictor = Predictor(run_dir)
+    index = predictor.class_names.index(positive)
+    truth = [int(path.parent.name == positive) for path in files]
+    calls = [int(pred.probabilities[predictor.class_names[index]] >= threshold) for pred in predictor.predict_files(files)]
+    return truth, calls
+
+
+def check_report(result: dict, truth: list[int], calls: list[int]) -> None:
+    (tn, fp), (fn, tp) = result["confusion_matrix"]
+    assert result["n"] == len(truth) == tn + fp + fn + tp
+    assert tp + fn == sum(truth) and tn + fp == len(truth) - sum(truth)
+    assert tp == sum(t and c for t, c in zip(truth, calls)) and fp == sum(c and not t for t, c in zip(truth, calls))
+    assert result["accuracy"] == pytest.approx((tp + tn) / result["n"])
+    assert result["recall"] == pytest.approx(tp / (tp + fn))
+    assert result["specificity"] == pytest.approx(tn / (tn + fp))
+    assert result["precision"] == pytest.approx(tp / (tp + fp) if tp + fp else 0.0)
+    precision, recall = result["precision"], result["recall"]
+    assert result["f1"] == pytest.approx(2 * precision * recall / (precision + recall) if precision + recall else 0.0)
+    assert 0.0 <= result["auroc"] <= 1.0
+
+
+def test_evaluate_json_is_one_object_whose_counts_match_the_files(trained, tiny_dataset):
+    root, done = trained
+    run_dir = Path(done.stdout.splitlines()[-1])
+    evaluated = xraycore("evaluate", "--model", str(run_dir), "--data", str(tiny_dataset / "test"), "--json")
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert len(evaluated.stdout.strip().splitlines()) == 1
+    result = json.loads(evaluated.stdout)
+    assert set(METRIC_KEYS) <= set(result)
+    assert result["threshold"] == pytest.approx(runs.Run(run_dir).operating_point["threshold"])
+    check_report(result, *truth_and_calls(run_dir, tiny_dataset / "test", "PNEUMONIA", result["threshold"]))
+
+
+def test_evaluate_threshold_zero_calls_everything_positive(trained, tiny_dataset, capsys):
+    run_dir = Path(trained[1].stdout.splitlines()[-1])
+    code, out, _ = run_cli(capsys, "evaluate", "--model", str(run_dir), "--data", str(tiny_dataset / "test"),
+                           "--threshold", "0.0", "--json")
+    result = json.loads(out)
+    assert code == 0 and result["threshold"] == 0.0
+    assert result["recall"] == 1.0 and result["specificity"] == 0.0
+
+
+def test_evaluate_positive_class_flips_the_question(trained, tiny_dataset, capsys):
+    run_dir = Path(trained[1].stdout.splitlines()[-1])
+    code, out, _ = run_cli(capsys, "evaluate", "--model", str(run_dir), "--data", str(tiny_dataset / "test"),
+                           "--positive", "NORMAL", "--threshold", "0.5", "--json")
+    assert code == 0
+    result = json.loads(out)
+    assert result["positive"] == "NORMAL"
+    check_report(result, *truth_and_calls(run_dir, tiny_dataset / "test", "NORMAL", 0.5))
+    code, _, err = run_cli(capsys, "evaluate", "--model", str(run_dir), "--data", str(tiny_dataset / "test"),
+                           "--positive", "COVID")
+    assert code == 2 and err.startswith("error:") and "COVID" in err
+
+
+# ------------------------------------------------------------------ predict
+def test_predict_json_survives_the_whole_bad_input_corpus(trained, tiny_dataset, tmp_path):
+    run_dir = Path(trained[1].stdout.splitlines()[-1])
+    corpus = make_corpus(tmp_path / "corpus")
+    good = sorted((tiny_dataset / "test" / "PNEUMONIA").iterdir())[:1] + sorted((tiny_dataset / "test" / "NORMAL").iterdir())[:1]
+    files = [str(case.path) for case in corpus.values()] + [str(path) for path in good]
+
+    done = xraycore("predict", "--model", str(run_dir), *files, "--json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [line["file"] for line in lines] == files, "one line per file, in order"
+    by_file = dict(zip(files, lines))
+    for case in corpus.values():
+        line = by_file[str(case.path)]
+        if case.expected == "ok":
+            assert 0.0 <= line["probability"] <= 1.0 and line["label"] in ("NORMAL", "PNEUMONIA"), case.name
+            if case.warning:
+                assert any(case.warning in warning for warning in line["warnings"]), (case.name, line["warnings"])
+        else:
+            assert line["error"] and "probability" not in line, case.name
+            assert line["error_kind"] == case.expected, (case.name, line)
+    for path in good:
+        assert 0.0 <= by_file[str(path)]["probability"] <= 1.0 and "error" not in by_file[str(path)]
+    for identifier in PHI.values():
+        assert identifier not in done.stdout and identifier not in done.stderr, "patient identifiers must not leak"
+
+
+# ------------------------------------------------------------------ runs, presets, help
+def test_runs_lists_the_run(trained, capsys):
+    root, done = trained
+    run_dir = Path(done.stdout.splitlines()[-1])
+    code, out, _ = run_cli(capsys, "runs", "--root", str(root))
+    assert code == 0 and run_dir.name in out and "finished" in out and "simple_cnn" in out
+    code, out, _ = run_cli(capsys, "runs", "--root", str(root), "--json")
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [row["id"] for row in rows] == [run_dir.name] and rows[0]["state"] == "finished"
+
+
+def verbs() -> dict[str, argparse.ArgumentParser]:
+    parser = cli.build_parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(subparsers.choices)
+
+
+@pytest.mark.parametrize("verb", sorted(verbs()))
+def test_help_of_every_verb_documents_every_option(verb, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([verb, "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for action in verbs()[verb]._actions:
+        if isinstance(action, argparse._HelpAction):
+            continue
+        assert action.help and action.help != action.dest, f"{verb} {action.option_strings or action.dest} is undocumented"
+        for option in action.option_strings:
+            assert option in text, f"{verb} --help does not show {option}"
+
+
+def test_presets_lists_the_five_studies(capsys):
+    code, out, _ = run_cli(capsys, "presets")
+    assert code == 0
+    listed = [line.split()[0] for line in out.splitlines() if line.strip()]
+    assert listed == ["aimi-lab1", "convnext-vs-resnet50", "resnet-d", "transfer-7", "xception-5fold"]
+    code, out, _ = run_cli(capsys, "presets", "--show", "xception-5fold")
+    assert code == 0 and json.loads(out)["config"]["folds"] == 5
+
+
+# ------------------------------------------------------------------ preset recipes (--smoke)
+@pytest.fixture(scope="module")
+def smoke_data(tmp_path_factory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("smoke-data"), per_class=12, size=64)
+
+
+def smoke(capsys, data: Path, root: Path, *options: str) -> list[runs.Run]:
+    started = time.perf_counter()
+    code, out, err = run_cli(capsys, "train", "--data", str(data), "--smoke", "--out", str(root), "--quiet", *options)
+    assert code == 0, err[-3000:]
+    made = [runs.Run(Path(line)) for line in out.splitlines()]
+    assert sorted(run.path for run in made) == sorted(root.iterdir())
+    assert all(run.status()["state"] == "finished" for run in made)
+    print(f"{' '.join(options)}: {len(made)} runs in {time.perf_counter() - started:.1f} s")
+    return made
+
+
+def lrs(run: runs.Run) -> list[float]:
+    return [row["lr"] for row in run.metrics()]
+
+
+def test_preset_aimi_lab1(capsys, smoke_data, tmp_path):
+    made = smoke(capsys, smoke_data, tmp_path, "--preset", "aimi-lab1")
+    assert [run.config["backbone"] for run in made] == presets.load("aimi-lab1")["backbones"]
+    assert len({run.config["study"] for run in made}) == 1
+    for run in made:
+        config, train = run.config, run.config["train"]
+        assert (train["loss"], train["optimizer"], train["monitor"]) == ("ce", "adam", "val_accuracy")
+        assert lrs(run) == [1e-3]
+        assert config["mean"] == [0.485, 0.456, 0.406], "ImageNet normalisation"
+        assert [spec if isinstance(spec, str) else spec["name"] for spec in train["augment"]] == ["equalize", "rotate", "center_crop"]
+        assert (config["train_image_size"], config["load_size"], config["image_size"]) == (64, 128, 128)
+
+
+def test_preset_convnext_vs_resnet50(capsys, smoke_data, tmp_path):
+    made = smoke(capsys, smoke_data, tmp_path / "study", "--preset", "convnext-vs-resnet50")
+    assert {run.config["backbone"]: run.config["train"]["optimizer"] for run in made} == {
+        "resnet50": "adam", "convnext_tiny": "adamw"}
+    for run in made:
+        train = run.config["train"]
+        assert (train["loss"], train["schedule"], train["beta"], train["monitor"]) == ("weighted_ce", "exponential", 2.0, "val_loss")
+    # the exponential decay shows over epochs: a light backbone, three epochs
+    (decayed,) = smoke(capsys, smoke_data, tmp_path / "schedule", "--preset", "convnext-vs-resnet50",
+                       "--backbone", "simple_cnn", "--epochs", "3")
+    assert lrs(decayed) == pytest.approx([1e-4, 0.9e-4, 0.81e-4])
+
+
+def test_preset_resnet_d(capsys, smoke_data, tmp_path):
+    made = smoke(capsys, smoke_data, tmp_path / "study", "--preset", "resnet-d")
+    assert [run.config["backbone"] for run in made] == presets.load("resnet-d")["backbones"]
+    for run in made:
+        train = run.config["train"]
+        assert (train["loss"], train["schedule"], train["split"], train["grow_minority"]) == ("ce", "cosine", "ratio", 20.0)
+        assert {"invert", "gaussian_blur", "gaussian_noise"} <= {spec["name"] for spec in train["augment"]}
+    (plain,) = smoke(capsys, smoke_data, tmp_path / "plain", "--backbone", "simple_cnn", "--split", "ratio")
+    assert made[0].config["counts"]["train"] > plain.config["counts"]["train"], "minority class grown by copies"
+    # linear warm-up, then cosine decay; metrics.jsonl logs the learning rate of each epoch's last step
+    (cosine,) = smoke(capsys, smoke_data, tmp_path / "schedule", "--preset", "resnet-d", "--backbone", "simple_cnn",
+                      "--epochs", "3")
+    per_epoch = cosine.config["counts"]["train"] // 4  # smoke batch size 4; the last partial batch is dropped
+    total, last_steps = 3 * per_epoch, [per_epoch * epoch - 1 for epoch in (1, 2, 3)]
+    warmup = max(1, round(0.1 * total))
+    expected = [1e-3 * 0.5 * (1 + math.cos(math.pi * (now - warmup) / (total - warmup))) for now in last_steps]
+    assert lrs(cosine) == pytest.approx(expected) and expected[0] > expected[1] > expected[2]
+
+
+def test_preset_transfer_7_freezes_pretrained_backbones(capsys, smoke_data, tmp_path):
+    made = smoke(capsys, smoke_data, tmp_path, "--preset", "transfer-7")
+    by_backbone = {run.config["backbone"]: run for run in made}
+    assert list(by_backbone) == presets.load("transfer-7")["backbones"]
+    for name, run in by_backbone.items():
+        train = run.config["train"]
+        assert run.config["head"] == {"hidden": 128, "dropout": 0.4, "batchnorm": True}
+        frozen = name != "simple_cnn"  # the small CNN trains from scratch, whole
+        assert [row["frozen_backbone"] for row in run.metrics()] == [frozen], name
+        assert train["unfreeze"] is (not frozen)
+    # frozen means frozen: the backbone leaves training exactly as it was built, the head does not
+    mobilenet = by_backbone["mobilenetv2_100"]
+    torch.manual_seed(mobilenet.config["train"]["seed"])
+    initial, _ = models.build_model("mobilenetv2_100", 2, pretrained="none", head=models.HeadSpec(**mobilenet.config["head"]))
+    trained = runs.load_weights(mobilenet.path / "model.safetensors")
+    before = initial.state_dict()
+    head_names = {name for name in trained if name.startswith("classifier")}
+    assert head_names and set(trained) == set(before)
+    for name in set(before) - head_names:
+        assert torch.equal(trained[name], before[name]), f"backbone tensor {name} changed"
+    assert any(not torch.equal(trained[name], before[name]) for name in head_names), "the head must train"
+
+
+def test_preset_xception_5fold_makes_one_run_per_fold(capsys, smoke_data, tmp_path):
+    made = smoke(capsys, smoke_data, tmp_path, "--preset", "xception-5fold")
+    assert sorted(run.config["train"]["fold"] for run in made) == [0, 1, 2, 3, 4]
+    assert len({run.config["study"] for run in made}) == 1 and made[0].config["study"].startswith("xception-5fold")
+    validation = [set(run.predictions("val")["file"]) for run in made]
+    assert sum(map(len, validation)) == len(set().union(*validation)), "each image validates in exactly one fold"
+    for run in made:
+        train = run.config["train"]
+        assert (train["optimizer"], train["loss"], train["normalisation"]) == ("sgd", "weighted_ce", "half")
+        assert (run.config["mean"], run.config["std"]) == ([0.5] * 3, [1.0] * 3)
+        assert [(row["frozen_backbone"], row["lr"]) for row in run.metrics()] == [(True, 1e-3), (False, 1e-5)]
