@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -193,9 +195,13 @@ def test_train_launches_background_run_and_lists_it(app_env, tiny_dataset):
 
     [job] = jobs.list_jobs(app_env)
     deadline = time.monotonic() + 120
-    while job.alive() and time.monotonic() < deadline:
-        time.sleep(1)
-    assert not job.alive(), "the background run did not finish within 2 minutes"
+    try:
+        while job.alive() and time.monotonic() < deadline:
+            time.sleep(1)
+        assert not job.alive(), "the background run did not finish within 2 minutes"
+    finally:
+        if job.alive():  # never leave the test's own training process behind
+            os.killpg(job.pid, signal.SIGKILL)
     assert job.state() == "finished", job.log_tail()
     at.run()
     runs_table = at.dataframe[-1].value

@@ -14,7 +14,6 @@ import math
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -196,13 +195,11 @@ def smoke_data(tmp_path_factory) -> Path:
 
 
 def smoke(capsys, data: Path, root: Path, *options: str) -> list[runs.Run]:
-    started = time.perf_counter()
     code, out, err = run_cli(capsys, "train", "--data", str(data), "--smoke", "--out", str(root), "--quiet", *options)
     assert code == 0, err[-3000:]
     made = [runs.Run(Path(line)) for line in out.splitlines()]
     assert sorted(run.path for run in made) == sorted(root.iterdir())
     assert all(run.status()["state"] == "finished" for run in made)
-    print(f"{' '.join(options)}: {len(made)} runs in {time.perf_counter() - started:.1f} s")
     return made
 
 

@@ -367,7 +367,7 @@ def to_network_input(
 
     Shared by XrayDataset and the predictor, so a model sees the same numbers in both.
     """
-    image = torch.as_tensor(np.asarray(grey)) if isinstance(grey, np.ndarray) else grey
+    image = torch.from_numpy(np.array(grey)) if isinstance(grey, np.ndarray) else grey  # a copy: cache rows are read-only
     image = image.reshape(1, *image.shape[-2:])
     if size and tuple(image.shape[-2:]) != (size, size):
         image = v2.functional.resize(image, [size, size], antialias=True)

@@ -40,7 +40,7 @@ def evaluate_folder(model_dir: str | Path, data_dir: str | Path, *, threshold: f
         raise ValueError("none of the images could be read")
     probs_array = np.asarray(probs)
     y_true = np.array([label == positive for label in labels], dtype=int)
-    cut = predictor.threshold if threshold is None and predictor.threshold is not None else (threshold or 0.5)
+    cut = next(value for value in (threshold, predictor.threshold, 0.5) if value is not None)  # 0.0 is a threshold
     result: dict[str, Any] = metrics.binary_report(y_true, probs_array[:, positive_index], cut, beta)
     result.update(model=predictor.run.id, positive=positive, skipped=len(skipped), skipped_files=skipped[:50])
     if with_ci:
