@@ -135,11 +135,11 @@ def test_two_runs_started_at_once_never_share_a_directory(tiny_dataset, tmp_path
 
     printed = [Path(stdout.splitlines()[-1]) for stdout, _ in outputs]
     assert len(set(printed)) == 2 and sorted(printed) == sorted(root.iterdir())
-    for path, lr in zip(printed, learning_rates):
+    for path, lr, process in zip(printed, learning_rates, processes):
         run = runs.Run(path)
         assert run.config["train"]["lr"] == float(lr) and run.config["train"]["notes"] == f"run with lr {lr}"
         assert run.status()["state"] == "finished" and len(run.metrics()) == 1
-        assert run.status()["pid"] not in (None, os.getpid())
+        assert run.status()["pid"] == process.pid, "each run's status belongs to its own process"
 
 
 # ------------------------------------------------------------------ STOP file

@@ -35,8 +35,11 @@ def load(name: str) -> dict[str, Any]:
     return preset
 
 
-def _shrink(values: dict[str, Any]) -> dict[str, Any]:
-    """--smoke: few images, tiny sizes, the fewest epochs that still exercise every phase of the recipe."""
+def _shrink(values: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """--smoke: few images, tiny sizes, the fewest epochs that still exercise every phase of the recipe.
+
+    Options the user gave explicitly (say --epochs 3) still win over the smoke defaults.
+    """
     values = {**values, **SMOKE}
     size = max(SMOKE_IMAGE_SIZE, MIN_IMAGE_SIZE.get(values.get("backbone", ""), 0))
     full = values.get("image_size") or models.get_spec(values["backbone"]).input_size
@@ -51,7 +54,7 @@ def _shrink(values: dict[str, Any]) -> dict[str, Any]:
         values["epochs"] = 1 if not values.get("unfreeze", True) else 2
     if values.get("folds"):
         values["max_per_class"] = max(SMOKE["max_per_class"], 2 * values["folds"])
-    return values
+    return {**values, **{key: value for key, value in given.items() if key in SMOKE}}
 
 
 def _scale_sizes(spec: Any, scale: float, floor: int) -> Any:
@@ -65,7 +68,7 @@ def expand(given: dict[str, Any], smoke: bool = False) -> list[TrainConfig]:
     name = given.get("preset")
     if not name:
         values = {**given}
-        return [TrainConfig.from_dict(_shrink(values) if smoke else values)]
+        return [TrainConfig.from_dict(_shrink(values, given) if smoke else values)]
     preset = load(name)
     backbones = [given["backbone"]] if given.get("backbone") else list(preset["backbones"])
     several = len(backbones) > 1 or preset["config"].get("folds") or given.get("folds")
@@ -75,7 +78,7 @@ def expand(given: dict[str, Any], smoke: bool = False) -> list[TrainConfig]:
         values = {**preset["config"], **preset["per_backbone"].get(backbone, {}), "backbone": backbone,
                   "preset": name, "study": study, **{k: v for k, v in given.items() if k != "backbone"}}
         if smoke:
-            values = _shrink({**values, **{k: v for k, v in given.items() if k in SMOKE}})
+            values = _shrink(values, given)
         configs.append(TrainConfig.from_dict(values))
     return configs
 

@@ -442,9 +442,11 @@ def _fit(config: TrainConfig, splits: Splits, spec: models.BackboneSpec, model: 
                     run.log(f"early stopping: {config.monitor} did not improve by {config.min_delta} for {bad_epochs} epochs")
                 break
 
-    if ctx.is_main and not (run.path / "model.safetensors").exists():
-        run.set_status("stopped", message="stopped before the first epoch ended; nothing to keep")
-        return run.path
+    nothing_kept = distributed.broadcast_object(ctx, ctx.is_main and not (run.path / "model.safetensors").exists())
+    if nothing_kept:  # every rank returns together: none may wait in _finish for the others
+        if ctx.is_main:
+            run.set_status("stopped", message="stopped before the first epoch ended; nothing to keep")
+        return Path(run.path) if run is not None else Path()
     _finish(config, splits, spec, model, run, device, ctx, mean, std, progress, stopped)
     return Path(run.path) if run is not None else Path()
 
