@@ -2,10 +2,9 @@
 curves, training histories and what was configured differently. All numbers from ``xraycore.study``."""
 from __future__ import annotations
 
-import numpy as np
 import streamlit as st
 
-from xraycore import figures, runs, study
+from xraycore import catalog, figures, runs, study
 
 SPLIT = "val"
 PER_ROW = 3  # confusion matrices per row
@@ -20,11 +19,6 @@ THREE_DECIMALS = st.column_config.NumberColumn(format="%.3f")
 def table(run_paths: tuple[str, ...], beta: float, versions: tuple[float, ...]) -> list[dict]:
     """``versions`` (prediction and operating-point mtimes) invalidate the cache when a run changes."""
     return study.comparison_table([runs.Run(path) for path in run_paths], SPLIT, beta, with_ci=True)
-
-
-def version(run: runs.Run) -> float:
-    files = (run.path / f"{SPLIT}_predictions.csv", run.path / runs.OPERATING_POINT_FILE)
-    return sum(path.stat().st_mtime for path in files if path.exists())
 
 
 st.title("Compare")
@@ -49,7 +43,7 @@ if len(chosen) < 2:
     st.stop()
 
 beta = st.number_input("β of F-β", 0.1, 10.0, 2.0, 0.5, key="compare_beta")
-rows = table(tuple(str(run.path) for run in chosen), beta, tuple(version(run) for run in chosen))
+rows = table(tuple(str(run.path) for run in chosen), beta, tuple(catalog.results_version(run.path, SPLIT) for run in chosen))
 st.subheader("Validation metrics (95% bootstrap CIs), each run at its saved threshold")
 shown = [column for column in TABLE_COLUMNS if any(row.get(column) is not None for row in rows)]
 st.dataframe(rows, hide_index=True, width="stretch", column_order=shown,
@@ -57,7 +51,7 @@ st.dataframe(rows, hide_index=True, width="stretch", column_order=shown,
 st.plotly_chart(figures.metric_bars_figure(rows, ["precision", "recall", "specificity", "fbeta", "auroc"]),
                 key="compare_bars")
 
-folded = [run for run in chosen if (run.config.get("train") or {}).get("fold") is not None]
+folded = [run for run in chosen if study.fold_number(run) is not None]
 if len(folded) >= 2:
     st.subheader("Across folds (mean ± standard deviation)")
     summary = study.fold_summary(folded, SPLIT)
@@ -74,13 +68,8 @@ if reported:
 st.subheader("Confusion matrices")
 for start in range(0, len(chosen), PER_ROW):
     for column, run in zip(st.columns(PER_ROW), chosen[start:start + PER_ROW]):
-        report = study.evaluate_run(run, SPLIT, beta=beta, with_ci=False)
-        positive = report["positive_class"]
-        negative = next((name for name in report["class_names"] if name != positive), "rest")
-        matrix, names = report["confusion_matrix"], [negative if len(report["class_names"]) == 2 else "rest", positive]
-        if "multiclass" in report:
-            matrix, names = report["multiclass"]["confusion_matrix"], report["class_names"]
-        column.plotly_chart(figures.confusion_matrix_figure(np.array(matrix), names, study.run_label(run)),
+        matrix, names = study.confusion_of(study.evaluate_run(run, SPLIT, beta=beta, with_ci=False))
+        column.plotly_chart(figures.confusion_matrix_figure(matrix, names, study.run_label(run)),
                             key=f"compare_cm:{run.id}")
 
 roc, pr = study.curves(chosen, SPLIT)

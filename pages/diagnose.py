@@ -24,11 +24,6 @@ def load_predictor(model_path: str, version: float) -> Predictor:
     return Predictor(model_path)
 
 
-def current_model() -> Path | None:
-    chosen = st.session_state.get("model_path")
-    return Path(chosen) if chosen else catalog.default_model_dir()
-
-
 def show_model(description: dict) -> None:
     """Which model answers and on what it was validated: always in the sidebar."""
     with st.sidebar:
@@ -93,6 +88,7 @@ def _as_source(item: object) -> object:
 
 
 def show_result(result: catalog.DisplayResult, threshold: float | None, opacity: float) -> None:
+    """One detail card: probability and call, warnings, the scan and its Grad-CAM overlay."""
     with st.container(border=True):
         st.markdown(f"#### {result.name}")
         if not result.ok:
@@ -126,7 +122,7 @@ def show_result(result: catalog.DisplayResult, threshold: float | None, opacity:
 st.title("Diagnose")
 st.caption("Pneumonia probability for chest X-rays (PNG, JPEG or DICOM). A decision aid: the radiologist decides.")
 
-model_path = current_model()
+model_path = catalog.chosen_model_dir(st.session_state.get("model_path"))
 if model_path is None:
     st.info("No model is available yet. Train one on the Train page (or install the bundled model in models/default).")
     st.stop()
@@ -172,7 +168,7 @@ st.dataframe(rows, hide_index=True, width="stretch",
 st.download_button("Download the summary (CSV)", catalog.rows_to_csv(rows), file_name="xray_summary.csv",
                    mime="text/csv", key="download_summary", on_click="ignore")
 
-pages = max(1, -(-len(ordered) // PER_PAGE))
-page = st.number_input("Page", 1, pages, 1, key="result_page") if pages > 1 else 1
+page_count = max(1, -(-len(ordered) // PER_PAGE))
+page = st.number_input("Page", 1, page_count, 1, key="result_page") if page_count > 1 else 1
 for result in ordered[(page - 1) * PER_PAGE: page * PER_PAGE]:
     show_result(result, threshold, opacity)

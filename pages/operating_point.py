@@ -15,31 +15,32 @@ from xraycore import catalog, figures, metrics, runs, study
 
 SPLIT = "val"
 CI_RESAMPLES = 1000
-SHOWN_METRICS = {"precision": "Precision", "recall": "Recall (sensitivity)", "specificity": "Specificity"}
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def load_scores(model_path: str, positive: str | None, modified: float) -> tuple[np.ndarray, np.ndarray] | None:
-    """(truth, score) one-vs-rest for ``positive``; ``modified`` (the CSV's mtime) refreshes the cache."""
+def load_scores(model_path: str, positive: str | None, version: float) -> tuple[np.ndarray, np.ndarray] | None:
+    """(truth, score) one-vs-rest for ``positive``; ``version`` (``catalog.results_version``)
+    refreshes the cache when the predictions are rewritten."""
     return study.scores(runs.open_run(Path(model_path)), SPLIT, positive)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def bootstrap(truth: np.ndarray, score: np.ndarray, threshold: float, beta: float) -> dict:
+    """Cached: a thousand resamples take long enough to make the slider stutter."""
     return metrics.bootstrap_report(truth, score, threshold, beta, n_resamples=CI_RESAMPLES)
 
 
 def jump_to(key: str, value: float) -> None:
+    """Button callback: set a widget's value before it is drawn again (Streamlit forbids it after)."""
     st.session_state[key] = value
 
 
 st.title("Operating point")
-chosen = st.session_state.get("model_path") or catalog.default_model_dir()
-if chosen is None:
+model_dir = catalog.chosen_model_dir(st.session_state.get("model_path"))
+if model_dir is None:
     st.info("No model is available yet. Train one on the Train page.")
     st.stop()
-run = runs.open_run(Path(chosen))
-predictions_file = run.path / f"{SPLIT}_predictions.csv"
+run = runs.open_run(model_dir)
 predictions = run.predictions(SPLIT)
 if predictions is None:
     st.info(f"{run.id} has no validation predictions, so its operating point cannot be tuned here.")
@@ -60,7 +61,7 @@ with controls[1]:
     beta = st.number_input("β of F-β (β > 1 favours recall)", 0.1, 10.0, float(saved.get("beta", 2.0)), 0.5,
                            key=f"op_beta:{run.path}")
 
-truth, score = load_scores(str(run.path), positive, predictions_file.stat().st_mtime)
+truth, score = load_scores(str(run.path), positive, catalog.results_version(run.path, SPLIT))
 best_threshold, best_fbeta = metrics.best_fbeta_threshold(truth, score, beta)
 slider_key = f"op_threshold:{run.path}:{positive}"
 start = float(saved.get("threshold", 0.5)) if binary and positive == default_positive else 0.5
@@ -72,7 +73,7 @@ with controls[2]:
 report = metrics.binary_report(truth, score, threshold, beta)
 intervals = bootstrap(truth, score, threshold, beta)
 columns = st.columns(4)
-for column, (name, title) in zip(columns, {**SHOWN_METRICS, "fbeta": f"F{beta:g}"}.items()):
+for column, (name, title) in zip(columns, {**figures.RATE_TITLES, "fbeta": f"F{beta:g}"}.items()):
     point, low, high = intervals[name]
     column.metric(title, f"{report[name]:.3f}", help="bootstrap 95% confidence interval, 1000 resamples")
     column.caption(f"95% CI {low:.3f} – {high:.3f}")
@@ -85,7 +86,7 @@ if binary:
 else:
     st.caption("A multi-class model calls its most probable class; these one-vs-rest numbers are for analysis.")
 
-negative = "rest" if not binary else next(name for name in class_names if name != positive)
+negative = study.negative_label(class_names, positive)
 fpr, tpr, _ = metrics.roc_curve(truth, score)
 precision, recall, _ = metrics.pr_curve(truth, score)
 left, right = st.columns(2)

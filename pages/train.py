@@ -6,7 +6,6 @@ and the page reads its progress from the run directory every two seconds.
 from __future__ import annotations
 
 import streamlit as st
-import torch
 
 from xraycore import figures, jobs, models, presets, runs
 from xraycore.config import LOSSES, OPTIMIZERS, SCHEDULES
@@ -39,7 +38,7 @@ def apply_preset() -> None:
         if field in config:
             st.session_state[f"train_{field}"] = type(DEFAULTS[f"train_{field}"])(config[field])
     st.session_state["train_image_size"] = int(config.get("image_size") or 0)
-    names = [spec["name"] if isinstance(spec, dict) else spec for spec in config.get("augment", [])]
+    names = [jobs.augment_name(spec) for spec in config.get("augment", [])]
     st.session_state["train_augment"] = [name for name in names if name in AUGMENTATIONS]
     if config.get("folds"):
         st.session_state["train_split"], st.session_state["train_folds"] = "kfold", int(config["folds"])
@@ -72,12 +71,13 @@ def form_options(preset_augment: list) -> dict:
 
 
 def launch_form() -> None:
+    """The training form; submitting it validates the settings and starts a background job."""
     for key, value in DEFAULTS.items():
         st.session_state.setdefault(key, value)
     st.selectbox("Preset (optional: pre-fills the form)", ["", *presets.names()], key="train_preset",
                  on_change=apply_preset, format_func=lambda name: name or "none")
-    preset_augment = presets.load(st.session_state["train_preset"])["config"].get("augment", []) \
-        if st.session_state["train_preset"] else []
+    preset_name = st.session_state["train_preset"]
+    preset_augment = presets.load(preset_name)["config"].get("augment", []) if preset_name else []
     with st.form("train_form"):
         first, second, third = st.columns(3)
         with first:
@@ -101,9 +101,10 @@ def launch_form() -> None:
             st.radio("Validation", list(SPLITS), format_func=SPLITS.get, key="train_split")
             st.slider("Validation share (ratio split)", 0.05, 0.5, step=0.05, key="train_val_fraction")
             st.number_input("Folds (k-fold)", min_value=2, max_value=20, step=1, key="train_folds")
-            if torch.cuda.device_count() > 1:
+            gpus = jobs.available_gpus()
+            if gpus > 1:
                 st.number_input("Processes (one per GPU, via torchrun)", min_value=1,
-                                max_value=torch.cuda.device_count(), step=1, key="train_processes")
+                                max_value=gpus, step=1, key="train_processes")
         submitted = st.form_submit_button("Start training", type="primary")
     if submitted:
         try:
@@ -117,16 +118,10 @@ def launch_form() -> None:
             st.success(f"Started {job.id} in the background (log: {job.log_path}).")
 
 
-def tracked_job() -> jobs.Job | None:
-    """This session's last launch, else the newest job still running (e.g. after a page reload)."""
-    known = jobs.list_jobs()
-    mine = st.session_state.get("train_job")
-    return next((job for job in known if job.id == mine), None) or next((job for job in known if job.alive()), None)
-
-
 @st.fragment(run_every=2)
 def progress_panel() -> None:
-    job = tracked_job()
+    """This session's job (or the newest running one) with live curves, then every run so far."""
+    job = jobs.current_job(st.session_state.get("train_job"))
     if job is not None:
         st.subheader(f"Job {job.id}: {job.state()}")
         for run in job.runs():
@@ -138,9 +133,9 @@ def progress_panel() -> None:
                 jobs.stop(run)
                 st.info("Asked the run to stop after the current batch.")
             if history:
-                left, right = st.columns(2)
-                left.plotly_chart(figures.training_curves_figure({run.id: history}, "train_loss"), key=f"loss:{run.id}")
-                right.plotly_chart(figures.training_curves_figure({run.id: history}, "val_auroc"), key=f"auroc:{run.id}")
+                for column, (metric, key) in zip(st.columns(2), (("train_loss", "loss"), ("val_auroc", "auroc"))):
+                    column.plotly_chart(figures.training_curves_figure({run.id: history}, metric),
+                                        key=f"{key}:{run.id}")
         if job.alive() and not job.runs() and st.button("Stop", key=f"stopjob:{job.id}"):
             jobs.stop_job(job)
         with st.expander("Log"):

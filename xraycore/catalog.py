@@ -36,6 +36,8 @@ DISPLAY_MAX_SIDE = 512  # what a session keeps per image: enough for the screen,
 
 @dataclass(frozen=True)
 class ModelChoice:
+    """One entry of the model picker: what people read, and the directory it loads."""
+
     label: str
     path: Path
 
@@ -75,6 +77,11 @@ def default_model_dir(root: Path | None = None) -> Path | None:
     return choices[0].path if choices else None
 
 
+def chosen_model_dir(selected: str | None) -> Path | None:
+    """The model a page works with: the one picked in the sidebar, else :func:`default_model_dir`."""
+    return Path(selected) if selected else default_model_dir()
+
+
 def model_version(path: Path) -> float:
     """Changes whenever the model's operating point is saved: part of the Predictor cache key, so a
     threshold chosen on the Operating point page is used by Diagnose from then on."""
@@ -84,10 +91,18 @@ def model_version(path: Path) -> float:
         return 0.0
 
 
+def results_version(run_dir: Path, split: str = "val") -> float:
+    """Changes whenever a run's ``split`` predictions or its operating point are rewritten: the
+    cache key for numbers computed from them."""
+    files = (Path(run_dir) / f"{split}_predictions.csv", Path(run_dir) / runs.OPERATING_POINT_FILE)
+    return sum(path.stat().st_mtime for path in files if path.exists())
+
+
 # --------------------------------------------------------------------------- samples
 
 
 def samples_dir() -> Path:
+    """``$XRAY_SAMPLES_DIR`` if set, else the sample scans bundled next to the package."""
     from_env = os.environ.get(SAMPLES_DIR_ENV)
     return Path(from_env) if from_env else BUNDLED_SAMPLES_DIR
 
@@ -154,21 +169,24 @@ def for_display(prediction: Prediction, max_side: int = DISPLAY_MAX_SIDE) -> Dis
     """Shrink a Prediction: drop the full-resolution image, the ready-made overlay and the metadata."""
     if not prediction.ok:
         return DisplayResult(name=prediction.name, error=prediction.error)
-    heatmap = None
-    if prediction.heatmap is not None:
-        heat = np.asarray(prediction.heatmap, dtype=np.float32)
-        if max(heat.shape) > max_side:
-            scale = max_side / max(heat.shape)
-            size = (max(1, round(heat.shape[1] * scale)), max(1, round(heat.shape[0] * scale)))
-            heat = np.asarray(Image.fromarray(heat).resize(size, Image.Resampling.BILINEAR))
-        heatmap = heat.astype(np.float16)
     return DisplayResult(
         name=prediction.name, class_names=list(prediction.probabilities),
         probabilities=dict(prediction.probabilities), positive_class=prediction.positive_class,
         positive_probability=prediction.positive_probability, warnings=list(prediction.warnings),
         out_of_domain=prediction.out_of_domain,
-        image=None if prediction.image is None else downscale(prediction.image, max_side), heatmap=heatmap,
+        image=None if prediction.image is None else downscale(prediction.image, max_side),
+        heatmap=None if prediction.heatmap is None else _downscale_heatmap(prediction.heatmap, max_side),
     )
+
+
+def _downscale_heatmap(heatmap: np.ndarray, max_side: int) -> np.ndarray:
+    """A [0, 1] heat map as float16, its long side at most ``max_side`` (bilinear: it stays smooth)."""
+    heat = np.asarray(heatmap, dtype=np.float32)
+    if max(heat.shape) > max_side:
+        scale = max_side / max(heat.shape)
+        size = (max(1, round(heat.shape[1] * scale)), max(1, round(heat.shape[0] * scale)))
+        heat = np.asarray(Image.fromarray(heat).resize(size, Image.Resampling.BILINEAR))
+    return heat.astype(np.float16)
 
 
 def summary_rows(results: Iterable[DisplayResult], threshold: float | None) -> list[dict]:

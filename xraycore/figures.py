@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 CHANCE_STYLE = {"dash": "dash", "color": "grey", "width": 1}
 POINT_STYLE = {"symbol": "x", "size": 13, "color": "black", "line": {"width": 2}}
 UNIT_AXIS = {"range": [-0.02, 1.02], "constrain": "domain"}
-SWEEP_LINES = {"precision": "Precision", "recall": "Recall (sensitivity)", "specificity": "Specificity"}
+RATE_TITLES = {"precision": "Precision", "recall": "Recall (sensitivity)", "specificity": "Specificity"}
 
 
 def _layout(figure: go.Figure, title: str, x_title: str, y_title: str, **extra: Any) -> go.Figure:
@@ -119,7 +119,7 @@ def threshold_figure(sweep: dict[str, np.ndarray], threshold: float, beta: float
     ``metrics.threshold_sweep``), with a vertical line at the chosen threshold."""
     figure = go.Figure()
     x = np.asarray(sweep["threshold"], dtype=float)
-    for key, name in {**SWEEP_LINES, "fbeta": f"F{beta:g}"}.items():
+    for key, name in {**RATE_TITLES, "fbeta": f"F{beta:g}"}.items():
         figure.add_trace(go.Scatter(x=x, y=sweep[key], mode="lines", name=name, line={"shape": "hv"}))
     figure.add_vline(x=threshold, line={"dash": "dot", "color": "black"},
                      annotation_text=f"threshold {threshold:.3f}", annotation_position="top")
@@ -137,9 +137,9 @@ def training_curves_figure(histories: dict[str, list[dict]], metric: str) -> go.
             continue
         epochs = [row.get("epoch", index + 1) for index, row in enumerate(logged)]
         values = [row[metric] for row in logged]
-        best = [8 if row.get("best") else 5 for row in logged]
+        marker_sizes = [8 if row.get("best") else 5 for row in logged]
         figure.add_trace(go.Scatter(x=epochs, y=values, mode="lines+markers", name=label,
-                                    marker={"size": best}))
+                                    marker={"size": marker_sizes}))
     return _layout(figure, metric, "Epoch", metric, xaxis={"dtick": 1} if _few_epochs(histories) else {})
 
 

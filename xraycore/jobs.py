@@ -20,22 +20,29 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+import torch
+
 from . import runs
 from .config import TrainConfig, option_names
 
 JOBS_DIR = ".jobs"  # inside the runs root; list_runs skips dot-directories
 PACKAGE_PARENT = Path(__file__).resolve().parents[1]  # so `-m xraycore` imports this very package
-STOP_FILE = "STOP"  # same name as train.STOP_FILE (not imported: that would pull torch into this module)
+STOP_FILE = "STOP"  # same name as train.STOP_FILE (not imported: train pulls in the whole model stack)
 
 
 # --------------------------------------------------------------------------- validation
 
 
-def validate_directory(text: str, what: str = "data folder") -> Path:
-    """The folder a user typed, if it exists and is a directory; a plain ValueError otherwise."""
+def _typed_path(text: str, what: str) -> Path:
+    """The path a user typed (trimmed, ``~`` expanded); ValueError asking for it when blank."""
     if not text or not str(text).strip():
         raise ValueError(f"Please enter the {what}.")
-    path = Path(str(text).strip()).expanduser()
+    return Path(str(text).strip()).expanduser()
+
+
+def validate_directory(text: str, what: str = "data folder") -> Path:
+    """The folder a user typed, if it exists and is a directory; a plain ValueError otherwise."""
+    path = _typed_path(text, what)
     if not path.exists():
         raise ValueError(f"The {what} {str(path)!r} does not exist.")
     if not path.is_dir():
@@ -45,12 +52,15 @@ def validate_directory(text: str, what: str = "data folder") -> Path:
 
 def validate_file(text: str, what: str = "weights file") -> Path:
     """The file a user typed, if it exists and is a regular file; a plain ValueError otherwise."""
-    if not text or not str(text).strip():
-        raise ValueError(f"Please enter the {what}.")
-    path = Path(str(text).strip()).expanduser()
+    path = _typed_path(text, what)
     if not path.is_file():
         raise ValueError(f"The {what} {str(path)!r} does not exist or is not a file.")
     return path.resolve()
+
+
+def augment_name(spec: str | dict) -> str:
+    """The name of an augmentation spec: ``"hflip"`` or ``{"name": "rotate", "degrees": 6}``."""
+    return spec["name"] if isinstance(spec, dict) else spec
 
 
 def augment_specs(selected: Sequence[str], preset_specs: Sequence[Any] = ()) -> list[Any]:
@@ -59,7 +69,7 @@ def augment_specs(selected: Sequence[str], preset_specs: Sequence[Any] = ()) -> 
     The form can only show names; a preset's ``{"name": "rotate", "degrees": 6}`` must not shrink to
     plain ``"rotate"`` just because the user left that choice alone.
     """
-    by_name = {spec["name"] if isinstance(spec, dict) else spec: spec for spec in preset_specs}
+    by_name = {augment_name(spec): spec for spec in preset_specs}
     return [by_name.get(name, name) for name in selected]
 
 
@@ -119,6 +129,11 @@ def default_threads() -> int:
     return max(1, (os.cpu_count() or 2) - 1)
 
 
+def available_gpus() -> int:
+    """CUDA devices this machine offers: the most training processes torchrun should start."""
+    return torch.cuda.device_count()
+
+
 # --------------------------------------------------------------------------- jobs
 
 
@@ -150,11 +165,8 @@ class Job:
 
     def runs(self) -> list[runs.Run]:
         """The run directories this job has made so far (one, or one per backbone/fold of a study)."""
-        found = []
-        for run in runs.list_runs(Path(self.root)):
-            if run.id == self.id or (self.study and run.config.get("study") == self.study):
-                found.append(run)
-        return found
+        return [run for run in runs.list_runs(Path(self.root))
+                if run.id == self.id or (self.study and run.config.get("study") == self.study)]
 
     def state(self) -> str:
         """'running' while the process lives; afterwards the state its run recorded ('failed' if none)."""
@@ -208,6 +220,14 @@ def list_jobs(root: Path | None = None) -> list[Job]:
         except (OSError, ValueError, TypeError):
             continue
     return sorted(found, key=lambda job: job.started, reverse=True)
+
+
+def current_job(preferred_id: str | None = None, root: Path | None = None) -> Job | None:
+    """The job with ``preferred_id`` (a session's last launch), else the newest one still running,
+    so a reloaded page finds the training it started."""
+    known = list_jobs(root)
+    return (next((job for job in known if job.id == preferred_id), None)
+            or next((job for job in known if job.alive()), None))
 
 
 def stop(run: runs.Run) -> None:

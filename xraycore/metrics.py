@@ -56,9 +56,11 @@ def _scores(y_score: Any, n: int, name: str = "y_score") -> np.ndarray:
     return array
 
 
-def _binary_pair(y_true: Any, y_pred: Any) -> tuple[np.ndarray, np.ndarray]:
-    truth = _binary_labels(y_true)
-    pred = _binary_labels(y_pred, "y_pred")
+def _label_pair(y_true: Any, y_pred: Any, binary: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Checked (truth, prediction) label vectors of equal length; 0/1 only when ``binary``."""
+    check = _binary_labels if binary else _labels
+    truth = check(y_true)
+    pred = check(y_pred, "y_pred")
     if pred.shape != truth.shape:
         raise ValueError(f"y_true and y_pred differ in length: {truth.size} vs {pred.size}")
     return truth, pred
@@ -110,7 +112,7 @@ def _counts(y_true: np.ndarray, y_pred: np.ndarray, axis: int = -1) -> tuple[Any
 
 
 def _binary_rate(name: str, y_true: Any, y_pred: Any, beta: float = 1.0) -> float:
-    truth, pred = _binary_pair(y_true, y_pred)
+    truth, pred = _label_pair(y_true, y_pred, binary=True)
     return float(_rates(*_counts(truth, pred), beta=beta)[name])
 
 
@@ -138,10 +140,7 @@ def binary_counts(y_true: Any, y_score: Any, threshold: float) -> tuple[int, int
 
 def accuracy(y_true: Any, y_pred: Any) -> float:
     """Fraction of exact matches; also valid for multi-class labels."""
-    truth = _labels(y_true)
-    pred = _labels(y_pred, "y_pred")
-    if pred.shape != truth.shape:
-        raise ValueError(f"y_true and y_pred differ in length: {truth.size} vs {pred.size}")
+    truth, pred = _label_pair(y_true, y_pred)
     return float(np.mean(truth == pred))
 
 
@@ -178,8 +177,7 @@ def fbeta(y_true: Any, y_pred: Any, beta: float) -> float:
 def roc_curve(y_true: Any, y_score: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(fpr, tpr, thresholds) as in sklearn; thresholds[0] is +inf (nothing called positive)."""
     truth = _binary_labels(y_true)
-    fpr, tpr, thresholds = skm.roc_curve(truth, _scores(y_score, truth.size))
-    return fpr, tpr, thresholds
+    return skm.roc_curve(truth, _scores(y_score, truth.size))
 
 
 def pr_curve(y_true: Any, y_score: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -188,22 +186,23 @@ def pr_curve(y_true: Any, y_score: Any) -> tuple[np.ndarray, np.ndarray, np.ndar
     return skm.precision_recall_curve(truth, _scores(y_score, truth.size))
 
 
-def roc_auc(y_true: Any, y_score: Any) -> float:
-    """Area under the ROC curve; NaN when only one class is present (it is undefined then)."""
+def _ranking_area(sklearn_score: Callable[[np.ndarray, np.ndarray], float], y_true: Any, y_score: Any) -> float:
+    """A threshold-free sklearn score, NaN when only one class is present (undefined, not an error)."""
     truth = _binary_labels(y_true)
     scores = _scores(y_score, truth.size)
     if not _has_both_classes(truth):
         return float("nan")
-    return float(skm.roc_auc_score(truth, scores))
+    return float(sklearn_score(truth, scores))
+
+
+def roc_auc(y_true: Any, y_score: Any) -> float:
+    """Area under the ROC curve; NaN when only one class is present (it is undefined then)."""
+    return _ranking_area(skm.roc_auc_score, y_true, y_score)
 
 
 def average_precision(y_true: Any, y_score: Any) -> float:
     """Area under the precision-recall curve (step-wise, as sklearn); NaN with one class only."""
-    truth = _binary_labels(y_true)
-    scores = _scores(y_score, truth.size)
-    if not _has_both_classes(truth):
-        return float("nan")
-    return float(skm.average_precision_score(truth, scores))
+    return _ranking_area(skm.average_precision_score, y_true, y_score)
 
 
 def threshold_sweep(
@@ -245,9 +244,9 @@ def best_fbeta_threshold(y_true: Any, y_score: Any, beta: float = 2.0) -> tuple[
     always one of the observed scores (or 0/1), i.e. the top of its flat interval.
     """
     sweep = threshold_sweep(y_true, y_score, beta=beta)
-    scores = sweep["fbeta"]
-    best = np.flatnonzero(scores == scores.max())[-1]  # thresholds ascend, so last = highest
-    return float(sweep["threshold"][best]), float(scores[best])
+    fbetas = sweep["fbeta"]
+    best = np.flatnonzero(fbetas == fbetas.max())[-1]  # thresholds ascend, so last = highest
+    return float(sweep["threshold"][best]), float(fbetas[best])
 
 
 # ----------------------------------------------------------------------------- reports

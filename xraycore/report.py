@@ -19,8 +19,8 @@ import plotly.offline
 
 from . import figures, metrics, presets
 from .runs import Run, atomic_write_text, runs_root
-from .study import (TABLE_METRICS, comparison_table, config_differences, curves, evaluate_run,
-                    fold_summary, reported_numbers, resolve_runs, run_label, scores)
+from .study import (TABLE_METRICS, comparison_table, config_differences, confusion_of, curves, evaluate_run,
+                    fold_number, fold_summary, reported_numbers, resolve_runs, run_label, scores)
 
 CURVE_METRICS = ("train_loss", "val_loss", "val_auroc", "val_accuracy")
 BAR_METRICS = ["accuracy", "precision", "recall", "specificity", "f1", "auroc"]
@@ -50,15 +50,13 @@ def _number(value: Any) -> str:
 def _table(headers: Iterable[str], rows: Iterable[Iterable[Any]]) -> str:
     """An HTML table; numbers get right-aligned cells, everything is escaped."""
     head = "".join(f"<th>{_text(header)}</th>" for header in headers)
-    body = []
-    for row in rows:
-        cells = []
-        for cell in row:
-            numeric = isinstance(cell, (int, float)) and not isinstance(cell, bool)
-            cells.append(f'<td class="num">{_text(_number(cell))}</td>' if numeric
-                         else f"<td>{_text(_number(cell))}</td>")
-        body.append(f"<tr>{''.join(cells)}</tr>")
+    body = ["<tr>" + "".join(_cell(cell) for cell in row) + "</tr>" for row in rows]
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _cell(value: Any) -> str:
+    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+    return f'<td class="num">{_text(_number(value))}</td>' if numeric else f"<td>{_text(_number(value))}</td>"
 
 
 def _with_interval(row: dict, metric: str) -> str:
@@ -133,7 +131,7 @@ def _folds_section(runs: list[Run]) -> str:
     """Mean ± std across folds, one line per backbone that was cross-validated."""
     groups: dict[str, list[Run]] = {}
     for run in runs:
-        if (run.config.get("train") or {}).get("fold") is not None:
+        if fold_number(run) is not None:
             groups.setdefault(str(run.config.get("backbone")), []).append(run)
     rows = []
     for backbone, folds in groups.items():
@@ -155,15 +153,9 @@ def _confusion_section(runs: list[Run], split: str) -> str:
         if run.predictions(split) is None:
             continue
         report = evaluate_run(run, split, with_ci=False)
-        if "multiclass" in report:  # every class, called by arg-max
-            cm, names = report["multiclass"]["confusion_matrix"], report["class_names"]
-            title = f"{run_label(run)} (arg-max)"
-        else:
-            positive = report["positive_class"]
-            negative = " / ".join(name for name in report["class_names"] if name != positive)
-            cm, names = report["confusion_matrix"], [negative, positive]
-            title = f"{run_label(run)} @ threshold {report['threshold']:.3f}"
-        panels.append(_figure(figures.confusion_matrix_figure(np.asarray(cm), names, title), 360))
+        matrix, names = confusion_of(report)
+        how = "(arg-max)" if "multiclass" in report else f"@ threshold {report['threshold']:.3f}"
+        panels.append(_figure(figures.confusion_matrix_figure(matrix, names, f"{run_label(run)} {how}"), 360))
     return _section(f"Confusion matrices ({split})", f'<div class="row">{"".join(panels)}</div>') if panels else ""
 
 
@@ -199,10 +191,10 @@ def _training_section(runs: list[Run]) -> str:
 
 
 def _config_section(runs: list[Run]) -> str:
-    differences = config_differences(runs)
-    labels = [run_label(run) for run in runs]
     if len(runs) < 2:
         return ""
+    differences = config_differences(runs)
+    labels = [run_label(run) for run in runs]
     if not differences:
         return _section("Configuration differences", "<p>All runs share the same training settings.</p>")
     rows = [[key, *(_display(values.get(label)) for label in labels)] for key, values in differences.items()]

@@ -23,17 +23,16 @@ _GENERATED_ID = re.compile(r"\d{8}-\d{6}-.+-(?P<tail>[0-9a-f]{6})")
 
 def run_label(run: Run) -> str:
     """Short label such as ``resnet18 · fold 2 · 3fa2c1`` (the id's random tail keeps it unique)."""
-    config = run.config
-    parts = [str(config.get("backbone") or "run")]
-    fold = (config.get("train") or {}).get("fold")
+    parts = [str(run.config.get("backbone") or "run")]
+    fold = fold_number(run)
     if fold is not None:
-        parts.append(f"fold {fold + 1}")
+        parts.append(f"fold {fold}")
     generated = _GENERATED_ID.fullmatch(run.id)
     parts.append(generated["tail"] if generated else run.id)
     return " · ".join(parts)
 
 
-def _fold_number(run: Run) -> int | None:
+def fold_number(run: Run) -> int | None:
     """1-based fold, as people count them; None outside k-fold studies."""
     fold = (run.config.get("train") or {}).get("fold")
     return None if fold is None else int(fold) + 1
@@ -53,11 +52,23 @@ def positive_index(run: Run, class_names: list[str], positive: str | None = None
     return class_names.index(configured) if configured in class_names else len(class_names) - 1
 
 
+def negative_label(class_names: list[str], positive: str) -> str:
+    """What a one-vs-rest call against ``positive`` is named: the other class, or "rest"."""
+    others = [name for name in class_names if name != positive]
+    return others[0] if len(others) == 1 else "rest"
+
+
+def _predictions(run: Run, split: str) -> dict | None:
+    """The run's ``split`` predictions, or None when it wrote none (or an empty file)."""
+    predictions = run.predictions(split)
+    return None if predictions is None or len(predictions["label"]) == 0 else predictions
+
+
 def scores(run: Run, split: str = "val", positive: str | None = None) -> tuple[np.ndarray, np.ndarray] | None:
     """(binary truth, positive-class probability) from ``<split>_predictions.csv``, or None if the
     run wrote none. Multi-class runs are read one-vs-rest for the positive class."""
-    predictions = run.predictions(split)
-    if predictions is None or len(predictions["label"]) == 0:
+    predictions = _predictions(run, split)
+    if predictions is None:
         return None
     index = positive_index(run, predictions["class_names"], positive)
     return metrics.one_vs_rest(predictions["label"], predictions["probs"], index)
@@ -71,8 +82,8 @@ def evaluate_run(run: Run, split: str = "val", threshold: float | None = None, b
 
     Raises ValueError when the run has no predictions for ``split``.
     """
-    predictions = run.predictions(split)
-    if predictions is None or len(predictions["label"]) == 0:
+    predictions = _predictions(run, split)
+    if predictions is None:
         raise ValueError(f"run {run.id} has no {split} predictions (is it still training?)")
     names = predictions["class_names"]
     index = positive_index(run, names)
@@ -88,6 +99,24 @@ def evaluate_run(run: Run, split: str = "val", threshold: float | None = None, b
     return report
 
 
+def _multiclass_headline(report: dict) -> dict[str, float | None]:
+    """The two multi-class numbers a table row shows (empty for binary runs)."""
+    multiclass = report.get("multiclass")
+    if multiclass is None:
+        return {}
+    return {"multiclass_accuracy": multiclass["accuracy"], "macro_auroc": multiclass["macro_auroc"]}
+
+
+def confusion_of(report: dict) -> tuple[np.ndarray, list[str]]:
+    """(matrix, axis names) to draw for an :func:`evaluate_run` report: every class called by
+    arg-max for multi-class runs, else positive against the rest at the report's threshold."""
+    if "multiclass" in report:
+        return np.asarray(report["multiclass"]["confusion_matrix"]), list(report["class_names"])
+    positive = report["positive_class"]
+    names = [negative_label(report["class_names"], positive), positive]
+    return np.asarray(report["confusion_matrix"]), names
+
+
 def comparison_table(runs: list[Run], split: str = "val", beta: float = 2.0,
                      with_ci: bool = True) -> list[dict]:
     """One row per run. Runs without predictions (still training, failed) keep their row with
@@ -97,7 +126,7 @@ def comparison_table(runs: list[Run], split: str = "val", beta: float = 2.0,
         config = run.config
         row: dict[str, Any] = {
             "label": run_label(run), "id": run.id, "backbone": config.get("backbone"),
-            "study": config.get("study"), "fold": _fold_number(run), "state": run.status().get("state"),
+            "study": config.get("study"), "fold": fold_number(run), "state": run.status().get("state"),
             "n": None, "threshold": None, **{metric: None for metric in TABLE_METRICS},
         }
         if run.predictions(split) is not None:
@@ -106,9 +135,7 @@ def comparison_table(runs: list[Run], split: str = "val", beta: float = 2.0,
             for metric, interval in (report.get("ci") or {}).items():
                 if interval is not None:
                     row[f"{metric}_low"], row[f"{metric}_high"] = interval[1], interval[2]
-            if "multiclass" in report:
-                row["multiclass_accuracy"] = report["multiclass"]["accuracy"]
-                row["macro_auroc"] = report["multiclass"]["macro_auroc"]
+            row.update(_multiclass_headline(report))
         rows.append(row)
     return rows
 
@@ -187,10 +214,7 @@ def fold_summary(runs: list[Run], split: str = "val") -> dict[str, dict[str, flo
         if run.predictions(split) is None:
             continue
         report = evaluate_run(run, split, with_ci=False)
-        if "multiclass" in report:
-            report["multiclass_accuracy"] = report["multiclass"]["accuracy"]
-            report["macro_auroc"] = report["multiclass"]["macro_auroc"]
-        per_fold.append(report)
+        per_fold.append({**report, **_multiclass_headline(report)})
     return metrics.mean_std(per_fold)
 
 
