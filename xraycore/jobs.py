@@ -27,7 +27,6 @@ from .config import TrainConfig, option_names
 
 JOBS_DIR = ".jobs"  # inside the runs root; list_runs skips dot-directories
 PACKAGE_PARENT = Path(__file__).resolve().parents[1]  # so `-m xraycore` imports this very package
-STOP_FILE = "STOP"  # same name as train.STOP_FILE (not imported: train pulls in the whole model stack)
 
 
 # --------------------------------------------------------------------------- validation
@@ -232,7 +231,7 @@ def current_job(preferred_id: str | None = None, root: Path | None = None) -> Jo
 
 def stop(run: runs.Run) -> None:
     """Ask a running run to stop after its current batch (it saves and ends as 'stopped')."""
-    (run.path / STOP_FILE).touch()
+    (run.path / runs.STOP_FILE).touch()
 
 
 def stop_job(job: Job) -> None:

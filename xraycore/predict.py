@@ -73,7 +73,7 @@ class Predictor:
         self.device = models.pick_device(device)
         head = models.HeadSpec(**config.get("head", {}))
         self.model, _ = models.build_model(config["backbone"], len(self.class_names), pretrained="none", head=head)
-        self.model.load_state_dict(runs.load_weights(self.run.path / "model.safetensors"))
+        self.model.load_state_dict(runs.load_weights(self.run.path / runs.WEIGHTS_FILE))
         self.model.to(self.device).eval()
         operating = self.run.operating_point
         self.temperature = float(operating.get("temperature", 1.0))
@@ -82,7 +82,7 @@ class Predictor:
             positive = config.get("positive_class")
             self.positive_index = self.class_names.index(positive) if positive in self.class_names else 1
         self.threshold = threshold if threshold is not None else operating.get("threshold", 0.5 if self.positive_index is not None else None)
-        ood_path = self.run.path / "ood.safetensors"
+        ood_path = self.run.path / runs.OOD_FILE
         self.ood = OodModel.from_arrays(runs.load_arrays(ood_path)) if ood_path.exists() else None
 
     # -------------------------------------------------------------- description
@@ -92,7 +92,7 @@ class Predictor:
 
     def describe(self) -> dict[str, Any]:
         """Which model answers and what it was validated on (always shown to the user)."""
-        config, summary = self.run.config, self.run.read_json("summary.json", {}) or {}
+        config, summary = self.run.config, self.run.read_json(runs.SUMMARY_FILE, {}) or {}
         return {
             "model": self.run.id, "path": str(self.run.path), "backbone": config["backbone"],
             "classes": self.class_names, "threshold": self.threshold, "temperature": self.temperature,

@@ -47,7 +47,10 @@ LOG_FILE = "log.txt"
 OPERATING_POINT_FILE = "operating_point.json"
 WEIGHTS_FILE = "model.safetensors"
 LAST_WEIGHTS_FILE = "last.safetensors"
-OPTIMIZER_FILE = "optimizer.pt"
+CHECKPOINT_FILE = "train_state.pt"  # what resume reads: weights + optimiser + epoch, replaced atomically
+STOP_FILE = "STOP"  # created by the app or a user to ask a running run to stop after the current batch
+SUMMARY_FILE = "summary.json"
+OOD_FILE = "ood.safetensors"
 
 RUNNING = "running"
 TERMINAL_STATES = ("finished", "failed", "interrupted", "stopped")
