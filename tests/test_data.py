@@ -439,3 +439,35 @@ def test_merge_class_folders_pools_sources_and_renames_clashes(tmp_path: Path) -
     assert len(list((tmp_path / "merged" / "COVID").iterdir())) == 3
     assert data.merge_class_folders(sources, tmp_path / "merged") == counts  # rebuilding is harmless
     assert len(list((tmp_path / "merged" / "COVID").iterdir())) == 3
+
+
+def test_batch_augmentation_matches_the_per_image_path_and_is_reproducible():
+    rng = np.random.default_rng(0)
+    grey = torch.from_numpy((rng.random((4, 1, 32, 32)) * 255).astype(np.uint8))
+    reference = torch.stack([data.to_network_input(g[0].numpy(), 32) for g in grey])
+    assert torch.allclose(data.BatchAugmentation([], 32)(grey), reference, atol=1e-5)
+    flipped = data.BatchAugmentation([{"name": "hflip", "p": 1.0}], 32)(grey)
+    assert torch.allclose(flipped, torch.flip(reference, dims=[3]), atol=1e-4)
+    inverted = data.BatchAugmentation([{"name": "invert", "p": 1.0}], 32, mean=(0, 0, 0), std=(1, 1, 1))(grey)
+    assert torch.allclose(inverted[:, :1], 1 - grey.float() / 255, atol=1e-6)
+    specs = ["hflip", {"name": "rotate", "degrees": 20}, {"name": "zoom", "scale": [0.8, 1.2]}, "brightness_contrast"]
+    torch.manual_seed(3)
+    first = data.BatchAugmentation(specs, 24)(grey)
+    torch.manual_seed(3)
+    again = data.BatchAugmentation(specs, 24)(grey)
+    assert first.shape == (4, 3, 24, 24) and torch.equal(first, again) and not torch.allclose(first[:, :, :24, :24], reference[:, :, :24, :24])
+
+
+def test_training_input_picks_the_batched_path_only_when_every_option_allows_it(tmp_path):
+    root = tmp_path / "d"
+    for name in ("NORMAL", "PNEUMONIA"):
+        (root / name).mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(np.full((40, 40), 60 * i + 40, np.uint8)).save(root / name / f"IM-{i:04d}-0001.png")
+    samples, _ = data.scan_class_folders(root)
+    cache = data.ImageCache(samples, 40)
+    fast, finish = data.training_input(cache, [0, 1], ["hflip", {"name": "rotate", "degrees": 5}], 40)
+    assert fast.raw and isinstance(finish, data.BatchAugmentation) and fast[0][0].dtype == torch.uint8
+    slow, identity = data.training_input(cache, [0, 1], [{"name": "center_crop", "size": 32}], 40)
+    image = slow[0][0]
+    assert not slow.raw and image.shape == (3, 40, 40) and identity(image) is image

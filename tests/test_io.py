@@ -18,7 +18,7 @@ from xraycore.io import (COLOURFULNESS_WARNING, MAX_PIXELS, XrayImage, XrayReadE
                          read_xray, to_uint8)
 
 SAFE_METADATA_KEYS = {"format", "width", "height", "bit_depth", "mode", "photometric", "modality", "view_position",
-                      "body_part", "frames", "compression", "colourfulness", "warnings"}
+                      "body_part", "frames", "compression", "colourfulness", "warnings", "original_size"}
 
 
 @pytest.fixture(scope="module")
@@ -276,3 +276,16 @@ def test_patient_identifiers_never_leave_the_reader(corpus, case_name, caplog):
     for secret in PHI_STRINGS:
         assert secret not in exposed
     assert not re.search(r"\d+\.\d+\.\d+\.\d+\.\d+", exposed)  # no UIDs of any kind
+
+
+def test_max_side_decodes_large_jpegs_smaller_but_never_below_it(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    pixels = (rng.random((2000, 1600)) * 255).astype(np.uint8)
+    path = tmp_path / "big.jpeg"
+    Image.fromarray(pixels).save(path, quality=90)
+    full = read_xray(path)
+    small = read_xray(path, max_side=512)
+    assert full.pixels.shape == (2000, 1600)
+    assert 512 <= min(small.pixels.shape) < 1600 and small.metadata["original_size"] == [1600, 2000]

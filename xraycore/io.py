@@ -123,12 +123,14 @@ def colourfulness(rgb: Image.Image) -> float:
 # ----------------------------------------------------------------------------- entry point
 
 def read_xray(source: bytes | str | os.PathLike | BinaryIO, *, name: str | None = None,
-              max_pixels: int = MAX_PIXELS) -> XrayImage:
+              max_pixels: int = MAX_PIXELS, max_side: int | None = None) -> XrayImage:
     """Read one X-ray from bytes, a path or a binary file object; raise XrayReadError if it cannot be used.
 
     ``name`` (the uploaded file's name) is only used to say "although its name ends in .png" in
     messages; it never decides the format. Paths supply their own name. File objects are read from
-    their current position to the end.
+    their current position to the end. ``max_side`` lets a JPEG decode at a reduced scale (libjpeg's
+    DCT scaling: never below max_side), which is several times faster for full-size radiographs
+    when only a network input and a screen-sized view are needed.
     """
     data = _read_source(source)
     if name is None and isinstance(source, (str, os.PathLike)):
@@ -140,7 +142,7 @@ def read_xray(source: bytes | str | os.PathLike | BinaryIO, *, name: str | None 
         return _read_dicom(_parse_dicom(data, force=False), max_pixels)
     pillow_format = _pillow_format(data)
     if pillow_format is not None:
-        return _read_with_pillow(data, pillow_format, max_pixels)
+        return _read_with_pillow(data, pillow_format, max_pixels, max_side)
     if _is_heic(data):
         raise XrayReadError("unsupported", "HEIC/HEIF photos (the iPhone format) are not supported. "
                                            "Please export the image as PNG, JPEG or DICOM.")
@@ -281,7 +283,7 @@ _DEEP_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
 _BIT_DEPTHS = {"1": 1, "I;16": 16, "I;16L": 16, "I;16B": 16, "I;16N": 16, "I": 32, "F": 32}
 
 
-def _read_with_pillow(data: bytes, pillow_format: str, max_pixels: int) -> XrayImage:
+def _read_with_pillow(data: bytes, pillow_format: str, max_pixels: int, max_side: int | None = None) -> XrayImage:
     friendly = _FRIENDLY_NAMES.get(pillow_format, pillow_format)
     corrupt = XrayReadError("corrupt", f"The {friendly} image is damaged or incomplete and cannot be read. "
                                        "It may have been cut off while uploading or copying; please export it again.")
@@ -295,6 +297,9 @@ def _read_with_pillow(data: bytes, pillow_format: str, max_pixels: int) -> XrayI
     except Exception as error:
         raise corrupt from error
     _check_dimensions(*image.size, max_pixels)
+    original_size = list(image.size)
+    if max_side and pillow_format == "JPEG" and min(image.size) > max_side:
+        image.draft(image.mode, (max_side, max_side))
     warnings: list[str] = []
     if getattr(image, "n_frames", 1) > 1:
         warnings.append("multi-frame image: first frame used")
@@ -307,7 +312,7 @@ def _read_with_pillow(data: bytes, pillow_format: str, max_pixels: int) -> XrayI
         warnings.append("EXIF rotation applied")
     metadata: dict[str, Any] = {"format": pillow_format.lower(), "mode": image.mode,
                                 "bit_depth": _BIT_DEPTHS.get(image.mode, 8), "colourfulness": 0.0,
-                                "warnings": warnings}
+                                "warnings": warnings, "original_size": original_size}
     if image.mode in _DEEP_MODES:
         return _finish(_stretch(np.asarray(image)), metadata)
     if image.mode not in ("L", "1"):

@@ -20,6 +20,7 @@ from .io import XrayImage, XrayReadError, read_xray, to_uint8
 from .ood import OodModel
 
 Source = bytes | str | Path | BinaryIO
+READ_MAX_SIDE = 1024  # JPEGs decode at >= this size: ample for the network input and a screen-sized overlay
 
 
 @dataclass
@@ -154,7 +155,7 @@ class Predictor:
         pending: list[tuple[str, XrayImage | XrayReadError]] = []
         for name, source in sources:
             try:
-                pending.append((name, read_xray(source, name=name)))
+                pending.append((name, read_xray(source, name=name, max_side=READ_MAX_SIDE)))
             except XrayReadError as error:
                 pending.append((name, error))
             if len(pending) >= batch_size:

@@ -341,9 +341,8 @@ def _open_or_create_run(config, splits, spec, weights_source, device, ctx, run_i
 def _fit(config: TrainConfig, splits: Splits, spec: models.BackboneSpec, model: torch.nn.Module,
          run: runs.Run | None, device: torch.device, ctx: distributed.Context, progress: Progress) -> Path:
     mean, std = normalisation(config, spec)
-    augmentation = xdata.build_augmentation(config.augment) if config.augment else None
-    train_set = xdata.XrayDataset(splits.cache, splits.train, transform=augmentation,
-                                  output_size=config.image_size, mean=mean, std=std)
+    train_set, finish_batch = xdata.training_input(splits.cache, splits.train, config.augment, config.image_size,
+                                                   mean, std)
     val_set = xdata.XrayDataset(splits.cache, splits.val, output_size=config.eval_size or config.image_size,
                                 mean=mean, std=std)
     per_process = per_process_batch(config, ctx)
@@ -401,6 +400,7 @@ def _fit(config: TrainConfig, splits: Splits, spec: models.BackboneSpec, model: 
                 for group in optimizer.param_groups:
                     group["lr"] = base_lr * lr_factor(config, epoch, step, steps)
                 images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+                images = finish_batch(images)  # batched augmentation + normalisation, on the device
                 if channels_last:
                     images = images.contiguous(memory_format=torch.channels_last)
                 with torch.autocast(device.type, enabled=use_amp):
