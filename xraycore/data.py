@@ -357,6 +357,16 @@ def resize_uint8(grey: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(grey).resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
 
 
+def fit_within(pixels: np.ndarray, max_side: int) -> np.ndarray:
+    """A grey image shrunk (aspect kept) so its longer side is at most ``max_side``; unchanged if it fits."""
+    height, width = pixels.shape[:2]
+    if max(height, width) <= max_side:
+        return pixels
+    scale = max_side / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return np.asarray(Image.fromarray(np.asarray(pixels, dtype=np.float32)).resize(size, Image.Resampling.BILINEAR))
+
+
 def to_network_input(
     grey: np.ndarray | torch.Tensor,
     size: int | None = None,

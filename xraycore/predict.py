@@ -21,6 +21,7 @@ from .ood import OodModel
 
 Source = bytes | str | Path | BinaryIO
 READ_MAX_SIDE = 1024  # JPEGs decode at >= this size: ample for the network input and a screen-sized overlay
+OVERLAY_MAX_SIDE = 1024  # overlays are for screens: blending a 3000 px radiograph costs more than the network
 
 
 @dataclass
@@ -192,7 +193,8 @@ class Predictor:
             positive_probability=positive_probability, threshold=self.threshold,
             out_of_domain=out_of_domain, ood_score=None if ood_score is None else float(ood_score),
             warnings=warnings, metadata=image.metadata, image=image.pixels,
-            heatmap=heatmap, overlay=None if heatmap is None else explain.overlay(image.pixels, heatmap),
+            heatmap=heatmap,
+            overlay=None if heatmap is None else explain.overlay(xdata.fit_within(image.pixels, OVERLAY_MAX_SIDE), heatmap),
         )
 
 
