@@ -8,6 +8,9 @@ import pytest
 
 os.environ.setdefault("XRAY_OFFLINE", "1")  # tests never touch the network
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# One thread per process: CPU kernels then reduce in a fixed order, so the resume and torchrun tests can
+# compare runs to 1e-5 (two threads under load changed last digits), and subprocesses inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from tests.synthetic import make_dataset  # noqa: E402
 
