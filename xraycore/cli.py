@@ -9,6 +9,7 @@ import argparse
 import dataclasses
 import json
 import sys
+import typing
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -69,23 +70,20 @@ def _names(text: str) -> list[str]:
     return [name.strip() for name in text.split(",") if name.strip()]
 
 
+def _option_parser(annotation: Any) -> Any:
+    """The argparse converter for a TrainConfig field type (``X | None`` is read as X)."""
+    kinds = [k for k in typing.get_args(annotation) if k is not type(None)] or [annotation]
+    return {bool: _bool, int: int, float: float}.get(kinds[0], str)
+
+
 def _add_train_options(parser: argparse.ArgumentParser) -> None:
     """One option per TrainConfig field; all default to None so a preset's value survives unless given."""
     special = {"augment": _augment, "class_names": _names}
+    hints = typing.get_type_hints(TrainConfig)
     for f in dataclasses.fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        kind = str(f.type)
-        if f.name in special:
-            convert = special[f.name]
-        elif "bool" in kind:
-            convert = _bool
-        elif "int" in kind and "float" not in kind:
-            convert = int
-        elif "float" in kind:
-            convert = float
-        else:
-            convert = str
-        parser.add_argument(flag, type=convert, default=None, help=TRAIN_HELP.get(f.name, f.name))
+        convert = special.get(f.name) or _option_parser(hints[f.name])
+        parser.add_argument("--" + f.name.replace("_", "-"), type=convert, default=None,
+                            help=TRAIN_HELP.get(f.name, f.name))
 
 
 def build_parser() -> argparse.ArgumentParser:
