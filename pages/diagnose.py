@@ -102,6 +102,9 @@ def show_result(result: catalog.DisplayResult, threshold: float | None, opacity:
                 flag = ":red" if call == result.positive_class else ":green"
                 st.markdown(f"Call: **{flag}[{call}]**  \nat threshold {threshold:.3f}")
             else:
+                if result.not_normal_probability is not None:
+                    st.metric(f"P(not {result.normal_class})", f"{result.not_normal_probability:.1%}",
+                              help="1 − P(normal): the probability of any of the model's findings")
                 st.markdown(f"Call: **{call}** (most probable class)")
             if len(result.probabilities) > 2 or result.positive_class is None:
                 st.dataframe({"class": list(result.probabilities),

@@ -14,13 +14,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from tests.synthetic import xray_like
-from xraycore import catalog, jobs, runs
-from xraycore.predict import Prediction, Predictor
+from xraycore import catalog, jobs, metrics, runs
+from xraycore.predict import Prediction, Predictor, bytes_source
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 TIMEOUT = 60  # seconds per script run: the first one imports torch and loads the model
@@ -150,6 +151,90 @@ def test_operating_point_jumps_to_fbeta_optimal_threshold(app_env):
     at.button(key="op_jump").click().run()
     best = float(at.button(key="op_jump").label.split("(")[1].split(",")[0])
     assert at.slider[0].value == pytest.approx(best, abs=1e-3)
+
+
+# ------------------------------------------------------------------ a multi-class model (Kermany's 3 classes)
+THREE_CLASSES = ("NORMAL", "BACTERIAL", "VIRAL")
+
+
+@pytest.fixture(scope="module")
+def three_class_model(tmp_path_factory) -> Path:
+    """A real 3-class run of the scratch CNN (trained here: the app must handle what train writes)."""
+    from tests.synthetic import make_dataset
+    from xraycore.config import TrainConfig
+    from xraycore.train import train
+
+    data = make_dataset(tmp_path_factory.mktemp("three"), per_class=12, size=32, classes=THREE_CLASSES)
+    config = TrainConfig(data=str(data), backbone="simple_cnn", pretrained="none", image_size=32, epochs=1,
+                         batch_size=8, val_fraction=0.34, out=str(tmp_path_factory.mktemp("three-runs")))
+    return train(config)
+
+
+@pytest.fixture
+def three_class_env(three_class_model: Path, tmp_path: Path, monkeypatch) -> Path:
+    root = tmp_path / "runs"
+    shutil.copytree(three_class_model, root / "three")
+    monkeypatch.setenv("XRAY_RUNS_DIR", str(root))
+    monkeypatch.setenv("XRAY_MODEL_DIR", str(root / "three"))
+    monkeypatch.setenv("XRAY_SAMPLES_DIR", str(tmp_path / "no-samples"))
+    return root / "three"
+
+
+def test_diagnose_shows_every_class_of_a_multiclass_model(three_class_env):
+    at = start_app()
+    class_names = runs.open_run(three_class_env).config["class_names"]
+    assert sorted(class_names) == sorted(THREE_CLASSES)
+    assert f"classes: {', '.join(class_names)}" in " ".join(m.value for m in at.sidebar.markdown)
+    assert [s.label for s in at.sidebar.slider] == ["Overlay opacity"], "no threshold applies to a multi-class call"
+    scans = [("first.png", png_bytes(xray_like(np.random.default_rng(3), 48, pneumonia=True)), "image/png"),
+             ("second.png", png_bytes(xray_like(np.random.default_rng(4), 48, pneumonia=False)), "image/png")]
+    at.file_uploader(key="uploads").set_value(scans)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+
+    predictor = Predictor(three_class_env)
+    expected = {prediction.name: prediction for prediction in
+                predictor.predict_sources([(name, bytes_source(data)) for name, data, _ in scans], cam=None)}
+    table = at.dataframe[0].value
+    assert table["file"].tolist() == ["first.png", "second.png"]
+    for _, row in table.iterrows():
+        probabilities = expected[row["file"]].probabilities
+        assert set(probabilities) == set(THREE_CLASSES)
+        assert sum(row[f"P({name})"] for name in THREE_CLASSES) == pytest.approx(1.0, abs=1e-3)
+        for name in THREE_CLASSES:
+            assert row[f"P({name})"] == pytest.approx(probabilities[name], abs=1e-4)
+        assert row["call"] == max(probabilities, key=probabilities.get)
+        assert row["P(not NORMAL)"] == pytest.approx(1 - probabilities["NORMAL"], abs=1e-4)
+        assert pd.isna(row["threshold"])
+
+    assert [m.label for m in at.metric] == ["P(not NORMAL)"] * 2
+    assert all("(most probable class)" in call for call in calls(at)) and len(calls(at)) == 2
+    per_class_tables = at.dataframe[1:]
+    assert len(per_class_tables) == 2 and all(t.value["class"].tolist() == list(expected["first.png"].probabilities)
+                                               for t in per_class_tables)
+    captions = [caption for image in at.image for caption in image.captions]
+    assert captions.count("Grad-CAM overlay") == 2
+
+
+def test_operating_point_works_one_vs_rest_on_a_multiclass_model(three_class_env):
+    at = start_app()
+    at.switch_page("pages/operating_point.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    [positive] = [box for box in at.selectbox if box.label == "Positive class (one-vs-rest)"]
+    assert sorted(positive.options) == sorted(THREE_CLASSES)
+    assert not any(b.key == "op_save" for b in at.button), "a multi-class call ignores thresholds: nothing to save"
+
+    predictions = runs.open_run(three_class_env).predictions("val")
+    column = predictions["class_names"].index("VIRAL")
+    truth = (predictions["label"] == column).astype(int)
+    score = predictions["probs"][:, column]
+    positive.set_value("VIRAL").run()
+    at.slider[0].set_value(0.3).run()
+    expected = metrics.binary_report(truth, score, 0.3, 2.0)
+    shown = {m.label: m.value for m in at.metric}
+    assert shown["Recall (sensitivity)"] == f"{expected['recall']:.3f}"
+    assert shown["Specificity"] == f"{expected['specificity']:.3f}"
+    assert len(at.get("plotly_chart")) == 5
 
 
 # ------------------------------------------------------------------ Train

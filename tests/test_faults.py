@@ -168,6 +168,29 @@ def test_stop_file_ends_the_run_as_stopped_with_its_best_checkpoint_and_it_can_b
     assert [row["epoch"] for row in run.metrics()] == [1, 2, 3]
 
 
+def test_stop_during_a_study_stops_the_study_not_just_its_current_run(tiny_dataset, tmp_path):
+    from xraycore import presets
+
+    base = TrainConfig(data=str(tiny_dataset / "train"), backbone="simple_cnn", pretrained="none", image_size=32,
+                       epochs=2, batch_size=8, folds=3, fit_ood=False, out=str(tmp_path), study="stopped-study")
+    messages: list[str] = []
+    started: list[Path] = []
+
+    def stop_in_epoch_2_of_the_first_fold(event: dict) -> None:
+        if event["kind"] == "message":
+            messages.append(event["text"])
+        if event["kind"] == "start":
+            started.append(Path(event["run"]))
+        if event["kind"] == "batch" and event["epoch"] == 2 and event["step"] == 1 and len(started) == 1:
+            (started[0] / STOP_FILE).touch()
+
+    paths = presets.launch([base], stop_in_epoch_2_of_the_first_fold)
+    assert len(paths) == 1, "folds 2 and 3 must not start after a stop"
+    assert runs.Run(paths[0]).status()["state"] == "stopped"
+    assert [run.config["study"] for run in runs.list_runs(tmp_path)] == ["stopped-study"]
+    assert any("not started: simple_cnn fold 2 of 3, simple_cnn fold 3 of 3" in text for text in messages), messages
+
+
 # ------------------------------------------------------------------ hostile run names
 @pytest.mark.parametrize("ref", ["../x", "../../etc", "a/../../b", "..", ".hidden"])
 def test_open_run_refuses_names_that_leave_the_runs_folder(ref, tmp_path):

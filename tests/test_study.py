@@ -41,8 +41,8 @@ def study_root(tmp_path_factory, tiny_dataset) -> Path:
 
 def _three_class_run(root: Path) -> runs.Run:
     """A finished 3-class run written the way train.py writes one (no threshold is saved for
-    multi-class runs). Built from the runs API because multi-class *training* currently stops
-    in train.epoch_metrics (sklearn names the key 'f1-score', not 'f1')."""
+    multi-class runs), built from the runs API so its logits are known exactly. A really trained
+    3-class run goes through the app in test_app.py."""
     names = ["BACTERIAL", "NORMAL", "VIRAL"]
     run = runs.create_run({"backbone": "simple_cnn", "class_names": names, "positive_class": None,
                            "study": None, "train": {"backbone": "simple_cnn", "notes": NOTE}}, root=root)

@@ -153,6 +153,20 @@ class DisplayResult:
     def ok(self) -> bool:
         return self.error is None
 
+    @property
+    def normal_class(self) -> str | None:
+        """The multi-class label set's 'normal' class (NORMAL / Normal), if it has one."""
+        if len(self.class_names) <= 2:
+            return None
+        return next((name for name in self.class_names if name.strip().lower() == "normal"), None)
+
+    @property
+    def not_normal_probability(self) -> float | None:
+        """Multi-class models with a normal class (Kermany NORMAL/BACTERIAL/VIRAL, COVID-QU's four):
+        the probability of any finding, the number a reader asks first."""
+        normal = self.normal_class
+        return None if normal is None or not self.ok else 1.0 - self.probabilities[normal]
+
     def call(self, threshold: float | None) -> str | None:
         """The class called at ``threshold``: positive when its probability reaches it (binary
         models); the most probable class for multi-class models (no threshold applies)."""
@@ -196,6 +210,8 @@ def summary_rows(results: Iterable[DisplayResult], threshold: float | None) -> l
     for result in results:
         row: dict = {"file": result.name, "call": result.call(threshold),
                      "threshold": threshold if result.positive_class else None}
+        if result.not_normal_probability is not None:
+            row[f"P(not {result.normal_class})"] = round(result.not_normal_probability, 4)
         for name in result.class_names:
             row[f"P({name})"] = round(result.probabilities[name], 4)
         row["warnings"] = "; ".join(result.warnings)

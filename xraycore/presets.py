@@ -83,17 +83,32 @@ def expand(given: dict[str, Any], smoke: bool = False) -> list[TrainConfig]:
     return configs
 
 
+def planned_runs(configs: list[TrainConfig]) -> list[TrainConfig]:
+    """One config per run to train: a k-fold config (no fold chosen) becomes one per fold."""
+    return [config.replace(fold=fold) if config.folds and config.fold is None else config
+            for config in configs
+            for fold in (range(config.folds) if config.folds and config.fold is None else [config.fold])]
+
+
+def _describe(config: TrainConfig) -> str:
+    return config.backbone if config.fold is None or not config.folds else f"{config.backbone} fold {config.fold + 1} of {config.folds}"
+
+
 def launch(configs: list[TrainConfig], progress: Callable[[dict], None], run_id: str | None = None) -> list[Path]:
-    """Train every config; a k-fold config becomes one run per fold."""
+    """Train every planned run in turn. A run that ends 'stopped' (Stop button, STOP file, Ctrl-C,
+    SIGTERM) stops the whole study: the user asked to stop, not to skip to the next backbone."""
+    from .runs import Run
     from .train import train
 
-    paths = []
-    for config in configs:
-        if config.folds and config.fold is None:
-            for fold in range(config.folds):
-                progress({"kind": "message", "text": f"{config.backbone}: fold {fold + 1} of {config.folds}"})
-                paths.append(train(config.replace(fold=fold), progress))
-        else:
-            progress({"kind": "message", "text": f"training {config.backbone}"})
-            paths.append(train(config, progress, run_id=run_id if len(configs) == 1 else None))
+    planned = planned_runs(configs)
+    paths: list[Path] = []
+    for position, config in enumerate(planned):
+        progress({"kind": "message", "text": f"training {_describe(config)}"})
+        path = train(config, progress, run_id=run_id if len(planned) == 1 else None)
+        paths.append(path)
+        if path.is_dir() and Run(path).status().get("state") == "stopped":
+            left = [_describe(later) for later in planned[position + 1:]]
+            if left:
+                progress({"kind": "message", "text": "stopped on request; not started: " + ", ".join(left)})
+            break
     return paths
