@@ -102,6 +102,18 @@ def test_dicom_monochrome1_gets_rescale_then_window_then_inversion(corpus):
     assert image.metadata["photometric"] == "MONOCHROME1" and image.metadata["bit_depth"] == 12
 
 
+@pytest.mark.parametrize("photometric, shape, inverted", [
+    ("MONOCHROME2", "IDENTITY", False), ("MONOCHROME2", "INVERSE", True),
+    ("MONOCHROME1", "INVERSE", True), ("MONOCHROME1", "IDENTITY", True)])
+def test_presentation_lut_shape_inverse_inverts_once(photometric, shape, inverted):
+    from tests.corpus import _dicom
+
+    raw = (chest_like(seed=8) * 4000).round().astype(np.uint16)
+    image = read_xray(io.BytesIO(_dicom(raw, photometric=photometric, bits_stored=12, PresentationLUTShape=shape)))
+    plain = (raw - raw.min()) / (raw.max() - raw.min())
+    np.testing.assert_allclose(image.pixels, 1 - plain if inverted else plain, atol=1e-6)
+
+
 def test_dicom_monochrome2_16bit_keeps_brightness_order(corpus):
     path = corpus["dicom_monochrome2_16bit"].path
     raw = pydicom.dcmread(path).pixel_array.astype(np.float64)

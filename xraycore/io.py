@@ -426,9 +426,17 @@ def _decode_dicom(dataset, max_pixels: int) -> XrayImage:
     if photometric == "PALETTE COLOR" or array.ndim == 3:
         return _dicom_colour(array, dataset, photometric, metadata)
     pixels = _dicom_grey(array, dataset, metadata["warnings"])
-    if photometric == "MONOCHROME1":
+    if displays_inverted(photometric, dataset.get("PresentationLUTShape")):
         pixels = np.subtract(1.0, pixels, out=pixels)
     return _finish(pixels, metadata)
+
+
+def displays_inverted(photometric: str, presentation_lut_shape: object) -> bool:
+    """Whether the stored values show bone dark. MONOCHROME1 says so; so does a Presentation LUT
+    Shape of INVERSE (DX objects pair INVERSE with MONOCHROME1 to say the same thing once, so the
+    two together still mean one inversion, as in clinical viewers)."""
+    shape = str(presentation_lut_shape or "").strip().upper()
+    return photometric == "MONOCHROME1" or shape == "INVERSE"
 
 
 def _dicom_grey(array: np.ndarray, dataset, warnings: list[str]) -> np.ndarray:

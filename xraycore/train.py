@@ -369,9 +369,10 @@ def _fit(config: TrainConfig, splits: Splits, spec: models.BackboneSpec, model: 
         model.to(memory_format=torch.channels_last)
     model.requires_grad_(True)  # DDP registers only trainable parameters: freezing happens per epoch, after
     wrapped = model
-    if ctx.enabled:
+    if ctx.enabled:  # only a frozen phase leaves parameters without gradients; searching for them costs a graph walk
         wrapped = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
+            model, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=config.frozen_epochs > 0)
     optimizer = make_optimizer(config, model)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     loss_weights = weights.to(device) if weights is not None else None
