@@ -30,6 +30,10 @@ def bootstrap(truth: np.ndarray, score: np.ndarray, threshold: float, beta: floa
     return metrics.bootstrap_report(truth, score, threshold, beta, n_resamples=CI_RESAMPLES)
 
 
+def _share(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def jump_to(key: str, value: float) -> None:
     """Button callback: set a widget's value before it is drawn again (Streamlit forbids it after)."""
     st.session_state[key] = value
@@ -77,6 +81,15 @@ for column, (name, title) in zip(columns, {**figures.RATE_TITLES, "fbeta": f"F{b
     point, low, high = intervals[name]
     column.metric(title, f"{report[name]:.3f}", help="bootstrap 95% confidence interval, 1000 resamples")
     column.caption(f"95% CI {low:.3f} – {high:.3f}")
+
+prevalence = st.number_input(
+    f"Share of {positive} where the model will be used", 0.001, 0.999, round(report["prevalence"], 3), 0.01,
+    format="%.3f", key=f"op_prevalence:{run.path}:{positive}",
+    help="Validation sets rarely match the ward: precision depends on prevalence, sensitivity and specificity do not.")
+expected = metrics.predictive_values(report["recall"], report["specificity"], prevalence)
+st.markdown(f"At a prevalence of **{prevalence:.1%}**, this threshold gives precision (PPV) "
+            f"**{_share(expected['ppv'])}** and NPV **{_share(expected['npv'])}** "
+            f"(validation prevalence {report['prevalence']:.1%}).")
 
 if binary:
     if st.button("Save threshold", type="primary", key="op_save",

@@ -144,6 +144,23 @@ def test_operating_point_metrics_follow_threshold_and_save_reaches_diagnose(app_
     assert "saved threshold: **0.250**" in [m.value for m in at.sidebar.markdown]
 
 
+def test_operating_point_shows_precision_at_the_users_prevalence(app_env):
+    at = start_app()
+    at.switch_page("pages/operating_point.py").run()
+    at.slider[0].set_value(0.4).run()
+    predictions = runs.open_run(app_env / "run-a").predictions("val")
+    truth, score = (predictions["label"] == 1).astype(int), predictions["probs"][:, 1]
+    report = metrics.binary_report(truth, score, 0.4, 2.0)
+    [prevalence] = [box for box in at.number_input if box.label.startswith("Share of PNEUMONIA")]
+    assert prevalence.value == pytest.approx(report["prevalence"], abs=1e-3)
+    prevalence.set_value(0.05).run()
+    expected = metrics.predictive_values(report["recall"], report["specificity"], 0.05)
+    [line] = [m.value for m in at.markdown if m.value.startswith("At a prevalence of")]
+    for value in (expected["ppv"], expected["npv"]):
+        assert (f"**{value:.3f}**" if value is not None else "**n/a**") in line
+    assert "**5.0%**" in line
+
+
 def test_operating_point_jumps_to_fbeta_optimal_threshold(app_env):
     at = start_app()
     at.switch_page("pages/operating_point.py").run()

@@ -21,7 +21,7 @@ import torch
 
 from tests.corpus import PHI, make_corpus
 from tests.synthetic import make_dataset
-from xraycore import cli, models, presets, runs
+from xraycore import cli, metrics, models, presets, runs
 from xraycore.predict import Predictor
 
 REPO = Path(__file__).resolve().parents[1]
@@ -106,6 +106,17 @@ def test_evaluate_threshold_zero_calls_everything_positive(trained, tiny_dataset
     result = json.loads(out)
     assert code == 0 and result["threshold"] == 0.0
     assert result["recall"] == 1.0 and result["specificity"] == 0.0
+
+
+def test_evaluate_prevalence_adds_the_shifted_precision(trained, tiny_dataset, capsys):
+    run_dir = Path(trained[1].stdout.splitlines()[-1])
+    code, out, _ = run_cli(capsys, "evaluate", "--model", str(run_dir), "--data", str(tiny_dataset / "test"),
+                           "--threshold", "0.5", "--prevalence", "0.1", "--json")
+    result = json.loads(out)
+    assert code == 0 and result["at_prevalence"] == metrics.predictive_values(result["recall"], result["specificity"], 0.1)
+    code, out, _ = run_cli(capsys, "evaluate", "--model", str(run_dir), "--data", str(tiny_dataset / "test"),
+                           "--threshold", "0.5", "--prevalence", "0.1")
+    assert code == 0 and "at prevalence 0.1: precision (PPV)" in out
 
 
 def test_evaluate_positive_class_flips_the_question(trained, tiny_dataset, capsys):

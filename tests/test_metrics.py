@@ -434,3 +434,21 @@ def test_fit_temperature_stays_in_bounds_and_validates():
     assert 10.0 < uninformative <= high  # logits carry no signal: flatten as far as allowed
     with pytest.raises(ValueError):
         m.fit_temperature(logits, np.array([0, 2]))
+
+
+def test_predictive_values_match_the_counts_at_the_validation_prevalence():
+    rng = np.random.default_rng(11)
+    y_true = rng.integers(0, 2, 400)
+    y_score = np.clip(0.35 * y_true + rng.random(400) * 0.7, 0, 1)
+    report = m.binary_report(y_true, y_score, 0.5)
+    (tn, fp), (fn, tp) = report["confusion_matrix"]
+    same = m.predictive_values(report["recall"], report["specificity"], report["prevalence"])
+    assert same["ppv"] == pytest.approx(tp / (tp + fp)) and same["npv"] == pytest.approx(tn / (tn + fn))
+
+
+def test_predictive_values_at_a_low_prevalence_by_hand():
+    shifted = m.predictive_values(0.9, 0.8, 0.1)  # 0.09 true positives vs 0.18 false positives per scan
+    assert shifted["ppv"] == pytest.approx(0.09 / 0.27) and shifted["npv"] == pytest.approx(0.72 / 0.73)
+    assert m.predictive_values(0.0, 1.0, 0.5)["ppv"] is None  # nothing called positive
+    with pytest.raises(ValueError, match="prevalence"):
+        m.predictive_values(0.9, 0.8, 1.5)

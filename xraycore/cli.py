@@ -105,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--beta", type=float, default=2.0, help="beta of the reported F-beta")
     evaluate.add_argument("--tta", action="store_true", help="flip test-time augmentation")
     evaluate.add_argument("--ci", action="store_true", help="add bootstrap 95%% confidence intervals")
+    evaluate.add_argument("--prevalence", type=float, help="also report precision (PPV) and NPV at this share of "
+                          "positives, e.g. 0.1 for a ward where one scan in ten shows pneumonia")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
 
     predict = verbs.add_parser("predict", help="score image files")
@@ -192,13 +194,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_folder
 
     result = evaluate_folder(args.model, args.data, threshold=args.threshold, positive=args.positive,
-                             beta=args.beta, tta=args.tta, with_ci=args.ci)
+                             beta=args.beta, tta=args.tta, with_ci=args.ci, prevalence=args.prevalence)
     if args.json:
         print(json.dumps(result))
     else:
         for key in ("n", "accuracy", "precision", "recall", "specificity", "f1", "auroc", "threshold"):
             print(f"{key:>12}: {result[key]}")
         print(f"{'confusion':>12}: {result['confusion_matrix']}  ([[tn, fp], [fn, tp]])")
+        if "at_prevalence" in result:
+            shifted = result["at_prevalence"]
+            print(f"{'at prevalence':>12} {shifted['prevalence']:g}: precision (PPV) {shifted['ppv']}, NPV {shifted['npv']}")
     return 0
 
 

@@ -13,11 +13,13 @@ from .predict import Predictor
 
 def evaluate_folder(model_dir: str | Path, data_dir: str | Path, *, threshold: float | None = None,
                     positive: str | None = None, beta: float = 2.0, tta: bool = False,
-                    with_ci: bool = False, predictor: Predictor | None = None) -> dict[str, Any]:
+                    with_ci: bool = False, prevalence: float | None = None,
+                    predictor: Predictor | None = None) -> dict[str, Any]:
     """Binary report (positive class vs the rest) at the model's saved or a given threshold.
 
     Unreadable files are skipped and counted, never fatal. Multi-class models also get the
-    multi-class report when the folder names match their classes.
+    multi-class report when the folder names match their classes. ``prevalence`` adds the
+    precision and NPV expected where the positive class is that common.
     """
     predictor = predictor or Predictor(model_dir, threshold=threshold)
     samples, folder_classes = xdata.scan_class_folders(data_dir)
@@ -43,6 +45,8 @@ def evaluate_folder(model_dir: str | Path, data_dir: str | Path, *, threshold: f
     cut = next(value for value in (threshold, predictor.threshold, 0.5) if value is not None)  # 0.0 is a threshold
     result: dict[str, Any] = metrics.binary_report(y_true, probs_array[:, positive_index], cut, beta)
     result.update(model=predictor.run.id, positive=positive, skipped=len(skipped), skipped_files=skipped[:50])
+    if prevalence is not None:
+        result["at_prevalence"] = metrics.predictive_values(result["recall"], result["specificity"], prevalence)
     if with_ci:
         result["ci95"] = metrics.bootstrap_report(y_true, probs_array[:, positive_index], cut, beta)
     if len(predictor.class_names) > 2 and set(folder_classes) <= set(predictor.class_names):

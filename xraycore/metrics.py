@@ -277,6 +277,22 @@ def binary_report(
     }
 
 
+def predictive_values(sensitivity: float, specificity: float, prevalence: float) -> dict[str, float | None]:
+    """Precision (PPV) and NPV at another prevalence, by Bayes' rule from sensitivity and specificity.
+
+    Validation sets rarely have the prevalence of the ward the model will serve (Kermany's is 74%
+    pneumonia), and precision moves with prevalence while sensitivity and specificity do not.
+    A value is None when its denominator is zero.
+    """
+    if not 0.0 <= prevalence <= 1.0:
+        raise ValueError(f"prevalence must lie in [0, 1], got {prevalence}")
+    true_pos, false_pos = sensitivity * prevalence, (1.0 - specificity) * (1.0 - prevalence)
+    true_neg, false_neg = specificity * (1.0 - prevalence), (1.0 - sensitivity) * prevalence
+    return {"prevalence": float(prevalence),
+            "ppv": float(true_pos / (true_pos + false_pos)) if true_pos + false_pos > 0 else None,
+            "npv": float(true_neg / (true_neg + false_neg)) if true_neg + false_neg > 0 else None}
+
+
 def classification_report(y_true: Any, y_pred: Any, class_names: Sequence[str]) -> dict[str, Any]:
     """sklearn's per-class precision/recall/f1/support plus accuracy, macro and weighted averages.
 
