@@ -1,4 +1,4 @@
-"""Train: set up a run, launch it in the background, follow it, stop it.
+"""Train: set up a run, launch it in the background, follow it, stop it, continue it.
 
 The run is a separate process (``xraycore.jobs``): reloading or closing this page does not touch it,
 and the page reads its progress from the run directory every two seconds.
@@ -118,6 +118,24 @@ def launch_form() -> None:
             st.success(f"Started {job.id} in the background (log: {job.log_path}).")
 
 
+def continue_panel() -> None:
+    """Stopped, killed or failed runs and studies, continued from their last completed epoch."""
+    choices = jobs.resumable()
+    if not choices:
+        return
+    with st.expander(f"Continue a stopped or interrupted run or study ({len(choices)})"):
+        ref = st.selectbox("Run or study", choices, key="resume_ref",
+                           help="A study keeps its finished runs, continues the stopped one and starts the rest.")
+        if st.button("Continue", key="resume_go"):
+            try:
+                job = jobs.resume(ref)
+            except (ValueError, RuntimeError) as error:
+                st.error(str(error))
+            else:
+                st.session_state["train_job"] = job.id
+                st.success(f"Continuing {ref} in the background (log: {job.log_path}).")
+
+
 @st.fragment(run_every=2)
 def progress_panel() -> None:
     """This session's job (or the newest running one) with live curves, then every run so far."""
@@ -152,4 +170,5 @@ def progress_panel() -> None:
 
 st.title("Train")
 launch_form()
+continue_panel()
 progress_panel()

@@ -311,6 +311,48 @@ def test_train_launches_background_run_and_lists_it(app_env, tiny_dataset):
     assert any("Job from-the-app: finished" in h.value for h in at.subheader)
 
 
+def _wait_for(job: jobs.Job, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    try:
+        while job.alive() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not job.alive(), f"the background job did not finish within {seconds:.0f} s"
+    finally:
+        if job.alive():  # never leave the test's own training process behind
+            os.killpg(job.pid, signal.SIGKILL)
+
+
+def test_train_page_continues_a_stopped_run(app_env, tiny_dataset):
+    from xraycore.config import TrainConfig
+    from xraycore.train import train
+
+    config = TrainConfig(data=str(tiny_dataset / "train"), backbone="simple_cnn", pretrained="none", image_size=32,
+                         epochs=2, batch_size=8, val_fraction=0.25, fit_ood=False, out=str(app_env))
+    started: list[Path] = []
+
+    def stop_in_epoch_2(event: dict) -> None:
+        if event["kind"] == "start":
+            started.append(Path(event["run"]))
+        if event["kind"] == "batch" and event["epoch"] == 2:
+            (started[0] / runs.STOP_FILE).touch()
+
+    stopped = runs.Run(train(config, progress=stop_in_epoch_2))
+    assert stopped.status()["state"] == "stopped"
+
+    at = start_app()
+    at.switch_page("pages/train.py").run()
+    assert at.selectbox(key="resume_ref").options == [stopped.id]
+    at.button(key="resume_go").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any(f"Continuing {stopped.id}" in s.value for s in at.success)
+    [job] = [job for job in jobs.list_jobs(app_env) if job.id == stopped.id]
+    _wait_for(job)
+    assert job.state() == "finished", job.log_tail()
+    assert [row["epoch"] for row in stopped.metrics()] == [1, 2]
+    at.run()
+    assert not any(box.key == "resume_ref" for box in at.selectbox), "nothing is left to continue"
+
+
 # ------------------------------------------------------------------ Compare
 
 

@@ -209,7 +209,9 @@ def smoke(capsys, data: Path, root: Path, *options: str) -> list[runs.Run]:
     code, out, err = run_cli(capsys, "train", "--data", str(data), "--smoke", "--out", str(root), "--quiet", *options)
     assert code == 0, err[-3000:]
     made = [runs.Run(Path(line)) for line in out.splitlines()]
-    assert sorted(run.path for run in made) == sorted(root.iterdir())
+    assert sorted(run.path for run in made) == sorted(path for path in root.iterdir() if not path.name.startswith("."))
+    study = made[0].config["study"]
+    assert (presets.load_plan(study, root) is not None) == bool(study), "a study records its plan for --resume"
     assert all(run.status()["state"] == "finished" for run in made)
     return made
 

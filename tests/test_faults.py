@@ -21,7 +21,7 @@ import torch
 
 from tests.corpus import make_corpus
 from tests.synthetic import make_dataset
-from xraycore import cli, runs
+from xraycore import cli, jobs, runs, study
 from xraycore.config import TrainConfig
 from xraycore.train import STOP_FILE, resume, train
 
@@ -189,6 +189,16 @@ def test_stop_during_a_study_stops_the_study_not_just_its_current_run(tiny_datas
     assert runs.Run(paths[0]).status()["state"] == "stopped"
     assert [run.config["study"] for run in runs.list_runs(tmp_path)] == ["stopped-study"]
     assert any("not started: simple_cnn fold 2 of 3, simple_cnn fold 3 of 3" in text for text in messages), messages
+    assert jobs.resumable(tmp_path) == ["stopped-study"]
+
+    # Continuing the study by name: fold 1 resumes in its own directory, folds 2 and 3 start.
+    assert cli.main(["train", "--resume", "stopped-study", "--out", str(tmp_path), "--quiet"]) == 0
+    made = study.study_runs("stopped-study", tmp_path)
+    assert sorted(run.config["train"]["fold"] for run in made) == [0, 1, 2]
+    assert all(run.status()["state"] == "finished" and [r["epoch"] for r in run.metrics()] == [1, 2] for run in made)
+    assert runs.Run(paths[0]).status()["message"] == "finished" and jobs.resumable(tmp_path) == []
+    assert cli.main(["train", "--resume", "stopped-study", "--out", str(tmp_path), "--quiet"]) == 0
+    assert len(runs.list_runs(tmp_path)) == 3, "a finished study is kept as it is"
 
 
 # ------------------------------------------------------------------ hostile run names

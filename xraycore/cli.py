@@ -93,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     train = verbs.add_parser("train", help="train a model (or a whole preset study)")
     _add_train_options(train)
     train.add_argument("--smoke", action="store_true", help="tiny images, few per class, one epoch: checks a recipe end to end in seconds")
-    train.add_argument("--resume", metavar="RUN", help="continue a stopped or killed run from its last completed epoch")
+    train.add_argument("--resume", metavar="RUN_OR_STUDY", help="continue a stopped or killed run from its last completed epoch, or a whole "
+                       "study by its name (finished runs kept, the rest continued or started)")
     train.add_argument("--run-id", help="name the run directory (default: time + backbone)")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -173,13 +174,17 @@ def _say(text: str) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from . import distributed, presets, train
+    from . import distributed, presets, runs, train
     from .progress import TqdmProgress
 
     reports = distributed.is_main_process()  # under torchrun only rank 0 talks; the others just train
     reporter = TqdmProgress(enabled=not args.quiet) if reports else (lambda event: None)
     if args.resume:
-        paths = [train.resume(args.resume, reporter, root=Path(args.out) if args.out else None)]
+        root = Path(args.out) if args.out else None
+        if presets.load_plan(args.resume, root) is not None and not runs.is_run_dir(args.resume, root):
+            paths = presets.resume_study(args.resume, reporter, root=root)
+        else:
+            paths = [train.resume(args.resume, reporter, root=root)]
     else:
         given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name) is not None}
         configs = presets.expand(given, smoke=args.smoke)

@@ -195,17 +195,46 @@ def launch(options: dict[str, Any], run_id: str | None = None, *, processes: int
     if several:
         options.setdefault("study", run_id)
     TrainConfig.from_dict(options)  # refuse impossible settings now, not in a log nobody reads
-    command = build_command(options, run_id, processes)
+    return _start(build_command(options, run_id, processes), run_id, root, threads, options.get("study"))
+
+
+def resumable(root: Path | None = None) -> list[str]:
+    """What the Train page offers to continue: launched studies with runs left to finish (by name),
+    then stopped, killed or failed runs outside a study that completed at least one epoch."""
+    from . import presets
+
+    plans = runs.runs_root(root) / presets.PLANS_DIR
+    studies = [plan.stem for plan in sorted(plans.glob("*.json"))] if plans.is_dir() else []
+    unfinished = [study for study in studies if presets.unfinished(study, root)]
+    lone = [run.id for run in runs.list_runs(root)
+            if run.config.get("study") not in studies and run.status().get("state") in ("stopped", "interrupted", "failed")
+            and (run.path / runs.CHECKPOINT_FILE).exists()]
+    return unfinished + lone
+
+
+def resume(ref: str, *, threads: int | None = None, root: Path | None = None) -> Job:
+    """Continue a run or a study (see :func:`resumable`) in the background, as ``train --resume``."""
+    from . import presets
+
+    root = runs.runs_root(root).resolve()
+    study = ref if presets.load_plan(ref, root) is not None and not runs.is_run_dir(ref, root) else None
+    if study is None and not runs.is_run_dir(ref, root):
+        raise ValueError(f"nothing named {ref!r} to continue in {root}")
+    command = [sys.executable, "-m", "xraycore", "train", "--resume", ref, "--out", str(root), "--quiet"]
+    return _start(command, runs.sanitize_run_id(ref), root, threads, study)
+
+
+def _start(command: list[str], job_id: str, root: Path, threads: int | None, study: str | None) -> Job:
+    """Start ``command`` detached, its output appended to the job's log, and record the job."""
     jobs_dir = root / JOBS_DIR
     jobs_dir.mkdir(parents=True, exist_ok=True)
     threads = threads or default_threads()
-    with open(jobs_dir / f"{run_id}.log", "ab") as log:
+    with open(jobs_dir / f"{job_id}.log", "ab") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    start_new_session=True, env=job_environment(threads), cwd=PACKAGE_PARENT)
-    job = Job(id=run_id, pid=process.pid, command=command, root=str(root),
-              started=dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-              study=options.get("study"))
-    runs.atomic_write_json(jobs_dir / f"{run_id}.json", asdict(job))
+    job = Job(id=job_id, pid=process.pid, command=command, root=str(root),
+              started=dt.datetime.now().astimezone().isoformat(timespec="seconds"), study=study)
+    runs.atomic_write_json(jobs_dir / f"{job_id}.json", asdict(job))
     return job
 
 

@@ -517,6 +517,17 @@ def open_run(ref: str | Path, root: Path | None = None) -> Run:
     return Run(path)
 
 
+def is_run_dir(ref: str | Path, root: Path | None = None) -> bool:
+    """Whether ``ref`` (a run id under ``root`` or a directory) names an existing run."""
+    path = Path(ref)
+    if not path.is_dir():
+        try:
+            path = runs_root(root) / sanitize_run_id(str(ref))
+        except ValueError:
+            return False
+    return (path / CONFIG_FILE).is_file()
+
+
 def list_runs(root: Path | None = None) -> list[Run]:
     """Every run under ``root``, newest first. Directories without a readable config.json
     (junk, hidden, half-created) are skipped rather than failing the listing."""
