@@ -263,6 +263,44 @@ def resume(run_ref: str | Path, progress: Progress = _silent, root: Path | None 
     return _run(config, progress, run_id=None, resume_from=run)
 
 
+@dataclass
+class _Session:
+    """What one training process holds while it trains a run. Only rank 0 has ``run`` (it writes)."""
+
+    config: TrainConfig
+    splits: Splits
+    spec: models.BackboneSpec
+    model: torch.nn.Module
+    device: torch.device
+    ctx: distributed.Context
+    progress: Progress
+    run: runs.Run | None = None
+
+    @property
+    def batch_size(self) -> int:
+        return per_process_batch(self.config, self.ctx)
+
+    @property
+    def channels_last(self) -> bool:
+        return uses_channels_last(self.config, self.device)
+
+    @property
+    def mean_std(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        return normalisation(self.config, self.spec)
+
+    def say(self, text: str) -> None:
+        if self.ctx.is_main:
+            self.progress({"kind": "message", "text": text})
+
+    def evaluate(self, indices: list[int], with_features: bool = False):
+        """Logits, labels (and features) of some cached images at the evaluation size."""
+        mean, std = self.mean_std
+        dataset = xdata.XrayDataset(self.splits.cache, indices, output_size=self.config.eval_size or self.config.image_size,
+                                    mean=mean, std=std)
+        return predict_indices(self.model, dataset, self.batch_size * 2, self.device, self.ctx,
+                               with_features=with_features, channels_last=self.channels_last)
+
+
 def _run(config: TrainConfig, progress: Progress, run_id: str | None, resume_from: runs.Run | None) -> Path:
     configure_threads(config.threads)
     device = models.pick_device(None if config.device == "auto" else config.device)
@@ -273,37 +311,39 @@ def _run(config: TrainConfig, progress: Progress, run_id: str | None, resume_fro
     spec = models.get_spec(config.backbone)
     if config.image_size is None:
         config = config.replace(image_size=spec.input_size)
-    run: runs.Run | None = None
+    session: _Session | None = None
     try:
         splits = prepare_data(config, progress if ctx.is_main else _silent)
         if not splits.train or not splits.val:
             raise ValueError("the split left no training or no validation images; add images or change the split")
         head = models.HeadSpec(hidden=config.head_hidden, dropout=config.dropout, batchnorm=config.head_batchnorm)
-        pretrained = "none" if resume_from else config.pretrained
         torch.manual_seed(config.seed)  # the same seed gives the same initial weights, in every process
         model, weights_source = models.build_model(config.backbone, len(splits.class_names),
-                                                   pretrained=pretrained, head=head)
+                                                   pretrained="none" if resume_from else config.pretrained, head=head)
         if resume_from:
             weights_source = resume_from.config.get("weights_source", weights_source)
-        if ctx.is_main:
-            progress({"kind": "message", "text": f"weights: {weights_source}"})
-            if spec.heavy and device.type == "cpu":
-                progress({"kind": "message", "text": f"note: {spec.name} is heavy for a CPU; a full-size run "
-                                                     "takes hours per epoch here: use a GPU, or --smoke to check the recipe"})
-        run = _open_or_create_run(config, splits, spec, weights_source, device, ctx, run_id, resume_from)
-        return _fit(config, splits, spec, model, run, device, ctx, progress)
+        session = _Session(config, splits, spec, model, device, ctx, progress)
+        session.say(f"weights: {weights_source}")
+        if spec.heavy and device.type == "cpu":
+            session.say(f"note: {spec.name} is heavy for a CPU; a full-size run takes hours per epoch here: "
+                        "use a GPU, or --smoke to check the recipe")
+        session.run = _open_or_create_run(session, weights_source, run_id, resume_from)
+        _fit(session)
+        return Path(session.run.path) if session.run is not None else Path()
     except BaseException as error:
-        if run is not None and ctx.is_main:
+        if session is not None and session.run is not None and ctx.is_main:
             state = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
-            run.set_status(state, message=f"{type(error).__name__}: {error}")
-            run.log(f"{state}: {type(error).__name__}: {error}")
+            session.run.set_status(state, message=f"{type(error).__name__}: {error}")
+            session.run.log(f"{state}: {type(error).__name__}: {error}")
         raise
     finally:
         distributed.teardown(ctx)
 
 
-def _open_or_create_run(config, splits, spec, weights_source, device, ctx, run_id, resume_from) -> runs.Run | None:
+def _open_or_create_run(session: _Session, weights_source: str, run_id: str | None,
+                        resume_from: runs.Run | None) -> runs.Run | None:
     """Rank 0 creates (or reopens) the run directory; other ranks learn its path and never write."""
+    config, splits, ctx = session.config, session.splits, session.ctx
     path = None
     if ctx.is_main:
         if resume_from is not None:
@@ -312,8 +352,7 @@ def _open_or_create_run(config, splits, spec, weights_source, device, ctx, run_i
             run.set_status("running", pid=os.getpid(), message="resumed")
             run.log("resumed")
         else:
-            per_process = per_process_batch(config, ctx)
-            mean, std = normalisation(config, spec)
+            mean, std = session.mean_std
             record = {
                 "train": config.to_dict(),
                 "backbone": config.backbone, "class_names": splits.class_names,
@@ -326,8 +365,8 @@ def _open_or_create_run(config, splits, spec, weights_source, device, ctx, run_i
                 "counts": {name: len(idx) for name, idx in
                            (("train", splits.train), ("val", splits.val), ("test", splits.test))},
                 "skipped_files": len(splits.cache.skipped),
-                "effective_batch_size": per_process * ctx.world_size, "per_process_batch_size": per_process,
-                "environment": environment_record(device, ctx), "study": config.study, "preset": config.preset,
+                "effective_batch_size": session.batch_size * ctx.world_size, "per_process_batch_size": session.batch_size,
+                "environment": environment_record(session.device, ctx), "study": config.study, "preset": config.preset,
             }
             root = Path(config.out) if config.out else None
             run = runs.create_run(record, root=root, run_id=run_id or runs.new_run_id(config.backbone))
@@ -338,34 +377,32 @@ def _open_or_create_run(config, splits, spec, weights_source, device, ctx, run_i
     return runs.Run(Path(path)) if ctx.is_main else None
 
 
-def _fit(config: TrainConfig, splits: Splits, spec: models.BackboneSpec, model: torch.nn.Module,
-         run: runs.Run | None, device: torch.device, ctx: distributed.Context, progress: Progress) -> Path:
-    mean, std = normalisation(config, spec)
-    train_set, finish_batch = xdata.training_input(splits.cache, splits.train, config.augment, config.image_size,
-                                                   mean, std)
-    val_set = xdata.XrayDataset(splits.cache, splits.val, output_size=config.eval_size or config.image_size,
-                                mean=mean, std=std)
-    per_process = per_process_batch(config, ctx)
-    sampler = DistributedSampler(train_set, num_replicas=ctx.world_size, rank=ctx.rank,
-                                 shuffle=True, seed=config.seed, drop_last=False)
-    loader = DataLoader(train_set, batch_size=per_process, sampler=sampler, num_workers=config.num_workers,
-                        persistent_workers=config.num_workers > 0, drop_last=len(train_set) > per_process * ctx.world_size)
-    steps = len(loader)
-    weights = None
-    if config.loss == "weighted_ce":
-        weights = torch.tensor(xdata.class_weights([splits.cache.samples[i] for i in splits.train],
-                                                   len(splits.class_names)), dtype=torch.float32)
+@dataclass
+class _Loop:
+    """The optimisation state that lives across epochs (and is checkpointed for --resume)."""
 
-    use_amp = config.amp and device.type == "cuda"
-    channels_last = uses_channels_last(config, device)
-    if config.sync_batchnorm and ctx.enabled and device.type == "cpu" and ctx.is_main:
-        note = "sync-batchnorm ignored: PyTorch's SyncBatchNorm needs a GPU; each process keeps its own statistics"
-        run.log(note)
-        progress({"kind": "message", "text": note})
+    wrapped: torch.nn.Module  # the model, or its DistributedDataParallel wrapper
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    loss_weights: torch.Tensor | None
+    use_amp: bool
+    start_epoch: int = 0
+    best: float | None = None
+    bad_epochs: int = 0
+
+
+def _prepare_loop(session: _Session, weights: torch.Tensor | None) -> _Loop:
+    """Device, memory format, DDP wrapper, optimiser; restored from the checkpoint when resuming."""
+    config, ctx, device, run = session.config, session.ctx, session.device, session.run
+    if config.sync_batchnorm and ctx.enabled and device.type == "cpu":
+        session.say("sync-batchnorm ignored: PyTorch's SyncBatchNorm needs a GPU; each process keeps its own statistics")
+        if ctx.is_main:
+            run.log("sync-batchnorm ignored on CPU")
     if config.sync_batchnorm and ctx.enabled and device.type != "cpu":
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        session.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(session.model)
+    model = session.model
     model.to(device)
-    if channels_last:
+    if session.channels_last:
         model.to(memory_format=torch.channels_last)
     model.requires_grad_(True)  # DDP registers only trainable parameters: freezing happens per epoch, after
     wrapped = model
@@ -373,92 +410,128 @@ def _fit(config: TrainConfig, splits: Splits, spec: models.BackboneSpec, model: 
         wrapped = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=config.frozen_epochs > 0)
-    optimizer = make_optimizer(config, model)
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    loss_weights = weights.to(device) if weights is not None else None
-
-    start_epoch, best, bad_epochs = 0, None, 0
+    use_amp = config.amp and device.type == "cuda"
+    loop = _Loop(wrapped, make_optimizer(config, model), torch.amp.GradScaler("cuda", enabled=use_amp),
+                 weights.to(device) if weights is not None else None, use_amp)
     if run is not None and (run.path / CHECKPOINT_FILE).exists():
-        start_epoch, best, bad_epochs = _restore(run, model, optimizer)
-    start_epoch, best, bad_epochs = distributed.broadcast_object(ctx, (start_epoch, best, bad_epochs))
-    if ctx.enabled and start_epoch:
+        loop.start_epoch, loop.best, loop.bad_epochs = _restore(run, model, loop.optimizer)
+    loop.start_epoch, loop.best, loop.bad_epochs = distributed.broadcast_object(
+        ctx, (loop.start_epoch, loop.best, loop.bad_epochs))
+    if ctx.enabled and loop.start_epoch:
         _sync_weights(model)
+    return loop
 
-    larger_is_better = MONITORS[config.monitor]
+
+def _fit(session: _Session) -> None:
+    """Train epochs until done, stopped or early-stopped; then score with the best weights."""
+    config, splits, ctx, run = session.config, session.splits, session.ctx, session.run
+    mean, std = session.mean_std
+    train_set, finish_batch = xdata.training_input(splits.cache, splits.train, config.augment, config.image_size,
+                                                   mean, std)
+    val_set = xdata.XrayDataset(splits.cache, splits.val, output_size=config.eval_size or config.image_size,
+                                mean=mean, std=std)
+    sampler = DistributedSampler(train_set, num_replicas=ctx.world_size, rank=ctx.rank,
+                                 shuffle=True, seed=config.seed, drop_last=False)
+    loader = DataLoader(train_set, batch_size=session.batch_size, sampler=sampler, num_workers=config.num_workers,
+                        persistent_workers=config.num_workers > 0,
+                        drop_last=len(train_set) > session.batch_size * ctx.world_size)
+    weights = None
+    if config.loss == "weighted_ce":
+        weights = torch.tensor(xdata.class_weights([splits.cache.samples[i] for i in splits.train],
+                                                   len(splits.class_names)), dtype=torch.float32)
+    loop = _prepare_loop(session, weights)
     stop = _StopSignal()
     stopped = False
     if ctx.is_main:
-        progress({"kind": "start", "run": str(run.path), "epochs": config.epochs, "steps": steps,
-                  "train": len(splits.train), "val": len(splits.val), "test": len(splits.test)})
+        session.progress({"kind": "start", "run": str(run.path), "epochs": config.epochs, "steps": len(loader),
+                          "train": len(splits.train), "val": len(splits.val), "test": len(splits.test)})
     with stop:
-        for epoch in range(start_epoch, config.epochs):
+        for epoch in range(loop.start_epoch, config.epochs):
             torch.manual_seed(config.seed * 1000 + epoch)
             sampler.set_epoch(epoch)
-            set_phase(model, config, epoch)
-            base_lr = phase_lr(config, epoch)
-            started, seen, loss_sum, rows_seen = time.perf_counter(), 0, torch.zeros(2), []
-            for step, (images, targets, rows) in enumerate(loader):
-                for group in optimizer.param_groups:
-                    group["lr"] = base_lr * lr_factor(config, epoch, step, steps)
-                images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-                images = finish_batch(images)  # batched augmentation + normalisation, on the device
-                if channels_last:
-                    images = images.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(device.type, enabled=use_amp):
-                    logits = wrapped(images)
-                    loss = F.cross_entropy(logits.float(), targets, weight=loss_weights,
-                                           label_smoothing=config.label_smoothing)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                loss_sum += torch.tensor([loss.item() * len(targets), len(targets)])
-                seen += len(targets)
-                rows_seen += rows.tolist()
-                if ctx.is_main:
-                    progress({"kind": "batch", "epoch": epoch + 1, "step": step + 1, "steps": steps, "loss": loss.item()})
-                wants_stop = stop.requested or (run is not None and (run.path / STOP_FILE).exists())
-                if distributed.any_flag(ctx, wants_stop):
-                    stopped = True
-                    break
+            set_phase(session.model, config, epoch)
+            started = time.perf_counter()
+            loss_sum, rows_seen, stopped = _train_epoch(session, loop, loader, finish_batch, epoch, stop)
             if stopped:
                 break
-            elapsed = time.perf_counter() - started
-            if epoch == start_epoch:
+            if epoch == loop.start_epoch:
                 _record_sharding(run, ctx, rows_seen, len(train_set))
-            total = distributed.sum_tensor(ctx, loss_sum)
-            val_logits, val_labels, _ = predict_indices(model, val_set, per_process * 2, device, ctx,
-                                                        channels_last=channels_last)
-            row = {"epoch": epoch + 1, "train_loss": float(total[0] / max(1.0, float(total[1]))),
-                   **epoch_metrics(val_logits, val_labels, weights), "lr": base_lr * lr_factor(config, epoch, steps - 1, steps),
-                   "frozen_backbone": backbone_frozen(config, epoch), "seconds": round(elapsed, 2),
-                   "images_per_second": round(float(total[1]) / max(elapsed, 1e-9), 2)}
-            value = row[config.monitor]
-            improved = best is None or (value > best + config.min_delta if larger_is_better else value < best - config.min_delta)
-            best, bad_epochs = (value, 0) if improved else (best, bad_epochs + 1)
-            row["best"] = improved
-            if ctx.is_main:
-                run.append_metrics(row)
-                if improved:
-                    runs.save_weights(run.path / WEIGHTS_FILE, model.state_dict())
-                runs.save_weights(run.path / LAST_WEIGHTS_FILE, model.state_dict())
-                _save_checkpoint(run.path / CHECKPOINT_FILE, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                                              "epoch": epoch, "best": best, "bad_epochs": bad_epochs})
-                run.set_status("running", epoch=epoch + 1, epochs=config.epochs, best_value=best, best_metric=config.monitor)
-                run.log(f"epoch {epoch + 1}: " + ", ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float)))
-                progress({"kind": "epoch", **row})
-            if config.patience is not None and bad_epochs > config.patience:
+            _end_epoch(session, loop, val_set, weights, epoch, len(loader), loss_sum, time.perf_counter() - started)
+            if config.patience is not None and loop.bad_epochs > config.patience:
                 if ctx.is_main:
-                    run.log(f"early stopping: {config.monitor} did not improve by {config.min_delta} for {bad_epochs} epochs")
+                    run.log(f"early stopping: {config.monitor} did not improve by {config.min_delta} "
+                            f"for {loop.bad_epochs} epochs")
                 break
 
     nothing_kept = distributed.broadcast_object(ctx, ctx.is_main and not (run.path / WEIGHTS_FILE).exists())
     if nothing_kept:  # every rank returns together: none may wait in _finish for the others
         if ctx.is_main:
             run.set_status("stopped", message="stopped before the first epoch ended; nothing to keep")
-        return Path(run.path) if run is not None else Path()
-    _finish(config, splits, spec, model, run, device, ctx, mean, std, progress, stopped)
-    return Path(run.path) if run is not None else Path()
+        return
+    _finish(session, stopped)
+
+
+def _train_epoch(session: _Session, loop: _Loop, loader: DataLoader, finish_batch: Callable, epoch: int,
+                 stop: _StopSignal) -> tuple[torch.Tensor, list[int], bool]:
+    """One pass over this process's shard: (summed loss and count, rows seen, whether a stop was asked)."""
+    config, ctx, device, run = session.config, session.ctx, session.device, session.run
+    base_lr, steps = phase_lr(config, epoch), len(loader)
+    loss_sum, rows_seen = torch.zeros(2), []
+    for step, (images, targets, rows) in enumerate(loader):
+        for group in loop.optimizer.param_groups:
+            group["lr"] = base_lr * lr_factor(config, epoch, step, steps)
+        images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+        images = finish_batch(images)  # batched augmentation + normalisation, on the device
+        if session.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, enabled=loop.use_amp):
+            logits = loop.wrapped(images)
+            loss = F.cross_entropy(logits.float(), targets, weight=loop.loss_weights,
+                                   label_smoothing=config.label_smoothing)
+        loop.optimizer.zero_grad(set_to_none=True)
+        loop.scaler.scale(loss).backward()
+        loop.scaler.step(loop.optimizer)
+        loop.scaler.update()
+        loss_sum += torch.tensor([loss.item() * len(targets), len(targets)])
+        rows_seen += rows.tolist()
+        if ctx.is_main:
+            session.progress({"kind": "batch", "epoch": epoch + 1, "step": step + 1, "steps": steps, "loss": loss.item()})
+        wants_stop = stop.requested or (run is not None and (run.path / STOP_FILE).exists())
+        if distributed.any_flag(ctx, wants_stop):
+            return loss_sum, rows_seen, True
+    return loss_sum, rows_seen, False
+
+
+def _end_epoch(session: _Session, loop: _Loop, val_set: xdata.XrayDataset, weights: torch.Tensor | None,
+               epoch: int, steps: int, loss_sum: torch.Tensor, elapsed: float) -> None:
+    """Validate, keep the best weights, checkpoint for --resume, log the epoch's row."""
+    config, ctx, run, model = session.config, session.ctx, session.run, session.model
+    total = distributed.sum_tensor(ctx, loss_sum)
+    val_logits, val_labels, _ = predict_indices(model, val_set, session.batch_size * 2, session.device, ctx,
+                                                channels_last=session.channels_last)
+    row = {"epoch": epoch + 1, "train_loss": float(total[0] / max(1.0, float(total[1]))),
+           **epoch_metrics(val_logits, val_labels, weights),
+           "lr": phase_lr(config, epoch) * lr_factor(config, epoch, steps - 1, steps),
+           "frozen_backbone": backbone_frozen(config, epoch), "seconds": round(elapsed, 2),
+           "images_per_second": round(float(total[1]) / max(elapsed, 1e-9), 2)}
+    value, best = row[config.monitor], loop.best
+    if MONITORS[config.monitor]:  # larger is better
+        improved = best is None or value > best + config.min_delta
+    else:
+        improved = best is None or value < best - config.min_delta
+    loop.best, loop.bad_epochs = (value, 0) if improved else (best, loop.bad_epochs + 1)
+    row["best"] = improved
+    if not ctx.is_main:
+        return
+    run.append_metrics(row)
+    if improved:
+        runs.save_weights(run.path / WEIGHTS_FILE, model.state_dict())
+    runs.save_weights(run.path / LAST_WEIGHTS_FILE, model.state_dict())
+    _save_checkpoint(run.path / CHECKPOINT_FILE, {"model": model.state_dict(), "optimizer": loop.optimizer.state_dict(),
+                                                  "epoch": epoch, "best": loop.best, "bad_epochs": loop.bad_epochs})
+    run.set_status("running", epoch=epoch + 1, epochs=config.epochs, best_value=loop.best, best_metric=config.monitor)
+    run.log(f"epoch {epoch + 1}: " + ", ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float)))
+    session.progress({"kind": "epoch", **row})
 
 
 def _record_sharding(run: runs.Run | None, ctx: distributed.Context, rows_seen: list[int], train_size: int) -> None:
@@ -501,27 +574,21 @@ def _sync_weights(model: torch.nn.Module) -> None:
         torch.distributed.broadcast(tensor, src=0)
 
 
-def _finish(config, splits, spec, model, run, device, ctx, mean, std, progress, stopped) -> None:
+def _finish(session: _Session, stopped: bool) -> None:
     """Best checkpoint → predictions, temperature, operating point, out-of-domain model, summary."""
+    config, splits, ctx, run, model = session.config, session.splits, session.ctx, session.run, session.model
     if ctx.is_main:
         model.load_state_dict(runs.load_weights(run.path / WEIGHTS_FILE))
     if ctx.enabled:
         _sync_weights(model)
 
-    def evaluate(indices: list[int], with_features: bool = False):
-        dataset = xdata.XrayDataset(splits.cache, indices, output_size=config.eval_size or config.image_size,
-                                    mean=mean, std=std)
-        return predict_indices(model, dataset, per_process_batch(config, ctx) * 2, device, ctx,
-                               with_features=with_features, channels_last=uses_channels_last(config, device))
-
-    if ctx.is_main:
-        progress({"kind": "message", "text": "scoring validation and test images"})
-    val_logits, val_labels, val_feats = evaluate(splits.val, config.fit_ood)
-    test = evaluate(splits.test) if splits.test else None
+    session.say("scoring validation and test images")
+    val_logits, val_labels, val_feats = session.evaluate(splits.val, config.fit_ood)
+    test = session.evaluate(splits.test) if splits.test else None
     train_feats = None
     if config.fit_ood:
         ood_idx = splits.train[:: max(1, len(splits.train) // 3000)]  # a few thousand images pin the covariance
-        train_feats = evaluate(ood_idx, True)[2]
+        train_feats = session.evaluate(ood_idx, True)[2]
     if not ctx.is_main:
         return
 
@@ -562,4 +629,4 @@ def _finish(config, splits, spec, model, run, device, ctx, mean, std, progress, 
     state = "stopped" if stopped else "finished"
     run.set_status(state, message="stopped by request; best checkpoint kept" if stopped else "finished")
     run.log(state)
-    progress({"kind": "done", "run": str(run.path), "state": state, "summary": summary})
+    session.progress({"kind": "done", "run": str(run.path), "state": state, "summary": summary})
