@@ -301,3 +301,21 @@ def test_max_side_decodes_large_jpegs_smaller_but_never_below_it(tmp_path):
     small = read_xray(path, max_side=512)
     assert full.pixels.shape == (2000, 1600)
     assert 512 <= min(small.pixels.shape) < 1600 and small.metadata["original_size"] == [1600, 2000]
+
+
+def test_float_tiff_with_nan_pixels_reads_with_a_warning():
+    values = (chest_like(seed=9) * 1000).astype(np.float32)
+    values[:3, :] = np.nan
+    values[5, 5] = np.inf
+    buffer = io.BytesIO()
+    Image.fromarray(values, mode="F").save(buffer, format="TIFF")
+    image = read_xray(buffer.getvalue())
+    assert np.isfinite(image.pixels).all() and (image.pixels[:3] == 0).all()
+    finite = values[np.isfinite(values)]
+    expected = (values[10:20, 10:20] - finite.min()) / (finite.max() - finite.min())
+    np.testing.assert_allclose(image.pixels[10:20, 10:20], expected, atol=1e-5)
+    assert any("not numbers" in warning for warning in image.metadata["warnings"])
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.full((64, 64), np.nan, np.float32), mode="F").save(buffer, format="TIFF")
+    assert read_error(buffer.getvalue()).kind == "constant"

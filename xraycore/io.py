@@ -267,6 +267,11 @@ def _finish(pixels: np.ndarray, metadata: dict[str, Any]) -> XrayImage:
 def _stretch(values: np.ndarray, low: float | None = None, high: float | None = None) -> np.ndarray:
     """Map [low, high] (default: the data's own range) onto [0, 1] as float32; equal ends mean a blank image."""
     values = values.astype(np.float32, copy=True)
+    finite = np.isfinite(values)
+    if not finite.all():  # float TIFFs can hold NaN/inf where the detector had no reading: show them black
+        if not finite.any():
+            raise XrayReadError("constant", "The image holds no numbers (every pixel is NaN or infinite).")
+        values[~finite] = values[finite].min()
     low = float(values.min()) if low is None else low
     high = float(values.max()) if high is None else high
     if high <= low:
@@ -314,7 +319,10 @@ def _read_with_pillow(data: bytes, pillow_format: str, max_pixels: int, max_side
                                 "bit_depth": _BIT_DEPTHS.get(image.mode, 8), "colourfulness": 0.0,
                                 "warnings": warnings, "original_size": original_size}
     if image.mode in _DEEP_MODES:
-        return _finish(_stretch(np.asarray(image)), metadata)
+        pixels = np.asarray(image)
+        if pixels.dtype.kind == "f" and not np.isfinite(pixels).all():
+            warnings.append(f"{int((~np.isfinite(pixels)).sum())} pixels were not numbers (NaN or infinite); shown black")
+        return _finish(_stretch(pixels), metadata)
     if image.mode not in ("L", "1"):
         image = _rgb_on_black(image, warnings)
         metadata["colourfulness"] = round(colourfulness(image), 2)
