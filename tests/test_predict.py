@@ -4,6 +4,7 @@ from __future__ import annotations
 import io as stdio
 
 import numpy as np
+import torch
 import pytest
 from PIL import Image
 
@@ -90,3 +91,53 @@ def test_describe_says_which_model_and_what_validation(predictor):
     about = predictor.describe()
     assert about["backbone"] == "simple_cnn" and about["validation"]["n"] > 0
     assert "random initialisation" in about["weights_source"]
+
+
+# ------------------------------------------------------------------ matching the training images' JPEG encoding
+def _jpegs(folder, size: int, quality: int, count: int = 4) -> list[str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(quality)
+    paths = []
+    for i in range(count):
+        paths.append(str(folder / f"{i}.jpeg"))
+        Image.fromarray(xray_like(rng, size, pneumonia=bool(i % 2))).save(paths[-1], quality=quality)
+    return paths
+
+
+def test_stored_jpeg_quality_is_read_from_the_quantisation_tables(tmp_path):
+    from xraycore.data import stored_jpeg_quality
+
+    for quality in (50, 75, 95):
+        assert stored_jpeg_quality(_jpegs(tmp_path / str(quality), 32, quality), 32) == quality
+    assert stored_jpeg_quality(_jpegs(tmp_path / "q75", 32, 75), 64) is None, "stored larger or smaller: resized anyway"
+    mixed = _jpegs(tmp_path / "a", 32, 60) + _jpegs(tmp_path / "b", 32, 90)
+    assert stored_jpeg_quality(mixed, 32) is None
+    png = tmp_path / "x.png"
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(png)
+    assert stored_jpeg_quality([str(png)], 32) is None
+
+
+def test_training_records_the_encoding_and_prediction_reencodes_only_resized_inputs(tiny_run):
+    from xraycore import data as xdata
+    from xraycore.io import read_xray, to_uint8
+
+    run = runs.open_run(tiny_run)
+    assert run.config["input_jpeg_quality"] == 95  # tests.synthetic saves its 48 px JPEGs at quality 95
+    predictor = Predictor(tiny_run)
+    predictor.input_jpeg_quality = 40  # strong enough to see
+    rng = np.random.default_rng(5)
+    large = read_xray(_png_bytes(xray_like(rng, 96, pneumonia=True)))
+    expected = xdata.to_network_input(
+        xdata.match_stored_encoding(xdata.resize_uint8(to_uint8(large.pixels), 48), 40), 48, predictor.mean, predictor.std)
+    assert torch.equal(predictor.to_tensor(large), expected)
+    plain = xdata.to_network_input(xdata.resize_uint8(to_uint8(large.pixels), 48), 48, predictor.mean, predictor.std)
+    assert not torch.equal(predictor.to_tensor(large), plain)
+    same_size = read_xray(_png_bytes(xray_like(rng, 48, pneumonia=False)))
+    untouched = xdata.to_network_input(to_uint8(same_size.pixels), 48, predictor.mean, predictor.std)
+    assert torch.equal(predictor.to_tensor(same_size), untouched), "an image already at the training size is left alone"
+
+
+def _png_bytes(pixels: np.ndarray) -> bytes:
+    buffer = stdio.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -54,6 +54,9 @@ def model_card(run: runs.Run, command: str, extra: dict[str, str] | None = None)
         "## What it is",
         f"A {config['backbone']} classifier ({', '.join(config['class_names'])}) for frontal chest X-rays, "
         f"input {config['image_size']} px grey (repeated to 3 channels). Weights: {config.get('weights_source')}.",
+        *([f"Its training images are {config.get('load_size')} px JPEGs saved at quality {config['input_jpeg_quality']}; "
+           "an image resized for prediction is re-encoded the same way, so a sharp full-resolution scan does not "
+           "look out of domain for its sharpness alone."] if config.get("input_jpeg_quality") else []),
         "",
         "## Intended use and limits",
         "- Research and demonstration: a second reader that flags likely pneumonia. Not a medical device; "

@@ -12,6 +12,7 @@ Nothing here knows about models or the UI: a model's input size and mean/std are
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
@@ -355,6 +356,52 @@ def resize_uint8(grey: np.ndarray, size: int) -> np.ndarray:
     if grey.shape == (size, size):
         return grey
     return np.asarray(Image.fromarray(grey).resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
+
+
+# IJG's base luminance quantisation table (JPEG standard, Annex K), row by row as Pillow reports it.
+_IJG_LUMINANCE = np.array([16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55,
+                           14, 13, 16, 24, 40, 57, 69, 56, 14, 17, 22, 29, 51, 87, 80, 62,
+                           18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+                           49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99])
+
+
+def _ijg_table(quality: int) -> np.ndarray:
+    scale = 5000 // quality if quality < 50 else 200 - 2 * quality
+    return np.clip((_IJG_LUMINANCE * scale + 50) // 100, 1, 255)
+
+
+def stored_jpeg_quality(paths: Sequence[str], size: int, sample: int = 20) -> int | None:
+    """The JPEG quality training images were saved at, when they are JPEGs already at the network's
+    load size (as Kaggle's 224 px Kermany copies are, at quality 75); None otherwise.
+
+    Such images carry the low-pass look of their compression, and a model learns it: a sharp
+    full-resolution scan resized for prediction looks out of domain to it. The predictor re-encodes
+    its input at this quality to close that gap (see :func:`match_stored_encoding`).
+    """
+    qualities = []
+    for path in list(paths)[:: max(1, len(paths) // sample)][:sample]:
+        try:
+            with Image.open(path) as image:
+                if image.format != "JPEG" or image.size != (size, size) or 0 not in image.quantization:
+                    return None
+                table = np.array(list(image.quantization[0]))
+        except OSError:
+            continue
+        qualities.append(min(range(1, 101), key=lambda q: int(np.abs(_ijg_table(q) - table).sum())))
+    if not qualities or len(set(qualities)) > 1:
+        return None
+    return qualities[0]
+
+
+def match_stored_encoding(grey: np.ndarray, jpeg_quality: int | None) -> np.ndarray:
+    """A uint8 image passed through the JPEG encoding the training images were stored with (or unchanged)."""
+    if not jpeg_quality:
+        return grey
+    buffer = io.BytesIO()
+    Image.fromarray(grey).save(buffer, format="JPEG", quality=int(jpeg_quality))
+    buffer.seek(0)
+    with Image.open(buffer) as image:
+        return np.asarray(image.convert("L"), dtype=np.uint8)
 
 
 def fit_within(pixels: np.ndarray, max_side: int) -> np.ndarray:

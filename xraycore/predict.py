@@ -72,6 +72,7 @@ class Predictor:
         self.image_size = int(config["image_size"])
         self.load_size = int(config.get("load_size") or self.image_size)
         self.mean, self.std = tuple(config["mean"]), tuple(config["std"])
+        self.input_jpeg_quality: int | None = config.get("input_jpeg_quality")  # see data.stored_jpeg_quality
         self.device = models.pick_device(device)
         head = models.HeadSpec(**config.get("head", {}))
         self.model, _ = models.build_model(config["backbone"], len(self.class_names), pretrained="none", head=head)
@@ -105,7 +106,9 @@ class Predictor:
     # -------------------------------------------------------------- tensors
     def to_tensor(self, image: XrayImage) -> torch.Tensor:
         """Grey float image → normalised 3-channel network input, exactly as validation images in training."""
-        grey = xdata.resize_uint8(to_uint8(image.pixels), self.load_size)
+        grey = to_uint8(image.pixels)
+        if grey.shape != (self.load_size, self.load_size):  # resized here: give it the training images' encoding
+            grey = xdata.match_stored_encoding(xdata.resize_uint8(grey, self.load_size), self.input_jpeg_quality)
         return xdata.to_network_input(grey, self.image_size, self.mean, self.std)
 
     def _forward(self, batch: torch.Tensor, tta: bool, cam: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:

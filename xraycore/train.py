@@ -359,6 +359,8 @@ def _open_or_create_run(session: _Session, weights_source: str, run_id: str | No
                 "positive_class": config.positive_class if config.positive_class in splits.class_names else None,
                 "image_size": config.eval_size or config.image_size, "train_image_size": config.image_size,
                 "load_size": config.load_size or config.image_size,
+                "input_jpeg_quality": xdata.stored_jpeg_quality([splits.cache.samples[i].path for i in splits.train],
+                                                                config.load_size or config.image_size),
                 "mean": list(mean), "std": list(std),
                 "head": {"hidden": config.head_hidden, "dropout": config.dropout, "batchnorm": config.head_batchnorm},
                 "weights_source": weights_source, "split": splits.description,
