@@ -139,11 +139,10 @@ def unfinished(study: str, root: Path | None = None) -> bool:
     planned = load_plan(study, root)
     if planned is None:
         return False
-    made = _runs_by_plan_key(study, root)
-    if any(run.status().get("state") == runs.RUNNING for run in made.values()):
+    states = {key: run.status().get("state") for key, run in _runs_by_plan_key(study, root).items()}
+    if runs.RUNNING in states.values():
         return False
-    return any(made.get(_plan_key(config.to_dict())) is None
-               or made[_plan_key(config.to_dict())].status().get("state") != "finished" for config in planned)
+    return any(states.get(_plan_key(config.to_dict())) != "finished" for config in planned)
 
 
 def _plan_key(train_config: dict) -> tuple[str, int | None]:
