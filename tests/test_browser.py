@@ -163,3 +163,33 @@ def test_upload_threshold_and_compare_in_a_real_browser(app_url, tmp_path):
             browser.close()
     (SCREENSHOTS / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")
     print(timings)
+
+
+def test_study_report_figures_fit_their_boxes_in_a_real_browser(tiny_run, tmp_path):
+    """Three runs side by side: every plotly figure must be as wide as its cell, not the page."""
+    require_browser()
+    from playwright.sync_api import sync_playwright
+
+    from xraycore import runs
+    from xraycore.report import write_study_report
+
+    root = tmp_path / "runs"
+    for name in ("a", "b", "c"):
+        shutil.copytree(tiny_run, root / name)
+        run = runs.Run(root / name)
+        run.write_json(runs.CONFIG_FILE, {**run.config, "study": "three"})
+    page_path = write_study_report("three", root=root, output=tmp_path / "three.html")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(page_path.as_uri(), wait_until="load")
+            page.wait_for_timeout(1500)
+            sizes = page.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot')].map((plot) => [
+                plot.querySelector('svg.main-svg').getBoundingClientRect().width,
+                plot.parentElement.getBoundingClientRect().width])""")
+        finally:
+            browser.close()
+    assert len(sizes) >= 8  # bars, confusion x3, ROC, PR, calibration x3, training curves
+    too_wide = [(svg, box) for svg, box in sizes if svg > box + 1]
+    assert not too_wide, f"{len(too_wide)} of {len(sizes)} figures overflow their cell: {too_wide[:5]}"

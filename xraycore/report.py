@@ -34,6 +34,13 @@ th { background: #f3f3f3; } td.num { text-align: right; font-variant-numeric: ta
 """
 
 
+# Each figure's script runs while the page is still being parsed, when its row holds only the figures
+# read so far, so it measures a wider box than it ends up with. Once the page is laid out, every
+# figure is fitted to its final box.
+FIT_PLOTS_SCRIPT = ('<script>window.addEventListener("load", () => document.querySelectorAll(".js-plotly-plot")'
+                    '.forEach((plot) => Plotly.Plots.resize(plot)));</script>')
+
+
 def _text(value: Any) -> str:
     return html.escape(str(value))
 
@@ -251,7 +258,7 @@ def build_study_html(name: str, runs: list[Run]) -> str:
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         f"<title>{_text(name)} – study report</title><style>{STYLE}</style>"
         f'<script type="text/javascript">{plotly.offline.get_plotlyjs()}</script></head>'
-        f"<body>{''.join(part for part in body if part)}</body></html>\n"
+        f"<body>{''.join(part for part in body if part)}{FIT_PLOTS_SCRIPT}</body></html>\n"
     )
 
 
