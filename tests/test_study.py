@@ -260,8 +260,20 @@ def test_fold_study_and_single_run_reports(study_root, three_class, tmp_path):
     summary = study.fold_summary(study.study_runs("cv", study_root))
     assert "Cross-validation (mean ± std)" in page
     assert f"{summary['accuracy']['mean']:.3f} ± {summary['accuracy']['std']:.3f}" in page
-    single = write_study_report(three_class.id, root=study_root, output=tmp_path / "one.html")
-    assert "VIRAL" in single.read_text(encoding="utf-8")
+    single = write_study_report(three_class.id, root=study_root, output=tmp_path / "one.html").read_text(encoding="utf-8")
+    assert "VIRAL" in single
+    predictions = three_class.predictions("val")
+    overall = metrics.accuracy(predictions["label"], predictions["probs"].argmax(axis=1))
+    assert "<th>multiclass_accuracy</th>" in single and f"{overall:.3f}" in single
+
+
+def test_a_multiclass_studys_reported_accuracy_meets_ours_over_all_classes():
+    from xraycore.report import _ours
+
+    row = {"accuracy": 0.811, "multiclass_accuracy": 0.793, "auroc": 0.834}
+    assert _ours(row, "accuracy") == 0.793, "not the one-vs-rest accuracy of the positive class"
+    assert _ours(row, "accuracy_warmup_cosine") == 0.793 and _ours(row, "auroc") == 0.834
+    assert _ours({"accuracy": 0.9, "f1": 0.8}, "accuracy") == 0.9 and _ours({"f1": 0.8}, "precision") is None
 
 
 def test_unknown_study_lists_the_known_ones(study_root):

@@ -23,6 +23,7 @@ from .study import (TABLE_METRICS, comparison_table, config_differences, confusi
                     fold_number, fold_summary, reported_numbers, resolve_runs, run_label, scores)
 
 CURVE_METRICS = ("train_loss", "val_loss", "val_auroc", "val_accuracy")
+MULTICLASS_COLUMNS = ("multiclass_accuracy", "macro_auroc")
 BAR_METRICS = ["accuracy", "precision", "recall", "specificity", "f1", "auroc"]
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
@@ -104,11 +105,14 @@ def _metrics_section(runs: list[Run], split: str) -> tuple[str, list[dict]]:
     table = comparison_table(runs, split=split)
     if all(row["n"] is None for row in table):
         return "", table
-    headers = ["run", "positive class", "n", "threshold", *TABLE_METRICS]
-    rows = [[row["label"], row.get("positive_class", "–"), row["n"], row["threshold"],
-             *(_with_interval(row, metric) for metric in TABLE_METRICS)] for row in table]
+    multiclass = [key for key in MULTICLASS_COLUMNS if any(row.get(key) is not None for row in table)]
+    headers = ["run", *multiclass, "positive class", "n", "threshold", *TABLE_METRICS]
+    rows = [[row["label"], *(row.get(key) for key in multiclass), row.get("positive_class", "–"), row["n"],
+             row["threshold"], *(_with_interval(row, metric) for metric in TABLE_METRICS)] for row in table]
     note = (f'<p class="muted">{_text(split)} split, at each run\'s saved threshold; '
-            "95% stratified bootstrap intervals in brackets; fbeta uses beta = 2.</p>")
+            "95% stratified bootstrap intervals in brackets; fbeta uses beta = 2."
+            + (" Multi-class runs: accuracy over all classes (arg-max) and macro one-vs-rest AUROC first, then "
+               "the positive class against the rest." if multiclass else "") + "</p>")
     bars = figures.metric_bars_figure([row for row in table if row["n"] is not None], BAR_METRICS)
     return _section(f"Metrics ({split})", note, _table(headers, rows), _figure(bars, 380)), table
 
@@ -124,7 +128,7 @@ def _reported_section(runs: list[Run], tables: dict[str, list[dict]]) -> str:
         preset = presets.load(run.config["preset"])
         sources[preset["name"]] = preset
         for metric, value in reported.items():
-            ours = [by_id[split].get(run.id, {}).get(metric) for split in tables]
+            ours = [_ours(by_id[split].get(run.id, {}), metric) for split in tables]
             rows.append([run_label(run), metric, value, *ours])
     if not rows:
         return ""
@@ -132,6 +136,15 @@ def _reported_section(runs: list[Run], tables: dict[str, list[dict]]) -> str:
                     for preset in sources.values())
     headers = ["run", "metric", "reported", *(f"ours ({split})" for split in tables)]
     return _section("Reported by the source study", notes, _table(headers, rows))
+
+
+def _ours(row: dict, reported_metric: str) -> float | None:
+    """Our number for a study's reported one: a multi-class study's accuracy is over all classes, and a
+    variant such as ``accuracy_warmup_cosine`` compares with our plain metric (the preset ran that variant)."""
+    metric = reported_metric.split("_")[0] if reported_metric not in row else reported_metric
+    if metric == "accuracy" and row.get("multiclass_accuracy") is not None:
+        return row["multiclass_accuracy"]
+    return row.get(metric)
 
 
 def _folds_section(runs: list[Run]) -> str:
