@@ -174,14 +174,14 @@ def _say(text: str) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from . import distributed, presets, runs, train
+    from . import distributed, presets, train
     from .progress import TqdmProgress
 
     reports = distributed.is_main_process()  # under torchrun only rank 0 talks; the others just train
     reporter = TqdmProgress(enabled=not args.quiet) if reports else (lambda event: None)
     if args.resume:
         root = Path(args.out) if args.out else None
-        if presets.load_plan(args.resume, root) is not None and not runs.is_run_dir(args.resume, root):
+        if presets.names_a_study(args.resume, root):
             paths = presets.resume_study(args.resume, reporter, root=root)
         else:
             paths = [train.resume(args.resume, reporter, root=root)]

@@ -217,7 +217,7 @@ def resume(ref: str, *, threads: int | None = None, root: Path | None = None) ->
     from . import presets
 
     root = runs.runs_root(root).resolve()
-    study = ref if presets.load_plan(ref, root) is not None and not runs.is_run_dir(ref, root) else None
+    study = ref if presets.names_a_study(ref, root) else None
     if study is None and not runs.is_run_dir(ref, root):
         raise ValueError(f"nothing named {ref!r} to continue in {root}")
     command = [sys.executable, "-m", "xraycore", "train", "--resume", ref, "--out", str(root), "--quiet"]

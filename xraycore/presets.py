@@ -113,6 +113,11 @@ def load_plan(study: str, root: Path | None = None) -> list[TrainConfig] | None:
     return [TrainConfig.from_dict(values) for values in json.loads(path.read_text(encoding="utf-8"))["runs"]]
 
 
+def names_a_study(ref: str, root: Path | None = None) -> bool:
+    """Whether ``train --resume REF`` means a study launched here (a run of that name wins)."""
+    return load_plan(ref, root) is not None and not runs.is_run_dir(ref, root)
+
+
 def launch(configs: list[TrainConfig], progress: Callable[[dict], None], run_id: str | None = None) -> list[Path]:
     """Train every planned run in turn (see :func:`_train_in_turn`). A study's plan is written first,
     so ``train --resume STUDY`` can finish it after a stop or a crash."""
