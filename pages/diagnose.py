@@ -11,6 +11,7 @@ from pathlib import Path
 import streamlit as st
 
 from xraycore import catalog, explain
+from xraycore.evaluate import evidence
 from xraycore.predict import Predictor, bytes_source
 
 BATCH_SIZE = 8  # images per forward pass: the progress bar moves at least this often
@@ -31,14 +32,18 @@ def show_model(description: dict) -> None:
         st.markdown(f"**{description['model']}** · `{description['backbone']}`  \n"
                     f"classes: {', '.join(description['classes'])}")
         if description.get("threshold") is not None:
-            st.markdown(f"saved threshold: **{description['threshold']:.3f}**")
-        validation = description.get("validation") or {}
-        counts = description.get("counts") or {}
-        if validation:
-            numbers = ", ".join(f"{title} {_number(validation.get(key))}" for key, title in
-                                (("auroc", "AUROC"), ("recall", "sensitivity"), ("specificity", "specificity")))
-            st.markdown(f"validated on {validation.get('n', counts.get('val', '?'))} images "
-                        f"({description.get('split') or 'held-out split'}): {numbers}")
+            st.markdown(f"operating point **{description.get('operating_point')}**: threshold "
+                        f"**{description['threshold']:.3f}**")
+        rows = evidence(description["path"])
+        if rows:
+            st.markdown("**What its figures rest on** (sensitivity/specificity at the operating point each was "
+                        "measured with):")
+            st.dataframe([{"data": r["data"], "n": r["n"], "AUROC": _number(r["auroc"]),
+                           "sens.": _number(r["sensitivity"]), "spec.": _number(r["specificity"]),
+                           "point": r["operating_point"]} for r in rows], hide_index=True)
+            if not any(r["kind"] == "external" for r in rows):
+                st.warning("Only internal validation is recorded for this model: expect lower figures on new "
+                           "patients. Validate it on your own labelled sample (`python -m xraycore calibrate`).")
         else:
             st.markdown("no validation summary stored with this model")
         if description.get("weights_source"):

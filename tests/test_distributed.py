@@ -180,3 +180,30 @@ def emulate_two_ranks(config: TrainConfig) -> tuple[list[float], dict[str, torch
             optimizer.step()
         losses.append(loss_sum / len(dataset))
     return losses, model.state_dict()
+
+
+def test_two_nodes_with_c10d_rendezvous_train_the_same_run_as_one_node(frozen_ddp, data, tmp_path):
+    """``torchrun --nnodes 2 --nproc-per-node 1`` launched twice (as two cluster nodes would be), meeting
+    through a c10d rendezvous on loopback: the run equals the one-node, two-process run of the same recipe."""
+    _done, one_node_out = frozen_ddp
+    endpoint = f"127.0.0.1:{free_port()}"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+               "--rdzv-backend", "c10d", "--rdzv-endpoint", endpoint, "--rdzv-id", "xray-two-nodes",
+               "-m", "xraycore", "train", "--data", str(data), *cli_options({**SETTINGS, **FROZEN, "sync_batchnorm": True}),
+               "--out", str(tmp_path), "--run-id", "two-nodes", "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "XRAY_OFFLINE": "1"}
+    nodes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+             for _node in range(2)]
+    outputs = [node.communicate(timeout=180) for node in nodes]
+    for node, (_stdout, stderr) in zip(nodes, outputs):
+        assert node.returncode == 0, stderr[-3000:]
+    assert sorted(stdout.strip() for stdout, _ in outputs) == ["", str(tmp_path / "two-nodes")], "one node reports"
+
+    two_nodes, one_node = runs.Run(tmp_path / "two-nodes"), runs.Run(one_node_out / "ddp")
+    assert two_nodes.config["environment"]["world_size"] == 2
+    assert two_nodes.config["data_parallel"]["overlap"] == 0
+    for two_row, one_row in zip(two_nodes.metrics(), one_node.metrics(), strict=True):
+        for key in ("train_loss", "val_loss"):
+            assert two_row[key] == pytest.approx(one_row[key], abs=TOLERANCE), key
+    np.testing.assert_allclose(two_nodes.predictions("val")["logits"], one_node.predictions("val")["logits"],
+                               atol=TOLERANCE)

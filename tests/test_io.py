@@ -5,7 +5,6 @@ import io
 import logging
 import pickle
 import re
-import time
 import warnings
 
 import numpy as np
@@ -40,11 +39,8 @@ def assert_plain_message(message: str) -> None:
 
 # ----------------------------------------------------------------------------- the corpus
 
-def test_corpus_is_quick_to_write(tmp_path):
-    make_corpus(tmp_path / "warm")  # first call pays for imports
-    started = time.perf_counter()
-    cases = make_corpus(tmp_path / "timed")
-    assert time.perf_counter() - started < 2.0
+def test_corpus_writes_every_case(tmp_path):
+    cases = make_corpus(tmp_path / "corpus")
     assert all(case.path.is_file() for case in cases.values())
 
 
@@ -212,11 +208,15 @@ def test_empty_bytes_and_empty_stream():
 # ----------------------------------------------------------------------------- guards
 
 @pytest.mark.parametrize("side", [20000, 30000])
-def test_huge_png_is_refused_quickly_without_decoding(side):
+def test_huge_png_is_refused_without_decoding(side, monkeypatch):
     data = _bomb_png(side)
-    started = time.perf_counter()
+
+    def must_not_decode(self, *args, **kwargs):
+        raise AssertionError("the pixels of an oversized image were decoded")
+
+    monkeypatch.setattr(Image.Image, "load", must_not_decode)
+    monkeypatch.setattr(Image.ImageFile.ImageFile, "load", must_not_decode)
     assert read_error(data).kind == "too_large"
-    assert time.perf_counter() - started < 0.5
 
 
 def test_max_pixels_is_checked_before_decoding(corpus):

@@ -6,16 +6,18 @@ The card's numbers are computed here from the run's own files, never typed in.
 """
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
 from . import metrics, runs
 
-BUNDLED_FILES = ("config.json", "status.json", "metrics.jsonl", "model.safetensors", "operating_point.json",
-                 "ood.safetensors", "summary.json", "val_predictions.csv", "test_predictions.csv", "log.txt")
+# What serving needs; config.json and the prediction files are rewritten without machine paths.
+SERVING_FILES = ("metrics.jsonl", "model.safetensors", "operating_point.json", "operating_points.json",
+                 "ood.safetensors", "summary.json")
 
 
 def validation_figures(run: runs.Run, n_resamples: int = 1000) -> dict[str, Any]:
@@ -100,20 +102,162 @@ def model_card(run: runs.Run, command: str, extra: dict[str, str] | None = None)
         f"calibration error (10 bins) {figures.get('ece_uncalibrated', float('nan')):.4f} before, "
         f"{figures['ece_calibrated']:.4f} after (measured on the same validation split).",
     ]
+    lines += ["", *evidence_section(run.path), "", *operating_points_section(run.path)]
     for title, text in (extra or {}).items():
         lines += ["", f"## {title}", text.strip()]
     return "\n".join(lines) + "\n"
 
 
-def bundle_model(run_ref: str | Path, destination: Path, command: str, extra: dict[str, str] | None = None) -> Path:
-    """Copy a finished run's serving files to ``destination`` and write MODEL_CARD.md there."""
-    run = runs.open_run(Path(run_ref))
-    if run.status().get("state") != "finished":
-        raise ValueError(f"run {run.id} is not finished (state: {run.status().get('state')})")
+def _cell(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value or "–")
+
+
+def evidence_section(model_dir: Path) -> list[str]:
+    """Internal validation and every saved external evaluation, side by side, labelled."""
+    from .evaluate import evidence
+
+    lines = ["## What to expect on new patients: internal validation beside external evaluations",
+             "Internal validation images come from the same collection as the training images; new patients, "
+             "even of the same hospital, score lower. External evaluations were never trained on.", "",
+             "| data | n | prevalence | AUROC | accuracy | sensitivity | specificity | operating point | date |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    rows = evidence(model_dir)
+    for row in rows:
+        lines.append(f"| {row['data']} | {row['n']} | {_cell(row['prevalence'])} | {_cell(row['auroc'])} | "
+                     f"{_cell(row['accuracy'])} | {_cell(row['sensitivity'])} | {_cell(row['specificity'])} | "
+                     f"{row['operating_point']} | {row['date'] or '–'} |")
+    if not any(row["kind"] == "external" for row in rows):
+        lines.append("")
+        lines.append("No external evaluation is recorded: the internal figures above overstate what to expect.")
+    return lines
+
+
+def operating_points_section(model_dir: Path) -> list[str]:
+    from . import operating
+
+    state = operating.load(model_dir)
+    lines = ["## Operating points", f"Active: **{state['active']}**.", "",
+             "| name | threshold | temperature | F-beta | how it was chosen |", "|---|---|---|---|---|"]
+    for name, point in state["points"].items():
+        lines.append(f"| {name} | {_cell(point.get('threshold'))} | {_cell(point.get('temperature'))} | "
+                     f"{_cell(point.get('beta'))} | {point.get('source', '–')} |")
+    return lines
+
+
+MACHINE_KEYS = ("out", "cache_dir", "threads", "device", "num_workers")  # the training machine's, not the model's
+
+
+def _portable_config(config: dict[str, Any]) -> dict[str, Any]:
+    """config.json without the training machine: no host, no absolute paths, no weights-file path."""
+    portable = json.loads(json.dumps(config))
+    portable.get("environment", {}).pop("host", None)
+    train = portable.get("train", {})
+    for key in MACHINE_KEYS:
+        train.pop(key, None)
+    if train.get("data"):
+        train["data"] = Path(train["data"]).name
+    if train.get("pretrained") not in (None, "none", "hub", "wheel", "auto"):
+        train["pretrained"] = f"local file {Path(train['pretrained']).name}"
+    source = str(portable.get("weights_source") or "")
+    if source.startswith("local file "):  # "local file /some/path/x.pth (sha256 ...)" → file name only
+        path, _, rest = source[len("local file "):].partition(" (")
+        portable["weights_source"] = f"local file {Path(path).name} ({rest}"
+    return portable
+
+
+def _copy_portable_predictions(source: runs.Run, destination: runs.Run, split: str) -> None:
+    """<split>_predictions.csv with file names only (no machine paths)."""
+    predictions = source.predictions(split)
+    if predictions is None:
+        return
+    names = source.config.get("class_names")
+    destination.write_predictions(split, [Path(f).name for f in predictions["file"]], predictions["label"],
+                                  predictions["probs"], names, patients=predictions["patient"],
+                                  logits=predictions["logits"])
+
+
+def _bundle_files(run: runs.Run, destination: Path) -> runs.Run:
     destination.mkdir(parents=True, exist_ok=True)
-    for name in BUNDLED_FILES:
+    for name in SERVING_FILES:
         if (run.path / name).exists():
             shutil.copy2(run.path / name, destination / name)
     bundled = runs.Run(destination)
+    bundled.write_json(runs.CONFIG_FILE, _portable_config(run.config))
+    for split in ("val", "test"):
+        _copy_portable_predictions(run, bundled, split)
+    return bundled
+
+
+def bundle_model(run_ref: str | Path, destination: Path, command: str, extra: dict[str, str] | None = None) -> Path:
+    """A finished run's serving files in ``destination``, made portable, with MODEL_CARD.md.
+
+    A bundle is not a run: no status (pid, host), no resume state, no machine paths.
+    """
+    run = runs.open_run(Path(run_ref))
+    if run.status().get("state") != "finished":
+        raise ValueError(f"run {run.id} is not finished (state: {run.status().get('state')})")
+    bundled = _bundle_files(run, destination)
     runs.atomic_write_text(destination / "MODEL_CARD.md", model_card(bundled, command, extra))
+    return destination
+
+
+def bundle_ensemble(member_refs: Sequence[str | Path], destination: Path, command: str,
+                    extra: dict[str, str] | None = None, beta: float = 2.0) -> Path:
+    """An ensemble model directory: each finished run bundled under members/, their calibrated logits averaged.
+
+    The members must share their classes and their validation images (same data, split and seed), so the
+    ensemble's own temperature and F-beta threshold are fitted on the averaged validation logits, exactly as
+    training fits a single network's.
+    """
+    from .predict import ENSEMBLE_FILE, ENSEMBLE_MEMBERS_DIR
+
+    member_runs = [runs.open_run(Path(ref)) for ref in member_refs]
+    if len(member_runs) < 2:
+        raise ValueError("an ensemble needs at least two members")
+    names, files, logits, configs = [], None, [], []
+    for run in member_runs:
+        if run.status().get("state") != "finished":
+            raise ValueError(f"run {run.id} is not finished")
+        predictions = run.predictions("val")
+        if predictions is None or predictions["logits"] is None:
+            raise ValueError(f"run {run.id} has no validation logits")
+        order = np.argsort(predictions["file"])
+        if files is None:
+            files, labels, patients = ([predictions["file"][i] for i in order], predictions["label"][order],
+                                       [predictions["patient"][i] for i in order])
+        elif [predictions["file"][i] for i in order] != files:
+            raise ValueError(f"run {run.id} was validated on other images than {member_runs[0].id}")
+        temperature = float(run.operating_point.get("temperature", 1.0))
+        logits.append(np.asarray(predictions["logits"])[order] / temperature)
+        names.append(runs.sanitize_run_id(run.id))
+        configs.append(run.config)
+    class_names = configs[0]["class_names"]
+    if any(config["class_names"] != class_names for config in configs):
+        raise ValueError("the members of an ensemble must share their classes")
+    destination.mkdir(parents=True, exist_ok=True)
+    for run, name in zip(member_runs, names):
+        bundle_model(run.path, destination / ENSEMBLE_MEMBERS_DIR / name, command)
+    averaged = np.mean(logits, axis=0)
+    positive = class_names.index(configs[0].get("positive_class") or class_names[-1])
+    y_val = (labels == positive).astype(int)
+    temperature = metrics.fit_temperature(averaged, labels)
+    probability = metrics.softmax(averaged, temperature)
+    threshold, _ = metrics.best_fbeta_threshold(y_val, probability[:, positive], beta)
+    ensemble = runs.Run(destination)
+    ensemble.write_json(ENSEMBLE_FILE, {"members": names, "combine": "mean of the members' temperature-scaled logits"})
+    ensemble.write_json(runs.CONFIG_FILE, {
+        "backbone": "ensemble", "members": names, "class_names": class_names,
+        "positive_class": class_names[positive], "split": configs[0].get("split"), "counts": configs[0].get("counts"),
+        "weights_source": "; ".join(f"{name}: {config.get('weights_source')}" for name, config in zip(names, configs)),
+        "image_size": configs[0]["image_size"], "train": {"data": _portable_config(configs[0])["train"].get("data")},
+    })
+    ensemble.write_json(runs.OPERATING_POINT_FILE, {
+        "temperature": temperature, "threshold": threshold, "beta": beta, "positive_class": class_names[positive],
+        "positive_index": positive, "source": f"F{beta:g}-optimal on the validation split (averaged member logits)"})
+    ensemble.write_predictions("val", [Path(f).name for f in files], labels, probability, class_names,
+                               patients=patients, logits=averaged)
+    ensemble.write_json(runs.SUMMARY_FILE, {
+        "temperature": temperature, "split": configs[0].get("split"),
+        "val": metrics.binary_report(y_val, probability[:, positive], threshold, beta)})
+    runs.atomic_write_text(destination / "MODEL_CARD.md", model_card(ensemble, command, extra))
     return destination

@@ -18,9 +18,10 @@ from typing import Iterable, Sequence
 import numpy as np
 from PIL import Image
 
-from . import runs
+from . import operating, runs
 from .data import IMAGE_SUFFIXES
-from .predict import Prediction
+from .evaluate import EVALUATIONS_DIR
+from .predict import ENSEMBLE_FILE, Prediction
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL_DIR_ENV = "XRAY_MODEL_DIR"
@@ -49,8 +50,9 @@ def bundled_model_dir() -> Path:
 
 
 def is_model_dir(path: Path) -> bool:
-    """A directory a Predictor can load: a config and trained weights."""
-    return (path / runs.CONFIG_FILE).is_file() and (path / runs.WEIGHTS_FILE).is_file()
+    """A directory a Predictor can load: a config and trained weights (or an ensemble of such directories)."""
+    weights = (path / runs.WEIGHTS_FILE).is_file() or (path / ENSEMBLE_FILE).is_file()
+    return (path / runs.CONFIG_FILE).is_file() and weights
 
 
 def finished_runs(root: Path | None = None) -> list[runs.Run]:
@@ -85,17 +87,16 @@ def chosen_model_dir(selected: str | None) -> Path | None:
 def model_version(path: Path) -> float:
     """Changes whenever the model's operating point is saved: part of the Predictor cache key, so a
     threshold chosen on the Operating point page is used by Diagnose from then on."""
-    try:
-        return (Path(path) / runs.OPERATING_POINT_FILE).stat().st_mtime
-    except FileNotFoundError:
-        return 0.0
+    files = [Path(path) / name for name in (runs.OPERATING_POINT_FILE, operating.POINTS_FILE)]
+    files += sorted((Path(path) / EVALUATIONS_DIR).glob("*.json"))
+    return sum(file.stat().st_mtime for file in files if file.exists())
 
 
 def results_version(run_dir: Path, split: str = "val") -> float:
     """Changes whenever a run's ``split`` predictions or its operating point are rewritten: the
     cache key for numbers computed from them."""
-    files = (Path(run_dir) / f"{split}_predictions.csv", Path(run_dir) / runs.OPERATING_POINT_FILE)
-    return sum(path.stat().st_mtime for path in files if path.exists())
+    prediction_file = Path(run_dir) / f"{split}_predictions.csv"
+    return (prediction_file.stat().st_mtime if prediction_file.exists() else 0.0) + model_version(run_dir)
 
 
 # --------------------------------------------------------------------------- samples

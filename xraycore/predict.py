@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from . import data as xdata
-from . import explain, metrics, models, runs
+from . import explain, metrics, models, operating, runs
 from .io import XrayImage, XrayReadError, read_xray, to_uint8
 from .ood import OodModel
 
@@ -34,6 +34,8 @@ class Prediction:
     positive_class: str | None = None
     positive_probability: float | None = None
     threshold: float | None = None
+    operating_point: str | None = None  # the name of the operating point that made the call
+    logits: list[float] | None = None  # before the temperature: what site calibration fits on
     out_of_domain: bool | None = None
     ood_score: float | None = None
     warnings: list[str] = field(default_factory=list)
@@ -56,66 +58,58 @@ class Prediction:
         return {
             "file": self.name, "probability": round(probability, 6), "label": self.label,
             "probabilities": {k: round(v, 6) for k, v in self.probabilities.items()},
-            "threshold": self.threshold, "out_of_domain": self.out_of_domain,
+            "threshold": self.threshold, "operating_point": self.operating_point, "out_of_domain": self.out_of_domain,
             "ood_score": None if self.ood_score is None else round(self.ood_score, 3), "warnings": self.warnings,
         }
 
 
-class Predictor:
-    """Loads a model directory once; scores images in batches."""
+ENSEMBLE_FILE = "ensemble.json"  # a model directory whose members are model directories
+ENSEMBLE_MEMBERS_DIR = "members"
 
-    def __init__(self, model_dir: str | Path | runs.Run, device: str | None = None, threshold: float | None = None) -> None:
-        self.run = model_dir if isinstance(model_dir, runs.Run) else runs.open_run(Path(model_dir))
-        config = self.run.config
+
+class Network:
+    """One trained network of a model directory, with the preprocessing its training used.
+
+    Same path as training, run forwards: grey uint8 at the run's load size (re-encoded like the training
+    JPEGs when resized here) → intensity normalisation → network input → logits, pre-logit features and
+    optionally CAMs from one forward pass; the out-of-domain distance of the features when the run has a
+    detector. ``temperature`` divides this network's logits before an ensemble averages them (1 when the
+    network is the whole model: the operating point's temperature applies then).
+    """
+
+    def __init__(self, run: runs.Run, device: torch.device, temperature: float = 1.0) -> None:
+        self.run = run
+        config = run.config
         self.class_names: list[str] = list(config["class_names"])
         self.spec = models.get_spec(config["backbone"])
         self.image_size = int(config["image_size"])
         self.load_size = int(config.get("load_size") or self.image_size)
         self.mean, self.std = tuple(config["mean"]), tuple(config["std"])
         self.input_jpeg_quality: int | None = config.get("input_jpeg_quality")  # see data.stored_jpeg_quality
-        self.device = models.pick_device(device)
+        self.intensity: str = config.get("intensity", "none")
+        self.temperature = temperature
+        self.device = device
         head = models.HeadSpec(**config.get("head", {}))
         self.model, _ = models.build_model(config["backbone"], len(self.class_names), pretrained="none", head=head)
-        self.model.load_state_dict(runs.load_weights(self.run.path / runs.WEIGHTS_FILE))
-        self.model.to(self.device).eval()
-        operating = self.run.operating_point
-        self.temperature = float(operating.get("temperature", 1.0))
-        self.positive_index: int | None = operating.get("positive_index")
-        if self.positive_index is None and len(self.class_names) == 2:
-            positive = config.get("positive_class")
-            self.positive_index = self.class_names.index(positive) if positive in self.class_names else 1
-        self.threshold = threshold if threshold is not None else operating.get("threshold", 0.5 if self.positive_index is not None else None)
-        ood_path = self.run.path / runs.OOD_FILE
+        self.model.load_state_dict(runs.load_weights(run.path / runs.WEIGHTS_FILE))
+        self.model.to(device).eval()
+        ood_path = run.path / runs.OOD_FILE
         self.ood = OodModel.from_arrays(runs.load_arrays(ood_path)) if ood_path.exists() else None
 
-    # -------------------------------------------------------------- description
-    @property
-    def positive_class(self) -> str | None:
-        return None if self.positive_index is None else self.class_names[self.positive_index]
-
-    def describe(self) -> dict[str, Any]:
-        """Which model answers and what it was validated on (always shown to the user)."""
-        config, summary = self.run.config, self.run.read_json(runs.SUMMARY_FILE, {}) or {}
-        return {
-            "model": self.run.id, "path": str(self.run.path), "backbone": config["backbone"],
-            "classes": self.class_names, "threshold": self.threshold, "temperature": self.temperature,
-            "weights_source": config.get("weights_source"), "split": config.get("split"),
-            "counts": config.get("counts"), "validation": summary.get("val"), "data": config.get("train", {}).get("data"),
-        }
-
-    # -------------------------------------------------------------- tensors
     def to_tensor(self, image: XrayImage) -> torch.Tensor:
         """Grey float image → normalised 3-channel network input, exactly as validation images in training."""
         grey = to_uint8(image.pixels)
         if grey.shape != (self.load_size, self.load_size):  # resized here: give it the training images' encoding
             grey = xdata.match_stored_encoding(xdata.resize_uint8(grey, self.load_size), self.input_jpeg_quality)
+        grey = xdata.normalise_intensity(grey, self.intensity)
         return xdata.to_network_input(grey, self.image_size, self.mean, self.std)
 
-    def _forward(self, batch: torch.Tensor, tta: bool, cam: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """Logits, pre-logit features and (optionally) CAMs from ONE forward pass over the batch.
+    def forward(self, batch: torch.Tensor, tta: bool, cam: str | None, class_index: int | None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Logits / temperature, pre-logit features and (optionally) CAMs from ONE forward pass over the batch.
 
-        The classifier's input is captured with a hook, so the out-of-domain score and the
-        Grad-CAM reuse the forward that produced the probabilities.
+        The classifier's input is captured with a hook, so the out-of-domain score and the Grad-CAM reuse
+        the forward that produced the probabilities.
         """
         batch = batch.to(self.device)
         captured: list[torch.Tensor] = []
@@ -123,7 +117,7 @@ class Predictor:
         try:
             if cam:
                 layer = models.cam_target_layer(self.model, self.spec)
-                heatmaps, logits = explain.compute_cam(self.model, batch, layer, self.positive_index,
+                heatmaps, logits = explain.compute_cam(self.model, batch, layer, class_index,
                                                        method=cam, return_outputs=True)
             else:
                 heatmaps = None
@@ -135,7 +129,115 @@ class Predictor:
         if tta:
             with torch.no_grad():
                 logits = (logits + self.model(torch.flip(batch, dims=[3]))) / 2
-        return logits.float().cpu().numpy(), feats.float().cpu().numpy(), heatmaps
+        return logits.float().cpu().numpy() / self.temperature, feats.float().cpu().numpy(), heatmaps
+
+    def ood_ratio(self, feats: np.ndarray) -> np.ndarray | None:
+        """Out-of-domain distance over this network's own flag threshold (> 1: flagged), or None."""
+        return None if self.ood is None else self.ood.score(feats) / self.ood.threshold
+
+
+def load_networks(run: runs.Run, device: torch.device) -> list[Network]:
+    """The networks of a model directory: itself, or the members an ensemble.json lists (each divided by its
+    own internal temperature, so the ensemble averages calibrated logits)."""
+    spec = run.read_json(ENSEMBLE_FILE, None)
+    if spec is None:
+        return [Network(run, device)]
+    members = []
+    for name in spec["members"]:  # plain names of folders under members/, never paths
+        member = runs.open_run(run.path / ENSEMBLE_MEMBERS_DIR / runs._plain_name(name, "ensemble member"))
+        members.append(Network(member, device, float(member.operating_point.get("temperature", 1.0))))
+    if len({tuple(m.class_names) for m in members}) != 1:
+        raise ValueError("the members of an ensemble must share their classes")
+    return members
+
+
+class Predictor:
+    """Loads a model directory (one network or an ensemble) once; scores images in batches.
+
+    An ensemble averages its members' calibrated logits, their CAMs (at the first member's resolution) and
+    their out-of-domain distance ratios; the model directory's operating point then applies as for one network.
+    """
+
+    def __init__(self, model_dir: str | Path | runs.Run, device: str | None = None, threshold: float | None = None,
+                 operating_point: str | None = None) -> None:
+        self.run = model_dir if isinstance(model_dir, runs.Run) else runs.open_run(Path(model_dir))
+        self.device = models.pick_device(device)
+        self.networks = load_networks(self.run, self.device)
+        config = self.run.config
+        self.class_names: list[str] = list(config.get("class_names") or self.networks[0].class_names)
+        operating = operating_point_of(self.run, operating_point)
+        self.operating_point = operating["name"] if threshold is None else f"{operating['name']}, threshold overridden"
+        self.temperature = float(operating.get("temperature", 1.0))
+        self.positive_index: int | None = operating.get("positive_index")
+        if self.positive_index is None and len(self.class_names) == 2:
+            positive = config.get("positive_class")
+            self.positive_index = self.class_names.index(positive) if positive in self.class_names else 1
+        self.threshold = threshold if threshold is not None else operating.get("threshold", 0.5 if self.positive_index is not None else None)
+
+    # -------------------------------------------------------------- the first network (one-network models)
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.networks[0].model
+
+    @property
+    def spec(self) -> models.BackboneSpec:
+        return self.networks[0].spec
+
+    @property
+    def image_size(self) -> int:
+        return self.networks[0].image_size
+
+    @property
+    def mean(self) -> tuple[float, ...]:
+        return self.networks[0].mean
+
+    @property
+    def std(self) -> tuple[float, ...]:
+        return self.networks[0].std
+
+    @property
+    def ood(self) -> OodModel | None:
+        return self.networks[0].ood if len(self.networks) == 1 else None
+
+    def to_tensor(self, image: XrayImage) -> torch.Tensor:
+        return self.networks[0].to_tensor(image)
+
+    @property
+    def has_ood(self) -> bool:
+        return all(network.ood is not None for network in self.networks)
+
+    # -------------------------------------------------------------- description
+    @property
+    def positive_class(self) -> str | None:
+        return None if self.positive_index is None else self.class_names[self.positive_index]
+
+    def describe(self) -> dict[str, Any]:
+        """Which model answers and what it was validated on (always shown to the user)."""
+        config, summary = self.run.config, self.run.read_json(runs.SUMMARY_FILE, {}) or {}
+        backbones = [network.spec.name for network in self.networks]
+        return {
+            "model": self.run.id, "path": str(self.run.path), "backbone": " + ".join(backbones),
+            "members": len(self.networks),
+            "classes": self.class_names, "threshold": self.threshold, "temperature": self.temperature,
+            "operating_point": self.operating_point,
+            "weights_source": config.get("weights_source"), "split": config.get("split"),
+            "counts": config.get("counts"), "validation": summary.get("val"), "data": config.get("train", {}).get("data"),
+        }
+
+    # -------------------------------------------------------------- tensors
+    def _forward(self, images: Sequence[XrayImage], tta: bool, cam: str | None
+                 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """Averaged logits, out-of-domain ratios and CAMs of every network over one batch of images."""
+        logits, ratios, heatmaps = [], [], []
+        for network in self.networks:
+            batch = torch.stack([network.to_tensor(image) for image in images])
+            member_logits, feats, member_heatmaps = network.forward(batch, tta, cam, self.positive_index)
+            logits.append(member_logits)
+            ratios.append(network.ood_ratio(feats))
+            if member_heatmaps is not None:
+                heatmaps.append(_resize_heatmaps(member_heatmaps, heatmaps[0].shape[-2:] if heatmaps else None))
+        ratio = None if any(r is None for r in ratios) else np.mean(ratios, axis=0)
+        return np.mean(logits, axis=0), ratio, np.mean(heatmaps, axis=0) if heatmaps else None
 
     # -------------------------------------------------------------- public
     def predict_images(self, images: Sequence[XrayImage], names: Sequence[str] | None = None, *,
@@ -144,13 +246,14 @@ class Predictor:
         out: list[Prediction] = []
         for start in range(0, len(images), batch_size):
             chunk = images[start:start + batch_size]
-            batch = torch.stack([self.to_tensor(image) for image in chunk])
-            logits, feats, heatmaps = self._forward(batch, tta, cam)
+            logits, ood_ratios, heatmaps = self._forward(chunk, tta, cam)
             probs = metrics.softmax(logits, self.temperature)
-            ood_scores = self.ood.score(feats) if self.ood is not None else [None] * len(chunk)
+            ood_scores = ood_ratios if ood_ratios is not None else [None] * len(chunk)
             heatmaps = heatmaps if heatmaps is not None else [None] * len(chunk)
-            for image, name, p, score, heat in zip(chunk, names[start:], probs, ood_scores, heatmaps):
-                out.append(self._prediction(image, name, p, score, heat))
+            for image, name, p, raw, score, heat in zip(chunk, names[start:], probs, logits, ood_scores, heatmaps):
+                prediction = self._prediction(image, name, p, score, heat)
+                prediction.logits = [float(value) for value in raw]
+                out.append(prediction)
         return out
 
     def predict_sources(self, sources: Iterable[tuple[str, Source]], **options: Any) -> Iterator[Prediction]:
@@ -188,17 +291,36 @@ class Predictor:
             label = self.positive_class if is_positive else negative
         else:
             positive_probability, label = None, self.class_names[int(np.argmax(probs))]
-        out_of_domain = None if ood_score is None else bool(ood_score > self.ood.threshold)
+        out_of_domain = None if ood_score is None else bool(ood_score > 1.0)
         if out_of_domain:
             warnings.append("unlike the images this model was trained on (out of domain): treat the answer with caution")
         return Prediction(
             name=name, probabilities=probabilities, label=label, positive_class=self.positive_class,
-            positive_probability=positive_probability, threshold=self.threshold,
+            positive_probability=positive_probability, threshold=self.threshold, operating_point=self.operating_point,
             out_of_domain=out_of_domain, ood_score=None if ood_score is None else float(ood_score),
             warnings=warnings, metadata=image.metadata, image=image.pixels,
             heatmap=heatmap,
             overlay=None if heatmap is None else explain.overlay(xdata.fit_within(image.pixels, OVERLAY_MAX_SIDE), heatmap),
         )
+
+
+def _resize_heatmaps(heatmaps: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
+    """(N, h, w) heat maps at ``size`` (bilinear), unchanged when ``size`` is None or already theirs."""
+    if size is None or tuple(heatmaps.shape[-2:]) == tuple(size):
+        return heatmaps
+    resized = torch.nn.functional.interpolate(torch.from_numpy(heatmaps)[:, None], size=tuple(size), mode="bilinear",
+                                              align_corners=False)
+    return resized[:, 0].numpy()
+
+
+def operating_point_of(run: runs.Run, name: str | None = None) -> dict[str, Any]:
+    """The named (default: active) operating point of a model directory; a run without one gets 'internal'."""
+    try:
+        return operating.get(run.path, name)
+    except ValueError:
+        if name is not None:
+            raise
+        return {**run.operating_point, "name": operating.INTERNAL}
 
 
 def bytes_source(data: bytes) -> BinaryIO:

@@ -87,7 +87,7 @@ def prepare_data(config: TrainConfig, progress: Progress = _silent) -> Splits:
     cache_dir = Path(config.cache_dir) if config.cache_dir else None
     size = config.load_size or config.image_size
     cache = xdata.ImageCache(
-        everything, size, cache_dir=cache_dir,
+        everything, size, cache_dir=cache_dir, intensity=config.intensity,
         progress=lambda done, total: progress({"kind": "cache", "done": done, "total": total}),
     )
     train_idx = cache.indices_of(train)
@@ -361,7 +361,7 @@ def _open_or_create_run(session: _Session, weights_source: str, run_id: str | No
                 "load_size": config.load_size or config.image_size,
                 "input_jpeg_quality": xdata.stored_jpeg_quality([splits.cache.samples[i].path for i in splits.train],
                                                                 config.load_size or config.image_size),
-                "mean": list(mean), "std": list(std),
+                "mean": list(mean), "std": list(std), "intensity": config.intensity,
                 "head": {"hidden": config.head_hidden, "dropout": config.dropout, "batchnorm": config.head_batchnorm},
                 "weights_source": weights_source, "split": splits.description,
                 "counts": {name: len(idx) for name, idx in

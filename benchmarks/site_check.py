@@ -1,0 +1,101 @@
+"""The external check of a recipe: how a model does on a site's own labelled sample it never saw.
+
+For each model directory: internal-validation AUROC (from its summary), AUROC on the site sample, the
+call at the model's own (internal) operating point, and what site calibration would give on images it was
+not fitted on: temperature and F-beta threshold fitted on one half of the site sample (patient-grouped,
+stratified) and applied to the other half, both ways round, the calls pooled. With --ood, the
+out-of-domain flag rates on internal validation, the site sample and covid_qu (adult films, other hospitals).
+
+Usage: python benchmarks/site_check.py MODEL [MODEL ...] [--site DIR] [--tta] [--ood] [--markdown]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from sklearn.model_selection import StratifiedGroupKFold
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import DATA  # noqa: E402
+from xraycore import data as xdata  # noqa: E402
+from xraycore import metrics, operating, runs  # noqa: E402
+from xraycore.evaluate import score_folder  # noqa: E402
+from xraycore.predict import Predictor  # noqa: E402
+
+
+def cross_fitted_calls(y: np.ndarray, logits: np.ndarray, groups: list[str], positive: int, beta: float,
+                       seed: int = 0) -> np.ndarray:
+    """Each image's call by an operating point fitted on the other half of the sample."""
+    calls = np.zeros_like(y)
+    folds = StratifiedGroupKFold(n_splits=2, shuffle=True, random_state=seed).split(logits, y, groups)
+    for fit, held in folds:
+        point = operating.fit_site_point(y[fit], logits[fit], positive, beta)
+        probability = metrics.softmax(logits[held], point["temperature"])[:, positive]
+        calls[held] = probability >= point["threshold"]
+    return calls
+
+
+def rates(y: np.ndarray, calls: np.ndarray) -> dict[str, float]:
+    tp, tn = int(((calls == 1) & (y == 1)).sum()), int(((calls == 0) & (y == 0)).sum())
+    return {"accuracy": (tp + tn) / y.size, "sensitivity": tp / max(1, int(y.sum())),
+            "specificity": tn / max(1, int((1 - y).sum()))}
+
+
+def flag_rate(predictor: Predictor, files: list[Path]) -> float | None:
+    flags = [p.out_of_domain for p in predictor.predict_files(files, batch_size=32) if p.ok]
+    return round(float(np.mean(flags)), 4) if flags and flags[0] is not None else None
+
+
+def check(model: str, site: Path, beta: float, tta: bool, ood: bool, covid_n: int) -> dict:
+    predictor = Predictor(model, device="cpu", operating_point=operating.INTERNAL)
+    positive = predictor.positive_index
+    scored = score_folder(predictor, site, predictor.positive_class, tta=tta)
+    y = scored.binary_truth(predictor.positive_class)
+    score = metrics.softmax(scored.logits, predictor.temperature)[:, positive]
+    groups = [xdata.patient_id(Path(f).name) for f in scored.files]
+    internal = (runs.Run(Path(model)).read_json(runs.SUMMARY_FILE, {}) or {}).get("val", {})
+    result = {
+        "model": model, "tta": tta, "internal_auroc": internal.get("auroc"), "site_n": int(y.size),
+        "site_auroc": metrics.roc_auc(y, score),
+        "at_internal_point": rates(y, (score >= predictor.threshold).astype(int)),
+        "site_calibrated_cross_fitted": rates(y, cross_fitted_calls(y, scored.logits, groups, positive, beta)),
+    }
+    if ood:
+        val = runs.Run(Path(model)).predictions("val")
+        train_files = {p.name: p for p in (DATA / "chest_xray" / "train").rglob("*.jpeg")}
+        val_files = [train_files[Path(f).name] for f in (val["file"] if val else []) if Path(f).name in train_files]
+        covid = [p for name in ("COVID", "Normal") for p in sorted((DATA / "covid_qu" / name).iterdir())[:covid_n]]
+        result["ood_flagged"] = {"internal_validation": flag_rate(predictor, val_files),
+                                 "site": flag_rate(predictor, [Path(f) for f in scored.files]),
+                                 "covid_qu": flag_rate(predictor, covid),
+                                 "kermany_fullres": flag_rate(predictor, sorted((DATA / "chest_xray_fullres").rglob("*.jp*g")))}
+    return result
+
+
+def markdown_row(result: dict) -> str:
+    at, cal = result["at_internal_point"], result["site_calibrated_cross_fitted"]
+    return (f"| {Path(result['model']).name}{' + flip TTA' if result['tta'] else ''} | {result['internal_auroc']:.3f} | "
+            f"{result['site_auroc']:.3f} | {at['accuracy']:.3f} ({at['sensitivity']:.3f}/{at['specificity']:.3f}) | "
+            f"{cal['accuracy']:.3f} ({cal['sensitivity']:.3f}/{cal['specificity']:.3f}) |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("models", nargs="+")
+    parser.add_argument("--site", default=str(DATA / "kermany_site"))
+    parser.add_argument("--beta", type=float, default=2.0)
+    parser.add_argument("--tta", action="store_true")
+    parser.add_argument("--ood", action="store_true")
+    parser.add_argument("--covid-n", type=int, default=250, help="covid_qu images per class for the OOD rate")
+    parser.add_argument("--markdown", action="store_true", help="one table row per model")
+    args = parser.parse_args()
+    for model in args.models:
+        result = check(model, Path(args.site), args.beta, args.tta, args.ood, args.covid_n)
+        print(markdown_row(result) if args.markdown else json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()

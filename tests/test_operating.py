@@ -1,0 +1,114 @@
+"""Named operating points, site calibration and external evaluation records."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from xraycore import evaluate, metrics, operating, runs
+from xraycore.predict import Predictor
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def model_dir(tiny_run, tmp_path) -> Path:
+    """A private copy of the tiny trained run (tests change its operating points)."""
+    return Path(shutil.copytree(tiny_run, tmp_path / "model"))
+
+
+def test_a_run_without_named_points_answers_with_its_internal_point(model_dir):
+    internal = json.loads((model_dir / runs.OPERATING_POINT_FILE).read_text())
+    point = operating.get(model_dir)
+    assert point["name"] == operating.INTERNAL and point["threshold"] == internal["threshold"]
+    assert Predictor(model_dir).operating_point == operating.INTERNAL
+
+
+def test_saving_a_point_keeps_the_shipped_one_and_records_history(model_dir):
+    shipped = (model_dir / runs.OPERATING_POINT_FILE).read_text()
+    operating.save(model_dir, "ward 3", {"threshold": 0.3, "temperature": 1.5, "beta": 1.0}, user="dr-a")
+    assert (model_dir / runs.OPERATING_POINT_FILE).read_text() == shipped, "the shipped value is never rewritten"
+    state = operating.load(model_dir)
+    assert state["active"] == "ward 3" and set(state["points"]) == {"internal", "ward 3"}
+    [entry] = state["history"]
+    assert entry["user"] == "dr-a" and entry["old"] is None and entry["new"]["threshold"] == 0.3
+    predictor = Predictor(model_dir)
+    assert predictor.threshold == 0.3 and predictor.temperature == 1.5 and predictor.operating_point == "ward 3"
+
+    operating.reset(model_dir)
+    assert Predictor(model_dir).operating_point == "internal"
+    assert Predictor(model_dir, operating_point="ward 3").threshold == 0.3, "a stored point can still be asked for"
+
+
+@pytest.mark.parametrize("name", ["internal", "", "../escape", "x" * 100])
+def test_bad_or_reserved_names_are_refused(model_dir, name):
+    with pytest.raises(ValueError):
+        operating.save(model_dir, name, {"threshold": 0.5})
+    assert not (model_dir / operating.POINTS_FILE).exists()
+
+
+def test_threshold_outside_zero_one_is_refused(model_dir):
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        operating.save(model_dir, "bad", {"threshold": 1.5})
+
+
+def test_fit_site_point_recovers_a_known_temperature_and_threshold():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 4000)
+    true_logit = np.where(y == 1, 1.0, -1.0) + rng.normal(0, 1.0, y.size)
+    overconfident = np.stack([np.zeros_like(true_logit), 3.0 * true_logit], axis=1)  # 3x too sharp
+    point = operating.fit_site_point(y, overconfident, positive_index=1, beta=2.0)
+    assert point["temperature"] == pytest.approx(3.0 * 0.5, rel=0.15)  # logit of a N(±1, 1) mix is 2x; 3x / 2
+    probability = metrics.softmax(overconfident, point["temperature"])[:, 1]
+    assert point["threshold"] == pytest.approx(metrics.best_fbeta_threshold(y, probability, 2.0)[0])
+
+
+def test_sample_warning_only_for_small_samples():
+    assert operating.sample_warning(120, 80) is None
+    assert "Only 12 images" in operating.sample_warning(12, 80)
+
+
+def test_calibrate_on_a_site_folder_stores_an_active_point(model_dir, tiny_dataset):
+    point = evaluate.calibrate_folder(model_dir, tiny_dataset / "test", "site-a", beta=2.0)
+    assert operating.active_name(model_dir) == "site-a"
+    assert point["n"] == 32 and point["n_positive"] == 16 and point["kind"] == "site calibration"
+    assert point["warning"] and "Only 16 images" in point["warning"]
+    assert len(point["data_fingerprint"]) == 64
+    result = evaluate.evaluate_folder(model_dir, tiny_dataset / "test")
+    assert result["operating_point"] == "site-a" and result["threshold"] == pytest.approx(point["threshold"])
+    assert result["recall"] == pytest.approx(point["site_report"]["recall"])
+    internal = evaluate.evaluate_folder(model_dir, tiny_dataset / "test", operating_point="internal")
+    assert internal["operating_point"] == "internal"
+
+
+def test_evaluation_record_is_saved_and_listed(model_dir, tiny_dataset):
+    result = evaluate.evaluate_folder(model_dir, tiny_dataset / "test", with_ci=True)
+    path = evaluate.save_evaluation(model_dir, "site-check", tiny_dataset / "test", result, note="external")
+    [record] = evaluate.list_evaluations(model_dir)
+    assert path.parent.name == evaluate.EVALUATIONS_DIR
+    assert record["n"] == 32 and record["prevalence"] == 0.5 and record["ci95"]["accuracy"]
+    assert record["data_fingerprint"] == result["data_fingerprint"] and record["date"]
+    assert str(tiny_dataset) not in json.dumps(record), "no machine paths in the record"
+
+
+def test_calibrate_and_evaluate_from_the_command_line(model_dir, tiny_dataset):
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "xraycore", *args], cwd=REPO, capture_output=True, text=True,
+                              timeout=300)
+
+    done = cli("calibrate", "--model", str(model_dir), "--data", str(tiny_dataset / "test"), "--name", "site-b",
+               "--no-activate", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["name"] == "site-b" and operating.active_name(model_dir) == "internal"
+    done = cli("evaluate", "--model", str(model_dir), "--data", str(tiny_dataset / "test"),
+               "--operating-point", "site-b", "--save", "b-check", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["operating_point"] == "site-b"
+    assert (model_dir / "evaluations" / "b-check.json").is_file()
+    listing = cli("operating-point", "--model", str(model_dir), "--activate", "site-b")
+    assert listing.returncode == 0 and "* site-b" in listing.stdout

@@ -1,0 +1,159 @@
+"""Named operating points of a model directory: which temperature and threshold make the call.
+
+A model ships with the ``internal`` point its training chose on the validation split. A hospital
+validates locally before go-live: ``calibrate`` fits temperature and threshold on its own labelled
+sample and stores them as a named point beside the internal one; the Operating point page can save
+a hand-picked one. Exactly one point is active: Diagnose, ``predict`` and ``evaluate`` use it unless
+told otherwise, and say which one answered.
+
+Storage: ``operating_points.json`` in the model directory ({"active", "points", "history"}), written
+atomically. Without that file the model's ``operating_point.json`` is the internal point, so every
+older run keeps working. ``operating_point.json`` itself is never rewritten here: it stays the
+value the model was shipped with, which is what "reset to the shipped value" goes back to.
+"""
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from . import metrics, runs
+
+POINTS_FILE = "operating_points.json"
+INTERNAL = "internal"
+MIN_SAMPLE_PER_CLASS = 50  # below this a site calibration's threshold and its CI are too loose to trust
+NAME_MAX_LENGTH = 64
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _check_name(name: str) -> str:
+    name = str(name).strip()
+    if not name or len(name) > NAME_MAX_LENGTH or not all(c.isalnum() or c in "-_. " for c in name):
+        raise ValueError(f"An operating point name is 1-{NAME_MAX_LENGTH} letters, digits, spaces, '-', '_' or '.'.")
+    return name
+
+
+def load(model_dir: str | Path) -> dict[str, Any]:
+    """{"active": name, "points": {name: point}, "history": [...]} of a model directory."""
+    run = runs.Run(Path(model_dir))
+    stored = run.read_json(POINTS_FILE, None)
+    internal = {**run.read_json(runs.OPERATING_POINT_FILE, {}), "kind": "internal"}
+    if not isinstance(stored, dict):
+        return {"active": INTERNAL, "points": {INTERNAL: internal}, "history": []}
+    points = dict(stored.get("points", {}))
+    points[INTERNAL] = internal  # always the shipped value, never an edited copy
+    active = stored.get("active") if stored.get("active") in points else INTERNAL
+    return {"active": active, "points": points, "history": list(stored.get("history", []))}
+
+
+def names(model_dir: str | Path) -> list[str]:
+    """Operating point names, the internal one first."""
+    return list(load(model_dir)["points"])
+
+
+def active_name(model_dir: str | Path) -> str:
+    return load(model_dir)["active"]
+
+
+def get(model_dir: str | Path, name: str | None = None) -> dict[str, Any]:
+    """The named (default: active) point, with its name under "name"."""
+    state = load(model_dir)
+    chosen = state["active"] if name is None else name
+    if chosen not in state["points"]:
+        raise ValueError(f"This model has no operating point named {chosen!r}; it has: {', '.join(state['points'])}.")
+    return {**state["points"][chosen], "name": chosen}
+
+
+def _write(model_dir: Path, state: dict[str, Any]) -> None:
+    points = {k: v for k, v in state["points"].items() if k != INTERNAL}
+    runs.atomic_write_json(model_dir / POINTS_FILE, {"active": state["active"], "points": points,
+                                                    "history": state["history"]})
+
+
+def _history_entry(action: str, name: str, old: dict | None, new: dict | None, user: str) -> dict[str, Any]:
+    keep = ("threshold", "temperature", "beta")
+    return {"time": _now(), "user": user, "action": action, "name": name,
+            "old": {k: old.get(k) for k in keep} if old else None,
+            "new": {k: new.get(k) for k in keep} if new else None}
+
+
+def save(model_dir: str | Path, name: str, point: dict[str, Any], *, activate: bool = True,
+         user: str = "local") -> dict[str, Any]:
+    """Store ``point`` under ``name`` (never over the internal one) and optionally make it active."""
+    name = _check_name(name)
+    if name == INTERNAL:
+        raise ValueError("The internal operating point is the shipped value and cannot be overwritten; "
+                         "save under another name.")
+    model_dir = Path(model_dir)
+    state = load(model_dir)
+    for key in ("threshold", "temperature"):
+        if key in point and not (np.isfinite(point[key]) and (point[key] > 0 or key == "threshold")):
+            raise ValueError(f"{key} must be a finite positive number")
+    if "threshold" in point and not 0.0 <= float(point["threshold"]) <= 1.0:
+        raise ValueError("threshold must be between 0 and 1")
+    internal = state["points"][INTERNAL]
+    stored = {**{k: internal[k] for k in ("positive_class", "positive_index") if k in internal}, **point,
+              "saved": _now(), "saved_by": user}
+    state["history"].append(_history_entry("save", name, state["points"].get(name), stored, user))
+    state["points"][name] = stored
+    if activate:
+        state["active"] = name
+    _write(model_dir, state)
+    return {**stored, "name": name}
+
+
+def activate(model_dir: str | Path, name: str, *, user: str = "local") -> None:
+    """Make ``name`` the point every reader's call uses."""
+    model_dir = Path(model_dir)
+    state = load(model_dir)
+    if name not in state["points"]:
+        raise ValueError(f"This model has no operating point named {name!r}.")
+    state["history"].append(_history_entry("activate", name, state["points"].get(state["active"]),
+                                           state["points"][name], user))
+    state["active"] = name
+    _write(model_dir, state)
+
+
+def reset(model_dir: str | Path, *, user: str = "local") -> None:
+    """Back to the shipped (internal) operating point; saved points are kept."""
+    activate(model_dir, INTERNAL, user=user)
+
+
+# ------------------------------------------------------------------------------ site calibration
+
+
+def data_fingerprint(paths: Sequence[str | Path]) -> str:
+    """sha256 over the sorted content hashes of the files: the same images give the same fingerprint,
+    wherever they lie and whatever they are called."""
+    digests = sorted(hashlib.sha256(Path(path).read_bytes()).hexdigest() for path in paths)
+    return hashlib.sha256("\n".join(digests).encode()).hexdigest()
+
+
+def fit_site_point(y_true: np.ndarray, logits: np.ndarray, positive_index: int, beta: float = 2.0) -> dict[str, Any]:
+    """Temperature (NLL on the site's logits) and the F-beta-optimal threshold on the recalibrated
+    probabilities. Pure: arrays in, point out."""
+    y_true = np.asarray(y_true, dtype=int)
+    logits = np.asarray(logits, dtype=np.float64)
+    labels = np.where(y_true == 1, positive_index, 1 - positive_index) if logits.shape[1] == 2 else None
+    if labels is None:
+        raise ValueError("site calibration needs a two-class model")
+    temperature = metrics.fit_temperature(logits, labels)
+    probability = metrics.softmax(logits, temperature)[:, positive_index]
+    threshold, _ = metrics.best_fbeta_threshold(y_true, probability, beta)
+    return {"temperature": temperature, "threshold": threshold, "beta": beta}
+
+
+def sample_warning(n_positive: int, n_negative: int) -> str | None:
+    """A plain sentence when the sample is too small for the threshold it implies, else None."""
+    smallest = min(n_positive, n_negative)
+    if smallest >= MIN_SAMPLE_PER_CLASS:
+        return None
+    return (f"Only {smallest} images of the smaller class: the threshold and the sensitivity/specificity it "
+            f"implies are uncertain (95% intervals several points wide). Use at least {MIN_SAMPLE_PER_CLASS} "
+            "images of each class.")
