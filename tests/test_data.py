@@ -470,3 +470,20 @@ def test_training_input_picks_the_batched_path_only_when_every_option_allows_it(
     slow, identity = data.training_input(cache, [0, 1], [{"name": "center_crop", "size": 32}], 40)
     image = slow[0][0]
     assert not slow.raw and image.shape == (3, 40, 40) and identity(image) is image
+
+
+def test_gamma_and_blur_sharpen_do_what_their_names_say() -> None:
+    """On a step edge: gamma moves mid-grey both ways (darker and brighter films), blur_sharpen lowers
+    and raises the edge's contrast, and neither moves the edge."""
+    torch.manual_seed(0)
+    step = torch.full((64, 1, 32, 32), 0.25)
+    step[..., 16:] = 0.75
+    gamma = data.INTENSITY_BATCH_OPS["gamma"](gamma=2.0)(step.clone())
+    means = gamma.mean(dim=(1, 2, 3))
+    assert (means < step.mean() - 0.02).any() and (means > step.mean() + 0.02).any()
+    assert torch.all(gamma[..., :16].mean(dim=(1, 2, 3)) < gamma[..., 16:].mean(dim=(1, 2, 3))), "order of greys kept"
+
+    edge = data.INTENSITY_BATCH_OPS["blur_sharpen"](amount=1.0, sigma=1.0)(step.clone())
+    jump = (edge[..., 16] - edge[..., 15]).mean(dim=(1, 2))  # contrast across the edge
+    assert (jump < 0.45).any() and (jump > 0.55).any()
+    assert torch.allclose(edge[..., :4], step[..., :4]) and torch.allclose(edge[..., -4:], step[..., -4:])

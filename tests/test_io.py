@@ -215,7 +215,7 @@ def test_huge_png_is_refused_without_decoding(side, monkeypatch):
         raise AssertionError("the pixels of an oversized image were decoded")
 
     monkeypatch.setattr(Image.Image, "load", must_not_decode)
-    monkeypatch.setattr(Image.ImageFile.ImageFile, "load", must_not_decode)
+    monkeypatch.setattr(ImageFile.ImageFile, "load", must_not_decode)
     assert read_error(data).kind == "too_large"
 
 

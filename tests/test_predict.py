@@ -124,7 +124,7 @@ def test_training_records_the_encoding_and_prediction_reencodes_only_resized_inp
     run = runs.open_run(tiny_run)
     assert run.config["input_jpeg_quality"] == 95  # tests.synthetic saves its 48 px JPEGs at quality 95
     predictor = Predictor(tiny_run)
-    predictor.input_jpeg_quality = 40  # strong enough to see
+    predictor.networks[0].input_jpeg_quality = 40  # strong enough to see
     rng = np.random.default_rng(5)
     large = read_xray(_png_bytes(xray_like(rng, 96, pneumonia=True)))
     expected = xdata.to_network_input(

@@ -68,6 +68,38 @@ def test_ood_flags_far_points_and_about_one_percent_of_in_domain():
     assert ood.is_out_of_domain(rng.normal(loc=4.0, size=(100, 8))).all()
 
 
+def test_ood_blocks_each_catch_a_shift_the_others_do_not_see():
+    """Two feature blocks: a shift confined to the first (an early layer) is flagged although the second
+    (the pre-logit features) looks in-domain; the saved arrays load back to the same scores."""
+    rng = np.random.default_rng(1)
+    train, held_out = rng.normal(size=(2000, 12)), rng.normal(size=(2000, 12))
+    ood = fit_ood(train, held_out, quantile=0.99, widths=[4, 8])
+    assert ood.widths == [4, 8]
+    shifted_early = rng.normal(size=(200, 12))
+    shifted_early[:, :4] += 3.0
+    assert ood.is_out_of_domain(shifted_early).mean() > 0.95
+    assert ood.is_out_of_domain(rng.normal(size=(4000, 12))).mean() < 0.03
+    from xraycore.ood import OodModel
+
+    restored = OodModel.from_arrays(ood.to_arrays())
+    np.testing.assert_allclose(restored.score(shifted_early), ood.score(shifted_early), rtol=1e-4)
+    with pytest.raises(ValueError, match="expected 12 features"):
+        ood.score(np.zeros((1, 5)))
+
+
+def test_ood_features_are_captured_from_the_registry_layers_in_one_forward():
+    model, _ = models.build_model("mobilenetv2_100", 2, pretrained="none")
+    model.eval()
+    with torch.no_grad(), models.OodFeatures(model, "mobilenetv2_100") as captured:
+        logits = model(torch.rand(2, 3, 64, 64))
+    assert logits.shape == (2, 2) and len(captured.passes) == 1
+    assert captured.widths == [2 * 24, 2 * 64, 2 * 160, 1280]  # mean + std of blocks 1, 3, 5; pre-logits
+    assert captured.features().shape == (2, sum(captured.widths))
+    with torch.no_grad():
+        pre_logits = models.features(model, torch.rand(2, 3, 64, 64))
+    assert pre_logits.shape == (2, 1280)
+
+
 def test_finished_run_holds_everything_the_app_needs(tiny_run):
     run = runs.Run(tiny_run)
     assert run.status()["state"] == "finished"

@@ -706,6 +706,34 @@ def _noise(std: float = 0.05, p: float = 1.0) -> Callable[[torch.Tensor], torch.
     return apply
 
 
+def _gamma(gamma: float = 1.5) -> Callable[[torch.Tensor], torch.Tensor]:
+    """x ** g with log g uniform in [-log gamma, log gamma]: another film's exposure curve, not just its level."""
+    def apply(x: torch.Tensor) -> torch.Tensor:
+        log_gamma = float(np.log(gamma))
+        exponent = torch.exp(_uniform(x.shape[0], -log_gamma, log_gamma)).view(-1, 1, 1, 1).to(x)
+        return x.clamp(min=1e-6).pow(exponent)
+    return apply
+
+
+def _blur_sharpen(amount: float = 1.0, sigma: float = 1.0) -> Callable[[torch.Tensor], torch.Tensor]:
+    """x + a * (x - blur(x)), a uniform in [-amount, amount]: a < 0 blurs, a > 0 sharpens, as other
+    detectors, post-processing and resampling do."""
+    radius = max(1, int(round(3 * sigma)))
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    kernel_1d = torch.exp(-offsets ** 2 / (2 * sigma ** 2))
+    kernel_1d = kernel_1d / kernel_1d.sum()
+
+    def apply(x: torch.Tensor) -> torch.Tensor:
+        channels = x.shape[1]
+        k = kernel_1d.to(x)
+        padded = torch.nn.functional.pad(x, (radius, radius, radius, radius), mode="replicate")
+        blurred = torch.nn.functional.conv2d(padded, k.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)
+        blurred = torch.nn.functional.conv2d(blurred, k.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)
+        strength = _uniform(x.shape[0], -amount, amount).view(-1, 1, 1, 1).to(x)
+        return (x + strength * (x - blurred)).clamp_(0.0, 1.0)
+    return apply
+
+
 # Options that can run on a whole batch at once (and on the GPU): geometric ones become one affine
 # resample per image, intensity ones are elementwise. Same names and defaults as AUGMENTATIONS.
 GEOMETRIC_BATCH_OPS: dict[str, Callable[..., Callable[[int], torch.Tensor]]] = {
@@ -713,6 +741,7 @@ GEOMETRIC_BATCH_OPS: dict[str, Callable[..., Callable[[int], torch.Tensor]]] = {
 }
 INTENSITY_BATCH_OPS: dict[str, Callable[..., Callable[[torch.Tensor], torch.Tensor]]] = {
     "brightness_contrast": _brightness_contrast, "invert": _invert, "gaussian_noise": _noise,
+    "gamma": _gamma, "blur_sharpen": _blur_sharpen,
 }
 
 

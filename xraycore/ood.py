@@ -1,9 +1,13 @@
 """Out-of-domain scoring: is this image like the ones the model was trained on?
 
-A Mahalanobis distance on the backbone's pre-logit features, with a shrunk (Ledoit-Wolf) covariance
-fitted on the training images. The flag threshold is a high quantile of the distances of held-out
-validation images, so by construction about ``1 - quantile`` of in-domain images are flagged.
-Pure numpy/scikit-learn: the caller extracts the features.
+Mahalanobis distances with shrunk (Ledoit-Wolf) covariances fitted on the training images, one per
+feature block: the pre-logit features and, where the backbone's registry entry names them, pooled
+(mean and standard deviation per channel) activations of intermediate layers. Early layers see what a
+fine-tuned head has learnt to ignore: another hospital's detector, exposure and anatomy (adult chests).
+Each block's distance is divided by its median on held-out validation images and the quotients are
+summed; the flag threshold is a high quantile of that sum on validation, so by construction about
+``1 - quantile`` of in-domain images are flagged. Measured on the bundled model in its card.
+Pure numpy/scikit-learn: the caller extracts the features (``models.OodFeatures``).
 """
 from __future__ import annotations
 
@@ -14,41 +18,75 @@ from sklearn.covariance import LedoitWolf
 
 
 @dataclass(frozen=True)
-class OodModel:
+class _Block:
     mean: np.ndarray  # (d,)
     precision: np.ndarray  # (d, d) inverse covariance
-    threshold: float  # distances above this are out of domain
-    quantile: float
+    scale: float  # median distance of held-out in-domain images
 
-    def score(self, features: np.ndarray) -> np.ndarray:
-        """Mahalanobis distance of each row of ``features`` (n, d) to the training distribution."""
+    def distance(self, features: np.ndarray) -> np.ndarray:
         centred = np.asarray(features, dtype=np.float64) - self.mean
         return np.sqrt(np.maximum(np.einsum("nd,de,ne->n", centred, self.precision, centred), 0.0))
+
+
+@dataclass(frozen=True)
+class OodModel:
+    blocks: tuple[_Block, ...]
+    threshold: float  # scores above this are out of domain
+    quantile: float
+
+    @property
+    def widths(self) -> list[int]:
+        return [block.mean.size for block in self.blocks]
+
+    def score(self, features: np.ndarray) -> np.ndarray:
+        """Summed, validation-scaled distances of each row of ``features`` (n, sum of block widths)."""
+        features = np.asarray(features, dtype=np.float64)
+        if features.shape[-1] < sum(self.widths):
+            raise ValueError(f"expected {sum(self.widths)} features per image, got {features.shape[-1]}")
+        # A detector fitted on fewer blocks (an older model: pre-logit features only) reads the last ones:
+        # the pre-logit features always come last.
+        features = features[..., features.shape[-1] - sum(self.widths):]
+        parts = np.split(features, np.cumsum(self.widths)[:-1], axis=-1)
+        return np.sum([block.distance(part) / block.scale for block, part in zip(self.blocks, parts)], axis=0)
 
     def is_out_of_domain(self, features: np.ndarray) -> np.ndarray:
         return self.score(features) > self.threshold
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        return {
-            "mean": self.mean.astype(np.float32),
-            "precision": self.precision.astype(np.float32),
-            "threshold": np.array([self.threshold], dtype=np.float64),
-            "quantile": np.array([self.quantile], dtype=np.float64),
-        }
+        arrays = {"threshold": np.array([self.threshold]), "quantile": np.array([self.quantile]),
+                  "scales": np.array([block.scale for block in self.blocks])}
+        for i, block in enumerate(self.blocks):
+            arrays[f"mean.{i}"] = block.mean.astype(np.float32)
+            arrays[f"precision.{i}"] = block.precision.astype(np.float32)
+        return arrays
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "OodModel":
-        return cls(
-            mean=np.asarray(arrays["mean"], dtype=np.float64),
-            precision=np.asarray(arrays["precision"], dtype=np.float64),
-            threshold=float(np.asarray(arrays["threshold"]).ravel()[0]),
-            quantile=float(np.asarray(arrays["quantile"]).ravel()[0]),
-        )
+        """Also reads the single-block files of earlier versions (keys mean / precision, raw distance)."""
+        if "mean" in arrays:
+            block = _Block(np.asarray(arrays["mean"], np.float64), np.asarray(arrays["precision"], np.float64), 1.0)
+            return cls((block,), float(np.ravel(arrays["threshold"])[0]), float(np.ravel(arrays["quantile"])[0]))
+        scales = np.ravel(arrays["scales"])
+        blocks = tuple(_Block(np.asarray(arrays[f"mean.{i}"], np.float64), np.asarray(arrays[f"precision.{i}"], np.float64),
+                              float(scales[i])) for i in range(scales.size))
+        return cls(blocks, float(np.ravel(arrays["threshold"])[0]), float(np.ravel(arrays["quantile"])[0]))
 
 
-def fit_ood(train_features: np.ndarray, heldout_features: np.ndarray, quantile: float = 0.99) -> OodModel:
-    """Fit on training features; set the threshold on held-out in-domain features."""
-    estimator = LedoitWolf().fit(np.asarray(train_features, dtype=np.float64))
-    model = OodModel(estimator.location_, estimator.precision_, float("inf"), quantile)
-    threshold = float(np.quantile(model.score(heldout_features), quantile))
-    return OodModel(model.mean, model.precision, threshold, quantile)
+def fit_ood(train_features: np.ndarray, heldout_features: np.ndarray, quantile: float = 0.99,
+            widths: list[int] | None = None) -> OodModel:
+    """Fit one block per ``widths`` (default: one block of every column) on training features; scale and
+    threshold on held-out in-domain features."""
+    train_features = np.asarray(train_features, dtype=np.float64)
+    heldout_features = np.asarray(heldout_features, dtype=np.float64)
+    widths = list(widths or [train_features.shape[1]])
+    if sum(widths) != train_features.shape[1]:
+        raise ValueError(f"block widths {widths} do not add up to {train_features.shape[1]} features")
+    cuts = np.cumsum(widths)[:-1]
+    blocks = []
+    for train_part, heldout_part in zip(np.split(train_features, cuts, axis=1), np.split(heldout_features, cuts, axis=1)):
+        estimator = LedoitWolf().fit(train_part)
+        unscaled = _Block(estimator.location_, estimator.precision_, 1.0)
+        scale = max(float(np.median(unscaled.distance(heldout_part))), 1e-12)
+        blocks.append(_Block(unscaled.mean, unscaled.precision, scale))
+    model = OodModel(tuple(blocks), float("inf"), quantile)
+    return OodModel(model.blocks, float(np.quantile(model.score(heldout_features), quantile)), quantile)

@@ -108,13 +108,11 @@ class Network:
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """Logits / temperature, pre-logit features and (optionally) CAMs from ONE forward pass over the batch.
 
-        The classifier's input is captured with a hook, so the out-of-domain score and the Grad-CAM reuse
-        the forward that produced the probabilities.
+        The out-of-domain features are captured with hooks (models.OodFeatures), so the out-of-domain score
+        and the Grad-CAM reuse the forward that produced the probabilities.
         """
         batch = batch.to(self.device)
-        captured: list[torch.Tensor] = []
-        hook = self.model.get_classifier().register_forward_pre_hook(lambda _, args: captured.append(args[0].detach()))
-        try:
+        with models.OodFeatures(self.model, self.spec) as captured:
             if cam:
                 layer = models.cam_target_layer(self.model, self.spec)
                 heatmaps, logits = explain.compute_cam(self.model, batch, layer, class_index,
@@ -123,13 +121,11 @@ class Network:
                 heatmaps = None
                 with torch.no_grad():
                     logits = self.model(batch)
-        finally:
-            hook.remove()
-        feats = captured[0]
+        feats = captured.features(0)
         if tta:
             with torch.no_grad():
                 logits = (logits + self.model(torch.flip(batch, dims=[3]))) / 2
-        return logits.float().cpu().numpy() / self.temperature, feats.float().cpu().numpy(), heatmaps
+        return logits.float().cpu().numpy() / self.temperature, feats.cpu().numpy(), heatmaps
 
     def ood_ratio(self, feats: np.ndarray) -> np.ndarray | None:
         """Out-of-domain distance over this network's own flag threshold (> 1: flagged), or None."""

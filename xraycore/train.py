@@ -166,8 +166,10 @@ def set_phase(model: torch.nn.Module, config: TrainConfig, epoch: int) -> None:
 @torch.no_grad()
 def predict_indices(model: torch.nn.Module, dataset: xdata.XrayDataset, batch_size: int,
                     device: torch.device, ctx: distributed.Context, with_features: bool = False,
-                    channels_last: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Logits (and pre-logit features) for a dataset, sharded across ranks and gathered in order."""
+                    channels_last: bool = False, ood_spec: models.BackboneSpec | None = None,
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Logits (and out-of-domain features, see models.OodFeatures) for a dataset, sharded across ranks and
+    gathered in order."""
     model.eval()
     mine = list(range(ctx.rank, len(dataset), ctx.world_size))
     loader = DataLoader(torch.utils.data.Subset(dataset, mine), batch_size=batch_size)
@@ -176,10 +178,10 @@ def predict_indices(model: torch.nn.Module, dataset: xdata.XrayDataset, batch_si
         images = images.to(device)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        pre = models.features(model, images)
-        logits.append(model.get_classifier()(pre).float().cpu())
+        with models.OodFeatures(model, ood_spec) as captured:
+            logits.append(model(images).float().cpu())
         if with_features:
-            feats.append(pre.float().cpu())
+            feats.append(captured.features().cpu())
         labels.append(label)
     part = (
         np.asarray(mine, dtype=int),
@@ -194,6 +196,17 @@ def predict_indices(model: torch.nn.Module, dataset: xdata.XrayDataset, batch_si
     all_logits = np.concatenate([p[2] for p in parts if len(p[0])])[sort]
     all_feats = np.concatenate([p[3] for p in parts if p[3] is not None])[sort] if with_features else None
     return all_logits, all_labels, all_feats
+
+
+def ood_block_widths(model: torch.nn.Module, spec: models.BackboneSpec, device: torch.device) -> list[int]:
+    """Sizes of the out-of-domain feature blocks (see models.OodFeatures), from one tiny forward."""
+    was_training = model.training
+    model.eval()
+    probe = torch.zeros(1, 3, 64, 64, device=device)
+    with torch.no_grad(), models.OodFeatures(model, spec) as captured:
+        model(probe)
+    model.train(was_training)
+    return captured.widths
 
 
 def epoch_metrics(logits: np.ndarray, labels: np.ndarray, weights: torch.Tensor | None) -> dict[str, float]:
@@ -298,7 +311,7 @@ class _Session:
         dataset = xdata.XrayDataset(self.splits.cache, indices, output_size=self.config.eval_size or self.config.image_size,
                                     mean=mean, std=std)
         return predict_indices(self.model, dataset, self.batch_size * 2, self.device, self.ctx,
-                               with_features=with_features, channels_last=self.channels_last)
+                               with_features=with_features, channels_last=self.channels_last, ood_spec=self.spec)
 
 
 def _run(config: TrainConfig, progress: Progress, run_id: str | None, resume_from: runs.Run | None) -> Path:
@@ -591,6 +604,7 @@ def _finish(session: _Session, stopped: bool) -> None:
     if config.fit_ood:
         ood_idx = splits.train[:: max(1, len(splits.train) // 3000)]  # a few thousand images pin the covariance
         train_feats = session.evaluate(ood_idx, True)[2]
+    ood_widths = ood_block_widths(session.model, session.spec, session.device)
     if not ctx.is_main:
         return
 
@@ -624,7 +638,7 @@ def _finish(session: _Session, stopped: bool) -> None:
             summary["test"] = metrics.multiclass_report(test[1], metrics.softmax(test[0], temperature), names)
     run.save_operating_point(**operating)
     if train_feats is not None and len(train_feats) > 2 and val_feats is not None:
-        ood = fit_ood(train_feats, val_feats)
+        ood = fit_ood(train_feats, val_feats, widths=ood_widths)
         runs.save_arrays(run.path / OOD_FILE, ood.to_arrays())
         summary["ood_threshold"] = ood.threshold
     run.write_json(SUMMARY_FILE, summary)
