@@ -94,7 +94,7 @@ class Network:
         self.device = device
         self.model = _load_model(run, config)
         self.model.to(device).eval()
-        self.ood = _load_ood(run)
+        self.ood = _load_ood(run, _feature_size(self.model))
 
     def to_tensor(self, image: XrayImage) -> torch.Tensor:
         """Grey float image → normalised 3-channel network input, exactly as validation images in training."""
@@ -165,7 +165,7 @@ def open_model(path: str | Path) -> runs.Run:
     """
     run = runs.Run(Path(path))
     if not run.file(runs.CONFIG_FILE).is_file():
-        raise runs.ModelDirectoryError(run.file(runs.CONFIG_FILE), "is missing: is this a model directory?")
+        raise runs.ModelDirectoryError(run.file(runs.CONFIG_FILE), "is missing (is this a model directory?)")
     for name in MODEL_JSON_FILES:
         try:
             content = run.read_json(name, {})
@@ -210,14 +210,26 @@ def _load_model(run: runs.Run, config: Mapping[str, Any]) -> torch.nn.Module:
     return model
 
 
-def _load_ood(run: runs.Run) -> OodModel | None:
+def _load_ood(run: runs.Run, feature_size: int | None) -> OodModel | None:
+    """The out-of-domain detector, checked against the network's feature size (a swapped file fails here,
+    not halfway through a batch)."""
     path = run.file(runs.OOD_FILE)
     if not path.exists():
         return None
     try:
-        return OodModel.from_arrays(runs.load_arrays(path))
+        ood = OodModel.from_arrays(runs.load_arrays(path))
     except (SafetensorError, OSError, KeyError, IndexError):
         raise runs.ModelDirectoryError(path, "(the out-of-domain detector) is damaged or cut short") from None
+    size = ood.mean.shape[0] if ood.mean.ndim == 1 else None
+    if size is None or ood.precision.shape != (size, size) or feature_size not in (None, size):
+        raise runs.ModelDirectoryError(path, "(the out-of-domain detector) belongs to another network") from None
+    return ood
+
+
+def _feature_size(model: torch.nn.Module) -> int | None:
+    """Width of the classifier's input (the features the detector scores), when its first layer is linear."""
+    first = next((m for m in model.get_classifier().modules() if isinstance(m, torch.nn.Linear)), None)
+    return None if first is None else first.in_features
 
 
 class Predictor:
