@@ -156,7 +156,8 @@ def test_missing_or_unreadable_tags_set_no_flag(tags):
 def test_views_and_body_parts_follow_the_model_and_common_spellings():
     assert dicom_guards(_dataset(ViewPosition="ap ", BodyPartExamined="THORAX"), INTENDED) == {
         "non_frontal": False, "non_chest": False}
-    assert dicom_guards(_dataset(ViewPosition="RL", BodyPartExamined="SKULL")) == {"non_frontal": True, "non_chest": True}
+    assert dicom_guards(_dataset(ViewPosition="RL", BodyPartExamined="SKULL")) == {
+        "non_frontal": True, "non_chest": True}
     assert "age_outside_range" not in dicom_guards(_dataset(PatientAge="070Y"))  # no range given: not even read
     lateral_model = intended_use.IntendedUse(views=("LL", "RL"))
     assert dicom_guards(_dataset(ViewPosition="LL"), lateral_model) == {"non_frontal": False}
@@ -232,7 +233,8 @@ def test_bundle_copies_intended_use_and_the_card_shows_it(pediatric_model, tmp_p
     text = (dest / "MODEL_CARD.md").read_text()
     assert "## Intended population" in text and "- Age: 1–5 years" in text and "PA, AP" in text
     ensemble = card.bundle_ensemble([pediatric_model, pediatric_model], tmp_path / "ensemble", "cmd")
-    assert intended_use.load(ensemble) == INTENDED and "## Intended population" in (ensemble / "MODEL_CARD.md").read_text()
+    assert intended_use.load(ensemble) == INTENDED
+    assert "## Intended population" in (ensemble / "MODEL_CARD.md").read_text()
     assert Predictor(ensemble, device="cpu").intended == INTENDED
 
 

@@ -655,7 +655,8 @@ def dicom_guards(dataset, intended: IntendedUse | None = None) -> dict[str, bool
     guards: dict[str, bool] = {}
     view = str(dataset.get("ViewPosition") or "").strip().upper()
     if view:
-        guards["non_frontal"] = view.split()[0] not in (intended.views if intended and intended.views else FRONTAL_VIEWS)
+        views = intended.views if intended and intended.views else FRONTAL_VIEWS
+        guards["non_frontal"] = view.split()[0] not in views
     part = str(dataset.get("BodyPartExamined") or "").strip().upper()
     if part:
         parts = intended.body_parts if intended and intended.body_parts else CHEST_BODY_PARTS
