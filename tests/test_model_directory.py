@@ -39,6 +39,8 @@ DAMAGES: dict[str, tuple[Callable[[Path], None], str]] = {  # damage: (how, the 
                        "config.json"),
     "config without a backbone": (lambda model: (model / runs.CONFIG_FILE).write_text('{"class_names": ["A", "B"]}'),
                                   "config.json"),
+    "unknown backbone": (lambda model: (model / runs.CONFIG_FILE).write_text(
+        (model / runs.CONFIG_FILE).read_text().replace('"simple_cnn"', '"alexnet_2031"')), "config.json"),
     "truncated out-of-domain detector": (lambda model: _truncate(model / runs.OOD_FILE), "ood.safetensors"),
     "out-of-domain detector of another network": (
         lambda model: shutil.copy(Path(__file__).resolve().parents[1] / "models" / "default" / runs.OOD_FILE, model),

@@ -83,6 +83,7 @@ class Network:
     def __init__(self, run: runs.Run, device: torch.device, temperature: float = 1.0) -> None:
         self.run = run
         config = _network_config(run)
+        self.model = _load_model(run, config)  # first: a network this version cannot build is named as such
         self.class_names: list[str] = list(config["class_names"])
         self.spec = models.get_spec(config["backbone"])
         self.image_size = int(config["image_size"])
@@ -92,7 +93,6 @@ class Network:
         self.intensity: str = config.get("intensity", "none")
         self.temperature = temperature
         self.device = device
-        self.model = _load_model(run, config)
         self.model.to(device).eval()
         self.ood = _load_ood(run, _feature_size(self.model))
 
@@ -222,7 +222,7 @@ def _load_ood(run: runs.Run, feature_size: int | None) -> OodModel | None:
         raise runs.ModelDirectoryError(path, "(the out-of-domain detector) is damaged or cut short") from None
     size = ood.mean.shape[0] if ood.mean.ndim == 1 else None
     if size is None or ood.precision.shape != (size, size) or feature_size not in (None, size):
-        raise runs.ModelDirectoryError(path, "(the out-of-domain detector) belongs to another network") from None
+        raise runs.ModelDirectoryError(path, "(the out-of-domain detector) belongs to another network")
     return ood
 
 
