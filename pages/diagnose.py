@@ -13,6 +13,7 @@ import streamlit as st
 from xraycore import catalog, explain
 from xraycore.evaluate import evidence
 from xraycore.predict import Predictor, bytes_source
+from xraycore.runs import ModelDirectoryError
 
 BATCH_SIZE = 8  # images per forward pass: the progress bar moves at least this often
 PER_PAGE = 10  # detail cards shown at once; the summary table always lists every image
@@ -50,6 +51,8 @@ def show_model(description: dict) -> None:
             st.caption(f"weights: {description['weights_source']}")
         if description.get("data"):
             st.caption(f"trained on: {description['data']}")
+        if (description.get("intended_use") or {}).get("population"):
+            st.caption(f"intended population: {description['intended_use']['population']}")
 
 
 def _number(value: object) -> str:
@@ -99,6 +102,8 @@ def show_result(result: catalog.DisplayResult, threshold: float | None, opacity:
         if not result.ok:
             st.error(result.error)
             return
+        for guard in result.guards:  # the DICOM says: outside the model's intended population
+            st.warning(guard, icon=":material/warning:")
         call = result.call(threshold)
         left, middle, right = st.columns([1, 2, 2])
         with left:
@@ -135,7 +140,11 @@ if model_path is None:
     st.info("No model is available yet. Train one on the Train page (or install the bundled model in models/default).")
     st.stop()
 
-predictor = load_predictor(str(model_path), catalog.model_version(model_path))
+try:
+    predictor = load_predictor(str(model_path), catalog.model_version(model_path))
+except ModelDirectoryError as error:
+    st.error(str(error))
+    st.stop()
 description = predictor.describe()
 show_model(description)
 

@@ -17,7 +17,7 @@ from xraycore.io import (COLOURFULNESS_WARNING, MAX_PIXELS, XrayImage, XrayReadE
                          read_xray, to_uint8)
 
 SAFE_METADATA_KEYS = {"format", "width", "height", "bit_depth", "mode", "photometric", "modality", "view_position",
-                      "body_part", "frames", "compression", "colourfulness", "warnings", "original_size"}
+                      "body_part", "frames", "compression", "colourfulness", "warnings", "original_size", "dicom_guards"}
 
 
 @pytest.fixture(scope="module")

@@ -13,11 +13,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from . import metrics, runs
+from . import intended_use, metrics, runs
 
 # What serving needs; config.json and the prediction files are rewritten without machine paths.
 SERVING_FILES = ("metrics.jsonl", "model.safetensors", "operating_point.json", "operating_points.json",
-                 "ood.safetensors", "summary.json")
+                 "ood.safetensors", "summary.json", intended_use.INTENDED_USE_FILE)
 
 
 def validation_figures(run: runs.Run, n_resamples: int = 1000) -> dict[str, Any]:
@@ -68,6 +68,7 @@ def model_card(run: runs.Run, command: str, extra: dict[str, str] | None = None)
         "portable or post-operative films are outside its population: the out-of-domain flag warns about "
         "inputs unlike its training data, but cannot catch every shift.",
         "- It does not distinguish bacterial from viral pneumonia, nor pneumonia from other opacities.",
+        *intended_population_section(run.path),
         "",
         "## Data",
         f"- Source: `{train.get('data')}` ({sum(counts.values()) if counts else '?'} images).",
@@ -106,6 +107,12 @@ def model_card(run: runs.Run, command: str, extra: dict[str, str] | None = None)
     for title, text in (extra or {}).items():
         lines += ["", f"## {title}", text.strip()]
     return "\n".join(lines) + "\n"
+
+
+def intended_population_section(model_dir: Path) -> list[str]:
+    """The 'Intended population' section (preceded by a blank line) when the model states one."""
+    intended = intended_use.load(model_dir)
+    return [] if intended is None else ["", *intended_use.card_section(intended)]
 
 
 def _cell(value: Any) -> str:
@@ -201,6 +208,14 @@ def bundle_model(run_ref: str | Path, destination: Path, command: str, extra: di
     return destination
 
 
+def _shared_intended_use(member_runs: Sequence[runs.Run]) -> intended_use.IntendedUse | None:
+    """The members' intended use: the ensemble reads the population they read (those that state one must agree)."""
+    stated = {intended_use.load(run.path) for run in member_runs} - {None}
+    if len(stated) > 1:
+        raise ValueError(f"the members of an ensemble state different intended uses ({intended_use.INTENDED_USE_FILE})")
+    return next(iter(stated), None)
+
+
 def bundle_ensemble(member_refs: Sequence[str | Path], destination: Path, command: str,
                     extra: dict[str, str] | None = None, beta: float = 2.0) -> Path:
     """An ensemble model directory: each finished run bundled under members/, their calibrated logits averaged.
@@ -234,9 +249,12 @@ def bundle_ensemble(member_refs: Sequence[str | Path], destination: Path, comman
     class_names = configs[0]["class_names"]
     if any(config["class_names"] != class_names for config in configs):
         raise ValueError("the members of an ensemble must share their classes")
+    intended = _shared_intended_use(member_runs)
     destination.mkdir(parents=True, exist_ok=True)
     for run, name in zip(member_runs, names):
         bundle_model(run.path, destination / ENSEMBLE_MEMBERS_DIR / name, command)
+    if intended is not None:
+        intended_use.save(destination, intended)
     averaged = np.mean(logits, axis=0)
     positive = class_names.index(configs[0].get("positive_class") or class_names[-1])
     y_val = (labels == positive).astype(int)

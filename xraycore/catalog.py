@@ -144,6 +144,7 @@ class DisplayResult:
     probabilities: dict[str, float] = field(default_factory=dict)
     positive_class: str | None = None
     positive_probability: float | None = None
+    guards: list[str] = field(default_factory=list)  # outside the intended population: shown before the answer
     warnings: list[str] = field(default_factory=list)
     out_of_domain: bool | None = None
     image: np.ndarray | None = None  # uint8 grey, <= DISPLAY_MAX_SIDE
@@ -187,7 +188,8 @@ def for_display(prediction: Prediction, max_side: int = DISPLAY_MAX_SIDE) -> Dis
     return DisplayResult(
         name=prediction.name, class_names=list(prediction.probabilities),
         probabilities=dict(prediction.probabilities), positive_class=prediction.positive_class,
-        positive_probability=prediction.positive_probability, warnings=list(prediction.warnings),
+        positive_probability=prediction.positive_probability, guards=list(prediction.guards),
+        warnings=list(prediction.warnings),
         out_of_domain=prediction.out_of_domain,
         image=None if prediction.image is None else downscale(prediction.image, max_side),
         heatmap=None if prediction.heatmap is None else _downscale_heatmap(prediction.heatmap, max_side),
@@ -215,7 +217,7 @@ def summary_rows(results: Iterable[DisplayResult], threshold: float | None) -> l
             row[f"P(not {result.normal_class})"] = round(result.not_normal_probability, 4)
         for name in result.class_names:
             row[f"P({name})"] = round(result.probabilities[name], 4)
-        row["warnings"] = "; ".join(result.warnings)
+        row["warnings"] = "; ".join([*result.guards, *result.warnings])
         row["error"] = result.error or ""
         rows.append(row)
     return rows

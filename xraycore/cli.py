@@ -139,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--cam", metavar="DIR", help="also write Grad-CAM overlays as PNG into DIR")
     predict.add_argument("--cam-method", default="gradcam", help="Grad-CAM method")
     predict.add_argument("--json", action="store_true", help="one JSON line per file")
+    predict.add_argument("--skip-non-frontal", action="store_true", help="leave out DICOMs whose View Position says "
+                         "they are not a frontal view the model reads (e.g. lateral) and say how many were skipped")
 
     listing = verbs.add_parser("runs", help="list training runs")
     listing.add_argument("--root", help="runs folder (default ./runs or $XRAY_RUNS_DIR)")
@@ -237,15 +239,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from .intended_use import SkipNonFrontal
     from .predict import Predictor
 
     predictor = Predictor(args.model, threshold=args.threshold, operating_point=args.operating_point)
     cam_dir = Path(args.cam) if args.cam else None
     if cam_dir:
         cam_dir.mkdir(parents=True, exist_ok=True)
-    failures = 0
-    for prediction in predictor.predict_files(args.files, tta=args.tta, cam=args.cam_method if cam_dir else None):
+    skip = SkipNonFrontal() if args.skip_non_frontal else None
+    failures, answered = 0, 0
+    for prediction in predictor.predict_files(args.files, tta=args.tta, cam=args.cam_method if cam_dir else None,
+                                              skip=skip):
         failures += not prediction.ok
+        answered += 1
         if cam_dir and prediction.overlay is not None:
             from PIL import Image
 
@@ -253,11 +259,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(prediction.to_json()), flush=True)
         elif prediction.ok:
+            for guard in prediction.guards:  # the DICOM says: outside the model's intended population
+                print(f"{prediction.name}: warning: {guard}")
             flag = "  [out of domain]" if prediction.out_of_domain else ""
             print(f"{prediction.name}: {prediction.label} (p={prediction.to_json()['probability']:.3f}){flag}")
         else:
             print(f"{prediction.name}: error: {prediction.error}")
-    return 1 if failures == len(args.files) else 0
+    if skip is not None:
+        _say(f"skipped {len(skip.skipped)} non-frontal DICOM file(s)")
+    return 1 if answered and failures == answered else 0
 
 
 def cmd_runs(args: argparse.Namespace) -> int:

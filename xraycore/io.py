@@ -21,18 +21,27 @@ Intensity rules
 Privacy: DICOM values are decoded lazily by pydicom and this module only touches image-description
 elements (size, bit depth, photometric interpretation, modality, view, body part, window), so names,
 IDs, dates, UIDs and institution tags are never decoded, copied into metadata, warned about or put
-into an error message.
+into an error message. The one patient attribute read is the age, and only when the caller gives a
+model's intended use: it is compared with the model's age range and only the yes/no outcome is kept
+(``metadata["dicom_guards"]``).
+
+Compressed DICOM is decoded by pydicom's plugins (pylibjpeg, pyjpegls, Pillow, ...), all tried before a
+file is refused; the refusal then says why in words (no decoder, damaged data, a non-standard stream).
 """
 from __future__ import annotations
 
 import io
 import os
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Mapping
+from typing import TYPE_CHECKING, Any, BinaryIO, Mapping
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps
+
+if TYPE_CHECKING:
+    from .intended_use import IntendedUse
 
 MAX_PIXELS: int = 50_000_000
 """Images with more pixels are refused before any decoding (decompression-bomb guard)."""
@@ -76,7 +85,7 @@ class XrayImage:
 
     metadata keys: format, width, height, bit_depth, mode (images) or photometric (DICOM), colourfulness,
     warnings (list of plain sentences); DICOM adds modality, view_position, body_part when present,
-    frames and compression.
+    frames, compression and dicom_guards (yes/no flags, see io.dicom_guards).
     """
 
     pixels: np.ndarray
@@ -123,14 +132,16 @@ def colourfulness(rgb: Image.Image) -> float:
 # ----------------------------------------------------------------------------- entry point
 
 def read_xray(source: bytes | str | os.PathLike | BinaryIO, *, name: str | None = None,
-              max_pixels: int = MAX_PIXELS, max_side: int | None = None) -> XrayImage:
+              max_pixels: int = MAX_PIXELS, max_side: int | None = None,
+              intended: IntendedUse | None = None) -> XrayImage:
     """Read one X-ray from bytes, a path or a binary file object; raise XrayReadError if it cannot be used.
 
     ``name`` (the uploaded file's name) is only used to say "although its name ends in .png" in
     messages; it never decides the format. Paths supply their own name. File objects are read from
     their current position to the end. ``max_side`` lets a JPEG decode at a reduced scale (libjpeg's
     DCT scaling: never below max_side), which is several times faster for full-size radiographs
-    when only a network input and a screen-sized view are needed.
+    when only a network input and a screen-sized view are needed. ``intended`` (a model's intended use)
+    sets the age flag of a DICOM's ``dicom_guards`` and the views and body parts its other flags compare with.
     """
     data = _read_source(source)
     if name is None and isinstance(source, (str, os.PathLike)):
@@ -139,7 +150,7 @@ def read_xray(source: bytes | str | os.PathLike | BinaryIO, *, name: str | None 
         raise XrayReadError("empty", "The file is empty (0 bytes). It may not have finished uploading or copying.")
 
     if data[128:132] == b"DICM":  # first: a dual DICOM/TIFF file has TIFF magic in its preamble
-        return _read_dicom(_parse_dicom(data, force=False), max_pixels)
+        return _read_dicom(_parse_dicom(data, force=False), max_pixels, intended)
     pillow_format = _pillow_format(data)
     if pillow_format is not None:
         return _read_with_pillow(data, pillow_format, max_pixels, max_side)
@@ -150,7 +161,7 @@ def read_xray(source: bytes | str | os.PathLike | BinaryIO, *, name: str | None 
     if description is None:
         dataset = _parse_dicom(data, force=True, quiet=True)
         if dataset is not None and _looks_like_dicom(dataset):
-            return _read_dicom(dataset, max_pixels)
+            return _read_dicom(dataset, max_pixels, intended)
     raise XrayReadError("not_image", _not_image_message(description, name))
 
 
@@ -379,20 +390,20 @@ def _looks_like_dicom(dataset) -> bool:
         return False
 
 
-def _read_dicom(dataset, max_pixels: int) -> XrayImage:
+def _read_dicom(dataset, max_pixels: int, intended: IntendedUse | None = None) -> XrayImage:
     """Any failure inside pydicom (odd values, broken sequences, ...) means a damaged file.
 
     The original exception is dropped, not chained: pydicom's messages may quote element values.
     """
     try:
-        return _decode_dicom(dataset, max_pixels)
+        return _decode_dicom(dataset, max_pixels, intended)
     except XrayReadError:
         raise
     except Exception:
         raise XrayReadError("corrupt", _DICOM_DAMAGED) from None
 
 
-def _decode_dicom(dataset, max_pixels: int) -> XrayImage:
+def _decode_dicom(dataset, max_pixels: int, intended: IntendedUse | None) -> XrayImage:
     if not any(keyword in dataset for keyword in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
         # pydicom quietly stops at the end of a cut-off file, so "no pixels" needs a closer look: an
         # image object without pixels was cut off, and without a SOP class it is no DICOM object at all
@@ -405,8 +416,6 @@ def _decode_dicom(dataset, max_pixels: int) -> XrayImage:
 
     transfer_syntax = _transfer_syntax(dataset)
     compression = _compression(transfer_syntax)
-    if compression is not None and not _decoder_available(transfer_syntax):
-        raise _unsupported_compression(compression)
     frames = _int_or(dataset.get("NumberOfFrames"), 1)
     photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
     metadata: dict[str, Any] = {
@@ -419,6 +428,9 @@ def _decode_dicom(dataset, max_pixels: int) -> XrayImage:
         value = dataset.get(keyword)
         if value not in (None, ""):
             metadata[key] = str(value)[:64]
+    guards = dicom_guards(dataset, intended)
+    if guards:
+        metadata["dicom_guards"] = guards
     if frames > 1:
         metadata["warnings"].append("multi-frame DICOM: first frame used")
 
@@ -426,10 +438,10 @@ def _decode_dicom(dataset, max_pixels: int) -> XrayImage:
 
     try:
         array = pixel_array(dataset, index=0 if frames > 1 else None)
-    except Exception:
+    except Exception:  # pydicom and its plugins raise many types; the reason is worked out from the file itself
         if compression is None:
             raise
-        raise _unsupported_compression(compression) from None  # mostly a codec limit (bit depth, variant), not damage
+        raise _unsupported_compression(compression, _undecodable_reason(dataset, transfer_syntax)) from None
 
     if photometric == "PALETTE COLOR" or array.ndim == 3:
         return _dicom_colour(array, dataset, photometric, metadata)
@@ -518,12 +530,151 @@ def _decoder_available(transfer_syntax) -> bool:
         return False
 
 
-def _unsupported_compression(compression: str) -> XrayReadError:
+def _unsupported_compression(compression: str, reason: str) -> XrayReadError:
     if compression.startswith(("1.", "2.")):  # pydicom names unknown syntaxes by their UID: do not echo it
         compression = "an unrecognised compression"
     return XrayReadError("unsupported", f"This DICOM image is compressed with {compression}, which cannot be "
-                                        "decoded here. Please export it uncompressed (Explicit VR Little Endian) "
-                                        "or as PNG.")
+                                        f"decoded here: {reason}. Please export it uncompressed (Explicit VR "
+                                        "Little Endian) or as PNG.")
+
+
+# ----------------------------------------------------------------------------- DICOM: why compressed pixels fail
+
+_DAMAGED_START = "its compressed data does not begin like {} data, so it is damaged or mislabelled"
+_SIZE_MISMATCH = ("the image size recorded inside its compressed data differs from the one in the DICOM header, "
+                  "so the data is damaged")
+_CUT_SHORT = "its compressed data ends too early, so the file is incomplete"
+_JPEG_BROKEN_SCAN = ("its compressed data breaks a rule of the JPEG standard (wrong scan parameters, a fault of "
+                     "some older software) that the decoders installed here do not tolerate")
+_SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF,
+                          0xF7})  # F7: JPEG-LS
+_MARKERS_WITHOUT_LENGTH = frozenset({0x01, *range(0xD0, 0xDA)})  # TEM, RSTn, SOI, EOI
+
+
+def _undecodable_reason(dataset, transfer_syntax) -> str:
+    """Why no installed decoder read the pixels, in words a clinician can pass on to whoever sent the file.
+
+    pydicom's own messages name libraries and may quote values, so the reason comes from the file:
+    the decoders present, then the first frame's codestream header against the DICOM header.
+    """
+    if not _decoder_available(transfer_syntax):
+        return "no decoder for this compression is installed"
+    frame = _first_frame(dataset)
+    if not frame:
+        return "its compressed data is damaged (no image can be found in it)"
+    problem = _codestream_problem(frame, str(transfer_syntax), _int_or(dataset.get("Rows"), 0),
+                                  _int_or(dataset.get("Columns"), 0))
+    return problem or ("the decoders installed here reject its compressed data, which is probably damaged or "
+                       "uses a rare variant of this compression")
+
+
+def _first_frame(dataset) -> bytes | None:
+    from pydicom.encaps import generate_frames
+
+    try:
+        return next(generate_frames(dataset.PixelData, number_of_frames=_int_or(dataset.get("NumberOfFrames"), 1)),
+                    None)
+    except (ValueError, TypeError, struct.error):  # encapsulation items that do not parse
+        return None
+
+
+def _codestream_problem(frame: bytes, uid: str, rows: int, columns: int) -> str | None:
+    """What is wrong with a JPEG-family or JPEG 2000 codestream's header, or None if nothing is seen."""
+    from pydicom.uid import (JPEG2000TransferSyntaxes, JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLSTransferSyntaxes,
+                             JPEGTransferSyntaxes)
+
+    if uid in JPEGTransferSyntaxes or uid in JPEGLSTransferSyntaxes:
+        return _jpeg_problem(frame, rows, columns, sequential=uid in (JPEGBaseline8Bit, JPEGExtended12Bit))
+    if uid in JPEG2000TransferSyntaxes:
+        return _jpeg2000_problem(frame, rows, columns)
+    return None
+
+
+def _jpeg_problem(frame: bytes, rows: int, columns: int, sequential: bool) -> str | None:
+    """Walk the marker segments up to the first scan: start marker, frame size, scan parameters."""
+    if frame[:2] != b"\xff\xd8":
+        return _DAMAGED_START.format("JPEG")
+    position = 2
+    while position + 4 <= len(frame):
+        if frame[position] != 0xFF:
+            return _DAMAGED_START.format("JPEG")
+        marker = frame[position + 1]
+        if marker == 0xFF:  # fill byte
+            position += 1
+            continue
+        if marker in _MARKERS_WITHOUT_LENGTH:
+            position += 2
+            continue
+        length = int.from_bytes(frame[position + 2:position + 4], "big")
+        segment = frame[position + 4:position + 2 + length]
+        if length < 2 or len(segment) < length - 2:
+            return _CUT_SHORT
+        if marker in _SOF_MARKERS and len(segment) >= 5:
+            height, width = int.from_bytes(segment[1:3], "big"), int.from_bytes(segment[3:5], "big")
+            if width != columns or height not in (0, rows):  # height 0: given later by a DNL segment
+                return _SIZE_MISMATCH
+        elif marker == 0xDA:  # start of scan: components, then spectral selection start and end
+            end = 3 + 2 * segment[0] if segment else len(segment) + 1
+            if sequential and len(segment) >= end and tuple(segment[end - 2:end]) != (0, 63):
+                return _JPEG_BROKEN_SCAN
+            return None
+        position += 2 + length
+    return _CUT_SHORT
+
+
+def _jpeg2000_problem(frame: bytes, rows: int, columns: int) -> str | None:
+    """The SIZ segment (right after the start of a codestream, possibly inside a JP2 file) against the header."""
+    marker = b"\xff\x4f\xff\x51"  # SOC then SIZ
+    start = 0 if frame.startswith(marker) else frame.find(marker) if frame[4:8] == b"jP  " else -1
+    if start < 0:
+        return _DAMAGED_START.format("JPEG 2000")
+    size = frame[start + 8:start + 24]  # after the markers: Lsiz, Rsiz, then Xsiz, Ysiz, XOsiz, YOsiz
+    if len(size) < 16:
+        return _CUT_SHORT
+    width, height, left, top = struct.unpack(">4I", size)
+    return _SIZE_MISMATCH if (width - left, height - top) != (columns, rows) else None
+
+
+# ----------------------------------------------------------------------------- DICOM: intended-use flags
+
+FRONTAL_VIEWS = ("PA", "AP")
+"""View Position values of a frontal film, compared with when no intended use names the views."""
+CHEST_BODY_PARTS = ("CHEST",)
+_BODY_PART_SYNONYMS = {"THORAX": "CHEST", "LUNG": "CHEST", "LUNGS": "CHEST"}  # written by some vendors
+_AGE_UNITS = {"D": 365.25, "W": 365.25 / 7, "M": 12.0, "Y": 1.0}
+
+
+def dicom_guards(dataset, intended: IntendedUse | None = None) -> dict[str, bool]:
+    """Yes/no flags from the DICOM's own description: non_frontal, non_chest, age_outside_range.
+
+    Views and body parts are compared with the intended use's (default: frontal, chest); the age only
+    when a range is given. It counts in completed years, as ages are spoken (a child of five years and
+    eleven months is five), and is never returned or stored. A missing or unreadable element sets no
+    flag: absence is not evidence.
+    """
+    guards: dict[str, bool] = {}
+    view = str(dataset.get("ViewPosition") or "").strip().upper()
+    if view:
+        views = intended.views if intended and intended.views else FRONTAL_VIEWS
+        guards["non_frontal"] = view.split()[0] not in views
+    part = str(dataset.get("BodyPartExamined") or "").strip().upper()
+    if part:
+        parts = intended.body_parts if intended and intended.body_parts else CHEST_BODY_PARTS
+        guards["non_chest"] = _BODY_PART_SYNONYMS.get(part, part) not in parts and part not in parts
+    if intended is not None and intended.age_years is not None:
+        years = _age_in_years(dataset.get("PatientAge"))
+        if years is not None:
+            youngest, oldest = intended.age_years
+            guards["age_outside_range"] = not youngest <= years < oldest + 1
+    return guards
+
+
+def _age_in_years(value: Any) -> float | None:
+    """A DICOM age string (nnnD, nnnW, nnnM or nnnY) in years; None when absent or malformed."""
+    text = str(value or "").strip().upper()
+    if len(text) < 2 or not text[:-1].isdigit() or text[-1] not in _AGE_UNITS:
+        return None
+    return int(text[:-1]) / _AGE_UNITS[text[-1]]
 
 
 def _int_or(value: Any, default: int) -> int:

@@ -9,13 +9,14 @@ from __future__ import annotations
 import io as _stdio
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable, Iterator, Sequence
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 
 from . import data as xdata
-from . import explain, metrics, models, operating, runs
+from . import explain, intended_use, metrics, models, operating, runs
 from .io import XrayImage, XrayReadError, read_xray, to_uint8
 from .ood import OodModel
 
@@ -38,6 +39,7 @@ class Prediction:
     logits: list[float] | None = None  # before the temperature: what site calibration fits on
     out_of_domain: bool | None = None
     ood_score: float | None = None
+    guards: list[str] = field(default_factory=list)  # the DICOM says: outside the intended population; shown first
     warnings: list[str] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
     image: np.ndarray | None = None  # the grey image as read, float [0, 1]
@@ -59,7 +61,8 @@ class Prediction:
             "file": self.name, "probability": round(probability, 6), "label": self.label,
             "probabilities": {k: round(v, 6) for k, v in self.probabilities.items()},
             "threshold": self.threshold, "operating_point": self.operating_point, "out_of_domain": self.out_of_domain,
-            "ood_score": None if self.ood_score is None else round(self.ood_score, 3), "warnings": self.warnings,
+            "ood_score": None if self.ood_score is None else round(self.ood_score, 3),
+            "warnings": [*self.guards, *self.warnings], "guards": self.guards,
         }
 
 
@@ -79,7 +82,8 @@ class Network:
 
     def __init__(self, run: runs.Run, device: torch.device, temperature: float = 1.0) -> None:
         self.run = run
-        config = run.config
+        config = _network_config(run)
+        self.model = _load_model(run, config)  # first: a network this version cannot build is named as such
         self.class_names: list[str] = list(config["class_names"])
         self.spec = models.get_spec(config["backbone"])
         self.image_size = int(config["image_size"])
@@ -89,12 +93,8 @@ class Network:
         self.intensity: str = config.get("intensity", "none")
         self.temperature = temperature
         self.device = device
-        head = models.HeadSpec(**config.get("head", {}))
-        self.model, _ = models.build_model(config["backbone"], len(self.class_names), pretrained="none", head=head)
-        self.model.load_state_dict(runs.load_weights(run.path / runs.WEIGHTS_FILE))
         self.model.to(device).eval()
-        ood_path = run.path / runs.OOD_FILE
-        self.ood = OodModel.from_arrays(runs.load_arrays(ood_path)) if ood_path.exists() else None
+        self.ood = _load_ood(run, _feature_size(self.model))
 
     def to_tensor(self, image: XrayImage) -> torch.Tensor:
         """Grey float image → normalised 3-channel network input, exactly as validation images in training."""
@@ -138,13 +138,94 @@ def load_networks(run: runs.Run, device: torch.device) -> list[Network]:
     spec = run.read_json(ENSEMBLE_FILE, None)
     if spec is None:
         return [Network(run, device)]
+    if not isinstance(spec, dict) or not isinstance(spec.get("members"), list):
+        raise runs.ModelDirectoryError(run.path / ENSEMBLE_FILE, "does not list the ensemble's members")
     members = []
     for name in spec["members"]:  # plain names of folders under members/, never paths
-        member = runs.open_run(run.path / ENSEMBLE_MEMBERS_DIR / runs._plain_name(name, "ensemble member"))
+        member = open_model(run.path / ENSEMBLE_MEMBERS_DIR / runs._plain_name(name, "ensemble member"))
         members.append(Network(member, device, float(member.operating_point.get("temperature", 1.0))))
     if len({tuple(m.class_names) for m in members}) != 1:
         raise ValueError("the members of an ensemble must share their classes")
     return members
+
+
+MODEL_JSON_FILES = (runs.CONFIG_FILE, runs.OPERATING_POINT_FILE, operating.POINTS_FILE, ENSEMBLE_FILE,
+                    intended_use.INTENDED_USE_FILE)
+NETWORK_CONFIG_KEYS = ("backbone", "class_names", "image_size", "mean", "std")
+
+
+def open_model(path: str | Path) -> runs.Run:
+    """A model directory whose JSON files all parse; ModelDirectoryError naming the first that does not.
+
+    Checked once here, so the many later reads of config.json and the operating point cannot fail halfway.
+    """
+    run = runs.Run(Path(path))
+    if not run.file(runs.CONFIG_FILE).is_file():
+        raise runs.ModelDirectoryError(run.file(runs.CONFIG_FILE), "is missing (is this a model directory?)")
+    for name in MODEL_JSON_FILES:
+        try:
+            content = run.read_json(name, {})
+        except ValueError:  # UnicodeDecodeError is a ValueError too: binary junk
+            raise runs.ModelDirectoryError(run.file(name), "is damaged: it is not valid JSON") from None
+        except OSError:
+            raise runs.ModelDirectoryError(run.file(name), "cannot be read (is it a file you may read?)") from None
+        if not isinstance(content, dict):
+            raise runs.ModelDirectoryError(run.file(name), "is damaged: it is not a JSON object")
+    return run
+
+
+def _network_config(run: runs.Run) -> dict[str, Any]:
+    config = run.config
+    missing = [key for key in NETWORK_CONFIG_KEYS if key not in config]
+    if missing:
+        raise runs.ModelDirectoryError(run.file(runs.CONFIG_FILE), f"lacks {', '.join(missing)}")
+    return config
+
+
+def _load_model(run: runs.Run, config: Mapping[str, Any]) -> torch.nn.Module:
+    """The network config.json describes, with the weights of model.safetensors; ModelDirectoryError when
+    the weights are missing, cut short or belong to another network."""
+    try:
+        head = models.HeadSpec(**config.get("head", {}))
+        model, _ = models.build_model(config["backbone"], len(config["class_names"]), pretrained="none", head=head)
+    except (ValueError, TypeError):
+        raise runs.ModelDirectoryError(run.file(runs.CONFIG_FILE), f"describes a network this version cannot "
+                                       f"build (backbone {config['backbone']!r})") from None
+    path = run.file(runs.WEIGHTS_FILE)
+    if not path.is_file():
+        raise runs.ModelDirectoryError(path, "is missing: the model has no trained weights")
+    try:
+        weights = runs.load_weights(path)
+    except (SafetensorError, OSError, ValueError):
+        raise runs.ModelDirectoryError(path, "is damaged or cut short: it cannot be read as weights") from None
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError:  # missing, unexpected or differently shaped tensors
+        raise runs.ModelDirectoryError(path, f"holds the weights of another network, not of the {config['backbone']} "
+                                       f"that {runs.CONFIG_FILE} describes") from None
+    return model
+
+
+def _load_ood(run: runs.Run, feature_size: int | None) -> OodModel | None:
+    """The out-of-domain detector, checked against the network's feature size (a swapped file fails here,
+    not halfway through a batch)."""
+    path = run.file(runs.OOD_FILE)
+    if not path.exists():
+        return None
+    try:
+        ood = OodModel.from_arrays(runs.load_arrays(path))
+    except (SafetensorError, OSError, KeyError, IndexError):
+        raise runs.ModelDirectoryError(path, "(the out-of-domain detector) is damaged or cut short") from None
+    size = ood.mean.shape[0] if ood.mean.ndim == 1 else None
+    if size is None or ood.precision.shape != (size, size) or feature_size not in (None, size):
+        raise runs.ModelDirectoryError(path, "(the out-of-domain detector) belongs to another network")
+    return ood
+
+
+def _feature_size(model: torch.nn.Module) -> int | None:
+    """Width of the classifier's input (the features the detector scores), when its first layer is linear."""
+    first = next((m for m in model.get_classifier().modules() if isinstance(m, torch.nn.Linear)), None)
+    return None if first is None else first.in_features
 
 
 class Predictor:
@@ -156,9 +237,10 @@ class Predictor:
 
     def __init__(self, model_dir: str | Path | runs.Run, device: str | None = None, threshold: float | None = None,
                  operating_point: str | None = None) -> None:
-        self.run = model_dir if isinstance(model_dir, runs.Run) else runs.open_run(Path(model_dir))
+        self.run = open_model(model_dir.path if isinstance(model_dir, runs.Run) else model_dir)
         self.device = models.pick_device(device)
         self.networks = load_networks(self.run, self.device)
+        self.intended = intended_use.load(self.run.path)  # None: no intended_use.json, no DICOM checks
         config = self.run.config
         self.class_names: list[str] = list(config.get("class_names") or self.networks[0].class_names)
         operating = operating_point_of(self.run, operating_point)
@@ -218,6 +300,7 @@ class Predictor:
             "operating_point": self.operating_point,
             "weights_source": config.get("weights_source"), "split": config.get("split"),
             "counts": config.get("counts"), "validation": summary.get("val"), "data": config.get("train", {}).get("data"),
+            "intended_use": None if self.intended is None else self.intended.to_json(),
         }
 
     # -------------------------------------------------------------- tensors
@@ -252,15 +335,23 @@ class Predictor:
                 out.append(prediction)
         return out
 
-    def predict_sources(self, sources: Iterable[tuple[str, Source]], **options: Any) -> Iterator[Prediction]:
-        """Read and score files a batch at a time, in order; an unreadable file becomes an error Prediction."""
+    def predict_sources(self, sources: Iterable[tuple[str, Source]], *,
+                        skip: Callable[[str, Mapping[str, Any]], bool] | None = None,
+                        **options: Any) -> Iterator[Prediction]:
+        """Read and score files a batch at a time, in order; an unreadable file becomes an error Prediction.
+
+        ``skip(name, metadata)`` true leaves a readable image out unscored (intended_use.SkipNonFrontal).
+        """
         batch_size = options.get("batch_size", 16)
         pending: list[tuple[str, XrayImage | XrayReadError]] = []
         for name, source in sources:
             try:
-                pending.append((name, read_xray(source, name=name, max_side=READ_MAX_SIDE)))
+                image = read_xray(source, name=name, max_side=READ_MAX_SIDE, intended=self.intended)
             except XrayReadError as error:
                 pending.append((name, error))
+            else:
+                if skip is None or not skip(name, image.metadata):
+                    pending.append((name, image))
             if len(pending) >= batch_size:
                 yield from self._flush(pending, options)
                 pending = []
@@ -290,10 +381,12 @@ class Predictor:
         out_of_domain = None if ood_score is None else bool(ood_score > 1.0)
         if out_of_domain:
             warnings.append("unlike the images this model was trained on (out of domain): treat the answer with caution")
+        guards = [] if self.intended is None else intended_use.guard_warnings(image.metadata.get("dicom_guards", {}),
+                                                                             self.intended)
         return Prediction(
             name=name, probabilities=probabilities, label=label, positive_class=self.positive_class,
             positive_probability=positive_probability, threshold=self.threshold, operating_point=self.operating_point,
-            out_of_domain=out_of_domain, ood_score=None if ood_score is None else float(ood_score),
+            out_of_domain=out_of_domain, ood_score=None if ood_score is None else float(ood_score), guards=guards,
             warnings=warnings, metadata=image.metadata, image=image.pixels,
             heatmap=heatmap,
             overlay=None if heatmap is None else explain.overlay(xdata.fit_within(image.pixels, OVERLAY_MAX_SIDE), heatmap),

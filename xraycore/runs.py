@@ -172,6 +172,21 @@ def _read_json_file(path: Path, default: Any = None) -> Any:
         raise ValueError(f"{path} is not valid JSON ({error}).") from error
 
 
+class ModelDirectoryError(ValueError):
+    """A model directory that cannot be loaded: one plain sentence naming the file and the remedy.
+
+    A ValueError, so the CLI's ``error: ...`` (exit 2) and the app's message show it instead of a traceback.
+    """
+
+    REMEDY = ("Copy the model directory again from its source (a run of your own: train it again), "
+              "or choose another model.")
+
+    def __init__(self, path: Path, problem: str, remedy: str = REMEDY) -> None:
+        path = Path(path)
+        super().__init__(f"The model in {path.parent} cannot be loaded: {path.name} {problem}. {remedy}")
+        self.path = path
+
+
 # --------------------------------------------------------------------------- weights
 
 
