@@ -628,6 +628,17 @@ class OodFeatures:
         return [block.shape[1] for block in self.passes[0]]
 
 
+def ood_feature_widths(model: nn.Module, spec_or_name: BackboneSpec | str | None) -> list[int]:
+    """Sizes of the out-of-domain feature blocks (see OodFeatures), from one tiny forward."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    with torch.no_grad(), OodFeatures(model, spec_or_name) as captured:
+        model(torch.zeros(1, 3, 96, 96, device=device))  # 96 px: above every backbone's minimum input
+    model.train(was_training)
+    return captured.widths
+
+
 def features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Penultimate (pre-logits) features, shape (N, D): the input of out-of-domain scoring."""
     return model.forward_head(model.forward_features(x), pre_logits=True)

@@ -94,7 +94,7 @@ class Network:
         self.temperature = temperature
         self.device = device
         self.model.to(device).eval()
-        self.ood = _load_ood(run, _feature_size(self.model))
+        self.ood = _load_ood(run, models.ood_feature_widths(self.model, self.spec))
 
     def to_tensor(self, image: XrayImage) -> torch.Tensor:
         """Grey float image → normalised 3-channel network input, exactly as validation images in training."""
@@ -206,8 +206,8 @@ def _load_model(run: runs.Run, config: Mapping[str, Any]) -> torch.nn.Module:
     return model
 
 
-def _load_ood(run: runs.Run, feature_size: int | None) -> OodModel | None:
-    """The out-of-domain detector, checked against the network's feature size (a swapped file fails here,
+def _load_ood(run: runs.Run, widths: list[int]) -> OodModel | None:
+    """The out-of-domain detector, checked against the network's feature blocks (a swapped file fails here,
     not halfway through a batch)."""
     path = run.file(runs.OOD_FILE)
     if not path.exists():
@@ -216,16 +216,12 @@ def _load_ood(run: runs.Run, feature_size: int | None) -> OodModel | None:
         ood = OodModel.from_arrays(runs.load_arrays(path))
     except (SafetensorError, OSError, KeyError, IndexError):
         raise runs.ModelDirectoryError(path, "(the out-of-domain detector) is damaged or cut short") from None
-    size = ood.mean.shape[0] if ood.mean.ndim == 1 else None
-    if size is None or ood.precision.shape != (size, size) or feature_size not in (None, size):
+    square = all(block.mean.ndim == 1 and block.precision.shape == (block.mean.size,) * 2 for block in ood.blocks)
+    # An older detector scores the pre-logit features only, which always come last.
+    fits = ood.widths == widths or (len(ood.widths) == 1 and ood.widths[0] == widths[-1])
+    if not (square and fits):
         raise runs.ModelDirectoryError(path, "(the out-of-domain detector) belongs to another network")
     return ood
-
-
-def _feature_size(model: torch.nn.Module) -> int | None:
-    """Width of the classifier's input (the features the detector scores), when its first layer is linear."""
-    first = next((m for m in model.get_classifier().modules() if isinstance(m, torch.nn.Linear)), None)
-    return None if first is None else first.in_features
 
 
 class Predictor:

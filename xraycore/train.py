@@ -198,17 +198,6 @@ def predict_indices(model: torch.nn.Module, dataset: xdata.XrayDataset, batch_si
     return all_logits, all_labels, all_feats
 
 
-def ood_block_widths(model: torch.nn.Module, spec: models.BackboneSpec, device: torch.device) -> list[int]:
-    """Sizes of the out-of-domain feature blocks (see models.OodFeatures), from one tiny forward."""
-    was_training = model.training
-    model.eval()
-    probe = torch.zeros(1, 3, 64, 64, device=device)
-    with torch.no_grad(), models.OodFeatures(model, spec) as captured:
-        model(probe)
-    model.train(was_training)
-    return captured.widths
-
-
 def epoch_metrics(logits: np.ndarray, labels: np.ndarray, weights: torch.Tensor | None) -> dict[str, float]:
     """Validation numbers used for monitoring: loss, accuracy, AUROC (one-vs-rest macro), F1."""
     t_logits = torch.from_numpy(logits)
@@ -604,7 +593,7 @@ def _finish(session: _Session, stopped: bool) -> None:
     if config.fit_ood:
         ood_idx = splits.train[:: max(1, len(splits.train) // 3000)]  # a few thousand images pin the covariance
         train_feats = session.evaluate(ood_idx, True)[2]
-    ood_widths = ood_block_widths(session.model, session.spec, session.device)
+    ood_widths = models.ood_feature_widths(session.model, session.spec)
     if not ctx.is_main:
         return
 
