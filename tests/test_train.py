@@ -122,3 +122,17 @@ def test_finished_run_holds_everything_the_app_needs(tiny_run):
     assert 0.0 <= op["threshold"] <= 1.0 and op["positive_class"] == "PNEUMONIA" and op["temperature"] > 0
     summary = json.loads((run.path / "summary.json").read_text())
     assert summary["test"]["n"] == 32 and summary["test"]["auroc"] > 0.8  # the task is easy: it must learn it
+
+
+def test_watch_data_is_scored_every_epoch_and_never_trained_on(tiny_dataset, tmp_path):
+    from xraycore.train import train
+
+    config = TrainConfig(data=str(tiny_dataset / "train"), watch_data=str(tiny_dataset / "test"), backbone="simple_cnn",
+                         pretrained="none", image_size=32, epochs=2, batch_size=8, val_fraction=0.25, fit_ood=False,
+                         out=str(tmp_path), monitor="watch_auroc")
+    run = runs.Run(train(config))
+    rows = run.metrics()
+    assert all(0.0 <= row["watch_auroc"] <= 1.0 and 0.0 <= row["watch_accuracy"] <= 1.0 for row in rows)
+    assert run.config["counts"]["train"] + run.config["counts"]["val"] == 32, "the watched images are not in training"
+    with pytest.raises(ValueError, match="needs --watch-data"):
+        TrainConfig(monitor="watch_auroc")

@@ -50,6 +50,9 @@ TRAIN_HELP = {
     "preset": "a named recipe (see `presets`); other options override it", "study": "group runs under this study name",
     "out": "runs folder (default ./runs or $XRAY_RUNS_DIR)", "cache_dir": "where decoded images are cached",
     "notes": "free text stored with the run",
+    "watch_data": "class folders (e.g. a site's labelled sample) scored after every epoch as watch_auroc and "
+                  "watch_accuracy in metrics.jsonl; never trained on. Choosing the epoch by them (--monitor "
+                  "watch_auroc) spends that sample: judge the result on other data",
 }
 
 

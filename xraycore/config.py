@@ -18,6 +18,8 @@ MONITORS = {  # metric -> True when larger is better
     "val_accuracy": True,
     "val_auroc": True,
     "val_f1": True,
+    "watch_auroc": True,  # AUROC on --watch-data (never trained on): a site sample's view of each epoch
+    "watch_accuracy": True,
 }
 NORMALISATIONS = ("backbone", "imagenet", "half")  # "half" = pixels/255 - 0.5 (study 004)
 INTENSITIES = ("none", "equalize")  # see data.INTENSITY_NORMALISATIONS
@@ -81,6 +83,7 @@ class TrainConfig:
     out: str | None = None  # runs root
     cache_dir: str | None = None
     notes: str = ""
+    watch_data: str | None = None  # labelled class folders scored every epoch, never trained on
 
     def __post_init__(self) -> None:
         self.validate()
@@ -94,6 +97,7 @@ class TrainConfig:
             (self.monitor in MONITORS, f"monitor must be one of {tuple(MONITORS)}"),
             (self.normalisation in NORMALISATIONS, f"normalisation must be one of {NORMALISATIONS}"),
             (self.intensity in INTENSITIES, f"intensity must be one of {INTENSITIES}"),
+            (self.watch_data or not self.monitor.startswith("watch_"), "monitor watch_* needs --watch-data"),
             (self.split in ("auto", "folder", "ratio"), "split must be auto, folder or ratio"),
             (self.epochs >= 1, "epochs must be at least 1"),
             (self.batch_size >= 1, "batch size must be at least 1"),

@@ -55,6 +55,8 @@ class Splits:
     val: list[int]
     test: list[int]
     description: str
+    watch: xdata.ImageCache | None = None  # --watch-data: scored every epoch, never trained on
+    watch_labels: list[int] | None = None
 
 
 def prepare_data(config: TrainConfig, progress: Progress = _silent) -> Splits:
@@ -94,7 +96,23 @@ def prepare_data(config: TrainConfig, progress: Progress = _silent) -> Splits:
     if config.grow_minority:
         grown = xdata.grow_minority([cache.samples[i] for i in train_idx], config.grow_minority, seed=config.seed)
         train_idx = cache.indices_of(grown)
-    return Splits(cache, class_names, train_idx, cache.indices_of(val), cache.indices_of(test), description)
+    watch, watch_labels = _watch_set(config, class_names, size)
+    return Splits(cache, class_names, train_idx, cache.indices_of(val), cache.indices_of(test), description,
+                  watch, watch_labels)
+
+
+def _watch_set(config: TrainConfig, class_names: list[str], size: int) -> tuple[xdata.ImageCache | None, list[int] | None]:
+    """The --watch-data images decoded like the training images, labelled in the run's class order."""
+    if not config.watch_data:
+        return None, None
+    samples, folder_classes = xdata.scan_class_folders(config.watch_data)
+    unknown = sorted(set(folder_classes) - set(class_names))
+    if not samples or unknown:
+        raise ValueError(f"--watch-data needs class folders named like the training classes ({', '.join(class_names)})"
+                         + (f"; it has {', '.join(unknown)}" if unknown else ""))
+    cache = xdata.ImageCache(samples, size, intensity=config.intensity)
+    kept = {s.path: s for s in cache.samples}
+    return cache, [class_names.index(folder_classes[kept[s.path].label]) for s in cache.samples]
 
 
 def normalisation(config: TrainConfig, spec: models.BackboneSpec) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -514,7 +532,7 @@ def _end_epoch(session: _Session, loop: _Loop, val_set: xdata.XrayDataset, weigh
     val_logits, val_labels, _ = predict_indices(model, val_set, session.batch_size * 2, session.device, ctx,
                                                 channels_last=session.channels_last)
     row = {"epoch": epoch + 1, "train_loss": float(total[0] / max(1.0, float(total[1]))),
-           **epoch_metrics(val_logits, val_labels, weights),
+           **epoch_metrics(val_logits, val_labels, weights), **_watch_metrics(session, weights),
            "lr": phase_lr(config, epoch) * lr_factor(config, epoch, steps - 1, steps),
            "frozen_backbone": backbone_frozen(config, epoch), "seconds": round(elapsed, 2),
            "images_per_second": round(float(total[1]) / max(elapsed, 1e-9), 2)}
@@ -536,6 +554,20 @@ def _end_epoch(session: _Session, loop: _Loop, val_set: xdata.XrayDataset, weigh
     run.set_status("running", epoch=epoch + 1, epochs=config.epochs, best_value=loop.best, best_metric=config.monitor)
     run.log(f"epoch {epoch + 1}: " + ", ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float)))
     session.progress({"kind": "epoch", **row})
+
+
+def _watch_metrics(session: _Session, weights: torch.Tensor | None) -> dict[str, float]:
+    """watch_auroc / watch_accuracy on --watch-data with this epoch's weights (empty without it)."""
+    splits = session.splits
+    if splits.watch is None:
+        return {}
+    mean, std = session.mean_std
+    dataset = xdata.XrayDataset(splits.watch, list(range(len(splits.watch))),
+                                output_size=session.config.eval_size or session.config.image_size, mean=mean, std=std)
+    logits, _, _ = predict_indices(session.model, dataset, session.batch_size * 2, session.device, session.ctx,
+                                   channels_last=session.channels_last)
+    found = epoch_metrics(logits, np.asarray(splits.watch_labels), weights)
+    return {"watch_auroc": found["val_auroc"], "watch_accuracy": found["val_accuracy"]}
 
 
 def _record_sharding(run: runs.Run | None, ctx: distributed.Context, rows_seen: list[int], train_size: int) -> None:
