@@ -1,18 +1,16 @@
-"""Compare: runs side by side (or the runs of one study): metrics with CIs, confusion matrices,
-curves, training histories and what was configured differently. All numbers from ``xraycore.study``."""
+"""Compare: models side by side (the bundled default, runs, or the runs of one study): metrics with CIs,
+what to expect on new patients (internal validation beside external evaluations), confusion matrices,
+curves, training histories and what was configured differently. All numbers from ``xraycore``."""
 from __future__ import annotations
 
 import streamlit as st
 
 from xraycore import catalog, figures, runs, study
+from xraycore.evaluate import evidence
 
 SPLIT = "val"
 PER_ROW = 3  # confusion matrices per row
 CURVE_METRICS = ("val_auroc", "val_loss", "train_loss", "val_accuracy", "val_f1")
-TABLE_COLUMNS = ["label", "state", "n", "threshold", "accuracy", "precision", "recall", "specificity",
-                 "fbeta", "auroc", "multiclass_accuracy", "macro_auroc", "recall_low", "recall_high",
-                 "specificity_low", "specificity_high", "fbeta_low", "fbeta_high", "auroc_low", "auroc_high", "id"]
-THREE_DECIMALS = st.column_config.NumberColumn(format="%.3f")
 
 
 @st.cache_data(max_entries=32, show_spinner="Computing metrics with bootstrap intervals…")
@@ -22,12 +20,16 @@ def table(run_paths: tuple[str, ...], beta: float, versions: tuple[float, ...]) 
 
 
 st.title("Compare")
-all_runs = [run for run in runs.list_runs() if run.predictions(SPLIT) is not None]
-if not all_runs:
-    st.info(f"No run with validation predictions in {runs.runs_root()} yet.")
+# Every model directory with validation predictions: the bundled default first, then the runs.
+choices = [choice for choice in catalog.model_choices() if runs.Run(choice.path).predictions(SPLIT) is not None]
+known = {choice.path for choice in choices}
+choices += [catalog.ModelChoice(f"run {run.id}", run.path.resolve()) for run in runs.list_runs()
+            if run.path.resolve() not in known and run.predictions(SPLIT) is not None]
+if len(choices) < 1:
+    st.info(f"No model with validation predictions yet (bundled model or runs in {runs.runs_root()}).")
     st.stop()
 
-by_id = {run.id: run for run in all_runs}
+by_id = {choice.label: runs.Run(choice.path) for choice in choices}
 studies = study.study_names()
 mode = st.radio("Compare", ["runs", "a study"], horizontal=True, key="compare_mode",
                 disabled=not studies, help=None if studies else "No study (multi-run launch) yet.")
@@ -35,21 +37,31 @@ if mode == "a study" and studies:
     name = st.selectbox("Study", studies, key="compare_study")
     chosen = [run for run in study.study_runs(name) if run.id in by_id]
 else:
-    ids = st.multiselect("Runs (two or more)", list(by_id), default=list(by_id)[:2], key="compare_runs",
-                         format_func=lambda run_id: study.run_label(by_id[run_id]))
-    chosen = [by_id[run_id] for run_id in ids]
+    ids = st.multiselect("Models (two or more)", list(by_id), default=list(by_id)[:2], key="compare_runs")
+    chosen = [by_id[label] for label in ids]
 if len(chosen) < 2:
-    st.info("Pick at least two runs.")
+    st.info("Pick at least two models.")
     st.stop()
 
 beta = st.number_input("β of F-β", 0.1, 10.0, 2.0, 0.5, key="compare_beta")
 rows = table(tuple(str(run.path) for run in chosen), beta, tuple(catalog.results_version(run.path, SPLIT) for run in chosen))
-st.subheader("Validation metrics (95% bootstrap CIs), each run at its saved threshold")
-shown = [column for column in TABLE_COLUMNS if any(row.get(column) is not None for row in rows)]
-st.dataframe(rows, hide_index=True, width="stretch", column_order=shown,
-             column_config={column: THREE_DECIMALS for column in shown if column not in ("label", "state", "n", "id")})
+st.subheader("Internal validation (95% bootstrap CIs), each model at its operating point")
+st.caption("Internal validation images come from the same collection as each model's training images: "
+           "optimistic for new patients. See the external evaluations below.")
+st.dataframe(study.display_rows(rows, beta), hide_index=True, width="stretch")
 st.plotly_chart(figures.metric_bars_figure(rows, ["precision", "recall", "specificity", "fbeta", "auroc"]),
                 key="compare_bars")
+
+st.subheader("What to expect on new patients: internal validation beside external evaluations")
+expected = [{"model": study.run_label(run), **{key: row[key] for key in ("data", "n", "operating_point", "date")},
+             **{key: None if row[key] is None else round(row[key], 3)
+                for key in ("auroc", "accuracy", "sensitivity", "specificity")}}
+            for run in chosen for row in evidence(run.path)]
+if expected:
+    st.dataframe(expected, hide_index=True, width="stretch")
+if not any(row["data"].startswith("external") for row in expected):
+    st.caption("No external evaluation is recorded for these models: `python -m xraycore evaluate --model DIR "
+               "--data FOLDER --save NAME` keeps one.")
 
 folded = [run for run in chosen if study.fold_number(run) is not None]
 if len(folded) >= 2:
@@ -63,6 +75,8 @@ reported = {study.run_label(run): study.reported_numbers(run) for run in chosen}
 reported = {label: numbers for label, numbers in reported.items() if numbers}
 if reported:
     st.subheader("Reported by the source study")
+    st.caption("Measured by the study's authors on their own test data, with their full recipe: "
+               "not on this validation split, and not comparable to a shortened run.")
     st.dataframe([{"run": label, **numbers} for label, numbers in reported.items()], hide_index=True)
 
 st.subheader("Confusion matrices")

@@ -358,10 +358,17 @@ def test_compare_two_runs(app_env):
     at = start_app()
     at.switch_page("pages/compare.py").run()
     assert not at.exception, [e.value for e in at.exception]
+    models = at.multiselect(key="compare_runs")
+    assert models.options[0] == "default model (run-a)", "the bundled (default) model is pickable, first"
     table = at.dataframe[0].value
-    assert sorted(table["id"]) == ["run-a", "run-b"]
-    assert table["auroc"].notna().all() and "auroc_low" in table
+    assert len(table) == 2 and table["auroc"].notna().all()
+    assert "F2" in table and "fbeta" not in table, "F-beta is named by its beta"
+    assert table["auroc 95% CI"].str.fullmatch(r"\d\.\d{3}–\d\.\d{3}").all(), "one CI cell per metric"
+    evidence = at.dataframe[1].value
+    assert evidence["data"].str.startswith("internal validation").all()
     assert len(at.get("plotly_chart")) >= 6  # bars, two confusion matrices, ROC, PR, training curves
+    at.number_input(key="compare_beta").set_value(1.0).run()
+    assert "F1" in at.dataframe[0].value and "F2" not in at.dataframe[0].value
 
 
 # ------------------------------------------------------------------ jobs and catalog

@@ -217,12 +217,12 @@ def _shared_intended_use(member_runs: Sequence[runs.Run]) -> intended_use.Intend
 
 
 def bundle_ensemble(member_refs: Sequence[str | Path], destination: Path, command: str,
-                    extra: dict[str, str] | None = None, beta: float = 2.0) -> Path:
+                    extra: dict[str, str] | None = None, beta: float = 2.0, tta: bool = False) -> Path:
     """An ensemble model directory: each finished run bundled under members/, their calibrated logits averaged.
 
     The members must share their classes and their validation images (same data, split and seed), so the
     ensemble's own temperature and F-beta threshold are fitted on the averaged validation logits, exactly as
-    training fits a single network's.
+    training fits a single network's. ``tta`` makes flip test-time augmentation the ensemble's default.
     """
     from .predict import ENSEMBLE_FILE, ENSEMBLE_MEMBERS_DIR
 
@@ -268,6 +268,7 @@ def bundle_ensemble(member_refs: Sequence[str | Path], destination: Path, comman
         "positive_class": class_names[positive], "split": configs[0].get("split"), "counts": configs[0].get("counts"),
         "weights_source": "; ".join(f"{name}: {config.get('weights_source')}" for name, config in zip(names, configs)),
         "image_size": configs[0]["image_size"], "train": {"data": _portable_config(configs[0])["train"].get("data")},
+        "tta": tta,  # flip test-time augmentation by default (the internal point is fitted on un-flipped scores)
     })
     ensemble.write_json(runs.OPERATING_POINT_FILE, {
         "temperature": temperature, "threshold": threshold, "beta": beta, "positive_class": class_names[positive],

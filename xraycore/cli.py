@@ -109,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--threshold", type=float, help="operating threshold (default: the model's saved one)")
     evaluate.add_argument("--positive", default=None, help="positive class folder name (default: the model's, PNEUMONIA)")
     evaluate.add_argument("--beta", type=float, default=2.0, help="beta of the reported F-beta")
-    evaluate.add_argument("--tta", action="store_true", help="flip test-time augmentation")
+    evaluate.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                          help="flip test-time augmentation (default: the model's own setting)")
     evaluate.add_argument("--ci", action="store_true", help="add bootstrap 95%% confidence intervals")
     evaluate.add_argument("--prevalence", type=float, help="also report precision (PPV) and NPV at this share of "
                           "positives, e.g. 0.1 for a ward where one scan in ten shows pneumonia")
@@ -124,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--data", required=True, help="the site's labelled sample: one sub-folder per class")
     calibrate.add_argument("--name", required=True, help="name of the operating point, e.g. the hospital")
     calibrate.add_argument("--beta", type=float, default=2.0, help="F-beta the threshold maximises (2 favours recall)")
-    calibrate.add_argument("--tta", action="store_true", help="score the sample with flip test-time augmentation")
+    calibrate.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                           help="flip test-time augmentation (default: the model's own setting)")
     calibrate.add_argument("--no-activate", action="store_true", help="store the point without making it active")
     calibrate.add_argument("--json", action="store_true", help="print the stored point as JSON")
 
@@ -138,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("files", nargs="+", help="PNG, JPEG or DICOM files")
     predict.add_argument("--threshold", type=float, help="operating threshold (default: the model's saved one)")
     predict.add_argument("--operating-point", metavar="NAME", help="named operating point (default: the active one)")
-    predict.add_argument("--tta", action="store_true", help="flip test-time augmentation")
+    predict.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                         help="flip test-time augmentation (default: the model's own setting)")
     predict.add_argument("--cam", metavar="DIR", help="also write Grad-CAM overlays as PNG into DIR")
     predict.add_argument("--cam-method", default="gradcam", help="Grad-CAM method")
     predict.add_argument("--json", action="store_true", help="one JSON line per file")
@@ -169,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     bundle.add_argument("--command-file", required=True, help="file holding the exact training command (for the card)")
     bundle.add_argument("--section", action="append", default=[], metavar="TITLE=FILE",
                         help="extra card section from a Markdown file (repeatable)")
+    bundle.add_argument("--member", action="append", default=[], metavar="RUN",
+                        help="bundle an ensemble instead: every --member run (and --model) averaged")
+    bundle.add_argument("--tta", action="store_true", help="ensemble: flip test-time augmentation by default")
 
     build = verbs.add_parser("build-dataset", help="make a class-folder dataset from existing folders (symlinks)")
     build.add_argument("kind", choices=("kermany-3class", "merge"),
@@ -327,7 +333,13 @@ def cmd_bundle(args: argparse.Namespace) -> int:
     for item in args.section:
         title, _, path = item.partition("=")
         extra[title] = Path(path).read_text(encoding="utf-8")
-    print(bundle_model(args.model, Path(args.output), Path(args.command_file).read_text(encoding="utf-8"), extra))
+    command = Path(args.command_file).read_text(encoding="utf-8")
+    if args.member:
+        from .card import bundle_ensemble
+
+        print(bundle_ensemble([args.model, *args.member], Path(args.output), command, extra, tta=args.tta))
+    else:
+        print(bundle_model(args.model, Path(args.output), command, extra))
     return 0
 
 

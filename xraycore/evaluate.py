@@ -31,7 +31,7 @@ class ScoredFolder:
         return np.array([label == positive for label in self.labels], dtype=int)
 
 
-def score_folder(predictor: Predictor, data_dir: str | Path, positive: str, tta: bool = False) -> ScoredFolder:
+def score_folder(predictor: Predictor, data_dir: str | Path, positive: str, tta: bool | None = None) -> ScoredFolder:
     """Run ``predictor`` over ``data_dir``/CLASS/*; unreadable files are skipped and counted, never fatal."""
     samples, folder_classes = xdata.scan_class_folders(data_dir)
     if not samples:
@@ -56,7 +56,7 @@ def score_folder(predictor: Predictor, data_dir: str | Path, positive: str, tta:
 
 
 def evaluate_folder(model_dir: str | Path, data_dir: str | Path, *, threshold: float | None = None,
-                    positive: str | None = None, beta: float = 2.0, tta: bool = False,
+                    positive: str | None = None, beta: float = 2.0, tta: bool | None = None,
                     with_ci: bool = False, prevalence: float | None = None,
                     predictor: Predictor | None = None, operating_point: str | None = None) -> dict[str, Any]:
     """Binary report (positive class vs the rest) at the model's active, a named or a given threshold.
@@ -112,7 +112,7 @@ def list_evaluations(model_dir: str | Path) -> list[dict[str, Any]]:
 
 
 def calibrate_folder(model_dir: str | Path, data_dir: str | Path, name: str, *, beta: float = 2.0,
-                     activate: bool = True, user: str = "local", tta: bool = False) -> dict[str, Any]:
+                     activate: bool = True, user: str = "local", tta: bool | None = None) -> dict[str, Any]:
     """Fit temperature and threshold on a site's labelled sample and store them as operating point ``name``.
 
     Returns the stored point, which carries the site sample's own report at that point (with CIs; measured
@@ -132,7 +132,7 @@ def calibrate_folder(model_dir: str | Path, data_dir: str | Path, name: str, *, 
     report = metrics.binary_report(y_true, probability, point["threshold"], beta)
     point.update(
         kind="site calibration", source=f"site calibration on {len(y_true)} images of {Path(data_dir).name}",
-        n=len(y_true), n_positive=n_positive, n_negative=n_negative, tta=tta,
+        n=len(y_true), n_positive=n_positive, n_negative=n_negative, tta=predictor.tta if tta is None else tta,
         data_fingerprint=operating.data_fingerprint(scored.files),
         site_report={k: report[k] for k in ("accuracy", "recall", "specificity", "precision", "auroc", "confusion_matrix")},
         site_ci95=metrics.bootstrap_report(y_true, probability, point["threshold"], beta),

@@ -247,6 +247,7 @@ class Predictor:
             positive = config.get("positive_class")
             self.positive_index = self.class_names.index(positive) if positive in self.class_names else 1
         self.threshold = threshold if threshold is not None else operating.get("threshold", 0.5 if self.positive_index is not None else None)
+        self.tta = bool(config.get("tta", False))  # flip test-time augmentation by default (see predict_images)
 
     # -------------------------------------------------------------- the first network (one-network models)
     @property
@@ -293,7 +294,7 @@ class Predictor:
             "model": self.run.id, "path": str(self.run.path), "backbone": " + ".join(backbones),
             "members": len(self.networks),
             "classes": self.class_names, "threshold": self.threshold, "temperature": self.temperature,
-            "operating_point": self.operating_point,
+            "operating_point": self.operating_point, "tta": self.tta,
             "weights_source": config.get("weights_source"), "split": config.get("split"),
             "counts": config.get("counts"), "validation": summary.get("val"), "data": config.get("train", {}).get("data"),
             "intended_use": None if self.intended is None else self.intended.to_json(),
@@ -316,7 +317,10 @@ class Predictor:
 
     # -------------------------------------------------------------- public
     def predict_images(self, images: Sequence[XrayImage], names: Sequence[str] | None = None, *,
-                       cam: str | None = None, tta: bool = False, batch_size: int = 16) -> list[Prediction]:
+                       cam: str | None = None, tta: bool | None = None, batch_size: int = 16) -> list[Prediction]:
+        """Score images in batches. ``tta`` None: the model directory's own choice (config "tta"), so a
+        model whose operating point was fitted on flip-averaged scores is always scored that way."""
+        tta = self.tta if tta is None else tta
         names = list(names) if names is not None else [f"image {i + 1}" for i in range(len(images))]
         out: list[Prediction] = []
         for start in range(0, len(images), batch_size):

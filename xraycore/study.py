@@ -227,3 +227,28 @@ def reported_numbers(run: Run) -> dict | None:
         return None
     reported = presets.load(preset_name).get("reported", {}).get(config.get("backbone"))
     return dict(reported) if reported else None
+
+
+DISPLAY_METRICS = ("accuracy", "precision", "recall", "specificity", "fbeta", "auroc")
+
+
+def display_rows(rows: list[dict], beta: float) -> list[dict]:
+    """comparison_table rows as people read them: F-beta named by its beta (F1, F2), each confidence
+    interval one "low–high" cell beside its metric, three decimals."""
+    f_name = f"F{beta:g}"
+    shown = []
+    for row in rows:
+        out: dict[str, Any] = {"model": row["label"], "state": row.get("state"), "n": row.get("n"),
+                               "threshold": None if row.get("threshold") is None else round(row["threshold"], 3)}
+        for metric in DISPLAY_METRICS:
+            title = f_name if metric == "fbeta" else metric
+            value = row.get(metric)
+            out[title] = None if value is None else round(value, 3)
+            low, high = row.get(f"{metric}_low"), row.get(f"{metric}_high")
+            if low is not None and high is not None:
+                out[f"{title} 95% CI"] = f"{low:.3f}–{high:.3f}"
+        for key in ("multiclass_accuracy", "macro_auroc"):
+            if row.get(key) is not None:
+                out[key] = round(row[key], 3)
+        shown.append(out)
+    return shown
