@@ -487,3 +487,14 @@ def test_gamma_and_blur_sharpen_do_what_their_names_say() -> None:
     jump = (edge[..., 16] - edge[..., 15]).mean(dim=(1, 2))  # contrast across the edge
     assert (jump < 0.45).any() and (jump > 0.55).any()
     assert torch.allclose(edge[..., :4], step[..., :4]) and torch.allclose(edge[..., -4:], step[..., -4:])
+
+
+def test_crop_margin_cuts_away_corner_text_and_keeps_the_size() -> None:
+    grey = np.full((100, 100), 90, np.uint8)
+    grey[2:8, 2:20] = 255  # a timestamp in the corner
+    grey[40:60, 40:60] = 30  # the middle
+    cropped = data.crop_margin(grey, 0.1)
+    assert cropped.shape == grey.shape and cropped.max() < 255, "the corner text is gone"
+    assert cropped[45:55, 45:55].mean() < 40, "the middle stays (slightly enlarged)"
+    assert data.crop_margin(grey, 0.0) is grey
+    assert np.array_equal(data.prepare_grey(grey, "none", 0.1), cropped)

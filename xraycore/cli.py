@@ -31,6 +31,7 @@ TRAIN_HELP = {
     "label_smoothing": "label smoothing of the cross-entropy",
     "augment": 'augmentations: comma-separated names (hflip,equalize) or a JSON list ([{"name": "rotate", "degrees": 10}])',
     "normalisation": f"one of {', '.join(NORMALISATIONS)}",
+    "crop_margin": "share of each side cut away before the network, at training and prediction (corner text)",
     "intensity": f"grey-level normalisation before the network, at training and prediction: {', '.join(INTENSITIES)}", "grow_minority": "add +X%% augmented copies of every minority class",
     "head_hidden": "hidden units of a dense head (default: a linear classifier)", "dropout": "dropout before the classifier",
     "head_batchnorm": "batch-norm in the dense head", "frozen_epochs": "first N epochs train the head only",

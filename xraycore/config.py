@@ -49,6 +49,7 @@ class TrainConfig:
     augment: list[Any] = field(default_factory=list)  # specs for data.build_augmentation
     normalisation: str = "backbone"
     intensity: str = "none"  # grey-level normalisation before the network: none | equalize (histogram)
+    crop_margin: float = 0.0  # share of each side cut away before the network (corner text, markers)
     grow_minority: float = 0.0  # +X% augmented copies of every minority class
     head_hidden: int | None = None
     dropout: float = 0.0
@@ -97,6 +98,7 @@ class TrainConfig:
             (self.monitor in MONITORS, f"monitor must be one of {tuple(MONITORS)}"),
             (self.normalisation in NORMALISATIONS, f"normalisation must be one of {NORMALISATIONS}"),
             (self.intensity in INTENSITIES, f"intensity must be one of {INTENSITIES}"),
+            (0.0 <= self.crop_margin < 0.4, "crop margin must be between 0 and 0.4"),
             (self.watch_data or not self.monitor.startswith("watch_"), "monitor watch_* needs --watch-data"),
             (self.split in ("auto", "folder", "ratio"), "split must be auto, folder or ratio"),
             (self.epochs >= 1, "epochs must be at least 1"),

@@ -354,6 +354,25 @@ INTENSITY_NORMALISATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 }
 
 
+def crop_margin(grey: np.ndarray, fraction: float = 0.0) -> np.ndarray:
+    """The central part of a grey image, ``fraction`` of each side cut away, resized back to the same size.
+
+    Film corners carry text, timestamps and markers that differ between machines and collections; a
+    network that can see them may learn them instead of the lungs (seen on the bundled data's new-patient
+    sample: confidently wrong normals with timestamps in the corners)."""
+    if fraction <= 0:
+        return grey
+    height, width = grey.shape[:2]
+    top, left = int(round(height * fraction)), int(round(width * fraction))
+    inner = np.ascontiguousarray(grey[top:height - top, left:width - left])
+    return np.asarray(Image.fromarray(inner).resize((width, height), Image.Resampling.BILINEAR))
+
+
+def prepare_grey(grey: np.ndarray, intensity: str = "none", margin: float = 0.0) -> np.ndarray:
+    """A run's preprocessing of a uint8 grey image at its load size, the same at training and prediction."""
+    return normalise_intensity(crop_margin(grey, margin), intensity)
+
+
 def normalise_intensity(grey: np.ndarray, method: str = "none") -> np.ndarray:
     """uint8 grey image → the same after the run's intensity normalisation (training and prediction alike)."""
     try:
@@ -480,17 +499,18 @@ class ImageCache:
         workers: int = 0,
         progress: Callable[[int, int], None] | None = None,
         intensity: str = "none",
+        margin: float = 0.0,
     ) -> None:
         self.size = size
-        self.intensity = intensity
+        self.intensity, self.margin = intensity, margin
         samples = list(samples)
-        cache_files = self._cache_files(samples, size, cache_dir, intensity) if cache_dir else None
+        cache_files = self._cache_files(samples, size, cache_dir, f"{intensity}|{margin}") if cache_dir else None
         if cache_files and all(f.exists() for f in cache_files):
             self.images, kept, self.skipped = self._load(*cache_files)
             if progress:
                 progress(len(samples), len(samples))
         else:
-            self.images, kept, self.skipped = self._decode_all(samples, size, workers, progress, intensity)
+            self.images, kept, self.skipped = self._decode_all(samples, size, workers, progress, intensity, margin)
             if cache_files:
                 self._save(cache_files, kept)
         self.samples = [samples[i] for i in kept]
@@ -504,7 +524,8 @@ class ImageCache:
         return [self._row_of_path[s.path] for s in samples if s.path in self._row_of_path]
 
     @staticmethod
-    def _decode_all(samples, size, workers, progress, intensity="none") -> tuple[np.ndarray, list[int], list[tuple[str, str]]]:
+    def _decode_all(samples, size, workers, progress, intensity="none", margin=0.0
+                    ) -> tuple[np.ndarray, list[int], list[tuple[str, str]]]:
         images = np.zeros((len(samples), size, size), dtype=np.uint8)
         kept, skipped = [], []
         paths = [s.path for s in samples]
@@ -514,15 +535,16 @@ class ImageCache:
                 if isinstance(result, str):
                     skipped.append((paths[i], result))
                 else:
-                    images[len(kept)] = normalise_intensity(result, intensity)
+                    images[len(kept)] = prepare_grey(result, intensity, margin)
                     kept.append(i)
                 if progress:
                     progress(i + 1, len(samples))
         return images[: len(kept)].copy() if skipped else images, kept, skipped
 
     @staticmethod
-    def _cache_files(samples: list[Sample], size: int, cache_dir: str | Path, intensity: str = "none") -> tuple[Path, Path]:
-        digest = hashlib.sha256(f"{_DECODER_VERSION}|{size}|{intensity}".encode())
+    def _cache_files(samples: list[Sample], size: int, cache_dir: str | Path, preparation: str = "none|0.0"
+                     ) -> tuple[Path, Path]:
+        digest = hashlib.sha256(f"{_DECODER_VERSION}|{size}|{preparation}".encode())
         for sample in samples:
             try:
                 stat = os.stat(sample.path)

@@ -91,6 +91,7 @@ class Network:
         self.mean, self.std = tuple(config["mean"]), tuple(config["std"])
         self.input_jpeg_quality: int | None = config.get("input_jpeg_quality")  # see data.stored_jpeg_quality
         self.intensity: str = config.get("intensity", "none")
+        self.crop_margin = float(config.get("crop_margin", 0.0))
         self.temperature = temperature
         self.device = device
         self.model.to(device).eval()
@@ -101,7 +102,7 @@ class Network:
         grey = to_uint8(image.pixels)
         if grey.shape != (self.load_size, self.load_size):  # resized here: give it the training images' encoding
             grey = xdata.match_stored_encoding(xdata.resize_uint8(grey, self.load_size), self.input_jpeg_quality)
-        grey = xdata.normalise_intensity(grey, self.intensity)
+        grey = xdata.prepare_grey(grey, self.intensity, self.crop_margin)
         return xdata.to_network_input(grey, self.image_size, self.mean, self.std)
 
     def forward(self, batch: torch.Tensor, tta: bool, cam: str | None, class_index: int | None

@@ -89,7 +89,7 @@ def prepare_data(config: TrainConfig, progress: Progress = _silent) -> Splits:
     cache_dir = Path(config.cache_dir) if config.cache_dir else None
     size = config.load_size or config.image_size
     cache = xdata.ImageCache(
-        everything, size, cache_dir=cache_dir, intensity=config.intensity,
+        everything, size, cache_dir=cache_dir, intensity=config.intensity, margin=config.crop_margin,
         progress=lambda done, total: progress({"kind": "cache", "done": done, "total": total}),
     )
     train_idx = cache.indices_of(train)
@@ -110,7 +110,7 @@ def _watch_set(config: TrainConfig, class_names: list[str], size: int) -> tuple[
     if not samples or unknown:
         raise ValueError(f"--watch-data needs class folders named like the training classes ({', '.join(class_names)})"
                          + (f"; it has {', '.join(unknown)}" if unknown else ""))
-    cache = xdata.ImageCache(samples, size, intensity=config.intensity)
+    cache = xdata.ImageCache(samples, size, intensity=config.intensity, margin=config.crop_margin)
     kept = {s.path: s for s in cache.samples}
     return cache, [class_names.index(folder_classes[kept[s.path].label]) for s in cache.samples]
 
@@ -381,7 +381,7 @@ def _open_or_create_run(session: _Session, weights_source: str, run_id: str | No
                 "load_size": config.load_size or config.image_size,
                 "input_jpeg_quality": xdata.stored_jpeg_quality([splits.cache.samples[i].path for i in splits.train],
                                                                 config.load_size or config.image_size),
-                "mean": list(mean), "std": list(std), "intensity": config.intensity,
+                "mean": list(mean), "std": list(std), "intensity": config.intensity, "crop_margin": config.crop_margin,
                 "head": {"hidden": config.head_hidden, "dropout": config.dropout, "batchnorm": config.head_batchnorm},
                 "weights_source": weights_source, "split": splits.description,
                 "counts": {name: len(idx) for name, idx in
