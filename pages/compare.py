@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from xraycore import catalog, figures, runs, study
+from xraycore import access, catalog, figures, runs, study, webauth
 
 SPLIT = "val"
 PER_ROW = 3  # confusion matrices per row
@@ -21,6 +21,7 @@ def table(run_paths: tuple[str, ...], beta: float, versions: tuple[float, ...]) 
     return study.comparison_table([runs.Run(path) for path in run_paths], SPLIT, beta, with_ci=True)
 
 
+webauth.require(access.COMPARE)
 st.title("Compare")
 all_runs = [run for run in runs.list_runs() if run.predictions(SPLIT) is not None]
 if not all_runs:
