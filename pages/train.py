@@ -117,7 +117,7 @@ def launch_form() -> None:
             st.error(str(error))
         else:
             st.session_state["train_job"] = job.id
-            started = "Started" if job.began() else "Queued"
+            started = f"Queued (behind {job.ahead} job(s))" if job.ahead else "Started"
             st.success(f"{started} {job.id} in the background (log: {job.log_path}).")
 
 

@@ -81,6 +81,11 @@ def training(jobs_dir: Path) -> list[dict[str, Any]]:
     return [r for r in records(jobs_dir) if began(jobs_dir, r["id"]) and process_alive(r.get("pid"))]
 
 
+def ahead_of_new(jobs_dir: Path) -> int:
+    """How many jobs one launched now would wait for (0: it starts at once; call under the lock)."""
+    return max(0, len(training(jobs_dir)) + len(waiting(jobs_dir)) - max_jobs() + 1)
+
+
 def my_turn(jobs_dir: Path, job_id: str, limit: int) -> bool:
     """True when ``job_id`` is among the first free slots' worth of waiting jobs (call under the lock)."""
     free = limit - len([r for r in training(jobs_dir) if r["id"] != job_id])

@@ -147,6 +147,7 @@ class Job:
     study: str | None = None
     owner: str | None = None  # Identity.user of whoever launched it; None: only an admin may stop it
     seq: int = 0  # place in the queue
+    ahead: int = 0  # jobs it had to wait for when launched (0: started at once)
     cwd: str | None = None
 
     @property
@@ -220,7 +221,7 @@ def launch(options: dict[str, Any], run_id: str | None = None, *, processes: int
         job = _start(build_command(options, run_id, processes), run_id, root, threads, options.get("study"),
                      line.identity.user)
         line.note(new={key: options.get(key) for key in ("backbone", "preset", "epochs", "folds") if options.get(key)},
-                  detail="started" if job.began() else "queued")
+                  detail=f"queued behind {job.ahead}" if job.ahead else "started")
         return job
 
 
@@ -251,7 +252,7 @@ def resume(ref: str, *, threads: int | None = None, root: Path | None = None,
             raise ValueError(f"nothing named {ref!r} to continue in {root}")
         command = [sys.executable, "-m", "xraycore", "train", "--resume", ref, "--out", str(root), "--quiet"]
         job = _start(command, runs.sanitize_run_id(ref), root, threads, study, line.identity.user)
-        line.note(detail="started" if job.began() else "queued")
+        line.note(detail=f"queued behind {job.ahead}" if job.ahead else "started")
         return job
 
 
@@ -268,7 +269,7 @@ def _start(command: list[str], job_id: str, root: Path, threads: int | None, stu
     with jobqueue.locked(jobs_dir):
         job = Job(id=job_id, pid=0, command=command, root=str(root),
                   started=dt.datetime.now().astimezone().isoformat(timespec="seconds"), study=study, owner=owner,
-                  seq=jobqueue.next_sequence(jobs_dir), cwd=str(PACKAGE_PARENT))
+                  seq=jobqueue.next_sequence(jobs_dir), ahead=jobqueue.ahead_of_new(jobs_dir), cwd=str(PACKAGE_PARENT))
         runs.atomic_write_json(record_path, asdict(job))
         with open(jobs_dir / f"{job_id}.log", "ab") as log:
             process = subprocess.Popen([sys.executable, "-m", "xraycore.jobqueue", str(record_path)], stdout=log,
