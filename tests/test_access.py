@@ -98,6 +98,18 @@ def test_loopback_addresses():
     assert not any(access.is_loopback(a) for a in ("0.0.0.0", "", None, "::", "10.1.2.3", "ward.example"))
 
 
+def test_a_loopback_server_behind_a_proxy_counts_as_reachable():
+    from xraycore.webauth import beyond_loopback
+
+    local = {"Host": "127.0.0.1:8501", "Origin": "http://localhost:8501"}
+    assert not beyond_loopback("127.0.0.1", local) and not beyond_loopback("::1", {}) and beyond_loopback(None, {})
+    assert beyond_loopback("0.0.0.0", local) and beyond_loopback("10.0.0.5", local)
+    assert beyond_loopback("127.0.0.1", {**local, "X-Forwarded-For": "10.1.2.3"})
+    assert beyond_loopback("127.0.0.1", {"Host": "xray.hospital.example"})
+    assert beyond_loopback("127.0.0.1", {"Host": "127.0.0.1:8501", "Origin": "https://xray.hospital.example"})
+    assert not beyond_loopback("127.0.0.1", {"Host": "[::1]:8501"})
+
+
 def test_bundled_config_serves_on_loopback_only():
     import tomllib
 

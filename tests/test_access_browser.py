@@ -131,6 +131,19 @@ def test_the_bundled_configuration_listens_on_loopback_only(app_server):
     assert all(access.is_loopback(address.ip) for address in listening), listening
 
 
+def test_a_page_url_on_a_fresh_server_asks_for_sign_in_and_lists_nothing(browser, app_server):
+    """Before app.py has run once, Streamlit would run pages/audit.py alone and list every page file."""
+    from playwright.sync_api import expect
+
+    page = browser.new_context().new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(f"{app_server.url}/audit")
+    expect(page.get_by_role("button", name="Sign in")).to_be_visible()
+    expect(page.locator('[data-testid="stSidebarNav"]')).to_have_count(0)
+    expect(page.get_by_role("link", name="audit")).to_have_count(0)
+    page.context.close()
+
+
 def test_a_reader_sees_diagnose_only_and_cannot_save_an_operating_point(browser, app_server, monkeypatch):
     from playwright.sync_api import expect
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Callable
+from urllib.parse import urlparse
 
 import streamlit as st
 from streamlit import config as st_config
@@ -48,15 +49,24 @@ def auth_configured() -> bool:
 
 
 def reachable_beyond_loopback() -> bool:
-    """True when the server listens beyond loopback, or this request came through a proxy or by a
-    name that is not loopback (a reverse proxy makes a loopback server reachable too)."""
-    if not access.is_loopback(st_config.get_option("server.address")):
+    """True when the server listens beyond loopback, or this request came through a proxy or from a page
+    whose address is not loopback (a reverse proxy makes a loopback server reachable too)."""
+    return beyond_loopback(st_config.get_option("server.address"), dict(st.context.headers or {}))
+
+
+def beyond_loopback(address: str | None, headers: dict[str, str]) -> bool:
+    """The pure decision behind :func:`reachable_beyond_loopback`, from the configured address and the
+    request's headers."""
+    if not access.is_loopback(address):
         return True
-    headers = {key.lower(): value for key, value in (st.context.headers or {}).items()}
+    headers = {key.lower(): value for key, value in headers.items()}
     if any(headers.get(name) for name in FORWARDING_HEADERS):
         return True
-    host = headers.get("host")
-    return bool(host) and not access.is_loopback(_hostname(host))
+    host, origin = headers.get("host"), headers.get("origin")
+    if host and not access.is_loopback(_hostname(host)):
+        return True
+    # A proxy may rewrite Host, but the browser's Origin still names the address people typed.
+    return bool(origin) and origin != "null" and not access.is_loopback(urlparse(origin).hostname)
 
 
 def _hostname(host: str) -> str:
@@ -86,12 +96,25 @@ def refusal_text(identity: access.Identity | None) -> str:
 
 def require(permission: str) -> access.Identity:
     """For the top of a page: who is signed in, if they may use the page; otherwise a refusal and stop."""
+    _leave_pages_directory_mode()
     identity = identify()
     if not access.can(identity, permission):
         st.error(refusal_text(identity), icon=":material/block:")
         st.stop()
     assert identity is not None
     return identity
+
+
+def _leave_pages_directory_mode() -> None:
+    """On a fresh server, until app.py has once called st.navigation, Streamlit treats pages/ in its old
+    way: a request for a page's URL runs that file alone and lists every file in the sidebar, with no
+    sign-in banner and no role filter. Switch that mode off and rerun through app.py, which then
+    resolves the same URL through the navigation of the signed-in person's role."""
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
 
 
 def _refusal_page(spec: PageSpec, identity: access.Identity | None) -> Callable[[], None]:
