@@ -25,6 +25,8 @@ PEOPLE = {
     "reader": {"is_logged_in": True, "email": "rita@ward.example", "name": "Rita Reader", "sub": "rita"},
     "researcher": {"is_logged_in": True, "email": "sam@lab.example", "name": "Sam Researcher", "sub": "sam",
                    "groups": ["ml-research"]},
+    "other researcher": {"is_logged_in": True, "email": "olga@lab.example", "name": "Olga", "sub": "olga",
+                         "groups": ["ml-research"]},
     "admin": {"is_logged_in": True, "email": "ada@it.example", "name": "Ada Admin", "sub": "ada"},
     "stranger": {"is_logged_in": True, "email": "eve@elsewhere.example", "name": "Eve", "sub": "eve"},
 }
@@ -145,3 +147,35 @@ def test_only_an_admin_is_offered_deleting_a_run_and_it_is_audited(env):
     [entry] = audit.read()
     assert (entry["action"], entry["outcome"], entry["target"], entry["user"]) == (
         "run.delete", "ok", "run-b", "ada@it.example")
+
+
+def test_the_train_page_shows_the_queue_and_lets_the_owner_cancel(env, tiny_dataset, monkeypatch):
+    import os
+    import signal
+    import sys
+    import time
+
+    monkeypatch.setattr(jobs, "build_command", lambda options, run_id, processes=1: [
+        sys.executable, "-c", "import time; time.sleep(60)"])
+    options = {"data": str(tiny_dataset / "train"), "backbone": "simple_cnn", "pretrained": "none"}
+    researcher = access.identity_from_claims(PEOPLE["researcher"], access.load_roles())
+    launched = [jobs.launch(options, name, identity=researcher) for name in ("busy", "next-up")]
+    try:
+        at = run("pages/train.py", "researcher")
+        assert "Waiting for a training slot (1)" in [h.value for h in at.subheader]
+        [table] = [t.value for t in at.dataframe if "place" in t.value]
+        assert table["job"].tolist() == ["next-up"] and table["launched by"].tolist() == ["sam@lab.example"]
+        assert any(b.key == "cancel:next-up" for b in run("pages/train.py", "admin").button), "an admin may cancel"
+        assert not any(b.key == "cancel:next-up" for b in run("pages/train.py", "other researcher").button)
+        at.button(key="cancel:next-up").click().run()
+        deadline = time.monotonic() + 30
+        while launched[1].alive() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert launched[1].state() == jobs.CANCELLED and jobs.queue() == []
+    finally:
+        for job in launched:
+            if job.alive():
+                os.killpg(job.pid, signal.SIGKILL)
+    assert [(e["action"], e["outcome"], e["user"]) for e in audit.read()] == [
+        ("run.launch", "ok", "sam@lab.example"), ("run.launch", "ok", "sam@lab.example"),
+        ("run.stop", "ok", "sam@lab.example")]
