@@ -109,9 +109,14 @@ def run(record_path: Path) -> int:
     jobs_dir = record_path.parent
     print(f"queued as number {record.get('seq')}; waiting for a free training slot", flush=True)
     wait_for_turn(jobs_dir, record["id"])
+    stop_asked: list[int] = []
+    # From here on SIGTERM is the trainer's business (it is in our process group and stops cleanly);
+    # this process only remembers it, in case it came before the trainer existed.
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop_asked.append(signum))
     print("starting", flush=True)
-    signal.signal(signal.SIGTERM, lambda signum, frame: None)  # the trainer gets it too and stops cleanly
     child = subprocess.Popen(record["command"], cwd=record.get("cwd") or None)
+    if stop_asked and child.poll() is None:
+        child.send_signal(signal.SIGTERM)
     return child.wait()
 
 
