@@ -109,10 +109,11 @@ def _leave_pages_directory_mode() -> None:
     """On a fresh server, until app.py has once called st.navigation, Streamlit treats pages/ in its old
     way: a request for a page's URL runs that file alone and lists every file in the sidebar, with no
     sign-in banner and no role filter. Switch that mode off and rerun through app.py, which then
-    resolves the same URL through the navigation of the signed-in person's role."""
+    resolves the same URL through the navigation of the signed-in person's role. (streamlit.testing
+    starts every run in that mode and would lose each click to the rerun: left alone there.)"""
     from streamlit.runtime.pages_manager import PagesManager
 
-    if PagesManager.uses_pages_directory:
+    if PagesManager.uses_pages_directory and not st_config.get_option("global.appTest"):
         PagesManager.uses_pages_directory = False
         st.rerun()
 
