@@ -78,7 +78,8 @@ def score_missing(predictor: Predictor, sources: dict, signature: tuple, cam: st
         for start in range(0, len(missing), BATCH_SIZE):
             chunk = missing[start:start + BATCH_SIZE]
             batch = [(sources[key][0], _as_source(sources[key][1])) for key in chunk]
-            for key, prediction in zip(chunk, predictor.predict_sources(batch, cam=cam, batch_size=BATCH_SIZE, identity=identity)):
+            scored = predictor.predict_sources(batch, cam=cam, batch_size=BATCH_SIZE, identity=identity)
+            for key, prediction in zip(chunk, scored):
                 results[key] = catalog.for_display(prediction)
             done = min(start + BATCH_SIZE, len(missing))
             progress.progress(done / len(missing), text=f"Scored {done} of {len(missing)} image(s)")

@@ -157,7 +157,8 @@ def progress_panel() -> None:
                 for column, (metric, key) in zip(st.columns(2), (("train_loss", "loss"), ("val_auroc", "auroc"))):
                     column.plotly_chart(figures.training_curves_figure({run.id: history}, metric),
                                         key=f"{key}:{run.id}")
-        if job.alive() and not job.runs() and jobs.may_stop(identity, job.owner) and st.button("Stop", key=f"stopjob:{job.id}"):
+        if (job.alive() and not job.runs() and jobs.may_stop(identity, job.owner)
+                and st.button("Stop", key=f"stopjob:{job.id}")):
             jobs.stop_job(job, identity=identity)
         with st.expander("Log"):
             st.code(job.log_tail(30) or "(no output yet)", language=None)

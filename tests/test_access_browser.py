@@ -50,8 +50,8 @@ def provider():
 
     previous = os.environ.get("AUTHLIB_INSECURE_TRANSPORT")
     os.environ["AUTHLIB_INSECURE_TRANSPORT"] = "1"  # plain http on loopback, for the provider's side
-    server = make_server("127.0.0.1", 0, app(user_claims=[User(sub=sub, claims=claims) for sub, claims in CLAIMS.items()]),
-                         threaded=True)
+    people = [User(sub=sub, claims=claims) for sub, claims in CLAIMS.items()]
+    server = make_server("127.0.0.1", 0, app(user_claims=people), threaded=True)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
     thread.start()
     try:

@@ -59,8 +59,8 @@ def record(action: str, identity: Identity | None, *, outcome: str = OK, model: 
         "via": identity.via if identity is not None else None,
         "action": action, "outcome": outcome,
     }
-    optional = {"model": model, "operating_point": operating_point, "threshold": threshold, "counts": counts, "old": old, "new": new,
-                "target": target, "detail": None if detail is None else str(detail)[:DETAIL_MAX]}
+    optional = {"model": model, "operating_point": operating_point, "threshold": threshold, "counts": counts,
+                "old": old, "new": new, "target": target, "detail": None if detail is None else str(detail)[:DETAIL_MAX]}
     entry.update({key: value for key, value in optional.items() if value is not None})
     append(entry, path)
     return entry
@@ -215,7 +215,8 @@ def model_info(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
         sha256 = file_sha256(weights)
     elif ensemble.get("members"):
         members = [model_dir / "members" / str(name) / "model.safetensors" for name in ensemble["members"]]
-        sha256 = hashlib.sha256("\n".join(file_sha256(p) if p.is_file() else "missing" for p in members).encode()).hexdigest()
+        digests = "\n".join(file_sha256(p) if p.is_file() else "missing" for p in members)
+        sha256 = hashlib.sha256(digests.encode()).hexdigest()
     else:
         sha256 = None
     return {"name": model_dir.name, "version": config.get("version") or status.get("ended"), "sha256": sha256}
