@@ -110,6 +110,15 @@ def test_a_loopback_server_behind_a_proxy_counts_as_reachable():
     assert not beyond_loopback("127.0.0.1", {"Host": "[::1]:8501"})
 
 
+def test_what_app_py_imports_before_the_pages_leaves_torch_alone():
+    """The sign-in page and the navigation must come up without torch's seconds of import."""
+    import subprocess
+
+    code = ("import sys; import xraycore.access, xraycore.audit, xraycore.jobqueue, xraycore.webauth; "
+            "sys.exit('torch' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], cwd=REPO, timeout=120).returncode == 0
+
+
 def test_bundled_config_serves_on_loopback_only():
     import tomllib
 
