@@ -287,6 +287,21 @@ def test_typed_paths_outside_the_roots_get_one_plain_refusal(tmp_path, monkeypat
         jobs.validate_directory(str(allowed / "missing"))  # inside the roots, existence may be told
 
 
+def test_a_typed_model_directory_must_lie_under_the_roots(tiny_run, tmp_path, monkeypatch):
+    from xraycore import catalog
+
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "linked").symlink_to(tiny_run)  # the run itself lies outside
+    shutil.copytree(tiny_run, tmp_path / "models" / "copy")
+    monkeypatch.setenv(access.DATA_ROOTS_ENV, str(tmp_path / "models"))
+    assert catalog.typed_model_dir(str(tmp_path / "models" / "copy")) == (tmp_path / "models" / "copy").resolve()
+    for typed in (str(tiny_run), str(tmp_path / "models" / "linked"), "/etc"):
+        with pytest.raises(AccessDenied, match="not inside the folders"):
+            catalog.typed_model_dir(typed)
+    with pytest.raises(ValueError, match="not a model directory"):
+        catalog.typed_model_dir(str(tmp_path / "models"))
+
+
 def test_default_roots_are_the_repositorys_runs_models_and_data(monkeypatch, tmp_path):
     monkeypatch.delenv(access.DATA_ROOTS_ENV, raising=False)
     monkeypatch.setenv("XRAY_RUNS_DIR", str(tmp_path))
