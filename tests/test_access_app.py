@@ -77,6 +77,13 @@ def test_signed_in_people_see_their_name_sign_out_and_only_their_pages(env):
     assert [t.value for t in stranger.title] == ["No access yet"] and not stranger.sidebar.selectbox
 
 
+def test_a_broken_roles_file_gives_nobody_a_role(env):
+    access.roles_file().write_text('[emails]\n"ada@it.example" = "superuser"\n')
+    at = run("app.py", "admin")
+    assert [t.value for t in at.title] == ["No access yet"]
+    assert any("cannot be used" in e.value and "superuser" in e.value for e in at.error)
+
+
 def test_network_server_without_sign_in_says_so_on_every_page_and_changes_nothing(env):
     with patch_config_options({"server.address": "0.0.0.0"}):
         at = run("app.py")

@@ -81,7 +81,12 @@ def identify() -> access.Identity | None:
     if auth_configured():
         if not st.user.is_logged_in:
             return None
-        return access.identity_from_claims(st.user.to_dict(), access.load_roles())
+        try:
+            roles = access.load_roles()
+        except ValueError as error:  # a broken roles file gives nobody a role, and says why
+            st.error(f"The roles file {access.roles_file()} cannot be used: {error}", icon=":material/error:")
+            roles = access.RoleConfig()
+        return access.identity_from_claims(st.user.to_dict(), roles)
     if reachable_beyond_loopback():
         return access.anonymous_identity()
     return access.local_identity()
