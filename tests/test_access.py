@@ -374,6 +374,19 @@ def _kill(job: jobs.Job) -> None:
         os.killpg(job.pid, signal.SIGKILL)
 
 
+def test_a_job_recorded_before_the_queue_existed_counts_as_training(tmp_path, monkeypatch):
+    from xraycore import jobqueue
+
+    monkeypatch.delenv(jobqueue.MAX_JOBS_ENV, raising=False)
+    jobs_dir = tmp_path / jobs.JOBS_DIR
+    jobs_dir.mkdir()
+    (jobs_dir / "old.json").write_text(json.dumps({"id": "old", "pid": os.getpid(), "command": [], "root": str(tmp_path),
+                                                   "started": "2026-11-01T10:00:00+00:00"}))
+    assert [r["id"] for r in jobqueue.training(jobs_dir)] == ["old"] and jobqueue.ahead_of_new(jobs_dir) == 1
+    [job] = jobs.list_jobs(tmp_path)
+    assert job.began() and job.state() == "running" and jobs.queue(tmp_path) == []
+
+
 @pytest.mark.slow
 def test_one_training_job_at_a_time_the_others_wait_in_order(tmp_path, tiny_dataset, monkeypatch, log):
     root, marks = tmp_path / "runs", tmp_path / "marks"

@@ -61,8 +61,10 @@ def records(jobs_dir: Path) -> list[dict[str, Any]]:
     return found
 
 
-def began(jobs_dir: Path, job_id: str) -> bool:
-    return (jobs_dir / f"{job_id}{BEGAN_SUFFIX}").exists()
+def began(jobs_dir: Path, record: dict[str, Any]) -> bool:
+    """True once the job left the queue; a record without a sequence number predates the queue and
+    started at once."""
+    return not record.get("seq") or (jobs_dir / f"{record['id']}{BEGAN_SUFFIX}").exists()
 
 
 def next_sequence(jobs_dir: Path) -> int:
@@ -72,13 +74,13 @@ def next_sequence(jobs_dir: Path) -> int:
 
 def waiting(jobs_dir: Path) -> list[dict[str, Any]]:
     """Live jobs that have not begun, in queue order."""
-    return sorted((r for r in records(jobs_dir) if not began(jobs_dir, r["id"]) and process_alive(r.get("pid"))),
+    return sorted((r for r in records(jobs_dir) if not began(jobs_dir, r) and process_alive(r.get("pid"))),
                   key=lambda r: (int(r.get("seq") or 0), r["id"]))
 
 
 def training(jobs_dir: Path) -> list[dict[str, Any]]:
     """Live jobs that have begun: they hold the slots."""
-    return [r for r in records(jobs_dir) if began(jobs_dir, r["id"]) and process_alive(r.get("pid"))]
+    return [r for r in records(jobs_dir) if began(jobs_dir, r) and process_alive(r.get("pid"))]
 
 
 def ahead_of_new(jobs_dir: Path) -> int:

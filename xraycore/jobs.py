@@ -159,7 +159,7 @@ class Job:
 
     def began(self) -> bool:
         """False while the job waits in the queue."""
-        return jobqueue.began(Path(self.root) / JOBS_DIR, self.id)
+        return jobqueue.began(Path(self.root) / JOBS_DIR, {"id": self.id, "seq": self.seq})
 
     def log_tail(self, lines: int = 20) -> str:
         """The last lines of the job's output (where a crash before the run directory exists shows up)."""
