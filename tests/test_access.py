@@ -91,6 +91,8 @@ def test_roles_file_maps_emails_and_group_claim(tmp_path, monkeypatch):
         access.load_roles()
     monkeypatch.setenv(access.ROLES_FILE_ENV, str(tmp_path / "missing.toml"))
     assert access.load_roles() == access.RoleConfig()
+    example = access.load_roles(REPO / ".streamlit" / "roles.example.toml")  # the shipped template is valid
+    assert example.default_role is None and set(example.groups.values()) == set(access.ROLES)
 
 
 def test_loopback_addresses():
