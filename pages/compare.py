@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from xraycore import catalog, figures, runs, study
+from xraycore import access, catalog, figures, runs, study, webauth
 from xraycore.evaluate import evidence
 
 SPLIT = "val"
@@ -19,6 +19,7 @@ def table(run_paths: tuple[str, ...], beta: float, versions: tuple[float, ...]) 
     return study.comparison_table([runs.Run(path) for path in run_paths], SPLIT, beta, with_ci=True)
 
 
+webauth.require(access.COMPARE)
 st.title("Compare")
 # Every model directory with validation predictions: the bundled default first, then the runs.
 choices = [choice for choice in catalog.model_choices() if runs.Run(choice.path).predictions(SPLIT) is not None]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from xraycore import catalog, explain
+from xraycore import access, catalog, explain, webauth
 from xraycore.evaluate import evidence
 from xraycore.predict import Predictor, bytes_source
 from xraycore.runs import ModelDirectoryError
@@ -81,7 +81,8 @@ def score_missing(predictor: Predictor, sources: dict, signature: tuple, cam: st
         for start in range(0, len(missing), BATCH_SIZE):
             chunk = missing[start:start + BATCH_SIZE]
             batch = [(sources[key][0], _as_source(sources[key][1])) for key in chunk]
-            for key, prediction in zip(chunk, predictor.predict_sources(batch, cam=cam, batch_size=BATCH_SIZE)):
+            scored = predictor.predict_sources(batch, cam=cam, batch_size=BATCH_SIZE, identity=identity)
+            for key, prediction in zip(chunk, scored):
                 results[key] = catalog.for_display(prediction)
             done = min(start + BATCH_SIZE, len(missing))
             progress.progress(done / len(missing), text=f"Scored {done} of {len(missing)} image(s)")
@@ -132,6 +133,7 @@ def show_result(result: catalog.DisplayResult, threshold: float | None, opacity:
                     st.caption(f"The heat map is flat: no region pushes the model towards {result.positive_class or call}.")
 
 
+identity = webauth.require(access.SCORE)
 st.title("Diagnose")
 st.caption("Pneumonia probability for chest X-rays (PNG, JPEG or DICOM). A decision aid: the radiologist decides.")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from xraycore import catalog, figures, metrics, runs, study
+from xraycore import access, catalog, figures, metrics, operating, runs, study, webauth
 
 SPLIT = "val"
 CI_RESAMPLES = 1000
@@ -39,6 +39,7 @@ def jump_to(key: str, value: float) -> None:
     st.session_state[key] = value
 
 
+identity = webauth.require(access.PREVIEW_OPERATING_POINT)
 st.title("Operating point")
 model_dir = catalog.chosen_model_dir(st.session_state.get("model_path"))
 if model_dir is None:
@@ -91,11 +92,14 @@ st.markdown(f"At a prevalence of **{prevalence:.1%}**, this threshold gives prec
             f"**{_share(expected['ppv'])}** and NPV **{_share(expected['npv'])}** "
             f"(validation prevalence {report['prevalence']:.1%}).")
 
-if binary:
+if binary and access.can(identity, access.CHANGE_OPERATING_POINT):
     if st.button("Save threshold", type="primary", key="op_save",
                  help="Store this threshold with the model; Diagnose uses it from now on."):
-        run.save_operating_point(threshold=float(threshold), beta=float(beta), source="chosen on the Operating point page")
+        operating.save_threshold(run.path, identity=identity, threshold=float(threshold), beta=float(beta),
+                                 source="chosen on the Operating point page")
         st.success(f"Saved threshold {threshold:.3f} (β = {beta:g}) with {run.id}.")
+elif binary:
+    st.caption("A preview: saving the threshold for everyone needs the admin role.")
 else:
     st.caption("A multi-class model calls its most probable class; these one-vs-rest numbers are for analysis.")
 

@@ -1,13 +1,15 @@
 """Train: set up a run, launch it in the background, follow it, stop it, continue it.
 
 The run is a separate process (``xraycore.jobs``): reloading or closing this page does not touch it,
-and the page reads its progress from the run directory every two seconds.
+and the page reads its progress from the run directory every two seconds. Jobs beyond the allowed
+number wait in a queue shown here; xraycore checks who may launch, stop or delete (the buttons only
+follow what it would allow).
 """
 from __future__ import annotations
 
 import streamlit as st
 
-from xraycore import figures, jobs, models, presets, runs
+from xraycore import access, figures, jobs, models, presets, runs, webauth
 from xraycore.config import LOSSES, OPTIMIZERS, SCHEDULES
 from xraycore.data import AUGMENTATIONS
 
@@ -110,12 +112,13 @@ def launch_form() -> None:
         try:
             options = form_options(preset_augment)
             job = jobs.launch(options, st.session_state["train_run_id"].strip() or None,
-                              processes=int(st.session_state["train_processes"]))
-        except (ValueError, FileExistsError) as error:
+                              processes=int(st.session_state["train_processes"]), identity=identity)
+        except (ValueError, FileExistsError, access.AccessDenied) as error:
             st.error(str(error))
         else:
             st.session_state["train_job"] = job.id
-            st.success(f"Started {job.id} in the background (log: {job.log_path}).")
+            started = f"Queued (behind {job.ahead} job(s))" if job.ahead else "Started"
+            st.success(f"{started} {job.id} in the background (log: {job.log_path}).")
 
 
 def continue_panel() -> None:
@@ -128,8 +131,8 @@ def continue_panel() -> None:
                            help="A study keeps its finished runs, continues the stopped one and starts the rest.")
         if st.button("Continue", key="resume_go"):
             try:
-                job = jobs.resume(ref)
-            except (ValueError, RuntimeError) as error:
+                job = jobs.resume(ref, identity=identity)
+            except (ValueError, RuntimeError, access.AccessDenied) as error:
                 st.error(str(error))
             else:
                 st.session_state["train_job"] = job.id
@@ -146,18 +149,20 @@ def progress_panel() -> None:
             status, history = run.status(), run.metrics()
             st.markdown(f"**{run.id}**: {status.get('state')} · epoch {status.get('epoch', 0)} of "
                         f"{status.get('epochs', '?')} · {status.get('message', '')}")
-            if status.get("state") == runs.RUNNING and st.button("Stop", key=f"stop:{run.id}",
-                                                                 help="Stop after the current batch"):
-                jobs.stop(run)
+            if (status.get("state") == runs.RUNNING and jobs.may_stop(identity, job.owner)
+                    and st.button("Stop", key=f"stop:{run.id}", help="Stop after the current batch")):
+                jobs.stop(run, identity=identity)
                 st.info("Asked the run to stop after the current batch.")
             if history:
                 for column, (metric, key) in zip(st.columns(2), (("train_loss", "loss"), ("val_auroc", "auroc"))):
                     column.plotly_chart(figures.training_curves_figure({run.id: history}, metric),
                                         key=f"{key}:{run.id}")
-        if job.alive() and not job.runs() and st.button("Stop", key=f"stopjob:{job.id}"):
-            jobs.stop_job(job)
+        if (job.alive() and not job.runs() and jobs.may_stop(identity, job.owner)
+                and st.button("Stop", key=f"stopjob:{job.id}")):
+            jobs.stop_job(job, identity=identity)
         with st.expander("Log"):
             st.code(job.log_tail(30) or "(no output yet)", language=None)
+    queue_panel()
     st.subheader("Runs")
     summaries = [run.summary() for run in runs.list_runs()]
     if summaries:
@@ -168,7 +173,42 @@ def progress_panel() -> None:
         st.caption(f"No runs yet in {runs.runs_root()}.")
 
 
+def queue_panel() -> None:
+    """Jobs waiting for a training slot, first in line first; their owner or an admin may cancel them."""
+    waiting = jobs.queue()
+    if not waiting:
+        return
+    st.subheader(f"Waiting for a training slot ({len(waiting)})")
+    st.dataframe([{"place": place, "job": job.id, "launched by": job.owner or "?", "queued at": job.started}
+                  for place, job in enumerate(waiting, 1)], hide_index=True)
+    for job in waiting:
+        if jobs.may_stop(identity, job.owner) and st.button(f"Cancel {job.id}", key=f"cancel:{job.id}"):
+            jobs.stop_job(job, identity=identity)
+            st.info(f"{job.id} left the queue.")
+
+
+def delete_panel() -> None:
+    """Admins only: delete a run that is not training."""
+    if not access.can(identity, access.DELETE_RUNS):
+        return
+    candidates = [run.id for run in runs.list_runs() if run.status().get("state") != runs.RUNNING]
+    if not candidates:
+        return
+    with st.expander("Delete a run"):
+        ref = st.selectbox("Run to delete", candidates, key="delete_ref")
+        sure = st.checkbox("Delete its weights, predictions and logs for good", key="delete_sure")
+        if st.button("Delete", key="delete_go", disabled=not sure):
+            try:
+                jobs.delete_run(ref, identity=identity)
+            except (ValueError, access.AccessDenied) as error:
+                st.error(str(error))
+            else:
+                st.success(f"Deleted {ref}.")
+
+
+identity = webauth.require(access.TRAIN)
 st.title("Train")
 launch_form()
 continue_panel()
+delete_panel()
 progress_panel()

@@ -15,6 +15,15 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 from tests.synthetic import make_dataset  # noqa: E402
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_audit_log(tmp_path_factory) -> Path:
+    """No test writes the repository's audit trail: one log per test session in a temporary folder
+    (subprocesses inherit it); a test that counts lines points $XRAY_AUDIT_LOG at its own file."""
+    if "XRAY_AUDIT_LOG" not in os.environ:
+        os.environ["XRAY_AUDIT_LOG"] = str(tmp_path_factory.mktemp("audit") / "audit.jsonl")
+    return Path(os.environ["XRAY_AUDIT_LOG"])
+
+
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory) -> Path:
     """train/ and test/ folders of 48 px Kermany-named images, 16 per class each."""

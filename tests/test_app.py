@@ -43,7 +43,7 @@ def runs_root(tiny_run: Path, tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def app_env(runs_root: Path, tmp_path: Path, monkeypatch) -> Path:
+def app_env(runs_root: Path, tmp_path: Path, tmp_path_factory, monkeypatch) -> Path:
     samples = tmp_path / "samples"
     for class_name, pneumonia in (("NORMAL", False), ("PNEUMONIA", True)):
         (samples / class_name).mkdir(parents=True)
@@ -51,6 +51,7 @@ def app_env(runs_root: Path, tmp_path: Path, monkeypatch) -> Path:
     monkeypatch.setenv("XRAY_RUNS_DIR", str(runs_root))
     monkeypatch.setenv("XRAY_MODEL_DIR", str(runs_root / "run-a"))
     monkeypatch.setenv("XRAY_SAMPLES_DIR", str(samples))
+    monkeypatch.setenv("XRAY_DATA_ROOTS", str(tmp_path_factory.getbasetemp()))  # typed paths: the test's folders
     return runs_root
 
 
@@ -58,6 +59,11 @@ def start_app() -> AppTest:
     at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
     assert not at.exception, [e.value for e in at.exception]
     return at
+
+
+def start_button(at: AppTest):
+    """The Train form's submit button (an admin also sees a Delete button below the form)."""
+    return next(button for button in at.button if button.label == "Start training")
 
 
 def calls(at: AppTest) -> list[str]:
@@ -260,8 +266,8 @@ def test_operating_point_works_one_vs_rest_on_a_multiclass_model(three_class_env
 def test_train_refuses_missing_folder(app_env):
     at = start_app()
     at.switch_page("pages/train.py").run()
-    at.text_input(key="train_data").set_value("/no/such/folder")
-    at.button[-1].click().run()  # a form's submit button
+    at.text_input(key="train_data").set_value(str(app_env / "no-such-folder"))
+    start_button(at).click().run()
     assert any("does not exist" in e.value for e in at.error)
     assert not (app_env / jobs.JOBS_DIR).exists()
 
@@ -289,7 +295,7 @@ def test_train_launches_background_run_and_lists_it(app_env, tiny_dataset):
     at.number_input(key="train_image_size").set_value(48)
     at.multiselect(key="train_augment").set_value([])
     at.text_input(key="train_run_id").set_value("from-the-app")
-    at.button[-1].click().run()  # the page returns at once; training runs in a background process
+    start_button(at).click().run()  # the page returns at once; training runs in a background process
     assert not at.exception, [e.value for e in at.exception]
     assert any("from-the-app" in s.value for s in at.success)
 
@@ -391,12 +397,13 @@ def test_build_command_single_process_and_torchrun():
         jobs.build_command({"epoch": 3}, "run-1")
 
 
-def test_job_environment_and_inputs(tmp_path):
+def test_job_environment_and_inputs(tmp_path, monkeypatch):
     env = jobs.job_environment(1, base={"PATH": "/bin"})
     assert env["OMP_WAIT_POLICY"] == "PASSIVE" and env["OMP_NUM_THREADS"] == "1" and env["PATH"] == "/bin"
     assert jobs.augment_specs(["rotate", "hflip"], [{"name": "rotate", "degrees": 6}]) == [
         {"name": "rotate", "degrees": 6}, "hflip"]
     (tmp_path / "file.txt").write_text("x")
+    monkeypatch.setenv("XRAY_DATA_ROOTS", str(tmp_path))
     assert jobs.validate_directory(str(tmp_path)) == tmp_path.resolve()
     with pytest.raises(ValueError, match="not a folder"):
         jobs.validate_directory(str(tmp_path / "file.txt"))

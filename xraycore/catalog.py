@@ -18,7 +18,7 @@ from typing import Iterable, Sequence
 import numpy as np
 from PIL import Image
 
-from . import operating, runs
+from . import access, operating, runs
 from .data import IMAGE_SUFFIXES
 from .evaluate import EVALUATIONS_DIR
 from .predict import ENSEMBLE_FILE, Prediction
@@ -82,6 +82,15 @@ def default_model_dir(root: Path | None = None) -> Path | None:
 def chosen_model_dir(selected: str | None) -> Path | None:
     """The model a page works with: the one picked in the sidebar, else :func:`default_model_dir`."""
     return Path(selected) if selected else default_model_dir()
+
+
+def typed_model_dir(text: str) -> Path:
+    """A model directory a user typed: under the allowed roots (real path, symlinks followed; else the one
+    plain refusal, :class:`access.AccessDenied`) and loadable (ValueError otherwise)."""
+    path = access.inside_roots(text, "model directory")
+    if not path.is_dir() or not is_model_dir(path):
+        raise ValueError(f"{str(text).strip()!r} is not a model directory (config.json and weights).")
+    return path
 
 
 def model_version(path: Path) -> float:

@@ -1,6 +1,8 @@
 """``python -m xraycore VERB ...``: everything the app does, from a terminal.
 
-Verbs: train, evaluate, predict, runs, presets, report, export, build-dataset. Output meant for other
+Verbs: train, evaluate, predict, runs, presets, report, export, build-dataset, calibrate, operating-point,
+bundle, audit. A verb that changes shared settings acts as the operating-system user (every role) and
+writes an audit line like the app does. Output meant for other
 programs (``--json``) goes to stdout; progress and messages go to stderr.
 """
 from __future__ import annotations
@@ -177,6 +179,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="bundle an ensemble instead: every --member run (and --model) averaged")
     bundle.add_argument("--tta", action="store_true", help="ensemble: flip test-time augmentation by default")
 
+    trail = verbs.add_parser("audit", help="read the audit trail: who scored, changed, launched or was refused what")
+    trail.add_argument("--since", help="only lines since then: 30m, 24h, 7d or an ISO date/time such as 2026-11-29")
+    trail.add_argument("--user", help="only this user (e-mail address, or name for the local user)")
+    trail.add_argument("--action", help="only this action or family, e.g. score, operating_point, run.launch")
+    trail.add_argument("--log", help="audit log file (default: $XRAY_AUDIT_LOG, else audit.jsonl in the runs folder)")
+    trail.add_argument("--json", action="store_true", help="one JSON object per line, as stored")
+
     build = verbs.add_parser("build-dataset", help="make a class-folder dataset from existing folders (symlinks)")
     build.add_argument("kind", choices=("kermany-3class", "merge"),
                        help="kermany-3class: NORMAL / BACTERIAL / VIRAL from a Kermany folder; merge: combine class folders")
@@ -192,11 +201,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = {
         "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "runs": cmd_runs,
         "presets": cmd_presets, "report": cmd_report, "export": cmd_export, "build-dataset": cmd_build,
-        "bundle": cmd_bundle, "calibrate": cmd_calibrate, "operating-point": cmd_operating_point,
+        "bundle": cmd_bundle, "calibrate": cmd_calibrate, "operating-point": cmd_operating_point, "audit": cmd_audit,
     }[args.verb]
     try:
         return handler(args) or 0
-    except (ValueError, FileNotFoundError, RuntimeError) as error:
+    except (ValueError, FileNotFoundError, RuntimeError, PermissionError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
@@ -249,6 +258,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from . import access
     from .intended_use import SkipNonFrontal
     from .predict import Predictor
 
@@ -259,7 +269,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     skip = SkipNonFrontal() if args.skip_non_frontal else None
     failures, answered = 0, 0
     for prediction in predictor.predict_files(args.files, tta=args.tta, cam=args.cam_method if cam_dir else None,
-                                              skip=skip):
+                                              skip=skip, identity=access.terminal_identity()):
         failures += not prediction.ok
         answered += 1
         if cam_dir and prediction.overlay is not None:
@@ -395,4 +405,29 @@ def cmd_operating_point(args: argparse.Namespace) -> int:
         marker = "*" if name == state["active"] else " "
         print(f"{marker} {name}: threshold {point.get('threshold')}, temperature {point.get('temperature')}, "
               f"{point.get('source', '')}")
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from . import audit
+
+    entries = audit.read(Path(args.log) if args.log else None, since=audit.parse_since(args.since) if args.since else None,
+                         user=args.user, action=args.action)
+    for entry in entries:
+        if args.json:
+            print(json.dumps(entry, sort_keys=True))
+            continue
+        model = entry.get("model") or {}
+        parts = [entry.get("time", "?"), f"{entry.get('user') or '-'} ({entry.get('role') or 'no role'})",
+                 entry.get("action", "?"), entry.get("outcome", "?")]
+        if model:
+            parts.append(f"model {model.get('name')} sha256:{str(model.get('sha256') or '-')[:12]}")
+        for key in ("operating_point", "target", "counts"):
+            if entry.get(key) is not None:
+                parts.append(f"{key.replace('_', ' ')} {entry[key]}")
+        if "old" in entry or "new" in entry:
+            parts.append(f"{entry.get('old')} -> {entry.get('new')}")
+        if entry.get("detail"):
+            parts.append(str(entry["detail"]))
+        print("  ".join(str(part) for part in parts))
     return 0

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from . import data as xdata
-from . import metrics, operating, runs
+from . import access, audit, metrics, operating, runs
 from .predict import Predictor
 
 EVALUATIONS_DIR = "evaluations"
@@ -112,12 +112,26 @@ def list_evaluations(model_dir: str | Path) -> list[dict[str, Any]]:
 
 
 def calibrate_folder(model_dir: str | Path, data_dir: str | Path, name: str, *, beta: float = 2.0,
-                     activate: bool = True, user: str = "local", tta: bool | None = None) -> dict[str, Any]:
+                     activate: bool = True, user: str | None = None, tta: bool | None = None,
+                     identity: access.Identity | None = None) -> dict[str, Any]:
     """Fit temperature and threshold on a site's labelled sample and store them as operating point ``name``.
 
     Returns the stored point, which carries the site sample's own report at that point (with CIs; measured
     on the data it was fitted on, so optimistic), its size and fingerprint, and a warning when it is small.
+    A shared clinical setting: admin only, checked before any image is read; one 'calibration' audit line.
     """
+    with audit.guarded("calibration", identity, access.CHANGE_OPERATING_POINT, model=audit.model_info(model_dir),
+                       operating_point=str(name)) as line:
+        old = operating.load(model_dir)["points"].get(str(name))
+        point = _calibrate(model_dir, data_dir, name, beta=beta, activate=activate, user=user or line.identity.user,
+                           tta=tta)
+        line.note(counts={"images": point["n"], "positive": point["n_positive"], "negative": point["n_negative"]},
+                  old=operating._values(old), new=operating._values(point))
+        return point
+
+
+def _calibrate(model_dir: str | Path, data_dir: str | Path, name: str, *, beta: float, activate: bool, user: str,
+               tta: bool | None) -> dict[str, Any]:
     predictor = Predictor(model_dir, operating_point=operating.INTERNAL)
     positive = predictor.positive_class
     if positive is None or len(predictor.class_names) != 2:
@@ -138,7 +152,7 @@ def calibrate_folder(model_dir: str | Path, data_dir: str | Path, name: str, *, 
         site_ci95=metrics.bootstrap_report(y_true, probability, point["threshold"], beta),
         warning=operating.sample_warning(n_positive, n_negative),
     )
-    return operating.save(model_dir, name, point, activate=activate, user=user)
+    return operating._save(model_dir, name, point, activate=activate, user=user)
 
 
 def evidence(model_dir: str | Path) -> list[dict[str, Any]]:

@@ -6,13 +6,18 @@ its own session, its output going to ``<runs root>/.jobs/<id>.log`` and a small 
 and any later session finds it again through :func:`list_jobs`. Progress is read from the run
 directory itself (status, metrics), exactly as for a run started from a terminal.
 
-Nothing here imports Streamlit; everything a user typed is validated before it reaches a command.
+Jobs queue (:mod:`jobqueue`): at most ``$XRAY_MAX_TRAINING_JOBS`` (default 1) train at once, the others
+wait in launch order. Launching and continuing need the researcher role, stopping a job needs its owner
+or an admin, deleting a run an admin; each is one audit line. Nothing here imports Streamlit; everything
+a user typed is validated (and must lie under the allowed roots, see :func:`access.inside_roots`) before
+it reaches a command.
 """
 from __future__ import annotations
 
 import datetime as dt
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,7 +27,7 @@ from typing import Any, Sequence
 
 import torch
 
-from . import runs
+from . import access, audit, jobqueue, runs
 from .config import TrainConfig, option_names
 
 JOBS_DIR = ".jobs"  # inside the runs root; list_runs skips dot-directories
@@ -32,29 +37,23 @@ PACKAGE_PARENT = Path(__file__).resolve().parents[1]  # so `-m xraycore` imports
 # --------------------------------------------------------------------------- validation
 
 
-def _typed_path(text: str, what: str) -> Path:
-    """The path a user typed (trimmed, ``~`` expanded); ValueError asking for it when blank."""
-    if not text or not str(text).strip():
-        raise ValueError(f"Please enter the {what}.")
-    return Path(str(text).strip()).expanduser()
-
-
-def validate_directory(text: str, what: str = "data folder") -> Path:
-    """The folder a user typed, if it exists and is a directory; a plain ValueError otherwise."""
-    path = _typed_path(text, what)
+def validate_directory(text: str, what: str = "data folder", roots: Sequence[Path] | None = None) -> Path:
+    """The folder a user typed, if it lies under the allowed roots (real path, symlinks followed) and is
+    a directory; AccessDenied (the same plain refusal, whatever lies there) or ValueError otherwise."""
+    path = access.inside_roots(text, what, roots)
     if not path.exists():
-        raise ValueError(f"The {what} {str(path)!r} does not exist.")
+        raise ValueError(f"The {what} {str(text).strip()!r} does not exist.")
     if not path.is_dir():
-        raise ValueError(f"The {what} {str(path)!r} is not a folder.")
-    return path.resolve()
+        raise ValueError(f"The {what} {str(text).strip()!r} is not a folder.")
+    return path
 
 
-def validate_file(text: str, what: str = "weights file") -> Path:
-    """The file a user typed, if it exists and is a regular file; a plain ValueError otherwise."""
-    path = _typed_path(text, what)
+def validate_file(text: str, what: str = "weights file", roots: Sequence[Path] | None = None) -> Path:
+    """The file a user typed, if it lies under the allowed roots and is a regular file."""
+    path = access.inside_roots(text, what, roots)
     if not path.is_file():
-        raise ValueError(f"The {what} {str(path)!r} does not exist or is not a file.")
-    return path.resolve()
+        raise ValueError(f"The {what} {str(text).strip()!r} does not exist or is not a file.")
+    return path
 
 
 def augment_name(spec: str | dict) -> str:
@@ -138,7 +137,7 @@ def available_gpus() -> int:
 
 @dataclass(frozen=True)
 class Job:
-    """One launched training process and where to find its output."""
+    """One launched training job (its waiter process, see :mod:`jobqueue`) and where to find its output."""
 
     id: str
     pid: int
@@ -146,6 +145,10 @@ class Job:
     root: str
     started: str
     study: str | None = None
+    owner: str | None = None  # Identity.user of whoever launched it; None: only an admin may stop it
+    seq: int = 0  # place in the queue
+    ahead: int = 0  # jobs it had to wait for when launched (0: started at once)
+    cwd: str | None = None
 
     @property
     def log_path(self) -> Path:
@@ -153,6 +156,10 @@ class Job:
 
     def alive(self) -> bool:
         return process_alive(self.pid)
+
+    def began(self) -> bool:
+        """False while the job waits in the queue."""
+        return jobqueue.began(Path(self.root) / JOBS_DIR, {"id": self.id, "seq": self.seq})
 
     def log_tail(self, lines: int = 20) -> str:
         """The last lines of the job's output (where a crash before the run directory exists shows up)."""
@@ -168,34 +175,54 @@ class Job:
                 if run.id == self.id or (self.study and run.config.get("study") == self.study)]
 
     def state(self) -> str:
-        """'running' while the process lives; afterwards the state its run recorded ('failed' if none)."""
+        """'queued' while it waits, 'running' while it trains; afterwards the state its run recorded
+        ('cancelled' if it never began, 'failed' if it began and left no run)."""
         if self.alive():
-            return runs.RUNNING
+            return runs.RUNNING if self.began() else QUEUED
+        if not self.began():
+            return CANCELLED
         states = [run.status().get("state") for run in self.runs()]
         if not states:
             return "failed"
         return next((state for state in states if state != "finished"), "finished")
 
 
-def launch(options: dict[str, Any], run_id: str | None = None, *, processes: int = 1,
-           threads: int | None = None, root: Path | None = None) -> Job:
-    """Start a training job in the background and return at once.
+QUEUED, CANCELLED = "queued", "cancelled"
+_PRETRAINED_WORDS = ("auto", "wheel", "hub", "none")
 
-    ``options`` are TrainConfig fields (validated here by building the config). A multi-run launch
-    (several backbones of a preset, or k folds) is grouped under a study named after the job, so
-    its runs can be found and compared.
+
+def launch(options: dict[str, Any], run_id: str | None = None, *, processes: int = 1,
+           threads: int | None = None, root: Path | None = None, identity: access.Identity | None = None) -> Job:
+    """Queue a training job and return at once (it starts when a training slot is free).
+
+    ``options`` are TrainConfig fields (validated here by building the config; the data folder and a
+    weights file must lie under the allowed roots). A multi-run launch (several backbones of a preset,
+    or k folds) is grouped under a study named after the job, so its runs can be found and compared.
+    Needs the researcher role; one 'run.launch' audit line.
     """
-    root = runs.runs_root(root).resolve()
-    backbone = str(options.get("backbone") or options.get("preset") or "run")
-    run_id = runs.sanitize_run_id(run_id) if run_id else runs.new_run_id(backbone)
-    if (root / run_id).exists():
-        raise ValueError(f"A run named {run_id!r} already exists in {root}.")
-    several = bool(options.get("folds")) or (options.get("preset") and not options.get("backbone"))
-    options = {**options, "out": str(root)}
-    if several:
-        options.setdefault("study", run_id)
-    TrainConfig.from_dict(options)  # refuse impossible settings now, not in a log nobody reads
-    return _start(build_command(options, run_id, processes), run_id, root, threads, options.get("study"))
+    with audit.guarded("run.launch", identity, access.TRAIN, target=run_id) as line:
+        root = runs.runs_root(root).resolve()
+        backbone = str(options.get("backbone") or options.get("preset") or "run")
+        run_id = runs.sanitize_run_id(run_id) if run_id else runs.new_run_id(backbone)
+        line.note(target=run_id)
+        if (root / run_id).exists():
+            raise ValueError(f"A run named {run_id!r} already exists in {root}.")
+        options = dict(options)
+        if options.get("data"):
+            options["data"] = str(validate_directory(options["data"]))
+        pretrained = options.get("pretrained")
+        if pretrained and str(pretrained) not in _PRETRAINED_WORDS:
+            options["pretrained"] = str(validate_file(pretrained))
+        several = bool(options.get("folds")) or (options.get("preset") and not options.get("backbone"))
+        options = {**options, "out": str(root)}
+        if several:
+            options.setdefault("study", run_id)
+        TrainConfig.from_dict(options)  # refuse impossible settings now, not in a log nobody reads
+        job = _start(build_command(options, run_id, processes), run_id, root, threads, options.get("study"),
+                     line.identity.user)
+        line.note(new={key: options.get(key) for key in ("backbone", "preset", "epochs", "folds") if options.get(key)},
+                  detail=f"queued behind {job.ahead}" if job.ahead else "started")
+        return job
 
 
 def resumable(root: Path | None = None) -> list[str]:
@@ -212,29 +239,44 @@ def resumable(root: Path | None = None) -> list[str]:
     return unfinished + lone
 
 
-def resume(ref: str, *, threads: int | None = None, root: Path | None = None) -> Job:
-    """Continue a run or a study (see :func:`resumable`) in the background, as ``train --resume``."""
+def resume(ref: str, *, threads: int | None = None, root: Path | None = None,
+           identity: access.Identity | None = None) -> Job:
+    """Continue a run or a study (see :func:`resumable`) in the background, as ``train --resume``
+    (queued like a launch; researcher role; one 'run.resume' audit line)."""
     from . import presets
 
-    root = runs.runs_root(root).resolve()
-    study = ref if presets.names_a_study(ref, root) else None
-    if study is None and not runs.is_run_dir(ref, root):
-        raise ValueError(f"nothing named {ref!r} to continue in {root}")
-    command = [sys.executable, "-m", "xraycore", "train", "--resume", ref, "--out", str(root), "--quiet"]
-    return _start(command, runs.sanitize_run_id(ref), root, threads, study)
+    with audit.guarded("run.resume", identity, access.TRAIN, target=str(ref)) as line:
+        root = runs.runs_root(root).resolve()
+        study = ref if presets.names_a_study(ref, root) else None
+        if study is None and not runs.is_run_dir(ref, root):
+            raise ValueError(f"nothing named {ref!r} to continue in {root}")
+        command = [sys.executable, "-m", "xraycore", "train", "--resume", ref, "--out", str(root), "--quiet"]
+        job = _start(command, runs.sanitize_run_id(ref), root, threads, study, line.identity.user)
+        line.note(detail=f"queued behind {job.ahead}" if job.ahead else "started")
+        return job
 
 
-def _start(command: list[str], job_id: str, root: Path, threads: int | None, study: str | None) -> Job:
-    """Start ``command`` detached, its output appended to the job's log, and record the job."""
+def _start(command: list[str], job_id: str, root: Path, threads: int | None, study: str | None,
+           owner: str | None = None) -> Job:
+    """Record the job and start its waiter (detached, output appended to the job's log); the waiter runs
+    ``command`` when the queue gives it a slot. Record and start happen under the queue lock, so the
+    waiter always finds its record complete."""
     jobs_dir = root / JOBS_DIR
     jobs_dir.mkdir(parents=True, exist_ok=True)
     threads = threads or default_threads()
-    with open(jobs_dir / f"{job_id}.log", "ab") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   start_new_session=True, env=job_environment(threads), cwd=PACKAGE_PARENT)
-    job = Job(id=job_id, pid=process.pid, command=command, root=str(root),
-              started=dt.datetime.now().astimezone().isoformat(timespec="seconds"), study=study)
-    runs.atomic_write_json(jobs_dir / f"{job_id}.json", asdict(job))
+    record_path = jobs_dir / f"{job_id}.json"
+    (jobs_dir / f"{job_id}{jobqueue.BEGAN_SUFFIX}").unlink(missing_ok=True)  # a continued run queues afresh
+    with jobqueue.locked(jobs_dir):
+        job = Job(id=job_id, pid=0, command=command, root=str(root),
+                  started=dt.datetime.now().astimezone().isoformat(timespec="seconds"), study=study, owner=owner,
+                  seq=jobqueue.next_sequence(jobs_dir), ahead=jobqueue.ahead_of_new(jobs_dir), cwd=str(PACKAGE_PARENT))
+        runs.atomic_write_json(record_path, asdict(job))
+        with open(jobs_dir / f"{job_id}.log", "ab") as log:
+            process = subprocess.Popen([sys.executable, "-m", "xraycore.jobqueue", str(record_path)], stdout=log,
+                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                                       env=job_environment(threads), cwd=PACKAGE_PARENT)
+        job = Job(**{**asdict(job), "pid": process.pid})
+        runs.atomic_write_json(record_path, asdict(job))
     return job
 
 
@@ -242,12 +284,17 @@ def list_jobs(root: Path | None = None) -> list[Job]:
     """Every job recorded under the runs root, newest first; unreadable records are skipped."""
     jobs_dir = runs.runs_root(root) / JOBS_DIR
     found = []
-    for path in sorted(jobs_dir.glob("*.json")) if jobs_dir.is_dir() else []:
+    for record in jobqueue.records(jobs_dir):
         try:
-            found.append(Job(**json.loads(path.read_text(encoding="utf-8"))))
-        except (OSError, ValueError, TypeError):
+            found.append(Job(**record))
+        except TypeError:
             continue
-    return sorted(found, key=lambda job: job.started, reverse=True)
+    return sorted(found, key=lambda job: (job.started, job.seq), reverse=True)
+
+
+def queue(root: Path | None = None) -> list[Job]:
+    """Jobs waiting for a training slot, first in line first."""
+    return sorted((job for job in list_jobs(root) if job.alive() and not job.began()), key=lambda job: (job.seq, job.id))
 
 
 def current_job(preferred_id: str | None = None, root: Path | None = None) -> Job | None:
@@ -258,42 +305,66 @@ def current_job(preferred_id: str | None = None, root: Path | None = None) -> Jo
             or next((job for job in known if job.alive()), None))
 
 
-def stop(run: runs.Run) -> None:
-    """Ask a running run to stop after its current batch (it saves and ends as 'stopped')."""
-    (run.path / runs.STOP_FILE).touch()
+def may_stop(identity: access.Identity | None, owner: str | None) -> bool:
+    """An admin stops any job; a researcher only their own."""
+    return access.can(identity, access.STOP_ANY_JOB) or (
+        access.can(identity, access.TRAIN) and owner is not None and identity is not None and owner == identity.user)
 
 
-def stop_job(job: Job) -> None:
-    """Stop a job: every run it is training gets the STOP file; a job still loading its data (no
-    run directory yet) is sent SIGTERM, which the trainer also treats as a clean stop."""
-    running = [run for run in job.runs() if run.status().get("state") == runs.RUNNING]
-    for run in running:
-        stop(run)
-    if not running and job.alive():
-        os.killpg(job.pid, signal.SIGTERM)
+def owner_of(run: runs.Run) -> str | None:
+    """Who launched the job that trains ``run`` (None when no recorded job made it)."""
+    study = run.config.get("study")
+    for job in list_jobs(run.path.parent):
+        if job.id == run.id or (study and job.study == study):
+            return job.owner
+    return None
+
+
+def _require_stop(identity: access.Identity | None, owner: str | None, target: str) -> access.Identity:
+    who = access.acting(identity, "run.stop", target=target)
+    if not may_stop(who, owner):
+        audit.record("run.stop", who, outcome=audit.REFUSED, target=target, detail=f"owner: {owner or 'unknown'}")
+        raise access.AccessDenied("Only whoever launched this job, or an administrator, may stop it.")
+    return who
+
+
+def stop(run: runs.Run, identity: access.Identity | None = None) -> None:
+    """Ask a running run to stop after its current batch (it saves and ends as 'stopped').
+    Its owner or an admin; one 'run.stop' audit line."""
+    who = _require_stop(identity, owner_of(run), run.id)
+    with audit.performing("run.stop", who, target=run.id):
+        (run.path / runs.STOP_FILE).touch()
+
+
+def stop_job(job: Job, identity: access.Identity | None = None) -> None:
+    """Stop a job: every run it is training gets the STOP file; a job still waiting in the queue or
+    loading its data (no run directory yet) is sent SIGTERM, which the trainer also treats as a clean
+    stop. Its owner or an admin; one 'run.stop' audit line."""
+    who = _require_stop(identity, job.owner, job.id)
+    with audit.performing("run.stop", who, target=job.id) as line:
+        running = [run for run in job.runs() if run.status().get("state") == runs.RUNNING]
+        for run in running:
+            (run.path / runs.STOP_FILE).touch()
+        if not running and job.alive():
+            line.note(detail="left the queue" if not job.began() else "signalled")
+            os.killpg(job.pid, signal.SIGTERM)
+
+
+def delete_run(ref: str, identity: access.Identity | None = None, root: Path | None = None) -> None:
+    """Delete a run directory for good (admin only; never one still training; one 'run.delete' audit line)."""
+    with audit.guarded("run.delete", identity, access.DELETE_RUNS, target=str(ref)) as line:
+        root = runs.runs_root(root)
+        run = runs.Run(root / runs.sanitize_run_id(ref))
+        if not (run.path / runs.CONFIG_FILE).is_file():
+            raise ValueError(f"There is no run named {ref!r}.")
+        status = run.status()
+        if status.get("state") == runs.RUNNING:
+            raise ValueError(f"{ref} is still training: stop it first.")
+        line.note(old={"state": status.get("state"), "backbone": run.config.get("backbone"),
+                       "study": run.config.get("study")}, model=audit.model_info(run.path))
+        shutil.rmtree(run.path)
 
 
 def process_alive(pid: int) -> bool:
-    """True while ``pid`` runs. A finished child of this process is reaped first, so it does not
-    linger as a zombie that still answers signal 0."""
-    try:
-        finished, _status = os.waitpid(pid, os.WNOHANG)
-        if finished == pid:
-            return False
-    except ChildProcessError:  # not our child (started by an earlier server): just probe it
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return not _is_zombie(pid)
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] == "Z"
+    """True while ``pid`` runs (a finished child is reaped, not counted as a zombie)."""
+    return jobqueue.process_alive(pid)

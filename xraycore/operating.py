@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from . import metrics, runs
+from . import access, audit, metrics, runs
 
 POINTS_FILE = "operating_points.json"
 INTERNAL = "internal"
@@ -84,8 +84,22 @@ def _history_entry(action: str, name: str, old: dict | None, new: dict | None, u
 
 
 def save(model_dir: str | Path, name: str, point: dict[str, Any], *, activate: bool = True,
-         user: str = "local") -> dict[str, Any]:
-    """Store ``point`` under ``name`` (never over the internal one) and optionally make it active."""
+         user: str | None = None, identity: access.Identity | None = None) -> dict[str, Any]:
+    """Store ``point`` under ``name`` (never over the internal one) and optionally make it active.
+
+    A shared clinical setting: ``identity`` must hold the admin permission (see :mod:`access`); the
+    attempt, allowed or refused, is one audit line.
+    """
+    with audit.guarded("operating_point.save", identity, access.CHANGE_OPERATING_POINT,
+                       model=audit.model_info(model_dir), operating_point=str(name)) as line:
+        state_before = load(model_dir)
+        stored = _save(model_dir, name, point, activate=activate, user=user or line.identity.user)
+        line.note(old=_values(state_before["points"].get(stored["name"])), new=_values(stored),
+                  detail=f"active: {state_before['active']} -> {load(model_dir)['active']}")
+        return stored
+
+
+def _save(model_dir: str | Path, name: str, point: dict[str, Any], *, activate: bool, user: str) -> dict[str, Any]:
     name = _check_name(name)
     if name == INTERNAL:
         raise ValueError("The internal operating point is the shipped value and cannot be overwritten; "
@@ -108,21 +122,49 @@ def save(model_dir: str | Path, name: str, point: dict[str, Any], *, activate: b
     return {**stored, "name": name}
 
 
-def activate(model_dir: str | Path, name: str, *, user: str = "local") -> None:
-    """Make ``name`` the point every reader's call uses."""
-    model_dir = Path(model_dir)
-    state = load(model_dir)
-    if name not in state["points"]:
-        raise ValueError(f"This model has no operating point named {name!r}.")
-    state["history"].append(_history_entry("activate", name, state["points"].get(state["active"]),
-                                           state["points"][name], user))
-    state["active"] = name
-    _write(model_dir, state)
+def activate(model_dir: str | Path, name: str, *, user: str | None = None,
+             identity: access.Identity | None = None) -> None:
+    """Make ``name`` the point every reader's call uses (admin only; one audit line)."""
+    _activate(model_dir, name, user, identity, "operating_point.activate")
 
 
-def reset(model_dir: str | Path, *, user: str = "local") -> None:
-    """Back to the shipped (internal) operating point; saved points are kept."""
-    activate(model_dir, INTERNAL, user=user)
+def reset(model_dir: str | Path, *, user: str | None = None, identity: access.Identity | None = None) -> None:
+    """Back to the shipped (internal) operating point; saved points are kept (admin only; one audit line)."""
+    _activate(model_dir, INTERNAL, user, identity, "operating_point.reset")
+
+
+def _activate(model_dir: str | Path, name: str, user: str | None, identity: access.Identity | None,
+              action: str) -> None:
+    with audit.guarded(action, identity, access.CHANGE_OPERATING_POINT, model=audit.model_info(model_dir),
+                       operating_point=str(name)) as line:
+        model_dir = Path(model_dir)
+        state = load(model_dir)
+        if name not in state["points"]:
+            raise ValueError(f"This model has no operating point named {name!r}.")
+        who = user or line.identity.user
+        old = state["points"].get(state["active"])
+        state["history"].append(_history_entry("activate", name, old, state["points"][name], who))
+        line.note(old={"name": state["active"], **_values(old)}, new={"name": name, **_values(state["points"][name])})
+        state["active"] = name
+        _write(model_dir, state)
+
+
+def save_threshold(model_dir: str | Path, *, identity: access.Identity | None = None, **fields: Any) -> None:
+    """The Operating point page's Save: merge ``fields`` (threshold, beta, source) into the model's own
+    operating_point.json. A shared clinical setting like :func:`save`: admin only, one audit line."""
+    with audit.guarded("operating_point.save", identity, access.CHANGE_OPERATING_POINT,
+                       model=audit.model_info(model_dir), operating_point=INTERNAL) as line:
+        run = runs.Run(Path(model_dir))
+        old = dict(run.operating_point)
+        if "threshold" in fields and not 0.0 <= float(fields["threshold"]) <= 1.0:
+            raise ValueError("threshold must be between 0 and 1")
+        run.save_operating_point(**fields)
+        line.note(old=_values(old), new=_values(run.operating_point))
+
+
+def _values(point: dict[str, Any] | None) -> dict[str, Any]:
+    """What an audit line keeps of a point: the numbers that make the call."""
+    return {k: point.get(k) for k in ("threshold", "temperature", "beta") if k in point} if point else {}
 
 
 # ------------------------------------------------------------------------------ site calibration

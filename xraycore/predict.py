@@ -16,7 +16,7 @@ import torch
 from safetensors import SafetensorError
 
 from . import data as xdata
-from . import explain, intended_use, metrics, models, operating, runs
+from . import access, audit, explain, intended_use, metrics, models, operating, runs
 from .io import XrayImage, XrayReadError, read_xray, to_uint8
 from .ood import OodModel
 
@@ -338,11 +338,16 @@ class Predictor:
 
     def predict_sources(self, sources: Iterable[tuple[str, Source]], *,
                         skip: Callable[[str, Mapping[str, Any]], bool] | None = None,
-                        **options: Any) -> Iterator[Prediction]:
+                        identity: access.Identity | None = None, **options: Any) -> Iterator[Prediction]:
         """Read and score files a batch at a time, in order; an unreadable file becomes an error Prediction.
 
         ``skip(name, metadata)`` true leaves a readable image out unscored (intended_use.SkipNonFrontal).
+        With ``identity`` (the app passes who is signed in) scoring needs the reader role and every batch
+        writes one audit line: model, operating point, counts; never a file name or anything read from
+        the files. Without it (the library, evaluation) nothing is checked or logged.
         """
+        if identity is not None:
+            access.require(identity, access.SCORE, "score", model=self.audit_model, operating_point=self.operating_point)
         batch_size = options.get("batch_size", 16)
         pending: list[tuple[str, XrayImage | XrayReadError]] = []
         for name, source in sources:
@@ -354,15 +359,28 @@ class Predictor:
                 if skip is None or not skip(name, image.metadata):
                     pending.append((name, image))
             if len(pending) >= batch_size:
-                yield from self._flush(pending, options)
+                yield from self._flush(pending, options, identity)
                 pending = []
-        yield from self._flush(pending, options)
+        if pending:
+            yield from self._flush(pending, options, identity)
 
-    def _flush(self, pending: list[tuple[str, XrayImage | XrayReadError]], options: dict[str, Any]) -> list[Prediction]:
+    def _flush(self, pending: list[tuple[str, XrayImage | XrayReadError]], options: dict[str, Any],
+               identity: access.Identity | None = None) -> list[Prediction]:
         readable = [(n, item) for n, item in pending if isinstance(item, XrayImage)]
         scored = iter(self.predict_images([i for _, i in readable], [n for n, _ in readable], **options)) if readable else iter(())
-        return [next(scored) if isinstance(item, XrayImage) else Prediction(name=name, error=str(item), error_kind=item.kind)
-                for name, item in pending]
+        predictions = [next(scored) if isinstance(item, XrayImage) else Prediction(name=name, error=str(item), error_kind=item.kind)
+                       for name, item in pending]
+        if identity is not None:
+            audit.record("score", identity, model=self.audit_model, operating_point=self.operating_point,
+                         threshold=self.threshold, counts=score_counts(predictions))
+        return predictions
+
+    @property
+    def audit_model(self) -> dict[str, Any]:
+        """Name, version and weights sha256 of this model, as audit lines name it (hashed once)."""
+        if not hasattr(self, "_audit_model"):
+            self._audit_model = audit.model_info(self.run.path)
+        return self._audit_model
 
     def predict_files(self, paths: Iterable[str | Path], **options: Any) -> Iterator[Prediction]:
         return self.predict_sources(((str(p), Path(p)) for p in paths), **options)
@@ -411,6 +429,14 @@ def operating_point_of(run: runs.Run, name: str | None = None) -> dict[str, Any]
         if name is not None:
             raise
         return {**run.operating_point, "name": operating.INTERNAL}
+
+
+def score_counts(predictions: Sequence[Prediction]) -> dict[str, int]:
+    """What an audit line keeps of a batch: how many images, unreadable, called positive, out of domain."""
+    scored = [p for p in predictions if p.ok]
+    return {"images": len(predictions), "unreadable": len(predictions) - len(scored),
+            "positive": sum(p.positive_class is not None and p.label == p.positive_class for p in scored),
+            "out_of_domain": sum(bool(p.out_of_domain) for p in scored)}
 
 
 def bytes_source(data: bytes) -> BinaryIO:

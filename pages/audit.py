@@ -1,0 +1,39 @@
+"""Audit: the trail of who scored, changed, launched or was refused what (admins only).
+
+Reads ``xraycore.audit`` (the same lines ``python -m xraycore audit`` prints); newest first.
+"""
+from __future__ import annotations
+
+import streamlit as st
+
+from xraycore import access, audit, webauth
+
+SHOWN = 500  # newest lines in the table; the CLI reads everything
+
+webauth.require(access.READ_AUDIT)
+st.title("Audit")
+st.caption(f"Append-only log: `{audit.log_path()}`. Counts and settings only: no patient data, no file names.")
+
+left, middle, right = st.columns(3)
+since = left.text_input("Since (e.g. 24h, 7d, 2026-11-29)", key="audit_since")
+user = middle.text_input("User (e-mail address)", key="audit_user")
+action = right.text_input("Action (e.g. score, operating_point, run)", key="audit_action")
+try:
+    entries = audit.read(since=audit.parse_since(since) if since.strip() else None, user=user.strip() or None,
+                         action=action.strip() or None)
+except ValueError as error:
+    st.error(str(error))
+    st.stop()
+
+if not entries:
+    st.info("No audit lines match.")
+    st.stop()
+rows = [{"time": e.get("time"), "user": e.get("user"), "role": e.get("role"), "action": e.get("action"),
+         "outcome": e.get("outcome"), "model": (e.get("model") or {}).get("name"),
+         "weights sha256": str((e.get("model") or {}).get("sha256") or "")[:12],
+         "operating point": e.get("operating_point"), "target": e.get("target"),
+         "counts": str(e["counts"]) if "counts" in e else None,
+         "old → new": f"{e.get('old')} → {e.get('new')}" if "old" in e or "new" in e else None,
+         "detail": e.get("detail")} for e in reversed(entries[-SHOWN:])]
+st.caption(f"{len(entries)} line(s); the newest {min(len(entries), SHOWN)} shown.")
+st.dataframe(rows, hide_index=True, width="stretch")
