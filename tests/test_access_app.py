@@ -14,7 +14,7 @@ from streamlit.testing.v1.util import patch_config_options
 
 from tests.corpus import PHI, PHI_UIDS, make_corpus
 from tests.test_app import app_env, runs_root, start_button  # noqa: F401 - fixtures shared with the app tests
-from xraycore import access, audit, jobs, runs
+from xraycore import access, audit, jobs, operating, runs
 
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT = 60
@@ -106,8 +106,10 @@ def test_researcher_previews_the_operating_point_and_an_admin_saves_it(env):
 
     at = run("pages/operating_point.py", "admin")
     at.slider[0].set_value(0.3).run()
+    at.checkbox(key="op_save_confirm").check().run()
     at.button(key="op_save").click().run()
-    assert json.loads(point_file.read_text())["threshold"] == pytest.approx(0.3)
+    assert point_file.read_bytes() == before, "the shipped point is never rewritten"
+    assert operating.get(env / "run-a")["threshold"] == pytest.approx(0.3)
     [entry] = audit.read()
     assert (entry["action"], entry["outcome"], entry["user"], entry["role"]) == (
         "operating_point.save", "ok", "ada@it.example", "admin")

@@ -20,7 +20,7 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from tests.synthetic import xray_like
-from xraycore import catalog, jobs, metrics, runs
+from xraycore import catalog, jobs, metrics, operating, runs
 from xraycore.predict import Prediction, Predictor, bytes_source
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
@@ -141,13 +141,47 @@ def test_operating_point_metrics_follow_threshold_and_save_reaches_diagnose(app_
     assert shown()["Recall (sensitivity)"] == "0.000" and shown()["Specificity"] == "1.000"
     assert any("95% CI" in caption.value for caption in at.caption)
 
+    shipped = (app_env / "run-a" / "operating_point.json").read_text()
     at.slider[0].set_value(0.25).run()
+    assert at.number_input(key=at.slider[0].key.replace("op_threshold", "op_threshold_typed")).value == 0.25
+    assert at.button(key="op_save").disabled, "saving for every reader needs a confirmation"
+    at.text_input(key="op_save_name").set_value("ward-7")
+    at.checkbox(key="op_save_confirm").check().run()
     at.button(key="op_save").click().run()
-    saved = json.loads((app_env / "run-a" / "operating_point.json").read_text())
-    assert saved["threshold"] == pytest.approx(0.25) and saved["source"] == "chosen on the Operating point page"
+    assert not at.exception, [e.value for e in at.exception]
+    assert (app_env / "run-a" / "operating_point.json").read_text() == shipped, "the shipped point is kept"
+    saved = operating.get(app_env / "run-a")
+    assert saved["name"] == "ward-7" and saved["threshold"] == pytest.approx(0.25)
+    assert "active operating point **ward-7**: threshold 0.250" in at.caption[0].value, "no stale number after saving"
 
     at.switch_page("pages/diagnose.py").run()
-    assert "saved threshold: **0.250**" in [m.value for m in at.sidebar.markdown]
+    assert "operating point **ward-7**: threshold **0.250**" in [m.value for m in at.sidebar.markdown]
+
+    at.switch_page("pages/operating_point.py").run()
+    at.button(key="op_reset").click().run()
+    assert operating.active_name(app_env / "run-a") == "internal"
+
+
+def test_operating_point_threshold_can_be_typed(app_env):
+    at = start_app()
+    at.switch_page("pages/operating_point.py").run()
+    [typed] = [box for box in at.number_input if box.label == "…or type it"]
+    typed.set_value(0.1234).run()
+    assert at.slider[0].value == pytest.approx(0.1234, abs=1e-3)
+
+
+def test_site_calibration_from_a_labelled_folder(app_env, tiny_dataset):
+    at = start_app()
+    at.switch_page("pages/operating_point.py").run()
+    at.text_input(key="op_site_folder").set_value(str(tiny_dataset / "test")).run()
+    at.button(key="op_site_fit_button").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("Only 16 images" in w.value for w in at.warning), "a small sample is flagged"
+    assert at.get("plotly_chart")[-1].proto.spec.count("internal validation") >= 1, "site curve beside the internal one"
+    at.text_input(key="op_site_name").set_value("site-x")
+    at.button(key="op_site_save").click().run()
+    point = operating.get(app_env / "run-a")
+    assert point["name"] == "site-x" and point["n"] == 32 and point["kind"] == "site calibration"
 
 
 def test_operating_point_shows_precision_at_the_users_prevalence(app_env):

@@ -2,6 +2,7 @@
 external evaluations a model directory keeps as records."""
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,33 +27,64 @@ class ScoredFolder:
     logits: np.ndarray  # (n, classes) before the temperature
     skipped: list[dict[str, str]]
     class_names: list[str]
+    digests: list[str]  # sha256 of each scored image's bytes: the sample's fingerprint, wherever it came from
 
     def binary_truth(self, positive: str) -> np.ndarray:
         return np.array([label == positive for label in self.labels], dtype=int)
 
 
-def score_folder(predictor: Predictor, data_dir: str | Path, positive: str, tta: bool | None = None) -> ScoredFolder:
-    """Run ``predictor`` over ``data_dir``/CLASS/*; unreadable files are skipped and counted, never fatal."""
+Labelled = tuple[str, Any, str]  # (name shown, source: path, bytes or file object, class name)
+
+
+def folder_items(data_dir: str | Path) -> list[Labelled]:
+    """(name, path, class) for every image of ``data_dir``/CLASS/*."""
     samples, folder_classes = xdata.scan_class_folders(data_dir)
     if not samples:
         raise ValueError(f"no images found in class folders under {data_dir}")
-    if positive not in folder_classes:
-        raise ValueError(f"no folder named {positive!r} under {data_dir} (found: {', '.join(folder_classes)})")
+    return [(sample.path, Path(sample.path), folder_classes[sample.label]) for sample in samples]
+
+
+def score_labelled(predictor: Predictor, items: list[Labelled], positive: str, tta: bool | None = None,
+                   identity: access.Identity | None = None) -> ScoredFolder:
+    """Score labelled images (a folder's or uploads held in memory); unreadable ones are skipped and counted.
+    With ``identity`` (the app) scoring is checked and audited like Diagnose's."""
     if positive not in predictor.class_names:
         raise ValueError(f"the model does not know the class {positive!r} (it knows: {', '.join(predictor.class_names)})")
-    files, labels, probs, logits, skipped = [], [], [], [], []
-    for sample, prediction in zip(samples, predictor.predict_files([s.path for s in samples], tta=tta)):
+    if positive not in {label for _, _, label in items}:
+        raise ValueError(f"no {positive} image in the sample (found: {', '.join(sorted({l for _, _, l in items}))})")
+    files, labels, probs, logits, skipped, digests = [], [], [], [], [], []
+    scored = predictor.predict_sources(((name, source) for name, source, _ in items), tta=tta, identity=identity)
+    for (name, source, label), prediction in zip(items, scored):
         if not prediction.ok:
-            skipped.append({"file": Path(sample.path).name, "error": prediction.error})
+            skipped.append({"file": Path(name).name, "error": prediction.error})
             continue
-        files.append(sample.path)
-        labels.append(folder_classes[sample.label])
+        digests.append(_content_digest(source))
+        files.append(name)
+        labels.append(label)
         probs.append([prediction.probabilities[c] for c in predictor.class_names])
         logits.append(prediction.logits)
     if not probs:
         raise ValueError("none of the images could be read")
     return ScoredFolder(files, labels, np.asarray(probs), np.asarray(logits, dtype=np.float64), skipped,
-                        list(predictor.class_names))
+                        list(predictor.class_names), digests)
+
+
+def _content_digest(source: Any) -> str:
+    """sha256 of an image's bytes, whether it is a path, bytes or an (uploaded) file object."""
+    if isinstance(source, (str, Path)):
+        return hashlib.sha256(Path(source).read_bytes()).hexdigest()
+    if isinstance(source, (bytes, bytearray)):
+        return hashlib.sha256(source).hexdigest()
+    position = source.tell()
+    source.seek(0)
+    digest = hashlib.sha256(source.read()).hexdigest()
+    source.seek(position)
+    return digest
+
+
+def score_folder(predictor: Predictor, data_dir: str | Path, positive: str, tta: bool | None = None) -> ScoredFolder:
+    """Run ``predictor`` over ``data_dir``/CLASS/*; unreadable files are skipped and counted, never fatal."""
+    return score_labelled(predictor, folder_items(data_dir), positive, tta)
 
 
 def evaluate_folder(model_dir: str | Path, data_dir: str | Path, *, threshold: float | None = None,
@@ -80,7 +112,7 @@ def evaluate_folder(model_dir: str | Path, data_dir: str | Path, *, threshold: f
     if len(predictor.class_names) > 2 and set(scored.labels) <= set(predictor.class_names):
         truth = np.array([predictor.class_names.index(label) for label in scored.labels])
         result["multiclass"] = metrics.multiclass_report(truth, scored.probabilities, predictor.class_names)
-    result["data_fingerprint"] = operating.data_fingerprint(scored.files)
+    result["data_fingerprint"] = operating.fingerprint(scored.digests)
     return result
 
 
@@ -122,21 +154,38 @@ def calibrate_folder(model_dir: str | Path, data_dir: str | Path, name: str, *, 
     """
     with audit.guarded("calibration", identity, access.CHANGE_OPERATING_POINT, model=audit.model_info(model_dir),
                        operating_point=str(name)) as line:
-        old = operating.load(model_dir)["points"].get(str(name))
-        point = _calibrate(model_dir, data_dir, name, beta=beta, activate=activate, user=user or line.identity.user,
-                           tta=tta)
-        line.note(counts={"images": point["n"], "positive": point["n_positive"], "negative": point["n_negative"]},
-                  old=operating._values(old), new=operating._values(point))
-        return point
+        predictor = Predictor(model_dir, operating_point=operating.INTERNAL)
+        scored = score_labelled(predictor, folder_items(data_dir), predictor.positive_class or "PNEUMONIA", tta)
+        point = fit_site_calibration(predictor, scored, beta, Path(data_dir).name,
+                                     tta=predictor.tta if tta is None else tta)
+        return _store_site_point(model_dir, name, point, activate, user or line.identity.user, line)
 
 
-def _calibrate(model_dir: str | Path, data_dir: str | Path, name: str, *, beta: float, activate: bool, user: str,
-               tta: bool | None) -> dict[str, Any]:
-    predictor = Predictor(model_dir, operating_point=operating.INTERNAL)
+def save_site_calibration(model_dir: str | Path, name: str, point: dict[str, Any], *, activate: bool = True,
+                          identity: access.Identity | None = None) -> dict[str, Any]:
+    """Store a calibration fitted with :func:`fit_site_calibration` (the app previews it first): admin only,
+    one 'calibration' audit line."""
+    with audit.guarded("calibration", identity, access.CHANGE_OPERATING_POINT, model=audit.model_info(model_dir),
+                       operating_point=str(name)) as line:
+        return _store_site_point(model_dir, name, point, activate, line.identity.user, line)
+
+
+def _store_site_point(model_dir: str | Path, name: str, point: dict[str, Any], activate: bool, user: str,
+                      line: Any) -> dict[str, Any]:
+    old = operating.load(model_dir)["points"].get(str(name))
+    stored = operating._save(model_dir, name, point, activate=activate, user=user)
+    line.note(counts={"images": point["n"], "positive": point["n_positive"], "negative": point["n_negative"]},
+              old=operating._values(old), new=operating._values(stored))
+    return stored
+
+
+def fit_site_calibration(predictor: Predictor, scored: ScoredFolder, beta: float, sample_name: str,
+                         tta: bool = False) -> dict[str, Any]:
+    """Temperature and F-beta threshold fitted on a scored site sample (scored at the internal point, i.e. from
+    raw logits), with the sample's report at the new point. Nothing is stored."""
     positive = predictor.positive_class
     if positive is None or len(predictor.class_names) != 2:
         raise ValueError("site calibration needs a two-class model")
-    scored = score_folder(predictor, data_dir, positive, tta=tta)
     y_true = scored.binary_truth(positive)
     n_positive, n_negative = int(y_true.sum()), int((1 - y_true).sum())
     if min(n_positive, n_negative) == 0:
@@ -145,14 +194,14 @@ def _calibrate(model_dir: str | Path, data_dir: str | Path, name: str, *, beta: 
     probability = metrics.softmax(scored.logits, point["temperature"])[:, predictor.positive_index]
     report = metrics.binary_report(y_true, probability, point["threshold"], beta)
     point.update(
-        kind="site calibration", source=f"site calibration on {len(y_true)} images of {Path(data_dir).name}",
-        n=len(y_true), n_positive=n_positive, n_negative=n_negative, tta=predictor.tta if tta is None else tta,
-        data_fingerprint=operating.data_fingerprint(scored.files),
+        kind="site calibration", source=f"site calibration on {len(y_true)} images of {sample_name}",
+        n=len(y_true), n_positive=n_positive, n_negative=n_negative, tta=tta,
+        data_fingerprint=operating.fingerprint(scored.digests),
         site_report={k: report[k] for k in ("accuracy", "recall", "specificity", "precision", "auroc", "confusion_matrix")},
         site_ci95=metrics.bootstrap_report(y_true, probability, point["threshold"], beta),
         warning=operating.sample_warning(n_positive, n_negative),
     )
-    return operating._save(model_dir, name, point, activate=activate, user=user)
+    return point
 
 
 def evidence(model_dir: str | Path) -> list[dict[str, Any]]:

@@ -173,8 +173,12 @@ def _values(point: dict[str, Any] | None) -> dict[str, Any]:
 def data_fingerprint(paths: Sequence[str | Path]) -> str:
     """sha256 over the sorted content hashes of the files: the same images give the same fingerprint,
     wherever they lie and whatever they are called."""
-    digests = sorted(hashlib.sha256(Path(path).read_bytes()).hexdigest() for path in paths)
-    return hashlib.sha256("\n".join(digests).encode()).hexdigest()
+    return fingerprint([hashlib.sha256(Path(path).read_bytes()).hexdigest() for path in paths])
+
+
+def fingerprint(content_digests: Sequence[str]) -> str:
+    """One sha256 for a set of images, from their contents' sha256 (order and names do not matter)."""
+    return hashlib.sha256("\n".join(sorted(content_digests)).encode()).hexdigest()
 
 
 def fit_site_point(y_true: np.ndarray, logits: np.ndarray, positive_index: int, beta: float = 2.0) -> dict[str, Any]:
