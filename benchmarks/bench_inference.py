@@ -1,7 +1,7 @@
 """Inference: file → probability + Grad-CAM overlay through the Predictor, against bare timm/torch.
 
 Baseline: the same model (same weights) on a ready, normalised tensor: one forward + GradCAM from
-pytorch-grad-cam, nothing else. The product additionally reads and decodes the file, resizes,
+pytorch-grad-cam, nothing else; for an ensemble, the bare sum of that over its members. The product additionally reads and decodes the file, resizes,
 computes the out-of-domain score and builds the overlay. Ratio = product time / baseline time
 (goal ≤ 1.2). Usage: python benchmarks/bench_inference.py [--model models/default] [--n 20]
 """
@@ -18,6 +18,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import DATA, REPO, best_of, report  # noqa: E402
 from xraycore import models  # noqa: E402
+from xraycore.io import read_xray  # noqa: E402
 from xraycore.predict import Predictor  # noqa: E402
 
 
@@ -29,26 +30,30 @@ def main() -> None:
     args = parser.parse_args()
     files = sorted(Path(args.images).iterdir())[: args.n]
     predictor = Predictor(args.model, device="cpu")
-    model, layer = predictor.model, models.cam_target_layer(predictor.model, predictor.spec)
     positive = predictor.positive_index or 0
-    tensors = [predictor.to_tensor(next(iter([__import__("xraycore.io", fromlist=["read_xray"]).read_xray(f)])))[None] for f in files]
+    images = [read_xray(f) for f in files]
+    # The baseline is the bare sum over the model's networks (one for a single model, every member of an
+    # ensemble): each network's forward + GradCAM on its own ready tensors, nothing else.
+    members = [(network.model, models.cam_target_layer(network.model, network.spec),
+                [network.to_tensor(image)[None] for image in images]) for network in predictor.networks]
 
     def product() -> None:
         for prediction in predictor.predict_files(files, cam="gradcam", batch_size=1):
             assert prediction.ok and prediction.overlay is not None
 
     def baseline() -> None:
-        cam = GradCAM(model=model, target_layers=[layer])
-        for tensor in tensors:
-            heat = cam(input_tensor=tensor, targets=[ClassifierOutputTarget(positive)])
-            torch.softmax(cam.outputs, dim=1)
-            assert heat.shape[0] == 1
-        cam.activations_and_grads.release()
+        for model, layer, tensors in members:
+            cam = GradCAM(model=model, target_layers=[layer])
+            for tensor in tensors:
+                heat = cam(input_tensor=tensor, targets=[ClassifierOutputTarget(positive)])
+                torch.softmax(cam.outputs, dim=1)
+                assert heat.shape[0] == 1
+            cam.activations_and_grads.release()
 
     product(), baseline()  # warm-up
     product_s, baseline_s = best_of(product), best_of(baseline)
     report("inference (file → probability + Grad-CAM overlay, one image at a time)", {
-        "images": len(files), "image_sizes": "original full-resolution JPEGs",
+        "images": len(files), "image_sizes": "original full-resolution JPEGs", "networks": len(predictor.networks),
         "product_ms_per_image": round(1000 * product_s / len(files), 1),
         "baseline_ms_per_image": round(1000 * baseline_s / len(files), 1),
         "ratio_product_over_baseline": round(product_s / baseline_s, 3),

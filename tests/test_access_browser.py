@@ -161,7 +161,7 @@ def test_a_reader_sees_diagnose_only_and_cannot_save_an_operating_point(browser,
         page.goto(f"{app_server.url}/{path}")
         expect(page.get_by_text("Access refused: your role (reader)")).to_be_visible()
         expect(page.get_by_text("Signed in as Rita Reader")).to_be_visible()
-    expect(page.get_by_role("button", name="Save threshold")).to_have_count(0)
+    expect(page.get_by_role("button", name="Save and activate")).to_have_count(0)
 
     # The same person through xraycore: who the server says she is (her claims, its roles file) may not save.
     reader = access.identity_from_claims(CLAIMS["rita"], access.load_roles(app_server.roles))
@@ -190,8 +190,8 @@ def test_a_researcher_trains_and_previews_but_does_not_save(browser, app_server)
     expect(page.get_by_role("link", name="Compare")).to_be_visible()
     assert links(page) == ["Diagnose", "Operating point", "Train", "Compare"]
     page.get_by_role("link", name="Operating point").click()
-    expect(page.get_by_text("A preview: saving the threshold for everyone needs the admin role.")).to_be_visible()
-    expect(page.get_by_role("button", name="Save threshold")).to_have_count(0)
+    expect(page.get_by_text("A preview: saving a threshold for everyone needs the admin role.")).to_be_visible()
+    expect(page.get_by_role("button", name="Save and activate")).to_have_count(0)
     page.get_by_role("link", name="Train").click()
     expect(page.get_by_role("button", name="Start training")).to_be_visible()
     expect(page.get_by_text("Delete a run")).to_have_count(0)
@@ -207,8 +207,9 @@ def test_an_admin_saves_the_operating_point_and_reads_the_audit_trail(browser, a
     expect(page.get_by_role("link", name="Audit")).to_be_visible()
     assert links(page) == ["Diagnose", "Operating point", "Train", "Compare", "Audit"]
     page.get_by_role("link", name="Operating point").click()
-    page.get_by_role("button", name="Save threshold").click()
-    expect(page.get_by_text(re.compile(r"^Saved threshold \d"))).to_be_visible()  # not the caption's "saved threshold"
+    page.get_by_text(re.compile(r"^Every reader's Diagnose will call at")).click()  # the confirmation box
+    page.get_by_role("button", name="Save and activate", exact=True).click()
+    expect(page.get_by_text(re.compile(r"active operating point chosen-\d{8}"))).to_be_visible()
     saved = [e for e in audit.read(app_server.log, user="ada@it.example", action="operating_point.save")]
     assert [(e["outcome"], e["role"], e["model"]["name"]) for e in saved] == [("ok", "admin", "run-a")]
 

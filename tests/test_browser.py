@@ -148,13 +148,14 @@ def test_upload_threshold_and_compare_in_a_real_browser(app_url, tmp_path):
             started = time.monotonic()
             page.get_by_role("link", name="Operating point").click()
             expect(page.get_by_text("Recall (sensitivity)").first).to_be_visible()
-            expect(page.locator('[data-testid="stPlotlyChart"]')).to_have_count(5)
+            expect(page.locator('[data-testid="stPlotlyChart"]')).to_have_count(5)  # no site calibration yet
             timings["operating_point_load_s"] = round(time.monotonic() - started, 2)
             page.screenshot(path=str(SCREENSHOTS / "operating_point.png"), full_page=True)
 
             started = time.monotonic()
             page.get_by_role("link", name="Compare").click()
-            expect(page.get_by_text("Validation metrics (95% bootstrap CIs)")).to_be_visible()
+            expect(page.get_by_text("Internal validation (95% bootstrap CIs)")).to_be_visible()
+            expect(page.get_by_text("What to expect on new patients")).to_be_visible()
             expect(page.get_by_text("Configuration differences")).to_be_visible()
             timings["compare_load_s"] = round(time.monotonic() - started, 2)
             page.screenshot(path=str(SCREENSHOTS / "compare.png"), full_page=True)
