@@ -136,3 +136,15 @@ def test_watch_data_is_scored_every_epoch_and_never_trained_on(tiny_dataset, tmp
     assert run.config["counts"]["train"] + run.config["counts"]["val"] == 32, "the watched images are not in training"
     with pytest.raises(ValueError, match="needs --watch-data"):
         TrainConfig(monitor="watch_auroc")
+
+
+def test_split_seed_keeps_the_validation_split_while_the_training_seed_changes(tiny_dataset):
+    """Ensemble members trained with different seeds must share their validation images."""
+    from xraycore.train import prepare_data
+
+    def val_files(**seeds) -> list[str]:
+        splits = prepare_data(TrainConfig(data=str(tiny_dataset / "train"), image_size=32, val_fraction=0.25, **seeds))
+        return sorted(splits.cache.samples[i].path for i in splits.val)
+
+    assert val_files(seed=1, split_seed=0) == val_files(seed=0)
+    assert val_files(seed=1) != val_files(seed=0) or val_files(seed=2) != val_files(seed=0)

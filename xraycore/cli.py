@@ -46,6 +46,7 @@ TRAIN_HELP = {
     "fold": "train only this fold (0-based)", "patient_pattern": "regex whose first group is the patient id in a file name",
     "class_names": "class folder names in label order (comma-separated)", "positive_class": "the positive class",
     "beta": "F-beta of the saved operating point (2 favours recall)", "seed": "random seed",
+    "split_seed": "seed of the validation split and folds (default: --seed): members of one ensemble share a split",
     "device": "auto, cpu, cuda or mps", "amp": "mixed precision on GPUs", "channels_last": "channels-last memory format",
     "threads": "CPU threads for this process", "num_workers": "data-loading worker processes",
     "max_per_class": "use at most N images per class (quick looks)", "fit_ood": "fit the out-of-domain detector",

@@ -70,6 +70,7 @@ class TrainConfig:
     positive_class: str = "PNEUMONIA"
     beta: float = 2.0  # F-beta of the saved operating point
     seed: int = 0
+    split_seed: int | None = None  # seed of the validation split / folds (default: seed); ensemble members share it
     device: str = "auto"
     amp: bool = True
     channels_last: bool = True
@@ -110,6 +111,10 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+
+    @property
+    def split_seed_or_seed(self) -> int:
+        return self.seed if self.split_seed is None else self.split_seed
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -76,13 +76,13 @@ def prepare_data(config: TrainConfig, progress: Progress = _silent) -> Splits:
     )
     if config.folds:
         fold = config.fold or 0
-        train, val = xdata.kfold_splits(pool, config.folds, seed=config.seed)[fold]
+        train, val = xdata.kfold_splits(pool, config.folds, seed=config.split_seed_or_seed)[fold]
         description = f"fold {fold + 1} of {config.folds} (stratified, grouped by patient)"
     elif use_folder_val:
         train, val = pool, found["val"]
         description = "train/val folders as given"
     else:
-        train, val = xdata.split_by_ratio(pool, config.val_fraction, seed=config.seed)
+        train, val = xdata.split_by_ratio(pool, config.val_fraction, seed=config.split_seed_or_seed)
         description = f"{config.val_fraction:.0%} validation, stratified and grouped by patient"
 
     everything = list(dict.fromkeys(train + val + test))  # a sample may not be decoded twice
