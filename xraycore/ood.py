@@ -57,7 +57,8 @@ class OodModel:
                   "scales": np.array([block.scale for block in self.blocks])}
         for i, block in enumerate(self.blocks):
             arrays[f"mean.{i}"] = block.mean.astype(np.float32)
-            arrays[f"precision.{i}"] = block.precision.astype(np.float32)
+            # Symmetric: its upper triangle is all there is to store (half the bytes of a bundled model's detector).
+            arrays[f"precision_upper.{i}"] = block.precision[np.triu_indices(block.mean.size)].astype(np.float32)
         return arrays
 
     @classmethod
@@ -67,9 +68,20 @@ class OodModel:
             block = _Block(np.asarray(arrays["mean"], np.float64), np.asarray(arrays["precision"], np.float64), 1.0)
             return cls((block,), float(np.ravel(arrays["threshold"])[0]), float(np.ravel(arrays["quantile"])[0]))
         scales = np.ravel(arrays["scales"])
-        blocks = tuple(_Block(np.asarray(arrays[f"mean.{i}"], np.float64), np.asarray(arrays[f"precision.{i}"], np.float64),
-                              float(scales[i])) for i in range(scales.size))
+        blocks = tuple(_Block(np.asarray(arrays[f"mean.{i}"], np.float64), _precision(arrays, i), float(scales[i]))
+                       for i in range(scales.size))
         return cls(blocks, float(np.ravel(arrays["threshold"])[0]), float(np.ravel(arrays["quantile"])[0]))
+
+
+def _precision(arrays: dict[str, np.ndarray], index: int) -> np.ndarray:
+    """Block ``index``'s precision matrix, stored whole (earlier files) or as its upper triangle."""
+    if f"precision.{index}" in arrays:
+        return np.asarray(arrays[f"precision.{index}"], np.float64)
+    upper = np.asarray(arrays[f"precision_upper.{index}"], np.float64)
+    size = int(round((np.sqrt(8 * upper.size + 1) - 1) / 2))
+    matrix = np.zeros((size, size))
+    matrix[np.triu_indices(size)] = upper
+    return matrix + np.triu(matrix, 1).T
 
 
 def fit_ood(train_features: np.ndarray, heldout_features: np.ndarray, quantile: float = 0.99,
