@@ -145,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--cam", metavar="DIR", help="also write Grad-CAM overlays as PNG into DIR")
     predict.add_argument("--cam-method", default="gradcam", help="Grad-CAM method")
     predict.add_argument("--json", action="store_true", help="one JSON line per file")
+    predict.add_argument("--dicom-out", metavar="DIR", help="for every scored DICOM, write a Comprehensive SR and a "
+                         "Secondary Capture of the Grad-CAM overlay, filed in the source's study, into DIR")
     predict.add_argument("--skip-non-frontal", action="store_true", help="leave out DICOMs whose View Position says "
                          "they are not a frontal view the model reads (e.g. lateral) and say how many were skipped")
 
@@ -256,8 +258,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if cam_dir:
         cam_dir.mkdir(parents=True, exist_ok=True)
     skip = SkipNonFrontal() if args.skip_non_frontal else None
+    dicom_dir = Path(args.dicom_out) if args.dicom_out else None
+    model = None
+    if dicom_dir:
+        from .provenance import of_model
+
+        model = of_model(predictor.run.path)
     failures, answered = 0, 0
-    for prediction in predictor.predict_files(args.files, tta=args.tta, cam=args.cam_method if cam_dir else None,
+    wants_cam = cam_dir is not None or dicom_dir is not None
+    for prediction in predictor.predict_files(args.files, tta=args.tta, cam=args.cam_method if wants_cam else None,
                                               skip=skip):
         failures += not prediction.ok
         answered += 1
@@ -265,6 +274,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
             from PIL import Image
 
             Image.fromarray(prediction.overlay).save(cam_dir / (Path(prediction.name).stem + "_cam.png"))
+        if dicom_dir and prediction.ok and prediction.metadata.get("format") == "dicom":
+            _write_dicom_results(dicom_dir, prediction, model)
         if args.json:
             print(json.dumps(prediction.to_json()), flush=True)
         elif prediction.ok:
@@ -277,6 +288,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if skip is not None:
         _say(f"skipped {len(skip.skipped)} non-frontal DICOM file(s)")
     return 1 if answered and failures == answered else 0
+
+
+def _write_dicom_results(directory: Path, prediction: Any, model: Any) -> None:
+    """The SR and overlay of one scored DICOM file; a source that cannot take them is named, the batch goes on."""
+    from . import dicom_out
+
+    try:
+        source = dicom_out.read_source(Path(prediction.name))
+        paths = dicom_out.write_results(directory, Path(prediction.name).stem, source,
+                                        dicom_out.Finding.from_prediction(prediction), prediction.overlay, model)
+    except dicom_out.DicomOutError as error:
+        _say(f"{prediction.name}: no DICOM result written: {error}")
+        return
+    _say(f"{prediction.name}: wrote {', '.join(path.name for path in paths)}")
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
