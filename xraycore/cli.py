@@ -1,6 +1,6 @@
 """``python -m xraycore VERB ...``: everything the app does, from a terminal.
 
-Verbs: train, evaluate, predict, runs, presets, report, export, build-dataset. Output meant for other
+Verbs: train, evaluate, predict, pacs, selfcheck, runs, presets, report, export, build-dataset. Output meant for other
 programs (``--json``) goes to stdout; progress and messages go to stderr.
 """
 from __future__ import annotations
@@ -150,6 +150,22 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--skip-non-frontal", action="store_true", help="leave out DICOMs whose View Position says "
                          "they are not a frontal view the model reads (e.g. lateral) and say how many were skipped")
 
+    pacs = verbs.add_parser("pacs", help="find chest studies on a PACS, score every image, optionally store the "
+                            "results (SR and overlay) back")
+    pacs.add_argument("--host", required=True, help="the PACS host name or address")
+    pacs.add_argument("--port", required=True, type=int, help="its DICOM port")
+    pacs.add_argument("--called-aet", required=True, help="the PACS's AE title")
+    pacs.add_argument("--calling-aet", default="XRAY", help="this workbench's AE title (default XRAY)")
+    pacs.add_argument("--since", metavar="YYYYMMDD", help="studies from this date on (default: all)")
+    pacs.add_argument("--modality", default="DX,CR", help="modalities to score, comma-separated (default DX,CR)")
+    pacs.add_argument("--model", required=True, help="model directory")
+    pacs.add_argument("--store-results", action="store_true", help="store a Comprehensive SR and the overlay "
+                      "(Secondary Capture) of every scored image back into its study (C-STORE)")
+    pacs.add_argument("--include-non-frontal", action="store_true", help="also score images whose View Position "
+                      "says they are not a frontal view (skipped by default, with a count)")
+    pacs.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the PACS (default 30)")
+    pacs.add_argument("--json", action="store_true", help="one JSON line per image, like predict --json")
+
     listing = verbs.add_parser("runs", help="list training runs")
     listing.add_argument("--root", help="runs folder (default ./runs or $XRAY_RUNS_DIR)")
     listing.add_argument("--json", action="store_true", help="JSON lines")
@@ -194,6 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "runs": cmd_runs,
         "presets": cmd_presets, "report": cmd_report, "export": cmd_export, "build-dataset": cmd_build,
         "bundle": cmd_bundle, "calibrate": cmd_calibrate, "operating-point": cmd_operating_point,
+        "pacs": cmd_pacs,
     }[args.verb]
     try:
         return handler(args) or 0
@@ -302,6 +319,49 @@ def _write_dicom_results(directory: Path, prediction: Any, model: Any) -> None:
         _say(f"{prediction.name}: no DICOM result written: {error}")
         return
     _say(f"{prediction.name}: wrote {', '.join(path.name for path in paths)}")
+
+
+def cmd_pacs(args: argparse.Namespace) -> int:
+    """Find, fetch, score (and store back): one line per image on stdout, everything else on stderr.
+
+    No patient attribute is asked for or printed: images are named by study position, date, series and number.
+    """
+    from . import pacs
+    from .intended_use import SkipNonFrontal
+    from .predict import Predictor
+    from .provenance import of_model
+
+    node = pacs.Node(args.host, args.port, args.called_aet, args.calling_aet, timeout=args.timeout)
+    modalities = tuple(m.upper() for m in _names(args.modality))
+    since = pacs.check_date(args.since) if args.since else None
+    predictor = Predictor(args.model)
+    model = of_model(predictor.run.path) if args.store_results else None
+    studies = pacs.find_studies(node, since, modalities)
+    _say(f"{len(studies)} stud{'y' if len(studies) == 1 else 'ies'} with {'/'.join(modalities)} images on {node}"
+         + (f" since {since}" if since else ""))
+    skip = None if args.include_non_frontal else SkipNonFrontal()
+    scored = failures = stored = 0
+    for item in pacs.scan(node, predictor, studies, modalities=modalities, skip=skip, store_results=args.store_results,
+                          model=model):
+        if isinstance(item, pacs.Notice):
+            _say(item.message)
+            continue
+        prediction = item.prediction
+        scored += 1
+        failures += not prediction.ok
+        stored += bool(item.stored)
+        if args.json:
+            print(json.dumps(item.to_json()), flush=True)
+        elif prediction.ok:
+            flag = "  [out of domain]" if prediction.out_of_domain else ""
+            print(f"{prediction.name}: {prediction.label} (p={prediction.to_json()['probability']:.3f}){flag}", flush=True)
+        else:
+            print(f"{prediction.name}: error: {prediction.error}", flush=True)
+    if skip is not None:
+        _say(f"skipped {len(skip.skipped)} non-frontal image(s)")
+    _say(f"scored {scored - failures} image(s), {failures} could not be read"
+         + (f"; results stored for {stored}" if args.store_results else ""))
+    return 1 if scored and failures == scored else 0
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
