@@ -10,9 +10,10 @@ import streamlit as st
 st.set_page_config(page_title="Chest X-ray workbench", page_icon=":material/radiology:", layout="wide")
 
 # Declared before importing xraycore (which imports torch: seconds on a cold start), so the sidebar
-# shows these four pages at once rather than Streamlit's listing of the pages/ folder.
+# shows these pages at once rather than Streamlit's listing of the pages/ folder.
 navigation = st.navigation([
     st.Page("pages/diagnose.py", title="Diagnose", icon=":material/radiology:", default=True),
+    st.Page("pages/worklist.py", title="Worklist", icon=":material/format_list_numbered:"),
     st.Page("pages/operating_point.py", title="Operating point", icon=":material/tune:"),
     st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
     st.Page("pages/compare.py", title="Compare", icon=":material/compare:"),

@@ -18,6 +18,7 @@ from xraycore.runs import ModelDirectoryError
 BATCH_SIZE = 8  # images per forward pass: the progress bar moves at least this often
 PER_PAGE = 10  # detail cards shown at once; the summary table always lists every image
 RESULTS_KEY = "diagnose_results"
+WORKLIST_OPEN_KEY = "worklist_open"  # images the Worklist page opened here (name -> bytes in memory)
 
 
 @st.cache_resource(max_entries=2, show_spinner="Loading the model…")
@@ -72,6 +73,8 @@ def wanted_sources(uploads: list, samples: list[Path]) -> dict[str, tuple[str, o
         sources[f"upload:{upload.file_id}"] = (upload.name, upload)
     for path in samples:
         sources[f"sample:{path}"] = (catalog.sample_label(path), path)
+    for name, image in st.session_state.get(WORKLIST_OPEN_KEY, {}).items():  # opened from the Worklist page
+        sources[f"pacs:{name}"] = (name, image)
     return sources
 
 

@@ -2,6 +2,7 @@
 API; `pacs --store-results` finds, fetches, scores and files the SR and overlay back, read again from Orthanc."""
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 import shutil
@@ -14,6 +15,7 @@ from pydicom.uid import generate_uid
 
 from tests.corpus import PHI, _dicom, chest_like
 from tests.orthanc import AET, Orthanc, orthanc_binary, start_orthanc
+from tests.test_app import app_env, runs_root, start_app  # noqa: F401 - fixtures shared with the app tests
 from xraycore import cli, intended_use, pacs, provenance
 from xraycore.predict import Predictor
 
@@ -181,3 +183,44 @@ def _closed_port() -> int:
     from tests.orthanc import free_port
 
     return free_port()  # bound then released: nothing listens there
+
+
+def test_worklist_page_lists_scores_sorts_opens_and_sends_back(orthanc, app_env):
+    today = dt.date.today().strftime("%Y%m%d")
+    study, series = generate_uid(), generate_uid()
+    for number in (1, 2, 3):
+        orthanc.upload(film(study, series, number, date=today))
+    orthanc.upload(film(study, series, 4, date=today, ViewPosition="LL"))
+    at = start_app()
+    at.switch_page("pages/worklist.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    at.text_input(key="pacs_host").set_value("127.0.0.1")
+    at.number_input(key="pacs_port").set_value(orthanc.dicom_port)
+    at.text_input(key="pacs_called_aet").set_value(AET)
+    at.get("form_submit_button")[0].click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.dataframe[0].value["images"].tolist() == [4]  # today's one study
+
+    at.button(key="worklist_score").click().run(timeout=120)
+    assert not at.exception, [e.value for e in at.exception]
+    table = at.dataframe[-1].value
+    assert len(table) == 3 and set(table["flag"]) <= {"", "out of domain"}
+    probabilities = table["P(PNEUMONIA)"].tolist()
+    assert probabilities == sorted(probabilities, reverse=True)  # most probable first
+    assert any("skipped 1 non-frontal image(s)" in caption.value for caption in at.caption)
+    shown = " ".join(str(v) for v in table.to_dict("list").values()) + " ".join(c.value for c in at.caption)
+    assert all(value not in shown for value in [*PHI.values(), "Janet"])
+
+    at.button(key="worklist_send").click().run(timeout=120)
+    assert not at.exception, [e.value for e in at.exception]
+    assert [s.value for s in at.success] == ["Results stored for 3 image(s)."]
+    kinds = [pydicom.dcmread(io.BytesIO(data)).SOPClassUID.name for data in orthanc.instances_of_study(study)]
+    assert kinds.count("Comprehensive SR Storage") == 3 and kinds.count("Secondary Capture Image Storage") == 3
+
+    top = table["image"].tolist()[0]
+    at.selectbox(key="worklist_pick").set_value(top)
+    at.button(key="worklist_open_button").click().run(timeout=120)
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.title[0].value == "Diagnose"
+    assert at.dataframe[0].value["file"].tolist() == [top] and len(at.metric) == 1
+    assert "Result (DICOM SR)" in [button.label for button in at.get("download_button")]
