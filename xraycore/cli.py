@@ -166,6 +166,13 @@ def build_parser() -> argparse.ArgumentParser:
     pacs.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the PACS (default 30)")
     pacs.add_argument("--json", action="store_true", help="one JSON line per image, like predict --json")
 
+    selfcheck = verbs.add_parser("selfcheck", help="check this installation: score the bundled samples and compare "
+                                 "probabilities, heat maps and the weights' sha256 with the model's reference values")
+    selfcheck.add_argument("--model", help="model directory (default: the bundled model, or $XRAY_MODEL_DIR)")
+    selfcheck.add_argument("--samples", metavar="DIR", help="sample scans (default: models/samples or $XRAY_SAMPLES_DIR)")
+    selfcheck.add_argument("--write-reference", action="store_true", help="maintainers: record this installation's "
+                           "answers as the model's reference values (selfcheck.json)")
+
     listing = verbs.add_parser("runs", help="list training runs")
     listing.add_argument("--root", help="runs folder (default ./runs or $XRAY_RUNS_DIR)")
     listing.add_argument("--json", action="store_true", help="JSON lines")
@@ -210,7 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "runs": cmd_runs,
         "presets": cmd_presets, "report": cmd_report, "export": cmd_export, "build-dataset": cmd_build,
         "bundle": cmd_bundle, "calibrate": cmd_calibrate, "operating-point": cmd_operating_point,
-        "pacs": cmd_pacs,
+        "pacs": cmd_pacs, "selfcheck": cmd_selfcheck,
     }[args.verb]
     try:
         return handler(args) or 0
@@ -362,6 +369,32 @@ def cmd_pacs(args: argparse.Namespace) -> int:
     _say(f"scored {scored - failures} image(s), {failures} could not be read"
          + (f"; results stored for {stored}" if args.store_results else ""))
     return 1 if scored and failures == scored else 0
+
+
+def cmd_selfcheck(args: argparse.Namespace) -> int:
+    """Plain PASS/FAIL lines and a verdict; exit status 1 on any mismatch."""
+    from . import catalog, selfcheck
+
+    model = Path(args.model) if args.model else catalog.bundled_model_dir()
+    if args.write_reference:
+        samples = None
+        if args.samples:
+            from .data import IMAGE_SUFFIXES
+
+            root = Path(args.samples)
+            samples = sorted(p for p in root.glob("*/*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        path = selfcheck.write_reference(model, samples)
+        print(f"wrote the reference values to {path}")
+        return 0
+    try:
+        checks = selfcheck.run(model, args.samples)
+    except selfcheck.ReferenceMissing as error:
+        print(f"self-check cannot run: {error}")
+        return 1
+    for check in checks:
+        print(check.line())
+    print(selfcheck.summary(checks))
+    return 0 if all(check.passed for check in checks) else 1
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
