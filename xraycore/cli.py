@@ -147,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--json", action="store_true", help="one JSON line per file")
     predict.add_argument("--dicom-out", metavar="DIR", help="for every scored DICOM, write a Comprehensive SR and a "
                          "Secondary Capture of the Grad-CAM overlay, filed in the source's study, into DIR")
+    predict.add_argument("--report", metavar="PDF", help="also write a printable report (PDF): a summary page, then "
+                         "one page per image with the scan, overlay, probability, call, model and warnings")
     predict.add_argument("--skip-non-frontal", action="store_true", help="leave out DICOMs whose View Position says "
                          "they are not a frontal view the model reads (e.g. lateral) and say how many were skipped")
 
@@ -284,12 +286,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     skip = SkipNonFrontal() if args.skip_non_frontal else None
     dicom_dir = Path(args.dicom_out) if args.dicom_out else None
     model = None
-    if dicom_dir:
+    if dicom_dir or args.report:
         from .provenance import of_model
 
         model = of_model(predictor.run.path)
+    kept = []  # small display copies for the PDF report
     failures, answered = 0, 0
-    wants_cam = cam_dir is not None or dicom_dir is not None
+    wants_cam = cam_dir is not None or dicom_dir is not None or bool(args.report)
     for prediction in predictor.predict_files(args.files, tta=args.tta, cam=args.cam_method if wants_cam else None,
                                               skip=skip):
         failures += not prediction.ok
@@ -300,6 +303,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
             Image.fromarray(prediction.overlay).save(cam_dir / (Path(prediction.name).stem + "_cam.png"))
         if dicom_dir and prediction.ok and prediction.metadata.get("format") == "dicom":
             _write_dicom_results(dicom_dir, prediction, model)
+        if args.report:
+            from .catalog import for_display
+
+            kept.append(for_display(prediction))
         if args.json:
             print(json.dumps(prediction.to_json()), flush=True)
         elif prediction.ok:
@@ -311,6 +318,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
             print(f"{prediction.name}: error: {prediction.error}")
     if skip is not None:
         _say(f"skipped {len(skip.skipped)} non-frontal DICOM file(s)")
+    if args.report:
+        from .report_pdf import build
+
+        Path(args.report).write_bytes(build(kept, threshold=predictor.threshold,
+                                            operating_point=predictor.operating_point, model=model))
+        _say(f"wrote the report to {args.report}")
     return 1 if answered and failures == answered else 0
 
 
