@@ -15,7 +15,6 @@ import pytest
 from tests.corpus import PHI, PHI_UIDS, _dicom, chest_like
 from tests.test_app import app_env, png_bytes, runs_root, start_app  # noqa: F401 - fixtures shared with the app tests
 from xraycore import catalog, cli, dicom_out, provenance
-from xraycore.predict import Predictor
 
 DCIODVFY = shutil.which("dciodvfy")
 needs_dciodvfy = pytest.mark.skipif(DCIODVFY is None, reason="dicom3tools' dciodvfy is not installed (CI installs it)")

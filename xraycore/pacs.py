@@ -17,6 +17,7 @@ reached or refuses the association at all raises :class:`PacsError` with a plain
 from __future__ import annotations
 
 import datetime as _dt
+import io
 import re
 import socket
 from contextlib import contextmanager
@@ -311,7 +312,7 @@ def retrieve(node: Node, series: Series, sop_uid: str | None = None) -> tuple[li
         if not _accepted(assoc, StudyRootQueryRetrieveInformationModelGet):
             raise PacsError(f"the PACS {node} does not send images on request (C-GET, study root)")
         failed = 0
-        for status, identifier in assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet):
+        for status, _ in assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet):
             code = getattr(status, "Status", None)
             if code is None:
                 notices.append(Notice(f"{series.label}: the PACS stopped answering while sending images"))
@@ -327,8 +328,6 @@ def retrieve(node: Node, series: Series, sop_uid: str | None = None) -> tuple[li
 
 def _file_bytes(dataset: Dataset) -> bytes:
     """A received dataset as a DICOM file in memory, as read_xray takes it."""
-    import io
-
     buffer = io.BytesIO()
     dataset.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
@@ -407,10 +406,10 @@ def _scan_series(node: Node, predictor: Predictor, series: Series, skip: SkipNon
         yield Notice(f"{series.label}: the PACS sent no image")
         return
     datasets.sort(key=lambda d: (_int(d.get("InstanceNumber")) or 0, str(d.get("SOPInstanceUID") or "")))
-    named = {}
+    named: dict[str, Dataset] = {}
     for position, dataset in enumerate(datasets, start=1):
-        number = _int(dataset.get("InstanceNumber")) or position
-        named[f"{series.label} / image {number}"] = dataset
+        name = f"{series.label} / image {_int(dataset.get('InstanceNumber')) or position}"
+        named[name if name not in named else f"{name} ({position})"] = dataset  # numbers may repeat
     sources = ((name, _file_bytes(dataset)) for name, dataset in named.items())
     for prediction in predictor.predict_sources(sources, skip=skip, cam=cam):
         dataset = named[prediction.name]
@@ -466,7 +465,3 @@ def _int(value: Any) -> int | None:
         return int(value)
     except (TypeError, ValueError):
         return None
-
-
-def today() -> str:
-    return _dt.date.today().strftime("%Y%m%d")
