@@ -57,6 +57,10 @@ with st.form("pacs_connection"):
     find = st.form_submit_button("Find studies", icon=":material/search:")
 
 
+def _day(date: str) -> str:
+    return f"{date[:4]}-{date[4:6]}-{date[6:8]}" if len(date) == 8 else date
+
+
 def node() -> pacs.Node | None:
     """The node the form describes, or None after saying what is missing."""
     if not host.strip() or not called.strip():
@@ -87,7 +91,8 @@ if not studies:
     st.stop()
 
 st.subheader(f"{len(studies)} stud{'y' if len(studies) == 1 else 'ies'}")
-st.dataframe([{"study": s.index, "date": s.date, "time": s.time[:6], "modalities": ", ".join(s.modalities),
+st.dataframe([{"study": s.index, "date": _day(s.date), "time": ":".join([s.time[:2], s.time[2:4]]) if len(s.time) >= 4
+               else "", "modalities": ", ".join(s.modalities),
                "images": s.images, "description": s.description} for s in studies], hide_index=True, width="stretch")
 
 if st.button("Score these studies", type="primary", key="worklist_score", icon=":material/radiology:"):

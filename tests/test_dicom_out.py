@@ -166,3 +166,13 @@ def test_results_keep_unicode_warnings(tmp_path):
         dicom_out.structured_report(dicom_out.read_source(film()), finding, model))))
     assert report.SpecificCharacterSet == "ISO_IR 192"
     assert content(report)["Warning"] == "outside the age range (1–5 years)"
+
+
+def test_provenance_names_the_weights_when_no_training_date_travels(tiny_run, tmp_path):
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_run, bundle)
+    (bundle / "status.json").unlink()  # bundles carry no status.json
+    model = provenance.of_model(bundle)
+    assert model.weights_sha256 == provenance.file_sha256(bundle / "model.safetensors")
+    assert model.version == f"weights {model.weights_sha256[:12]}" and model.name == "bundle (simple_cnn)"
+    assert provenance.of_model(tiny_run).version[:4].isdigit()  # a run: when it finished training

@@ -23,7 +23,7 @@ class ModelProvenance:
     """Name, version and weights of a model directory, as results quote them."""
 
     name: str  # the directory's name and its network, e.g. "default (mobilenetv2_100)"
-    version: str  # when it was trained (status.json "ended"), else "unrecorded"
+    version: str  # when it was trained (status.json "ended"), else "weights <first 12 hex of the sha256>"
     weights_sha256: str
     software: str  # "xraycore 0.3.0"
 
@@ -74,6 +74,7 @@ def of_model(model_dir: str | Path) -> ModelProvenance:
     config = run.read_json(runs.CONFIG_FILE, {}) or {}
     status = run.read_json(runs.STATUS_FILE, {}) or {}
     backbone = config.get("backbone") or ("ensemble" if (run.path / ENSEMBLE_FILE).is_file() else "unknown network")
-    ended = str(status.get("ended") or "")
-    return ModelProvenance(name=f"{run.path.resolve().name} ({backbone})", version=ended or "unrecorded",
-                           weights_sha256=weights_sha256(run.path), software=software_version())
+    sha = weights_sha256(run.path)
+    ended = str(status.get("ended") or "")  # bundles carry no status.json: their weights name the version
+    return ModelProvenance(name=f"{run.path.resolve().name} ({backbone})", version=ended or f"weights {sha[:12]}",
+                           weights_sha256=sha, software=software_version())
