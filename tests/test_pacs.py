@@ -6,6 +6,7 @@ import datetime as dt
 import io
 import json
 import shutil
+import socket
 import time
 
 import numpy as np
@@ -119,9 +120,17 @@ def test_pacs_scores_chest_studies_and_stores_the_results_back(orthanc, frontal_
                                                 "study 7: no chest image series to score"]
 
 
-def test_unreachable_node_and_refused_association_say_so(orthanc, frontal_model, capsys):
+@pytest.fixture
+def closed_port():
+    """A loopback port held bound, never listened on, while the test runs: connections to it are refused."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
+        holder.bind(("127.0.0.1", 0))
+        yield holder.getsockname()[1]
+
+
+def test_unreachable_node_and_refused_association_say_so(orthanc, frontal_model, capsys, closed_port):
     with pytest.raises(pacs.PacsError, match="cannot reach the PACS"):
-        pacs.echo(pacs.Node("127.0.0.1", _closed_port(), AET, timeout=5))
+        pacs.echo(pacs.Node("127.0.0.1", closed_port, AET, timeout=5))
     pacs.echo(pacs.Node("127.0.0.1", orthanc.dicom_port, AET))
     code, lines, said = run_cli(capsys, orthanc.dicom_port, frontal_model)
     assert code == 0
@@ -177,12 +186,6 @@ def test_a_50_megabyte_image_is_scored_without_stopping_the_rest(orthanc, fronta
     scored = [item for item in items if isinstance(item, pacs.Scored)]
     assert [s.prediction.ok for s in scored] == [True, True], [s.prediction.error for s in scored]
     print(f"50 MB image fetched and scored with a small one in {elapsed:.1f} s")
-
-
-def _closed_port() -> int:
-    from tests.orthanc import free_port
-
-    return free_port()  # bound then released: nothing listens there
 
 
 def test_worklist_page_lists_scores_sorts_opens_and_sends_back(orthanc, app_env):

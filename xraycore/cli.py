@@ -289,7 +289,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if dicom_dir or args.report:
         from .provenance import of_model
 
-        model = of_model(predictor.run.path)
+        model = of_model(args.model)
     kept = []  # small display copies for the PDF report
     failures, answered = 0, 0
     wants_cam = cam_dir is not None or dicom_dir is not None or bool(args.report)
@@ -355,7 +355,7 @@ def cmd_pacs(args: argparse.Namespace) -> int:
     modalities = tuple(m.upper() for m in _names(args.modality))
     since = pacs.check_date(args.since) if args.since else None
     predictor = Predictor(args.model)
-    model = of_model(predictor.run.path) if args.store_results else None
+    model = of_model(args.model) if args.store_results else None
     studies = pacs.find_studies(node, since, modalities)
     _say(f"{len(studies)} stud{'y' if len(studies) == 1 else 'ies'} with {'/'.join(modalities)} images on {node}"
          + (f" since {since}" if since else ""))

@@ -156,14 +156,13 @@ def _association(node: Node, ae: AE, **options: Any) -> Iterator[Association]:
     except OSError:  # a host name that does not resolve
         raise PacsError(f"cannot reach the PACS at {node.host}:{node.port}: the host is unknown") from None
     if not assoc.is_established:
-        if assoc.is_rejected:
-            raise PacsError(f"the PACS {node} refused the association: check the called AE title "
-                            f"({node.called_aet}) and that it accepts this workbench ({node.calling_aet})")
-        if not _reachable(node):  # pynetdicom reports a failed connection as an abort: tell them apart
+        # pynetdicom reports a failed connection as an abort, and so, at times, a rejection whose socket closed
+        # first: whatever answered is a refusal, nothing answering is an unreachable node.
+        if not assoc.is_rejected and not _reachable(node):
             raise PacsError(f"cannot reach the PACS at {node.host}:{node.port}: nothing answered (wrong host or "
                             "port, the PACS is down, or a firewall blocks it)")
-        raise PacsError(f"the PACS {node} aborted the association: it may not accept {node.calling_aet}, "
-                        "or it is not a DICOM node")
+        raise PacsError(f"the PACS {node} refused the association: check the called AE title ({node.called_aet}), "
+                        f"that it accepts this workbench ({node.calling_aet}) and that it is a DICOM port")
     try:
         yield assoc
     finally:
