@@ -10,7 +10,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from xraycore import access, catalog, explain, webauth
+from xraycore import access, catalog, dicom_out, explain, provenance, report_pdf, webauth
 from xraycore.evaluate import evidence
 from xraycore.predict import Predictor, bytes_source
 from xraycore.runs import ModelDirectoryError
@@ -18,6 +18,7 @@ from xraycore.runs import ModelDirectoryError
 BATCH_SIZE = 8  # images per forward pass: the progress bar moves at least this often
 PER_PAGE = 10  # detail cards shown at once; the summary table always lists every image
 RESULTS_KEY = "diagnose_results"
+WORKLIST_OPEN_KEY = "worklist_open"  # images the Worklist page opened here (name -> bytes in memory)
 
 
 @st.cache_resource(max_entries=2, show_spinner="Loading the model…")
@@ -59,6 +60,12 @@ def _number(value: object) -> str:
     return f"{value:.3f}" if isinstance(value, (int, float)) else "n/a"
 
 
+@st.cache_resource(max_entries=4, show_spinner=False)
+def model_provenance(model_path: str, version: float) -> provenance.ModelProvenance:
+    """Name, version and weights sha256 (hashed once per model): quoted by every report and DICOM result."""
+    return provenance.of_model(model_path)
+
+
 def wanted_sources(uploads: list, samples: list[Path]) -> dict[str, tuple[str, object]]:
     """key → (name shown, source). Keys are stable across reruns, so nothing is scored twice."""
     sources: dict[str, tuple[str, object]] = {}
@@ -66,6 +73,8 @@ def wanted_sources(uploads: list, samples: list[Path]) -> dict[str, tuple[str, o
         sources[f"upload:{upload.file_id}"] = (upload.name, upload)
     for path in samples:
         sources[f"sample:{path}"] = (catalog.sample_label(path), path)
+    for name, image in st.session_state.get(WORKLIST_OPEN_KEY, {}).items():  # opened from the Worklist page
+        sources[f"pacs:{name}"] = (name, image)
     return sources
 
 
@@ -75,6 +84,8 @@ def score_missing(predictor: Predictor, sources: dict, signature: tuple, cam: st
     if not stored or stored["signature"] != signature:
         stored = {"signature": signature, "results": {}}
     results = {key: value for key, value in stored["results"].items() if key in sources}
+    # Kept as it fills: a click mid-batch reruns the page, and what was scored is not scored again.
+    st.session_state[RESULTS_KEY] = {"signature": signature, "results": results}
     missing = [key for key in sources if key not in results]
     if missing:
         progress = st.progress(0.0, text=f"Reading and scoring {len(missing)} image(s)…")
@@ -87,13 +98,35 @@ def score_missing(predictor: Predictor, sources: dict, signature: tuple, cam: st
             done = min(start + BATCH_SIZE, len(missing))
             progress.progress(done / len(missing), text=f"Scored {done} of {len(missing)} image(s)")
         progress.empty()
-    st.session_state[RESULTS_KEY] = {"signature": signature, "results": results}
     return results
 
 
 def _as_source(item: object) -> object:
     """An upload's bytes, wrapped in memory; a bundled sample's path."""
     return item if isinstance(item, Path) else bytes_source(item.getvalue())
+
+
+def _bytes_of(item: object) -> bytes:
+    return item.read_bytes() if isinstance(item, Path) else item.getvalue()
+
+
+def show_downloads(key: str, result: catalog.DisplayResult, item: object, threshold: float | None,
+                   point: str | None, model: provenance.ModelProvenance, opacity: float) -> None:
+    """This image's printable report and, for a DICOM, its results filed in the source study (made on click)."""
+    stem = Path(result.name).stem or "scan"
+    columns = st.columns(3)
+    columns[0].download_button("Report (PDF)", lambda: report_pdf.build([result], threshold=threshold,
+                               operating_point=point, model=model, alpha=opacity),
+                               file_name=f"{stem}_report.pdf", mime="application/pdf", key=f"pdf:{key}",
+                               on_click="ignore", icon=":material/print:")
+    if result.ok and result.is_dicom:
+        columns[1].download_button("Result (DICOM SR)", lambda: dicom_out.display_report(
+            _bytes_of(item), result, threshold, point, model), file_name=f"{stem}_sr.dcm", mime="application/dicom",
+            key=f"sr:{key}", on_click="ignore")
+        if result.heatmap is not None:
+            columns[2].download_button("Overlay (DICOM)", lambda: dicom_out.display_capture(
+                _bytes_of(item), result, model, opacity), file_name=f"{stem}_overlay.dcm", mime="application/dicom",
+                key=f"sc:{key}", on_click="ignore")
 
 
 def show_result(result: catalog.DisplayResult, threshold: float | None, opacity: float) -> None:
@@ -178,16 +211,27 @@ if not sources:
 
 signature = (str(model_path), catalog.model_version(model_path), cam)
 results = score_missing(predictor, sources, signature, cam)
-ordered = [results[key] for key in sources]
+keys = sorted(sources, key=lambda key: catalog.triage_key(results[key]))  # triage: most probable first
+ordered = [results[key] for key in keys]
+model = model_provenance(str(model_path), (Path(model_path) / "model.safetensors").stat().st_mtime
+                         if (Path(model_path) / "model.safetensors").exists() else 0.0)
+point = predictor.operating_point if threshold == predictor.threshold else \
+    f"{predictor.operating_point}, threshold changed for this session"
 
 rows = catalog.summary_rows(ordered, threshold)
 st.subheader("Summary")
+st.caption("Most probable first; out-of-domain and failed files are flagged.")
 st.dataframe(rows, hide_index=True, width="stretch",
              column_config={"threshold": st.column_config.NumberColumn(format="%.3f")})
-st.download_button("Download the summary (CSV)", catalog.rows_to_csv(rows), file_name="xray_summary.csv",
-                   mime="text/csv", key="download_summary", on_click="ignore")
+left, right = st.columns(2)
+left.download_button("Download the summary (CSV)", catalog.rows_to_csv(rows), file_name="xray_summary.csv",
+                     mime="text/csv", key="download_summary", on_click="ignore")
+right.download_button("Printable report of all images (PDF)", lambda: report_pdf.build(
+    ordered, threshold=threshold, operating_point=point, model=model, alpha=opacity), file_name="xray_report.pdf",
+    mime="application/pdf", key="download_report", on_click="ignore", icon=":material/print:")
 
 page_count = max(1, -(-len(ordered) // PER_PAGE))
 page = st.number_input("Page", 1, page_count, 1, key="result_page") if page_count > 1 else 1
-for result in ordered[(page - 1) * PER_PAGE: page * PER_PAGE]:
-    show_result(result, threshold, opacity)
+for key in keys[(page - 1) * PER_PAGE: page * PER_PAGE]:
+    show_result(results[key], threshold, opacity)
+    show_downloads(key, results[key], sources[key][1], threshold, point, model, opacity)

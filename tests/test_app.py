@@ -97,7 +97,9 @@ def test_diagnose_scores_upload_and_reports_unreadable_file_plainly(app_env, mon
     assert len(calls(at)) == 1 and "at threshold" in calls(at)[0]
     captions = [caption for image in at.image for caption in image.captions]
     assert captions.count("original") == 1 and captions.count("Grad-CAM overlay") == 1
-    assert at.dataframe[0].value["file"].tolist() == ["notes.png", "chest.png"]
+    table = at.dataframe[0].value  # triage order: scored first (most probable first), failed files last, flagged
+    assert table["file"].tolist() == ["chest.png", "notes.png"] and table["flag"].tolist()[1] == "failed"
+    assert table["flag"].tolist()[0] in ("", "out of domain")
 
     # Opacity redraws the overlay from the stored heat map: no second forward pass.
     overlay_before = [i.value for i in at.image if i.captions == ["Grad-CAM overlay"]]
@@ -465,5 +467,5 @@ def test_display_results_are_small_and_csv_has_no_metadata():
     assert result.call(0.5) == "PNEUMONIA" and result.call(0.8) == "NORMAL"
     rows = catalog.summary_rows([result, catalog.for_display(Prediction(name="x.png", error="unreadable"))], 0.5)
     text = catalog.rows_to_csv(rows)
-    assert text.splitlines()[0] == "file,call,threshold,P(NORMAL),P(PNEUMONIA),warnings,error"
+    assert text.splitlines()[0] == "file,flag,call,threshold,P(NORMAL),P(PNEUMONIA),warnings,error"
     assert "CR" not in text and "unreadable" in text

@@ -92,7 +92,10 @@ def test_fifty_images_are_scored_with_progress_and_kept_small(app_env, monkeypat
     at.file_uploader(key="uploads").set_value(files)
     at.run(timeout=300)
     assert not at.exception, [e.value for e in at.exception]
-    assert at.dataframe[0].value["file"].tolist() == [name for name, _, _ in files]
+    table = at.dataframe[0].value  # triage order: most probable first
+    assert sorted(table["file"].tolist()) == [name for name, _, _ in files]
+    probabilities = table["P(PNEUMONIA)"].tolist()
+    assert probabilities == sorted(probabilities, reverse=True)
     assert fractions and fractions[0] == 0.0  # a progress bar was shown from the start
     kept = list(at.session_state[RESULTS_KEY]["results"].values())
     arrays = [a for r in kept for a in (r.image, r.heatmap) if a is not None]

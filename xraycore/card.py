@@ -17,7 +17,8 @@ from . import intended_use, metrics, runs
 
 # What serving needs; config.json and the prediction files are rewritten without machine paths.
 SERVING_FILES = ("metrics.jsonl", "model.safetensors", "operating_point.json", "operating_points.json",
-                 "ood.safetensors", "summary.json", intended_use.INTENDED_USE_FILE)
+                 "ood.safetensors", "summary.json", intended_use.INTENDED_USE_FILE,
+                 "selfcheck.json")  # the self-check's reference values: valid while the weights are the same
 
 
 def validation_figures(run: runs.Run, n_resamples: int = 1000) -> dict[str, Any]:

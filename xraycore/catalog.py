@@ -159,6 +159,7 @@ class DisplayResult:
     image: np.ndarray | None = None  # uint8 grey, <= DISPLAY_MAX_SIDE
     heatmap: np.ndarray | None = None  # float16 [0, 1], <= DISPLAY_MAX_SIDE
     error: str | None = None
+    is_dicom: bool = False  # results can be filed back into its study (dicom_out)
 
     @property
     def ok(self) -> bool:
@@ -199,7 +200,7 @@ def for_display(prediction: Prediction, max_side: int = DISPLAY_MAX_SIDE) -> Dis
         probabilities=dict(prediction.probabilities), positive_class=prediction.positive_class,
         positive_probability=prediction.positive_probability, guards=list(prediction.guards),
         warnings=list(prediction.warnings),
-        out_of_domain=prediction.out_of_domain,
+        out_of_domain=prediction.out_of_domain, is_dicom=prediction.metadata.get("format") == "dicom",
         image=None if prediction.image is None else downscale(prediction.image, max_side),
         heatmap=None if prediction.heatmap is None else _downscale_heatmap(prediction.heatmap, max_side),
     )
@@ -215,12 +216,36 @@ def _downscale_heatmap(heatmap: np.ndarray, max_side: int) -> np.ndarray:
     return heat.astype(np.float16)
 
 
+def triage_score(result: DisplayResult) -> float | None:
+    """What a worklist sorts on: P(positive) (binary), P(not normal), else the top probability; None: failed."""
+    if not result.ok or not result.probabilities:
+        return None
+    if result.positive_probability is not None:
+        return result.positive_probability
+    if result.not_normal_probability is not None:
+        return result.not_normal_probability
+    return max(result.probabilities.values())
+
+
+def triage_key(result: DisplayResult) -> tuple[int, float]:
+    """Sort key: most probable first, failed files last (Python's sort is stable: ties keep their order)."""
+    score = triage_score(result)
+    return (1, 0.0) if score is None else (0, -score)
+
+
+def flag(result: DisplayResult) -> str:
+    """The mark a triage table shows: failed, out of domain, or nothing."""
+    if not result.ok:
+        return "failed"
+    return "out of domain" if result.out_of_domain else ""
+
+
 def summary_rows(results: Iterable[DisplayResult], threshold: float | None) -> list[dict]:
-    """One row per image for the table and its CSV: the name as uploaded, the call, the
-    probabilities, warnings or the read error. Nothing read from inside the file (no DICOM tags)."""
+    """One row per image for the table and its CSV: the name as uploaded, a flag (failed, out of domain),
+    the call, the probabilities, warnings or the read error. Nothing read from inside the file (no DICOM tags)."""
     rows = []
     for result in results:
-        row: dict = {"file": result.name, "call": result.call(threshold),
+        row: dict = {"file": result.name, "flag": flag(result), "call": result.call(threshold),
                      "threshold": threshold if result.positive_class else None}
         if result.not_normal_probability is not None:
             row[f"P(not {result.normal_class})"] = round(result.not_normal_probability, 4)

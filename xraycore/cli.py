@@ -1,7 +1,7 @@
 """``python -m xraycore VERB ...``: everything the app does, from a terminal.
 
 Verbs: train, evaluate, predict, runs, presets, report, export, build-dataset, calibrate, operating-point,
-bundle, audit. A verb that changes shared settings acts as the operating-system user (every role) and
+bundle, audit, pacs, selfcheck. A verb that changes shared settings acts as the operating-system user (every role) and
 writes an audit line like the app does. Output meant for other
 programs (``--json``) goes to stdout; progress and messages go to stderr.
 """
@@ -149,8 +149,35 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--cam", metavar="DIR", help="also write Grad-CAM overlays as PNG into DIR")
     predict.add_argument("--cam-method", default="gradcam", help="Grad-CAM method")
     predict.add_argument("--json", action="store_true", help="one JSON line per file")
+    predict.add_argument("--dicom-out", metavar="DIR", help="for every scored DICOM, write a Comprehensive SR and a "
+                         "Secondary Capture of the Grad-CAM overlay, filed in the source's study, into DIR")
+    predict.add_argument("--report", metavar="PDF", help="also write a printable report (PDF): a summary page, then "
+                         "one page per image with the scan, overlay, probability, call, model and warnings")
     predict.add_argument("--skip-non-frontal", action="store_true", help="leave out DICOMs whose View Position says "
                          "they are not a frontal view the model reads (e.g. lateral) and say how many were skipped")
+
+    pacs = verbs.add_parser("pacs", help="find chest studies on a PACS, score every image, optionally store the "
+                            "results (SR and overlay) back")
+    pacs.add_argument("--host", required=True, help="the PACS host name or address")
+    pacs.add_argument("--port", required=True, type=int, help="its DICOM port")
+    pacs.add_argument("--called-aet", required=True, help="the PACS's AE title")
+    pacs.add_argument("--calling-aet", default="XRAY", help="this workbench's AE title (default XRAY)")
+    pacs.add_argument("--since", metavar="YYYYMMDD", help="studies from this date on (default: all)")
+    pacs.add_argument("--modality", default="DX,CR", help="modalities to score, comma-separated (default DX,CR)")
+    pacs.add_argument("--model", required=True, help="model directory")
+    pacs.add_argument("--store-results", action="store_true", help="store a Comprehensive SR and the overlay "
+                      "(Secondary Capture) of every scored image back into its study (C-STORE)")
+    pacs.add_argument("--include-non-frontal", action="store_true", help="also score images whose View Position "
+                      "says they are not a frontal view (skipped by default, with a count)")
+    pacs.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the PACS (default 30)")
+    pacs.add_argument("--json", action="store_true", help="one JSON line per image, like predict --json")
+
+    selfcheck = verbs.add_parser("selfcheck", help="check this installation: score the bundled samples and compare "
+                                 "probabilities, heat maps and the weights' sha256 with the model's reference values")
+    selfcheck.add_argument("--model", help="model directory (default: the bundled model, or $XRAY_MODEL_DIR)")
+    selfcheck.add_argument("--samples", metavar="DIR", help="sample scans (default: models/samples or $XRAY_SAMPLES_DIR)")
+    selfcheck.add_argument("--write-reference", action="store_true", help="maintainers: record this installation's "
+                           "answers as the model's reference values (selfcheck.json)")
 
     listing = verbs.add_parser("runs", help="list training runs")
     listing.add_argument("--root", help="runs folder (default ./runs or $XRAY_RUNS_DIR)")
@@ -203,6 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "runs": cmd_runs,
         "presets": cmd_presets, "report": cmd_report, "export": cmd_export, "build-dataset": cmd_build,
         "bundle": cmd_bundle, "calibrate": cmd_calibrate, "operating-point": cmd_operating_point, "audit": cmd_audit,
+        "pacs": cmd_pacs, "selfcheck": cmd_selfcheck,
     }[args.verb]
     try:
         return handler(args) or 0
@@ -268,8 +296,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if cam_dir:
         cam_dir.mkdir(parents=True, exist_ok=True)
     skip = SkipNonFrontal() if args.skip_non_frontal else None
+    dicom_dir = Path(args.dicom_out) if args.dicom_out else None
+    model = None
+    if dicom_dir or args.report:
+        from .provenance import of_model
+
+        model = of_model(args.model)
+    kept = []  # small display copies for the PDF report
     failures, answered = 0, 0
-    for prediction in predictor.predict_files(args.files, tta=args.tta, cam=args.cam_method if cam_dir else None,
+    wants_cam = cam_dir is not None or dicom_dir is not None or bool(args.report)
+    for prediction in predictor.predict_files(args.files, tta=args.tta, cam=args.cam_method if wants_cam else None,
                                               skip=skip, identity=access.terminal_identity()):
         failures += not prediction.ok
         answered += 1
@@ -277,6 +313,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
             from PIL import Image
 
             Image.fromarray(prediction.overlay).save(cam_dir / (Path(prediction.name).stem + "_cam.png"))
+        if dicom_dir and prediction.ok and prediction.metadata.get("format") == "dicom":
+            _write_dicom_results(dicom_dir, prediction, model)
+        if args.report:
+            from .catalog import for_display
+
+            kept.append(for_display(prediction))
         if args.json:
             print(json.dumps(prediction.to_json()), flush=True)
         elif prediction.ok:
@@ -288,7 +330,96 @@ def cmd_predict(args: argparse.Namespace) -> int:
             print(f"{prediction.name}: error: {prediction.error}")
     if skip is not None:
         _say(f"skipped {len(skip.skipped)} non-frontal DICOM file(s)")
+    if args.report:
+        from .report_pdf import build
+
+        Path(args.report).write_bytes(build(kept, threshold=predictor.threshold,
+                                            operating_point=predictor.operating_point, model=model))
+        _say(f"wrote the report to {args.report}")
     return 1 if answered and failures == answered else 0
+
+
+def _write_dicom_results(directory: Path, prediction: Any, model: Any) -> None:
+    """The SR and overlay of one scored DICOM file; a source that cannot take them is named, the batch goes on."""
+    from . import dicom_out
+
+    try:
+        source = dicom_out.read_source(Path(prediction.name))
+        paths = dicom_out.write_results(directory, Path(prediction.name).stem, source,
+                                        dicom_out.Finding.from_prediction(prediction), prediction.overlay, model)
+    except dicom_out.DicomOutError as error:
+        _say(f"{prediction.name}: no DICOM result written: {error}")
+        return
+    _say(f"{prediction.name}: wrote {', '.join(path.name for path in paths)}")
+
+
+def cmd_pacs(args: argparse.Namespace) -> int:
+    """Find, fetch, score (and store back): one line per image on stdout, everything else on stderr.
+
+    No patient attribute is asked for or printed: images are named by study position, date, series and number.
+    """
+    from . import pacs
+    from .intended_use import SkipNonFrontal
+    from .predict import Predictor
+    from .provenance import of_model
+
+    node = pacs.Node(args.host, args.port, args.called_aet, args.calling_aet, timeout=args.timeout)
+    modalities = tuple(m.upper() for m in _names(args.modality))
+    since = pacs.check_date(args.since) if args.since else None
+    predictor = Predictor(args.model)
+    model = of_model(args.model) if args.store_results else None
+    studies = pacs.find_studies(node, since, modalities)
+    _say(f"{len(studies)} stud{'y' if len(studies) == 1 else 'ies'} with {'/'.join(modalities)} images on {node}"
+         + (f" since {since}" if since else ""))
+    skip = None if args.include_non_frontal else SkipNonFrontal()
+    scored = failures = stored = 0
+    for item in pacs.scan(node, predictor, studies, modalities=modalities, skip=skip, store_results=args.store_results,
+                          model=model):
+        if isinstance(item, pacs.Notice):
+            _say(item.message)
+            continue
+        prediction = item.prediction
+        scored += 1
+        failures += not prediction.ok
+        stored += bool(item.stored)
+        if args.json:
+            print(json.dumps(item.to_json()), flush=True)
+        elif prediction.ok:
+            flag = "  [out of domain]" if prediction.out_of_domain else ""
+            print(f"{prediction.name}: {prediction.label} (p={prediction.to_json()['probability']:.3f}){flag}", flush=True)
+        else:
+            print(f"{prediction.name}: error: {prediction.error}", flush=True)
+    if skip is not None:
+        _say(f"skipped {len(skip.skipped)} non-frontal image(s)")
+    _say(f"scored {scored - failures} image(s), {failures} could not be read"
+         + (f"; results stored for {stored}" if args.store_results else ""))
+    return 1 if scored and failures == scored else 0
+
+
+def cmd_selfcheck(args: argparse.Namespace) -> int:
+    """Plain PASS/FAIL lines and a verdict; exit status 1 on any mismatch."""
+    from . import catalog, selfcheck
+
+    model = Path(args.model) if args.model else catalog.bundled_model_dir()
+    if args.write_reference:
+        samples = None
+        if args.samples:
+            from .data import IMAGE_SUFFIXES
+
+            root = Path(args.samples)
+            samples = sorted(p for p in root.glob("*/*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        path = selfcheck.write_reference(model, samples)
+        print(f"wrote the reference values to {path}")
+        return 0
+    try:
+        checks = selfcheck.run(model, args.samples)
+    except selfcheck.ReferenceMissing as error:
+        print(f"self-check cannot run: {error}")
+        return 1
+    for check in checks:
+        print(check.line())
+    print(selfcheck.summary(checks))
+    return 0 if all(check.passed for check in checks) else 1
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
