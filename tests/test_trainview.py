@@ -119,6 +119,7 @@ def test_plan_rows_estimate_from_measurements_or_say_there_is_none():
 
 def test_run_seconds_and_durations_read_as_estimates():
     assert estimate.run_seconds(100, 30, 0, 3, 10.0) == pytest.approx(3 * (10 + 1) + (30 + 100) / 30)
+    assert estimate.run_seconds(100, 30, 0, 3, 10.0, fit_ood=False) == pytest.approx(3 * (10 + 1) + 30 / 30)
     assert [estimate.format_duration(s) for s in (3, 42, 600, 3 * 3600 + 600, 11 * 3600, None)] == [
         "about 3 s", "about 40 s", "about 10 min", "about 3 h 10 min", "about 11 h", "unknown"]
 

@@ -117,12 +117,13 @@ def planned_images(config: TrainConfig, counts: ImageCounts) -> tuple[int, int, 
     return pool - val, val, test
 
 
-def run_seconds(train_images: int, val_images: int, test_images: int, epochs: int, images_per_second: float) -> float:
+def run_seconds(train_images: int, val_images: int, test_images: int, epochs: int, images_per_second: float,
+                fit_ood: bool = True) -> float:
     """One run, end to end: every epoch's training and validation, then the final scoring of validation,
     test and (for the out-of-domain fit) up to 3000 training images."""
     forward = images_per_second / FORWARD_SHARE
     per_epoch = train_images / images_per_second + val_images / forward
-    final = (val_images + test_images + min(train_images, OOD_TRAIN_IMAGES)) / forward
+    final = (val_images + test_images + (min(train_images, OOD_TRAIN_IMAGES) if fit_ood else 0)) / forward
     return epochs * per_epoch + final
 
 
@@ -175,7 +176,8 @@ def plan_rows(configs: Sequence[TrainConfig], counts: ImageCounts | None, known:
             train_images, val_images, test_images = planned_images(config, counts)
             row["training images"] = train_images
             if measured is not None:
-                duration = run_seconds(train_images, val_images, test_images, config.epochs, measured.at(size))
+                duration = run_seconds(train_images, val_images, test_images, config.epochs, measured.at(size),
+                                       config.fit_ood)
                 duration *= _runs_of(config)
         row["measured speed"] = (f"{measured.at(size):.1f} images/s (from run {measured.run_id} at "
                                  f"{measured.image_size} px)" if measured is not None else NO_MEASUREMENT)
@@ -193,7 +195,8 @@ def total_seconds(configs: Sequence[TrainConfig], counts: ImageCounts, known: Se
         if measured is None:
             return None
         train_images, val_images, test_images = planned_images(config, counts)
-        total += run_seconds(train_images, val_images, test_images, config.epochs, measured.at(size)) * _runs_of(config)
+        total += run_seconds(train_images, val_images, test_images, config.epochs, measured.at(size),
+                             config.fit_ood) * _runs_of(config)
     return total
 
 
