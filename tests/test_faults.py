@@ -98,11 +98,31 @@ def test_killed_run_is_interrupted_and_resume_ends_where_an_uninterrupted_run_en
     np.testing.assert_allclose(run.predictions("val")["probs"], reference.predictions("val")["probs"], atol=TOLERANCE)
 
 
-def test_resume_refuses_a_run_without_a_completed_epoch(tiny_dataset, tmp_path):
-    run = runs.create_run({"train": TrainConfig(data=str(tiny_dataset)).to_dict()}, root=tmp_path, run_id="empty")
+def test_a_run_stopped_before_its_first_epoch_can_be_continued_from_the_beginning(tiny_dataset, tmp_path):
+    config = TrainConfig(data=str(tiny_dataset / "train"), backbone="simple_cnn", pretrained="none", image_size=32,
+                         epochs=2, batch_size=8, val_fraction=0.25, fit_ood=False, out=str(tmp_path))
+
+    def stop_at_once(event: dict) -> None:
+        if event["kind"] == "start":
+            (Path(event["run"]) / STOP_FILE).touch()
+
+    run = runs.Run(train(config, progress=stop_at_once, run_id="early"))
+    status = run.status()
+    assert status["state"] == "stopped" and not (run.path / "model.safetensors").exists()
+    assert "Continue starts it again" in status["message"]
+    assert jobs.resumable(tmp_path) == ["early"], "offered to continue, not left stuck"
+    assert resume("early", root=tmp_path) == run.path
+    assert run.status()["state"] == "finished" and [row["epoch"] for row in run.metrics()] == [1, 2]
+    assert [found.id for found in runs.list_runs(tmp_path)] == ["early"], "the same directory, not a new run"
+    assert "started again from the beginning" in (run.path / "log.txt").read_text()
+    assert jobs.resumable(tmp_path) == []
+
+
+def test_resume_refuses_a_directory_without_training_settings(tmp_path):
+    run = runs.create_run({"backbone": "simple_cnn"}, root=tmp_path, run_id="bare")
     run.set_status("failed", message="crashed while decoding")
-    with pytest.raises(RuntimeError, match="no completed epoch"):
-        resume("empty", root=tmp_path)
+    with pytest.raises(RuntimeError, match="no training settings"):
+        resume("bare", root=tmp_path)
 
 
 # ------------------------------------------------------------------ corrupt images

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -148,3 +149,41 @@ def test_split_seed_keeps_the_validation_split_while_the_training_seed_changes(t
 
     assert val_files(seed=1, split_seed=0) == val_files(seed=0)
     assert val_files(seed=1) != val_files(seed=0) or val_files(seed=2) != val_files(seed=0)
+
+
+def test_status_reports_batches_speed_and_time_left_and_a_stop_within_the_batch(tiny_dataset, tmp_path):
+    """What the Train page reads while a run trains: the epoch count from the start, batch k of n with images/s
+    and time left during an epoch, and 'stopping' written in the very batch the STOP file was seen."""
+    from xraycore.train import STOP_FILE, train
+
+    config = TrainConfig(data=str(tiny_dataset / "train"), backbone="simple_cnn", pretrained="none", image_size=32,
+                         epochs=3, batch_size=8, val_fraction=0.25, fit_ood=False, out=str(tmp_path))
+    seen: dict[str, dict] = {}
+    batches_after_stop: list[tuple[int, int]] = []
+    run_path: list[Path] = []
+
+    def watch(event: dict) -> None:
+        if event["kind"] == "start":
+            run_path.append(Path(event["run"]))
+            seen["start"] = runs.Run(run_path[0]).status()
+        elif event["kind"] == "batch":
+            if (run_path[0] / STOP_FILE).exists():
+                batches_after_stop.append((event["epoch"], event["step"]))
+            seen[f"{event['epoch']}.{event['step']}"] = runs.Run(run_path[0]).status()  # written after the batch before
+            if (event["epoch"], event["step"]) == (2, 2):
+                (run_path[0] / STOP_FILE).touch()
+        elif event["kind"] == "message" and "scoring" in event["text"] and run_path:
+            seen["scoring"] = runs.Run(run_path[0]).status()
+
+    run = runs.Run(train(config, progress=watch))
+    assert seen["start"]["epochs"] == 3 and seen["start"]["progress"]["batches"] == 3, "no 'epoch 0 of ?'"
+    during = seen["1.2"]["progress"]
+    assert (during["epoch"], during["batch"], during["batches"]) == (1, 1, 3)
+    assert during["images_per_second"] > 0 and during["seconds_left"] > 0
+    assert seen["2.1"]["epoch"] == 1 and seen["2.1"]["progress"]["epoch"] == 2
+    assert batches_after_stop == [], "no batch after the one that saw the STOP file"
+    stopping = seen["scoring"]
+    assert stopping["state"] == "running" and stopping["progress"]["phase"] == "stopping"
+    assert (stopping["progress"]["epoch"], stopping["progress"]["batch"]) == (2, 2)
+    assert "stop requested" in stopping["message"]
+    assert run.status()["state"] == "stopped" and [row["epoch"] for row in run.metrics()] == [1]

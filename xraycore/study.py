@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from . import metrics, presets
+from . import metrics, models, presets
 from .runs import Run, list_runs, open_run
 
 TABLE_METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "fbeta", "auroc")
@@ -171,9 +171,12 @@ def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def config_differences(runs: list[Run]) -> dict[str, dict[str, Any]]:
     """The training settings that differ between runs: ``key -> {run_label: value}``.
 
-    Nested settings are flattened with dots; a key missing from a run counts as None.
+    Nested settings are flattened with dots; a key missing from a run counts as None. ``weights`` is what
+    each run really started from (``pretrained`` is only what was asked for: hub weights may have been
+    out of reach).
     """
-    flat = {run_label(run): _flatten(run.config.get("train") or {}) for run in runs}
+    flat = {run_label(run): {**_flatten(run.config.get("train") or {}),
+                             "weights": models.weights_label(run.config.get("weights_source"))} for run in runs}
     keys = sorted({key for settings in flat.values() for key in settings})
     differences = {}
     for key in keys:

@@ -26,12 +26,13 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, DistributedSampler
 
 from . import data as xdata
-from . import distributed, metrics, models, runs
+from . import distributed, estimate, metrics, models, runs, trainview
 from .config import MONITORS, TrainConfig
 from .ood import fit_ood
 from .runs import CHECKPOINT_FILE, LAST_WEIGHTS_FILE, METRICS_FILE, OOD_FILE, STOP_FILE, SUMMARY_FILE, WEIGHTS_FILE
 
 Progress = Callable[[dict[str, Any]], None]
+PROGRESS_SECONDS = 2.0  # status.json's batch progress is rewritten at most this often (and at an epoch's ends)
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 
@@ -273,12 +274,14 @@ def train(config: TrainConfig, progress: Progress = _silent, run_id: str | None 
 
 
 def resume(run_ref: str | Path, progress: Progress = _silent, root: Path | None = None) -> Path:
-    """Continue a stopped, failed or killed run from its last completed epoch, same config."""
+    """Continue a stopped, failed or killed run from its last completed epoch, same config; one that
+    never completed an epoch starts again from the beginning in its own directory (so a run stopped
+    early is neither lost nor stuck)."""
     run = runs.open_run(Path(run_ref) if Path(run_ref).is_dir() else str(run_ref), root)
     if run.status().get("state") == "running" and distributed.is_main_process():  # other ranks may see rank 0's
         raise RuntimeError(f"run {run.id} is still running (pid {run.status().get('pid')})")
-    if not (run.path / CHECKPOINT_FILE).exists():
-        raise RuntimeError(f"run {run.id} has no completed epoch to resume from; start it again")
+    if not run.config.get("train"):
+        raise RuntimeError(f"run {run.id} records no training settings; it cannot be continued")
     config = TrainConfig.from_dict(run.config["train"])
     return _run(config, progress, run_id=None, resume_from=run)
 
@@ -338,9 +341,10 @@ def _run(config: TrainConfig, progress: Progress, run_id: str | None, resume_fro
             raise ValueError("the split left no training or no validation images; add images or change the split")
         head = models.HeadSpec(hidden=config.head_hidden, dropout=config.dropout, batchnorm=config.head_batchnorm)
         torch.manual_seed(config.seed)  # the same seed gives the same initial weights, in every process
+        continuing = resume_from is not None and (resume_from.path / CHECKPOINT_FILE).exists()
         model, weights_source = models.build_model(config.backbone, len(splits.class_names),
-                                                   pretrained="none" if resume_from else config.pretrained, head=head)
-        if resume_from:
+                                                   pretrained="none" if continuing else config.pretrained, head=head)
+        if continuing:
             weights_source = resume_from.config.get("weights_source", weights_source)
         session = _Session(config, splits, spec, model, device, ctx, progress)
         session.say(f"weights: {weights_source}")
@@ -369,8 +373,14 @@ def _open_or_create_run(session: _Session, weights_source: str, run_id: str | No
         if resume_from is not None:
             run = resume_from
             (run.path / STOP_FILE).unlink(missing_ok=True)  # that request was for the process that stopped
-            run.set_status("running", pid=os.getpid(), message="resumed")
-            run.log("resumed")
+            if (run.path / CHECKPOINT_FILE).exists():
+                run.set_status("running", pid=os.getpid(), message="resumed")
+                run.log("resumed")
+            else:  # nothing was kept: the same run, from the beginning, with the weights it starts from now
+                run.write_json(runs.CONFIG_FILE, {**run.config, "weights_source": weights_source})
+                runs.atomic_write_text(run.path / METRICS_FILE, "")
+                run.set_status("running", pid=os.getpid(), epoch=0, message="started again (no epoch had completed)")
+                run.log("started again from the beginning: no epoch had completed")
         else:
             mean, std = session.mean_std
             record = {
@@ -411,6 +421,8 @@ class _Loop:
     start_epoch: int = 0
     best: float | None = None
     bad_epochs: int = 0
+    epoch_seconds: float | None = None  # the last whole epoch (training and validation): paces the time left
+    reported_at: float = 0.0  # when status.json last got batch progress
 
 
 def _prepare_loop(session: _Session, weights: torch.Tensor | None) -> _Loop:
@@ -465,6 +477,8 @@ def _fit(session: _Session) -> None:
     stop = _StopSignal()
     stopped = False
     if ctx.is_main:
+        run.set_status("running", epoch=loop.start_epoch, epochs=config.epochs,
+                       progress={"epoch": loop.start_epoch + 1, "batch": 0, "batches": len(loader), "phase": "training"})
         session.progress({"kind": "start", "run": str(run.path), "epochs": config.epochs, "steps": len(loader),
                           "train": len(splits.train), "val": len(splits.val), "test": len(splits.test)})
     with stop:
@@ -479,6 +493,7 @@ def _fit(session: _Session) -> None:
             if epoch == loop.start_epoch:
                 _record_sharding(run, ctx, rows_seen, len(train_set))
             _end_epoch(session, loop, val_set, weights, epoch, len(loader), loss_sum, time.perf_counter() - started)
+            loop.epoch_seconds = time.perf_counter() - started
             if config.patience is not None and loop.bad_epochs > config.patience:
                 if ctx.is_main:
                     run.log(f"early stopping: {config.monitor} did not improve by {config.min_delta} "
@@ -488,7 +503,8 @@ def _fit(session: _Session) -> None:
     nothing_kept = distributed.broadcast_object(ctx, ctx.is_main and not (run.path / WEIGHTS_FILE).exists())
     if nothing_kept:  # every rank returns together: none may wait in _finish for the others
         if ctx.is_main:
-            run.set_status("stopped", message="stopped before the first epoch ended; nothing to keep")
+            run.set_status("stopped", message="stopped before the first epoch ended, so no weights were kept; "
+                                              "Continue starts it again from the beginning, or delete it")
         return
     _finish(session, stopped)
 
@@ -499,6 +515,7 @@ def _train_epoch(session: _Session, loop: _Loop, loader: DataLoader, finish_batc
     config, ctx, device, run = session.config, session.ctx, session.device, session.run
     base_lr, steps = phase_lr(config, epoch), len(loader)
     loss_sum, rows_seen = torch.zeros(2), []
+    started = time.perf_counter()
     for step, (images, targets, rows) in enumerate(loader):
         for group in loop.optimizer.param_groups:
             group["lr"] = base_lr * lr_factor(config, epoch, step, steps)
@@ -518,10 +535,35 @@ def _train_epoch(session: _Session, loop: _Loop, loader: DataLoader, finish_batc
         rows_seen += rows.tolist()
         if ctx.is_main:
             session.progress({"kind": "batch", "epoch": epoch + 1, "step": step + 1, "steps": steps, "loss": loss.item()})
+            _report_batch(session, loop, epoch, step + 1, steps, len(rows_seen) * ctx.world_size,
+                          time.perf_counter() - started)
         wants_stop = stop.requested or (run is not None and (run.path / STOP_FILE).exists())
         if distributed.any_flag(ctx, wants_stop):
+            if ctx.is_main:
+                run.set_status("running", message=f"stop requested during batch {step + 1} of {steps} of epoch "
+                                                  f"{epoch + 1}: ending",
+                               progress={"epoch": epoch + 1, "batch": step + 1, "batches": steps,
+                                         "phase": trainview.STOPPING})
+                run.log(f"stop requested at epoch {epoch + 1}, batch {step + 1} of {steps}")
             return loss_sum, rows_seen, True
     return loss_sum, rows_seen, False
+
+
+def _report_batch(session: _Session, loop: _Loop, epoch: int, step: int, steps: int, images: int,
+                  elapsed: float) -> None:
+    """Batch progress, speed and time left into status.json (rank 0; the first and last batch of an epoch and
+    otherwise at most every PROGRESS_SECONDS), so the page can say more than 'epoch 1 of 10' for minutes."""
+    now = time.perf_counter()
+    if not (step == 1 or step == steps or now - loop.reported_at >= PROGRESS_SECONDS):
+        return
+    loop.reported_at = now
+    config = session.config
+    left = estimate.seconds_left(step, steps, elapsed, images, epoch, config.epochs, len(session.splits.val),
+                                 loop.epoch_seconds)
+    session.run.set_status("running", progress={
+        "epoch": epoch + 1, "batch": step, "batches": steps, "phase": trainview.VALIDATING if step == steps else "training",
+        "images_per_second": round(images / max(elapsed, 1e-9), 1),
+        "seconds_left": None if left is None else round(left, 1)})
 
 
 def _end_epoch(session: _Session, loop: _Loop, val_set: xdata.XrayDataset, weights: torch.Tensor | None,
@@ -551,7 +593,9 @@ def _end_epoch(session: _Session, loop: _Loop, val_set: xdata.XrayDataset, weigh
     runs.save_weights(run.path / LAST_WEIGHTS_FILE, model.state_dict())
     _save_checkpoint(run.path / CHECKPOINT_FILE, {"model": model.state_dict(), "optimizer": loop.optimizer.state_dict(),
                                                   "epoch": epoch, "best": loop.best, "bad_epochs": loop.bad_epochs})
-    run.set_status("running", epoch=epoch + 1, epochs=config.epochs, best_value=loop.best, best_metric=config.monitor)
+    run.set_status("running", epoch=epoch + 1, epochs=config.epochs, best_value=loop.best, best_metric=config.monitor,
+                   progress={"epoch": epoch + 2, "batch": 0, "batches": steps, "phase": "training"}
+                   if epoch + 1 < config.epochs else {"epoch": epoch + 1, "phase": trainview.SCORING})
     run.log(f"epoch {epoch + 1}: " + ", ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float)))
     session.progress({"kind": "epoch", **row})
 
@@ -614,6 +658,12 @@ def _finish(session: _Session, stopped: bool) -> None:
     """Best checkpoint → predictions, temperature, operating point, out-of-domain model, summary."""
     config, splits, ctx, run, model = session.config, session.splits, session.ctx, session.run, session.model
     if ctx.is_main:
+        progress = {**run.status().get("progress", {}), "phase": trainview.STOPPING if stopped else trainview.SCORING}
+        if stopped:
+            run.set_status("running", progress=progress, message="stop requested: scoring the kept epoch on the "
+                           "validation and test images so the run stays usable, then it ends")
+        else:
+            run.set_status("running", progress=progress)
         model.load_state_dict(runs.load_weights(run.path / WEIGHTS_FILE))
     if ctx.enabled:
         _sync_weights(model)
