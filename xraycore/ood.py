@@ -7,14 +7,14 @@ fine-tuned head has learnt to ignore: another hospital's detector, exposure and 
 Each block's distance is divided by its median on held-out validation images and the quotients are
 summed; the flag threshold is a high quantile of that sum on validation, so by construction about
 ``1 - quantile`` of in-domain images are flagged. Measured on the bundled model in its card.
-Pure numpy/scikit-learn: the caller extracts the features (``models.OodFeatures``).
+Pure numpy (scikit-learn only to fit): the caller extracts the features (``models.OodFeatures`` or the
+exported graph's ``features`` output).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.covariance import LedoitWolf
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,8 @@ class _Block:
 
     def distance(self, features: np.ndarray) -> np.ndarray:
         centred = np.asarray(features, dtype=np.float64) - self.mean
-        return np.sqrt(np.maximum(np.einsum("nd,de,ne->n", centred, self.precision, centred), 0.0))
+        # a matrix product (BLAS), not einsum's loop: 1280 pre-logit features cost ~3 ms an image that way
+        return np.sqrt(np.maximum(np.sum((centred @ self.precision) * centred, axis=-1), 0.0))
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,8 @@ def fit_ood(train_features: np.ndarray, heldout_features: np.ndarray, quantile: 
             widths: list[int] | None = None) -> OodModel:
     """Fit one block per ``widths`` (default: one block of every column) on training features; scale and
     threshold on held-out in-domain features."""
+    from sklearn.covariance import LedoitWolf  # lazy: serving only scores
+
     train_features = np.asarray(train_features, dtype=np.float64)
     heldout_features = np.asarray(heldout_features, dtype=np.float64)
     widths = list(widths or [train_features.shape[1]])
