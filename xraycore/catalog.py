@@ -149,6 +149,8 @@ class DisplayResult:
     out_of_domain: bool | None = None
     image: np.ndarray | None = None  # uint8 grey, <= DISPLAY_MAX_SIDE
     heatmap: np.ndarray | None = None  # float16 [0, 1], <= DISPLAY_MAX_SIDE
+    cam_method: str | None = None  # what made the heat map (explain.METHOD_LABELS says it in words)
+    backend: str | None = None  # which inference backend answered
     error: str | None = None
 
     @property
@@ -193,6 +195,7 @@ def for_display(prediction: Prediction, max_side: int = DISPLAY_MAX_SIDE) -> Dis
         out_of_domain=prediction.out_of_domain,
         image=None if prediction.image is None else downscale(prediction.image, max_side),
         heatmap=None if prediction.heatmap is None else _downscale_heatmap(prediction.heatmap, max_side),
+        cam_method=prediction.cam_method, backend=prediction.backend,
     )
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from . import data as xdata
-from . import metrics, operating, runs
+from . import operating, runs
 from .predict import Predictor
 
 EVALUATIONS_DIR = "evaluations"
@@ -64,6 +64,8 @@ def evaluate_folder(model_dir: str | Path, data_dir: str | Path, *, threshold: f
     Multi-class models also get the multi-class report when the folder names match their classes.
     ``prevalence`` adds the precision and NPV expected where the positive class is that common.
     """
+    from . import metrics  # lazy: scikit-learn takes seconds to import, and the app's Diagnose page never needs it
+
     predictor = predictor or Predictor(model_dir, threshold=threshold, operating_point=operating_point)
     positive = positive or predictor.positive_class or "PNEUMONIA"
     scored = score_folder(predictor, data_dir, positive, tta=tta)
@@ -118,6 +120,8 @@ def calibrate_folder(model_dir: str | Path, data_dir: str | Path, name: str, *, 
     Returns the stored point, which carries the site sample's own report at that point (with CIs; measured
     on the data it was fitted on, so optimistic), its size and fingerprint, and a warning when it is small.
     """
+    from . import metrics
+
     predictor = Predictor(model_dir, operating_point=operating.INTERNAL)
     positive = predictor.positive_class
     if positive is None or len(predictor.class_names) != 2:
