@@ -11,7 +11,14 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from xraycore import catalog, figures, metrics, runs, study
+from xraycore import catalog
+
+if note := catalog.full_install_note("choosing an operating point"):  # checked before importing what only the full install has
+    st.title("Operating point")
+    st.info(note)
+    st.stop()
+
+from xraycore import figures, metrics, runs, study  # noqa: E402
 
 SPLIT = "val"
 CI_RESAMPLES = 1000

@@ -7,9 +7,16 @@ from __future__ import annotations
 
 import streamlit as st
 
-from xraycore import figures, jobs, models, presets, runs
-from xraycore.config import LOSSES, OPTIMIZERS, SCHEDULES
-from xraycore.data import AUGMENTATIONS
+from xraycore import catalog
+
+if note := catalog.full_install_note("training"):  # checked before importing what only the full install has
+    st.title("Train")
+    st.info(note)
+    st.stop()
+
+from xraycore import figures, jobs, models, presets, runs  # noqa: E402
+from xraycore.config import LOSSES, OPTIMIZERS, SCHEDULES  # noqa: E402
+from xraycore.data import AUGMENTATIONS  # noqa: E402
 
 PRESET_BACKBONES = "(every backbone of the preset)"
 SPLITS = {"ratio": "ratio: carve validation out of the data", "folder": "folder: use the val/ folder",

@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from . import operating, runs
+from .backend import installed
 from .data import IMAGE_SUFFIXES
 from .evaluate import EVALUATIONS_DIR
 from .predict import ENSEMBLE_FILE, Prediction
@@ -30,6 +31,25 @@ BUNDLED_MODEL_DIR = REPO_ROOT / "models" / "default"
 BUNDLED_SAMPLES_DIR = REPO_ROOT / "models" / "samples"
 SAMPLE_CLASSES = ("NORMAL", "PNEUMONIA")
 DISPLAY_MAX_SIDE = 512  # what a session keeps per image: enough for the screen, bounded for 50 scans
+
+
+# --------------------------------------------------------------------------- install
+
+# What training, comparing runs and choosing operating points need beyond a serving install (`.[serve]`).
+FULL_INSTALL_MODULES = ("torch", "timm", "pytorch_grad_cam", "sklearn", "scipy", "plotly")
+FULL_INSTALL_NOTE = ("This is a reading-room install (Diagnose only): {what} needs the full install, with "
+                     "{missing}. Install it with `pip install -r requirements.txt` (or `pip install '.[full]'`).")
+
+
+def full_install_missing() -> list[str]:
+    """The full install's modules that cannot be imported here (empty in a full install); none is imported."""
+    return [module for module in FULL_INSTALL_MODULES if not installed(module)]
+
+
+def full_install_note(what: str) -> str | None:
+    """The sentence a page shows instead of itself in a serving install, or None when everything is there."""
+    missing = full_install_missing()
+    return FULL_INSTALL_NOTE.format(what=what, missing=", ".join(missing)) if missing else None
 
 
 # --------------------------------------------------------------------------- models

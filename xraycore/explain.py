@@ -32,7 +32,7 @@ CAM_METHODS: dict[str, str] = {
 ONE_PASS = "cam"  # the method a Prediction reports when Grad-CAM was computed in one pass, as CAM
 ONE_PASS_METHODS = ("gradcam",)  # the methods that equal CAM for a GAP + linear head
 METHOD_LABELS: dict[str, str] = {
-    ONE_PASS: "Grad-CAM, from the forward pass (CAM: equal to Grad-CAM for this network's head)",
+    ONE_PASS: "Grad-CAM (one forward pass, as CAM)",
     "gradcam": "Grad-CAM (forward + backward pass)",
     "gradcam++": "Grad-CAM++", "xgradcam": "XGrad-CAM", "layercam": "Layer-CAM", "hirescam": "HiRes-CAM",
     "eigencam": "Eigen-CAM",
