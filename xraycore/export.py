@@ -13,6 +13,7 @@ TorchScript: the network with its temperature, returning calibrated probabilitie
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -84,7 +85,8 @@ def export_onnx(network: Network, temperature: float, output: Path, atol: float 
     size = network.image_size
     example = torch.randn(2, 3, size, size)
     names = ["logits", "features"] + (["class_maps"] if engine.one_pass_cam else [])
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript-based exporter: hooks trace into it
         expected = [tensor.numpy() for tensor in graph(example)]
         torch.onnx.export(graph, (example,), str(output), input_names=["image"], output_names=names,
                           dynamic_axes={name: {0: "batch"} for name in ["image", *names]}, opset_version=OPSET,

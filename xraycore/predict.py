@@ -167,7 +167,7 @@ def _engine(backend: str, run: runs.Run, config: Mapping[str, Any], device: str 
     from . import models
     from .runtime_torch import TorchEngine
 
-    return TorchEngine(run, config, models.pick_device(device))
+    return TorchEngine.load(run, config, models.pick_device(device))
 
 
 def network_runs(run: runs.Run) -> list[tuple[runs.Run, float]]:

@@ -23,13 +23,17 @@ class TorchEngine:
 
     name = NAME
 
-    def __init__(self, run: runs.Run, config: Mapping[str, Any], device: torch.device) -> None:
-        self.model = load_model(run, config)  # first: a network this version cannot build is named as such
-        self.spec = models.get_spec(config["backbone"])
-        self.device = device
+    def __init__(self, model: torch.nn.Module, spec: models.BackboneSpec, device: torch.device) -> None:
+        self.model, self.spec, self.device = model, spec, device
         self.model.to(device).eval()
         self.cam_weights = models.one_pass_cam_weights(self.model, self.spec)
         self.ood_widths = models.ood_feature_widths(self.model, self.spec)
+
+    @classmethod
+    def load(cls, run: runs.Run, config: Mapping[str, Any], device: torch.device) -> "TorchEngine":
+        """The network of a model directory (ModelDirectoryError naming what is wrong with it)."""
+        model = load_model(run, config)  # first: a network this version cannot build is named as such
+        return cls(model, models.get_spec(config["backbone"]), device)
 
     @property
     def one_pass_cam(self) -> bool:
