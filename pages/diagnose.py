@@ -145,6 +145,16 @@ if model_path is None:
     st.info("No model is available yet. Train one on the Train page (or install the bundled model in models/default).")
     st.stop()
 
+# The uploader first: on screen before the model loads and the sidebar's tables are drawn (pandas alone takes
+# about a second to import on a cold start).
+uploads = st.file_uploader("Chest X-rays (PNG, JPEG or DICOM)", accept_multiple_files=True, key="uploads")
+samples = catalog.sample_images()
+chosen_samples: list[Path] = []
+if samples:
+    by_label = {catalog.sample_label(path): path for path in samples}
+    picked = st.multiselect("…or try bundled sample scans", list(by_label), key="samples")
+    chosen_samples = [by_label[label] for label in picked]
+
 engines = [backend.AUTO, *(name for name in backend.BACKENDS if backend.installed(name))]
 engine = st.sidebar.selectbox("Inference backend", engines, format_func=BACKEND_LABELS.get, key="backend",
                               help="Automatic: ONNX Runtime on the CPU when the model has an exported graph "
@@ -171,14 +181,6 @@ with st.sidebar:
         threshold = st.slider("Threshold for this session", 0.0, 1.0, float(predictor.threshold), 0.001, format="%.3f",
                               key=f"threshold:{model_path}:{predictor.threshold}",
                               help="Try another threshold here; save one for good on the Operating point page.")
-
-uploads = st.file_uploader("Chest X-rays (PNG, JPEG or DICOM)", accept_multiple_files=True, key="uploads")
-samples = catalog.sample_images()
-chosen_samples: list[Path] = []
-if samples:
-    by_label = {catalog.sample_label(path): path for path in samples}
-    picked = st.multiselect("…or try bundled sample scans", list(by_label), key="samples")
-    chosen_samples = [by_label[label] for label in picked]
 
 sources = wanted_sources(list(uploads or []), chosen_samples)
 if not sources:
