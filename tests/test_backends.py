@@ -98,10 +98,12 @@ def test_an_ensemble_exports_one_graph_per_member(tiny_exported, tmp_path):
     shutil.copytree(tiny_exported, second)
     runs.Run(second).save_operating_point(temperature=2 * runs.Run(tiny_exported).operating_point["temperature"])
     ensemble = bundle_ensemble([tiny_exported, second], tmp_path / "ensemble", "two runs")
-    assert Predictor(ensemble).backend == "torch", "bundled members carry no graph until exported"
-    export_model(ensemble, "onnx")
     members = sorted((ensemble / "members").iterdir())
-    assert len(members) == 2 and all((member / "model.onnx").is_file() for member in members)
+    assert len(members) == 2 and all((member / "model.onnx").is_file() for member in members), "bundles carry graphs"
+    (members[1] / "model.onnx").unlink()
+    assert Predictor(ensemble).backend == "torch", "one member without a graph: torch answers"
+    export_model(ensemble, "onnx")
+    assert all((member / "model.onnx").is_file() for member in members)
     served, reference = Predictor(ensemble), Predictor(ensemble, backend="torch")
     assert served.backend == "onnxruntime"
     sources = _sources(4)
@@ -134,3 +136,19 @@ def test_torch_one_pass_cam_matches_grad_cam_on_the_trained_network(tiny_run):
                                    models.cam_target_layer(network.model, network.spec), 1)
     got = network.forward(batch, False, "gradcam", 1)
     assert got.cam_method == explain.ONE_PASS and float(np.mean(np.abs(got.heatmaps - expected))) <= 0.005
+
+
+def test_cli_predict_says_which_backend_answered(tiny_exported, tmp_path, capsys):
+    from xraycore.cli import main
+
+    image = tmp_path / "film.png"
+    image.write_bytes(_sources(1)[0][1])
+    answers = {}
+    for backend in ("auto", "torch"):
+        assert main(["predict", "--model", str(tiny_exported), str(image), "--json", "--backend", backend]) == 0
+        answers[backend] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert answers["auto"]["backend"] == "onnxruntime" and answers["torch"]["backend"] == "torch"
+    assert answers["auto"]["label"] == answers["torch"]["label"]
+    assert answers["auto"]["probability"] == pytest.approx(answers["torch"]["probability"], abs=1e-4)
+    with pytest.raises(SystemExit):
+        main(["predict", "--model", str(tiny_exported), str(image), "--backend", "tensorflow"])

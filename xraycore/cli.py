@@ -232,16 +232,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .predict import Predictor
 
     predictor = Predictor(args.model, threshold=args.threshold, operating_point=args.operating_point, backend=args.backend)
-    _say(f"backend: {predictor.backend} ({predictor.backend_reason})")
     result = evaluate_folder(args.model, args.data, threshold=args.threshold, positive=args.positive,
                              beta=args.beta, tta=args.tta, with_ci=args.ci or bool(args.save), prevalence=args.prevalence,
                              operating_point=args.operating_point, predictor=predictor)
+    result["backend"] = predictor.backend
     if args.save:
         result["saved_as"] = str(save_evaluation(args.model, args.save, args.data, result))
     if args.json:
         print(json.dumps(result))
     else:
-        for key in ("n", "accuracy", "precision", "recall", "specificity", "f1", "auroc", "threshold", "operating_point"):
+        for key in ("n", "accuracy", "precision", "recall", "specificity", "f1", "auroc", "threshold", "operating_point",
+                    "backend"):
             print(f"{key:>12}: {result[key]}")
         print(f"{'confusion':>12}: {result['confusion_matrix']}  ([[tn, fp], [fn, tp]])")
         if "at_prevalence" in result:
@@ -256,7 +257,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     predictor = Predictor(args.model, threshold=args.threshold, operating_point=args.operating_point,
                           backend=args.backend)
-    _say(f"backend: {predictor.backend} ({predictor.backend_reason})")
     cam_dir = Path(args.cam) if args.cam else None
     if cam_dir:
         cam_dir.mkdir(parents=True, exist_ok=True)
