@@ -9,7 +9,7 @@ import streamlit as st
 
 st.set_page_config(page_title="Chest X-ray workbench", page_icon=":material/radiology:", layout="wide")
 
-# Declared before importing xraycore (which imports torch: seconds on a cold start), so the sidebar
+# Declared before importing xraycore (a moment on a cold start), so the sidebar
 # shows these four pages at once rather than Streamlit's listing of the pages/ folder.
 navigation = st.navigation([
     st.Page("pages/diagnose.py", title="Diagnose", icon=":material/radiology:", default=True),
