@@ -1,9 +1,10 @@
 """Class activation maps and their overlays on the scan.
 
-For a network whose CAM layer is globally average-pooled straight into a linear classifier (every timm
-backbone with its default head: the registry's ``one_pass_cam``), Grad-CAM's channel weights are the
-classifier's weights divided by h·w, so Grad-CAM is CAM: ReLU(Σ_k w_ck A_k), computable from the
-activations of the forward pass that gives the probability, with no backward pass (:func:`one_pass_cam`).
+For a network whose CAM layer is globally average-pooled straight into a linear classifier (the registry's
+``one_pass_cam``: most backbones with their default head, not MobileNetV3, ConvNeXt or VGG), Grad-CAM's
+channel weights are the classifier's weights divided by h·w, so Grad-CAM is CAM: ReLU(Σ_k w_ck A_k),
+computable from the activations of the forward pass that gives the probability, with no backward pass
+(:func:`one_pass_cam`).
 Every other method, and other heads, go through the grad-cam package (:func:`compute_cam`, torch).
 This module imports neither torch nor grad-cam until :func:`compute_cam` runs.
 """
