@@ -5,8 +5,15 @@ from __future__ import annotations
 
 import streamlit as st
 
-from xraycore import access, catalog, figures, runs, study, webauth
-from xraycore.evaluate import evidence
+from xraycore import access, catalog, webauth
+
+if note := catalog.full_install_note("comparing training runs"):  # checked before importing what only the full install has
+    st.title("Compare")
+    st.info(note)
+    st.stop()
+
+from xraycore import figures, runs, study  # noqa: E402
+from xraycore.evaluate import evidence  # noqa: E402
 
 SPLIT = "val"
 PER_ROW = 3  # confusion matrices per row

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from xraycore import access, catalog, dicom_out, explain, provenance, report_pdf, webauth
+from xraycore import access, backend, catalog, dicom_out, explain, provenance, report_pdf, webauth
 from xraycore.evaluate import evidence
 from xraycore.predict import Predictor, bytes_source
 from xraycore.runs import ModelDirectoryError
@@ -21,10 +21,13 @@ RESULTS_KEY = "diagnose_results"
 WORKLIST_OPEN_KEY = "worklist_open"  # images the Worklist page opened here (name -> bytes in memory)
 
 
+BACKEND_LABELS = {backend.AUTO: "automatic", backend.ONNXRUNTIME: "ONNX Runtime", backend.TORCH: "PyTorch"}
+
+
 @st.cache_resource(max_entries=2, show_spinner="Loading the model…")
-def load_predictor(model_path: str, version: float) -> Predictor:
-    """One Predictor per model and operating-point version (a saved threshold makes a new one)."""
-    return Predictor(model_path)
+def load_predictor(model_path: str, version: float, engine: str) -> Predictor:
+    """One Predictor per model, operating-point version (a saved threshold makes a new one) and backend asked for."""
+    return Predictor(model_path, backend=engine)
 
 
 def show_model(description: dict) -> None:
@@ -36,6 +39,7 @@ def show_model(description: dict) -> None:
         if description.get("threshold") is not None:
             st.markdown(f"operating point **{description.get('operating_point')}**: threshold "
                         f"**{description['threshold']:.3f}**")
+        st.caption(f"answered by **{BACKEND_LABELS[description['backend']]}** ({description['backend_reason']})")
         rows = evidence(description["path"])
         if rows:
             st.markdown("**What its figures rest on** (sensitivity/specificity at the operating point each was "
@@ -161,7 +165,8 @@ def show_result(result: catalog.DisplayResult, threshold: float | None, opacity:
         with right:
             if result.heatmap is not None:
                 overlay = explain.overlay(result.image / 255.0, result.heatmap.astype("float32"), alpha=opacity)
-                st.image(overlay, caption="Grad-CAM overlay", width="stretch")
+                method = explain.METHOD_LABELS.get(result.cam_method or "", result.cam_method)
+                st.image(overlay, caption=f"{method} overlay", width="stretch")
                 if float(result.heatmap.max()) < 0.01:
                     st.caption(f"The heat map is flat: no region pushes the model towards {result.positive_class or call}.")
 
@@ -175,26 +180,8 @@ if model_path is None:
     st.info("No model is available yet. Train one on the Train page (or install the bundled model in models/default).")
     st.stop()
 
-try:
-    predictor = load_predictor(str(model_path), catalog.model_version(model_path))
-except ModelDirectoryError as error:
-    st.error(str(error))
-    st.stop()
-description = predictor.describe()
-show_model(description)
-
-with st.sidebar:
-    st.subheader("Display")
-    cam = st.selectbox("Heat map method", list(explain.CAM_METHODS), key="cam_method",
-                       help="Where the network looked. Grad-CAM is the usual choice.")
-    opacity = st.slider("Overlay opacity", 0.0, 1.0, 0.4, 0.05, key="cam_opacity")
-    threshold = predictor.threshold
-    if predictor.positive_class is not None:
-        # Keyed by model and saved value: saving a new operating point resets this slider to it.
-        threshold = st.slider("Threshold for this session", 0.0, 1.0, float(predictor.threshold), 0.001, format="%.3f",
-                              key=f"threshold:{model_path}:{predictor.threshold}",
-                              help="Try another threshold here; save one for good on the Operating point page.")
-
+# The uploader first: on screen before the model loads and the sidebar's tables are drawn (pandas alone takes
+# about a second to import on a cold start).
 uploads = st.file_uploader("Chest X-rays (PNG, JPEG or DICOM)", accept_multiple_files=True, key="uploads")
 samples = catalog.sample_images()
 chosen_samples: list[Path] = []
@@ -203,13 +190,40 @@ if samples:
     picked = st.multiselect("…or try bundled sample scans", list(by_label), key="samples")
     chosen_samples = [by_label[label] for label in picked]
 
+engines = [backend.AUTO, *(name for name in backend.BACKENDS if backend.installed(name))]
+engine = st.sidebar.selectbox("Inference backend", engines, format_func=BACKEND_LABELS.get, key="backend",
+                              help="Automatic: ONNX Runtime on the CPU when the model has an exported graph "
+                                   "(python -m xraycore export --format onnx), PyTorch otherwise or on a GPU.")
+try:
+    predictor = load_predictor(str(model_path), catalog.model_version(model_path), engine)
+except (ModelDirectoryError, backend.BackendUnavailable) as error:
+    st.error(str(error))
+    st.stop()
+description = predictor.describe()
+show_model(description)
+
+with st.sidebar:
+    st.subheader("Display")
+    methods = predictor.cam_methods()
+    cam = st.selectbox("Heat map method", methods, key="cam_method", disabled=not methods,
+                       help="Where the network looked. Grad-CAM is the usual choice; for this model it comes from "
+                            "the forward pass that gives the probability." if predictor.one_pass_cam else
+                            "Where the network looked. Grad-CAM is the usual choice.")
+    opacity = st.slider("Overlay opacity", 0.0, 1.0, 0.4, 0.05, key="cam_opacity")
+    threshold = predictor.threshold
+    if predictor.positive_class is not None:
+        # Keyed by model and saved value: saving a new operating point resets this slider to it.
+        threshold = st.slider("Threshold for this session", 0.0, 1.0, float(predictor.threshold), 0.001, format="%.3f",
+                              key=f"threshold:{model_path}:{predictor.threshold}",
+                              help="Try another threshold here; save one for good on the Operating point page.")
+
 sources = wanted_sources(list(uploads or []), chosen_samples)
 if not sources:
     st.info("Drop one or more scans above to see the probability of pneumonia and where the model looked.")
     st.session_state.pop(RESULTS_KEY, None)
     st.stop()
 
-signature = (str(model_path), catalog.model_version(model_path), cam)
+signature = (str(model_path), catalog.model_version(model_path), cam, predictor.backend)
 results = score_missing(predictor, sources, signature, cam)
 keys = sorted(sources, key=lambda key: catalog.triage_key(results[key]))  # triage: most probable first
 ordered = [results[key] for key in keys]

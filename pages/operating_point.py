@@ -15,8 +15,15 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from xraycore import access, catalog, evaluate, figures, metrics, operating, runs, study, webauth
-from xraycore.predict import Predictor
+from xraycore import access, catalog, webauth
+
+if note := catalog.full_install_note("choosing an operating point"):  # checked before importing what only the full install has
+    st.title("Operating point")
+    st.info(note)
+    st.stop()
+
+from xraycore import evaluate, figures, metrics, operating, runs, study  # noqa: E402
+from xraycore.predict import Predictor  # noqa: E402
 
 SPLIT = "val"
 CI_RESAMPLES = 1000

@@ -13,9 +13,16 @@ from typing import Any
 
 import streamlit as st
 
-from xraycore import access, estimate, figures, jobs, models, presets, runs, trainview, webauth
-from xraycore.config import LOSSES, OPTIMIZERS, SCHEDULES, TrainConfig
-from xraycore.data import AUGMENTATIONS
+from xraycore import access, catalog, webauth
+
+if note := catalog.full_install_note("training"):  # checked before importing what only the full install has
+    st.title("Train")
+    st.info(note)
+    st.stop()
+
+from xraycore import estimate, figures, jobs, models, presets, runs, trainview  # noqa: E402
+from xraycore.config import LOSSES, OPTIMIZERS, SCHEDULES, TrainConfig  # noqa: E402
+from xraycore.data import AUGMENTATIONS  # noqa: E402
 
 PRESET_BACKBONES = "(every backbone of the preset)"
 SPLITS = {"ratio": "ratio: carve validation out of the data", "folder": "folder: use the val/ folder",

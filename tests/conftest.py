@@ -40,3 +40,16 @@ def tiny_run(tiny_dataset, tmp_path_factory) -> Path:
                          image_size=48, epochs=3, batch_size=8, lr=3e-3, val_fraction=0.25,
                          out=str(tmp_path_factory.mktemp("runs")), augment=["hflip"])
     return train(config)
+
+
+@pytest.fixture(scope="session")
+def tiny_exported(tiny_run, tmp_path_factory) -> Path:
+    """A copy of tiny_run with its ONNX graph exported (tiny_run itself stays torch-only for other tests)."""
+    import shutil
+
+    from xraycore.export import export_model
+
+    model = tmp_path_factory.mktemp("exported") / "model"
+    shutil.copytree(tiny_run, model)
+    export_model(model, "onnx")
+    return model

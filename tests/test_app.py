@@ -98,15 +98,16 @@ def test_diagnose_scores_upload_and_reports_unreadable_file_plainly(app_env, mon
     assert metric.label == "P(PNEUMONIA)" and metric.value.endswith("%")
     assert len(calls(at)) == 1 and "at threshold" in calls(at)[0]
     captions = [caption for image in at.image for caption in image.captions]
-    assert captions.count("original") == 1 and captions.count("Grad-CAM overlay") == 1
+    # the caption names the method used: Grad-CAM from the forward pass for this GAP + linear head
+    assert captions.count("original") == 1 and captions.count("Grad-CAM (one forward pass, as CAM) overlay") == 1
     table = at.dataframe[0].value  # triage order: scored first (most probable first), failed files last, flagged
     assert table["file"].tolist() == ["chest.png", "notes.png"] and table["flag"].tolist()[1] == "failed"
     assert table["flag"].tolist()[0] in ("", "out of domain")
 
     # Opacity redraws the overlay from the stored heat map: no second forward pass.
-    overlay_before = [i.value for i in at.image if i.captions == ["Grad-CAM overlay"]]
+    overlay_before = [i.value for i in at.image if i.captions[0].endswith("overlay")]
     at.slider(key="cam_opacity").set_value(0.9).run()
-    overlay_after = [i.value for i in at.image if i.captions == ["Grad-CAM overlay"]]
+    overlay_after = [i.value for i in at.image if i.captions[0].endswith("overlay")]
     assert overlay_after != overlay_before
     assert scored == ["notes.png", "chest.png"]
 
@@ -274,7 +275,7 @@ def test_diagnose_shows_every_class_of_a_multiclass_model(three_class_env):
     assert len(per_class_tables) == 2 and all(t.value["class"].tolist() == list(expected["first.png"].probabilities)
                                                for t in per_class_tables)
     captions = [caption for image in at.image for caption in image.captions]
-    assert captions.count("Grad-CAM overlay") == 2
+    assert captions.count("Grad-CAM (one forward pass, as CAM) overlay") == 2
 
 
 def test_operating_point_works_one_vs_rest_on_a_multiclass_model(three_class_env):

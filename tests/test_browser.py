@@ -127,7 +127,7 @@ def test_upload_threshold_and_compare_in_a_real_browser(app_url, tmp_path):
             metric = page.locator('[data-testid="stMetric"]')
             expect(metric).to_contain_text("P(PNEUMONIA)")
             expect(metric).to_contain_text("%")
-            expect(page.get_by_text("Grad-CAM overlay")).to_be_visible()
+            expect(page.get_by_text("Grad-CAM (one forward pass, as CAM) overlay")).to_be_visible()
             overlay = page.locator('[data-testid="stImage"] img').nth(1)
             expect(overlay).to_be_visible()
             assert overlay.evaluate("img => img.naturalWidth") > 0

@@ -14,10 +14,12 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import intended_use, metrics, runs
+from .backend import GRAPH_FILE
 
-# What serving needs; config.json and the prediction files are rewritten without machine paths.
+# What serving needs; config.json and the prediction files are rewritten without machine paths. An exported
+# ONNX graph travels too (it records the weights it was made from, so it is served only with them).
 SERVING_FILES = ("metrics.jsonl", "model.safetensors", "operating_point.json", "operating_points.json",
-                 "ood.safetensors", "summary.json", intended_use.INTENDED_USE_FILE,
+                 "ood.safetensors", "summary.json", intended_use.INTENDED_USE_FILE, GRAPH_FILE,
                  "selfcheck.json")  # the self-check's reference values: valid while the weights are the same
 
 

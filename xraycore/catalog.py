@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from . import access, operating, runs
+from .backend import installed
 from .data import IMAGE_SUFFIXES
 from .evaluate import EVALUATIONS_DIR
 from .predict import ENSEMBLE_FILE, Prediction
@@ -30,6 +31,25 @@ BUNDLED_MODEL_DIR = REPO_ROOT / "models" / "default"
 BUNDLED_SAMPLES_DIR = REPO_ROOT / "models" / "samples"
 SAMPLE_CLASSES = ("NORMAL", "PNEUMONIA")
 DISPLAY_MAX_SIDE = 512  # what a session keeps per image: enough for the screen, bounded for 50 scans
+
+
+# --------------------------------------------------------------------------- install
+
+# What training, comparing runs and choosing operating points need beyond a serving install (`.[serve]`).
+FULL_INSTALL_MODULES = ("torch", "timm", "pytorch_grad_cam", "sklearn", "scipy", "plotly")
+FULL_INSTALL_NOTE = ("This is a reading-room install (Diagnose only): {what} needs the full install, with "
+                     "{missing}. Install it with `pip install -r requirements.txt` (or `pip install '.[full]'`).")
+
+
+def full_install_missing() -> list[str]:
+    """The full install's modules that cannot be imported here (empty in a full install); none is imported."""
+    return [module for module in FULL_INSTALL_MODULES if not installed(module)]
+
+
+def full_install_note(what: str) -> str | None:
+    """The sentence a page shows instead of itself in a serving install, or None when everything is there."""
+    missing = full_install_missing()
+    return FULL_INSTALL_NOTE.format(what=what, missing=", ".join(missing)) if missing else None
 
 
 # --------------------------------------------------------------------------- models
@@ -158,6 +178,8 @@ class DisplayResult:
     out_of_domain: bool | None = None
     image: np.ndarray | None = None  # uint8 grey, <= DISPLAY_MAX_SIDE
     heatmap: np.ndarray | None = None  # float16 [0, 1], <= DISPLAY_MAX_SIDE
+    cam_method: str | None = None  # what made the heat map (explain.METHOD_LABELS says it in words)
+    backend: str | None = None  # which inference backend answered
     error: str | None = None
     is_dicom: bool = False  # results can be filed back into its study (dicom_out)
 
@@ -203,6 +225,7 @@ def for_display(prediction: Prediction, max_side: int = DISPLAY_MAX_SIDE) -> Dis
         out_of_domain=prediction.out_of_domain, is_dicom=prediction.metadata.get("format") == "dicom",
         image=None if prediction.image is None else downscale(prediction.image, max_side),
         heatmap=None if prediction.heatmap is None else _downscale_heatmap(prediction.heatmap, max_side),
+        cam_method=prediction.cam_method, backend=prediction.backend,
     )
 
 

@@ -17,6 +17,10 @@ from typing import Any, Sequence
 
 from .config import INTENSITIES, LOSSES, MONITORS, NORMALISATIONS, OPTIMIZERS, SCHEDULES, TrainConfig
 
+BACKEND_CHOICES = ("auto", "torch", "onnxruntime")
+BACKEND_HELP = ("inference backend: auto (ONNX Runtime on the CPU when the model has an exported graph, see "
+                "`export --format onnx`; torch otherwise or on a GPU), torch, or onnxruntime")
+
 TRAIN_HELP = {
     "data": "folder with one sub-folder per class (optionally inside train/ val/ test/)",
     "backbone": "network name; see `python -m xraycore presets --backbones`",
@@ -122,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--save", metavar="NAME", help="keep this evaluation (with 95%% CIs) as an external "
                           "evaluation record in the model directory; the model card and the app show it")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object")
+    evaluate.add_argument("--backend", choices=BACKEND_CHOICES, default="auto", help=BACKEND_HELP)
 
     calibrate = verbs.add_parser("calibrate", help="fit temperature and threshold on a site's labelled sample and "
                                  "store them as a named operating point of the model")
@@ -148,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="flip test-time augmentation (default: the model's own setting)")
     predict.add_argument("--cam", metavar="DIR", help="also write Grad-CAM overlays as PNG into DIR")
     predict.add_argument("--cam-method", default="gradcam", help="Grad-CAM method")
+    predict.add_argument("--backend", choices=BACKEND_CHOICES, default="auto", help=BACKEND_HELP)
     predict.add_argument("--json", action="store_true", help="one JSON line per file")
     predict.add_argument("--dicom-out", metavar="DIR", help="for every scored DICOM, write a Comprehensive SR and a "
                          "Secondary Capture of the Grad-CAM overlay, filed in the source's study, into DIR")
@@ -268,16 +274,20 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_folder, save_evaluation
+    from .predict import Predictor
 
+    predictor = Predictor(args.model, threshold=args.threshold, operating_point=args.operating_point, backend=args.backend)
     result = evaluate_folder(args.model, args.data, threshold=args.threshold, positive=args.positive,
                              beta=args.beta, tta=args.tta, with_ci=args.ci or bool(args.save), prevalence=args.prevalence,
-                             operating_point=args.operating_point)
+                             operating_point=args.operating_point, predictor=predictor)
+    result["backend"] = predictor.backend
     if args.save:
         result["saved_as"] = str(save_evaluation(args.model, args.save, args.data, result))
     if args.json:
         print(json.dumps(result))
     else:
-        for key in ("n", "accuracy", "precision", "recall", "specificity", "f1", "auroc", "threshold", "operating_point"):
+        for key in ("n", "accuracy", "precision", "recall", "specificity", "f1", "auroc", "threshold", "operating_point",
+                    "backend"):
             print(f"{key:>12}: {result[key]}")
         print(f"{'confusion':>12}: {result['confusion_matrix']}  ([[tn, fp], [fn, tp]])")
         if "at_prevalence" in result:
@@ -291,7 +301,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .intended_use import SkipNonFrontal
     from .predict import Predictor
 
-    predictor = Predictor(args.model, threshold=args.threshold, operating_point=args.operating_point)
+    predictor = Predictor(args.model, threshold=args.threshold, operating_point=args.operating_point,
+                          backend=args.backend)
     cam_dir = Path(args.cam) if args.cam else None
     if cam_dir:
         cam_dir.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from . import data as xdata
-from . import access, audit, metrics, operating, runs
+from . import access, audit, operating, runs
 from .predict import Predictor
 
 EVALUATIONS_DIR = "evaluations"
@@ -96,6 +96,8 @@ def evaluate_folder(model_dir: str | Path, data_dir: str | Path, *, threshold: f
     Multi-class models also get the multi-class report when the folder names match their classes.
     ``prevalence`` adds the precision and NPV expected where the positive class is that common.
     """
+    from . import metrics  # lazy: scikit-learn takes seconds to import, and the app's Diagnose page never needs it
+
     predictor = predictor or Predictor(model_dir, threshold=threshold, operating_point=operating_point)
     positive = positive or predictor.positive_class or "PNEUMONIA"
     scored = score_folder(predictor, data_dir, positive, tta=tta)
@@ -183,6 +185,8 @@ def fit_site_calibration(predictor: Predictor, scored: ScoredFolder, beta: float
                          tta: bool = False) -> dict[str, Any]:
     """Temperature and F-beta threshold fitted on a scored site sample (scored at the internal point, i.e. from
     raw logits), with the sample's report at the new point. Nothing is stored."""
+    from . import metrics  # lazy: scipy and scikit-learn, which a serving install never needs
+
     positive = predictor.positive_class
     if positive is None or len(predictor.class_names) != 2:
         raise ValueError("site calibration needs a two-class model")

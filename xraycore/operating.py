@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from . import access, audit, metrics, runs
+from . import access, audit, runs
 
 POINTS_FILE = "operating_points.json"
 INTERNAL = "internal"
@@ -189,6 +189,8 @@ def fit_site_point(y_true: np.ndarray, logits: np.ndarray, positive_index: int, 
     labels = np.where(y_true == 1, positive_index, 1 - positive_index) if logits.shape[1] == 2 else None
     if labels is None:
         raise ValueError("site calibration needs a two-class model")
+    from . import metrics  # lazy: scipy and scikit-learn, which a serving install (and Diagnose) never needs
+
     temperature = metrics.fit_temperature(logits, labels)
     probability = metrics.softmax(logits, temperature)[:, positive_index]
     threshold, _ = metrics.best_fbeta_threshold(y_true, probability, beta)

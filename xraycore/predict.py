@@ -3,22 +3,34 @@
 Same path as training, run forwards: read → grey uint8 at the run's load size → network input →
 logits → temperature → probabilities → the call at the saved operating point; optionally a
 Grad-CAM overlay, flip test-time augmentation and an out-of-domain score.
+
+Two backends run the networks (see :mod:`xraycore.backend`): torch (``runtime_torch``) and ONNX Runtime
+(``runtime_onnx``), chosen automatically unless asked. Preprocessing, temperature, ensembling, the
+out-of-domain ratio and the call are this module's, in numpy, so both answer alike. Importing it imports
+no torch: a serving install has none.
 """
 from __future__ import annotations
 
 import io as _stdio
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Iterator, Mapping, Protocol, Sequence
 
+import cv2
 import numpy as np
-import torch
 from safetensors import SafetensorError
 
+from . import backend as backends
 from . import data as xdata
-from . import access, audit, explain, intended_use, metrics, models, operating, runs
+from . import access, audit, explain, intended_use, operating, runs
+from .backend import ONNXRUNTIME, TORCH, BackendUnavailable, EngineOutput
 from .io import XrayImage, XrayReadError, read_xray, to_uint8
 from .ood import OodModel
+
+if TYPE_CHECKING:
+    import torch
+
+    from . import models
 
 Source = bytes | str | Path | BinaryIO
 READ_MAX_SIDE = 1024  # JPEGs decode at >= this size: ample for the network input and a screen-sized overlay
@@ -44,7 +56,9 @@ class Prediction:
     metadata: dict[str, Any] = field(default_factory=dict)
     image: np.ndarray | None = None  # the grey image as read, float [0, 1]
     heatmap: np.ndarray | None = None
+    cam_method: str | None = None  # the method that made the heat map (explain.ONE_PASS: CAM from the forward)
     overlay: np.ndarray | None = None
+    backend: str | None = None  # which inference backend answered (torch or onnxruntime)
     error: str | None = None
     error_kind: str | None = None
 
@@ -63,6 +77,7 @@ class Prediction:
             "threshold": self.threshold, "operating_point": self.operating_point, "out_of_domain": self.out_of_domain,
             "ood_score": None if self.ood_score is None else round(self.ood_score, 3),
             "warnings": [*self.guards, *self.warnings], "guards": self.guards,
+            "backend": self.backend, "cam_method": self.cam_method,
         }
 
 
@@ -70,22 +85,34 @@ ENSEMBLE_FILE = "ensemble.json"  # a model directory whose members are model dir
 ENSEMBLE_MEMBERS_DIR = "members"
 
 
+class Engine(Protocol):
+    """What a backend runs for one network (runtime_torch.TorchEngine, runtime_onnx.OnnxEngine)."""
+
+    name: str
+    ood_widths: list[int]
+    one_pass_cam: bool
+
+    def cam_methods(self) -> list[str]: ...
+
+    def forward(self, batch: np.ndarray, tta: bool, cam: str | None, class_index: int | None) -> EngineOutput: ...
+
+
 class Network:
     """One trained network of a model directory, with the preprocessing its training used.
 
     Same path as training, run forwards: grey uint8 at the run's load size (re-encoded like the training
-    JPEGs when resized here) → intensity normalisation → network input → logits, pre-logit features and
-    optionally CAMs from one forward pass; the out-of-domain distance of the features when the run has a
-    detector. ``temperature`` divides this network's logits before an ensemble averages them (1 when the
-    network is the whole model: the operating point's temperature applies then).
+    JPEGs when resized here) → intensity normalisation → network input (numpy, identical on both backends)
+    → the engine's one forward: logits, out-of-domain features and optionally CAMs. ``temperature`` divides
+    this network's logits before an ensemble averages them (1 when the network is the whole model: the
+    operating point's temperature applies then).
     """
 
-    def __init__(self, run: runs.Run, device: torch.device, temperature: float = 1.0) -> None:
+    def __init__(self, run: runs.Run, backend: str = TORCH, device: str | None = None, temperature: float = 1.0) -> None:
         self.run = run
         config = _network_config(run)
-        self.model = _load_model(run, config)  # first: a network this version cannot build is named as such
+        self.engine: Engine = _engine(backend, run, config, device)  # first: a network this version cannot build is named as such
+        self.backbone: str = config["backbone"]
         self.class_names: list[str] = list(config["class_names"])
-        self.spec = models.get_spec(config["backbone"])
         self.image_size = int(config["image_size"])
         self.load_size = int(config.get("load_size") or self.image_size)
         self.mean, self.std = tuple(config["mean"]), tuple(config["std"])
@@ -93,61 +120,108 @@ class Network:
         self.intensity: str = config.get("intensity", "none")
         self.crop_margin = float(config.get("crop_margin", 0.0))
         self.temperature = temperature
-        self.device = device
-        self.model.to(device).eval()
-        self.ood = _load_ood(run, models.ood_feature_widths(self.model, self.spec))
+        self.ood = _load_ood(run, self.engine.ood_widths)
 
-    def to_tensor(self, image: XrayImage) -> torch.Tensor:
-        """Grey float image → normalised 3-channel network input, exactly as validation images in training."""
+    @property
+    def model(self) -> torch.nn.Module:
+        """The torch module (torch backend only)."""
+        if not hasattr(self.engine, "model"):
+            raise AttributeError(f"the {self.engine.name} backend holds no torch model; use backend='torch'")
+        return self.engine.model
+
+    @property
+    def spec(self) -> models.BackboneSpec:
+        from . import models
+
+        return models.get_spec(self.backbone)
+
+    def prepare(self, image: XrayImage) -> np.ndarray:
+        """Grey float image → normalised float32 (3, H, W) network input, exactly as validation images in training."""
         grey = to_uint8(image.pixels)
         if grey.shape != (self.load_size, self.load_size):  # resized here: give it the training images' encoding
             grey = xdata.match_stored_encoding(xdata.resize_uint8(grey, self.load_size), self.input_jpeg_quality)
         grey = xdata.prepare_grey(grey, self.intensity, self.crop_margin)
-        return xdata.to_network_input(grey, self.image_size, self.mean, self.std)
+        return xdata.network_input(grey, self.image_size, self.mean, self.std)
 
-    def forward(self, batch: torch.Tensor, tta: bool, cam: str | None, class_index: int | None
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """Logits / temperature, pre-logit features and (optionally) CAMs from ONE forward pass over the batch.
+    def to_tensor(self, image: XrayImage) -> torch.Tensor:
+        """:meth:`prepare` as a torch tensor (torch installs only)."""
+        import torch
 
-        The out-of-domain features are captured with hooks (models.OodFeatures), so the out-of-domain score
-        and the Grad-CAM reuse the forward that produced the probabilities.
-        """
-        batch = batch.to(self.device)
-        with models.OodFeatures(self.model, self.spec) as captured:
-            if cam:
-                layer = models.cam_target_layer(self.model, self.spec)
-                heatmaps, logits = explain.compute_cam(self.model, batch, layer, class_index,
-                                                       method=cam, return_outputs=True)
-            else:
-                heatmaps = None
-                with torch.no_grad():
-                    logits = self.model(batch)
-        feats = captured.features(0)
-        if tta:
-            with torch.no_grad():
-                logits = (logits + self.model(torch.flip(batch, dims=[3]))) / 2
-        return logits.float().cpu().numpy() / self.temperature, feats.cpu().numpy(), heatmaps
+        return torch.from_numpy(self.prepare(image))
+
+    def forward(self, batch: np.ndarray, tta: bool, cam: str | None, class_index: int | None) -> EngineOutput:
+        """Logits / temperature, out-of-domain features and (optionally) CAMs from ONE forward pass over the batch."""
+        output = self.engine.forward(batch, tta, cam, class_index)
+        return output._replace(logits=output.logits / self.temperature)
 
     def ood_ratio(self, feats: np.ndarray) -> np.ndarray | None:
         """Out-of-domain distance over this network's own flag threshold (> 1: flagged), or None."""
         return None if self.ood is None else self.ood.score(feats) / self.ood.threshold
 
 
-def load_networks(run: runs.Run, device: torch.device) -> list[Network]:
-    """The networks of a model directory: itself, or the members an ensemble.json lists (each divided by its
-    own internal temperature, so the ensemble averages calibrated logits)."""
+def _engine(backend: str, run: runs.Run, config: Mapping[str, Any], device: str | None) -> Engine:
+    """The backend's engine for one network; each runtime module is imported only when chosen."""
+    if backend == ONNXRUNTIME:
+        from .runtime_onnx import OnnxEngine
+
+        return OnnxEngine(run, config)
+    from . import models
+    from .runtime_torch import TorchEngine
+
+    return TorchEngine.load(run, config, models.pick_device(device))
+
+
+def network_runs(run: runs.Run) -> list[tuple[runs.Run, float]]:
+    """The networks of a model directory with the temperature each is divided by: itself (1), or the members an
+    ensemble.json lists (each by its own internal temperature, so the ensemble averages calibrated logits)."""
     spec = run.read_json(ENSEMBLE_FILE, None)
     if spec is None:
-        return [Network(run, device)]
+        return [(run, 1.0)]
     if not isinstance(spec, dict) or not isinstance(spec.get("members"), list):
         raise runs.ModelDirectoryError(run.path / ENSEMBLE_FILE, "does not list the ensemble's members")
     members = []
     for name in spec["members"]:  # plain names of folders under members/, never paths
         member = open_model(run.path / ENSEMBLE_MEMBERS_DIR / runs._plain_name(name, "ensemble member"))
-        members.append(Network(member, device, float(member.operating_point.get("temperature", 1.0))))
-    if len({tuple(m.class_names) for m in members}) != 1:
-        raise ValueError("the members of an ensemble must share their classes")
+        members.append((member, float(member.operating_point.get("temperature", 1.0))))
     return members
+
+
+def load_networks(run: runs.Run, backend: str = TORCH, device: str | None = None) -> list[Network]:
+    """The networks of a model directory (see :func:`network_runs`) on ``backend``."""
+    networks = [Network(member, backend, device, temperature) for member, temperature in network_runs(run)]
+    if len({tuple(n.class_names) for n in networks}) != 1:
+        raise ValueError("the members of an ensemble must share their classes")
+    return networks
+
+
+def choose_backend(requested: str | None, device: str | None, network_dirs: list[Path]) -> tuple[str, str]:
+    """(backend, why): ``requested`` when it can answer (else BackendUnavailable saying why); automatically,
+    torch when a GPU is asked for or present, else ONNX Runtime on the CPU when every network has an
+    exported graph, else torch."""
+    requested = backends.check_request(requested)
+    has_torch, on_gpu = backends.installed(TORCH), device not in (None, "cpu")
+    if requested == TORCH:
+        if not has_torch:
+            raise BackendUnavailable("the torch backend needs the full install (torch): pip install '.[full]'")
+        return TORCH, "asked for"
+    if requested == ONNXRUNTIME and on_gpu:
+        raise BackendUnavailable(f"ONNX Runtime runs on the CPU here: device {device!r} needs the torch backend")
+    if requested == backends.AUTO and has_torch and (on_gpu or _gpu_present()):
+        return TORCH, f"GPU ({device or 'found'})"
+    missing = backends.graph_missing(network_dirs)
+    if missing is None:
+        return ONNXRUNTIME, "asked for" if requested == ONNXRUNTIME else "exported graph, CPU"
+    if requested == ONNXRUNTIME:
+        raise BackendUnavailable(f"ONNX Runtime cannot answer: {missing}")
+    if not has_torch:
+        raise BackendUnavailable(backends.no_torch_message(missing))
+    return TORCH, missing
+
+
+def _gpu_present() -> bool:
+    """An NVIDIA GPU the driver lists (no torch import needed to tell): training's GPUs stay torch's."""
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return gpus.is_dir() and any(gpus.iterdir())
 
 
 MODEL_JSON_FILES = (runs.CONFIG_FILE, runs.OPERATING_POINT_FILE, operating.POINTS_FILE, ENSEMBLE_FILE,
@@ -183,30 +257,6 @@ def _network_config(run: runs.Run) -> dict[str, Any]:
     return config
 
 
-def _load_model(run: runs.Run, config: Mapping[str, Any]) -> torch.nn.Module:
-    """The network config.json describes, with the weights of model.safetensors; ModelDirectoryError when
-    the weights are missing, cut short or belong to another network."""
-    try:
-        head = models.HeadSpec(**config.get("head", {}))
-        model, _ = models.build_model(config["backbone"], len(config["class_names"]), pretrained="none", head=head)
-    except (ValueError, TypeError):
-        raise runs.ModelDirectoryError(run.file(runs.CONFIG_FILE), f"describes a network this version cannot "
-                                       f"build (backbone {config['backbone']!r})") from None
-    path = run.file(runs.WEIGHTS_FILE)
-    if not path.is_file():
-        raise runs.ModelDirectoryError(path, "is missing: the model has no trained weights")
-    try:
-        weights = runs.load_weights(path)
-    except (SafetensorError, OSError, ValueError):
-        raise runs.ModelDirectoryError(path, "is damaged or cut short: it cannot be read as weights") from None
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError:  # missing, unexpected or differently shaped tensors
-        raise runs.ModelDirectoryError(path, f"holds the weights of another network, not of the {config['backbone']} "
-                                       f"that {runs.CONFIG_FILE} describes") from None
-    return model
-
-
 def _load_ood(run: runs.Run, widths: list[int]) -> OodModel | None:
     """The out-of-domain detector, checked against the network's feature blocks (a swapped file fails here,
     not halfway through a batch)."""
@@ -233,10 +283,18 @@ class Predictor:
     """
 
     def __init__(self, model_dir: str | Path | runs.Run, device: str | None = None, threshold: float | None = None,
-                 operating_point: str | None = None) -> None:
+                 operating_point: str | None = None, backend: str | None = None) -> None:
         self.run = open_model(model_dir.path if isinstance(model_dir, runs.Run) else model_dir)
-        self.device = models.pick_device(device)
-        self.networks = load_networks(self.run, self.device)
+        self.device = device
+        self.backend, self.backend_reason = choose_backend(backend, device, [m.path for m, _ in network_runs(self.run)])
+        try:
+            self.networks = load_networks(self.run, self.backend, device)
+        except runs.ModelDirectoryError as error:  # a graph of older weights (runtime_onnx.StaleGraph): torch answers
+            if self.backend != ONNXRUNTIME or backends.check_request(backend) != backends.AUTO or not backends.installed(TORCH):
+                raise
+            self.backend, self.backend_reason = TORCH, str(error)
+            self.networks = load_networks(self.run, TORCH, device)
+        self._torch_networks: list[Network] | None = self.networks if self.backend == TORCH else None
         self.intended = intended_use.load(self.run.path)  # None: no intended_use.json, no DICOM checks
         config = self.run.config
         self.class_names: list[str] = list(config.get("class_names") or self.networks[0].class_names)
@@ -278,6 +336,18 @@ class Predictor:
     def to_tensor(self, image: XrayImage) -> torch.Tensor:
         return self.networks[0].to_tensor(image)
 
+    def cam_methods(self) -> list[str]:
+        """The heat-map methods this Predictor can give: all with torch installed, else what the graphs give."""
+        if self.backend == TORCH or backends.installed(TORCH):
+            return list(explain.CAM_METHODS)
+        offered = [set(network.engine.cam_methods()) for network in self.networks]
+        return [method for method in explain.CAM_METHODS if all(method in methods for methods in offered)]
+
+    @property
+    def one_pass_cam(self) -> bool:
+        """Grad-CAM comes from the forward pass (CAM) for every network of this model."""
+        return all(network.engine.one_pass_cam for network in self.networks)
+
     @property
     def has_ood(self) -> bool:
         return all(network.ood is not None for network in self.networks)
@@ -290,10 +360,10 @@ class Predictor:
     def describe(self) -> dict[str, Any]:
         """Which model answers and what it was validated on (always shown to the user)."""
         config, summary = self.run.config, self.run.read_json(runs.SUMMARY_FILE, {}) or {}
-        backbones = [network.spec.name for network in self.networks]
+        backbones = [network.backbone for network in self.networks]
         return {
             "model": self.run.id, "path": str(self.run.path), "backbone": " + ".join(backbones),
-            "members": len(self.networks),
+            "members": len(self.networks), "backend": self.backend, "backend_reason": self.backend_reason,
             "classes": self.class_names, "threshold": self.threshold, "temperature": self.temperature,
             "operating_point": self.operating_point, "tta": self.tta,
             "weights_source": config.get("weights_source"), "split": config.get("split"),
@@ -302,19 +372,35 @@ class Predictor:
         }
 
     # -------------------------------------------------------------- tensors
+    def _networks_for(self, cam: str | None) -> list[Network]:
+        """This Predictor's networks, or (a CAM method the exported graphs cannot give) the same on torch."""
+        if cam is None or all(cam in network.engine.cam_methods() for network in self.networks):
+            return self.networks
+        explain.check_method(cam)
+        if not backends.installed(TORCH):
+            raise BackendUnavailable(f"{explain.METHOD_LABELS[cam]} heat maps need the full install (torch); "
+                                     f"this install offers {', '.join(self.cam_methods()) or 'none'}")
+        if self._torch_networks is None:
+            self._torch_networks = load_networks(self.run, TORCH, self.device)
+        return self._torch_networks
+
     def _forward(self, images: Sequence[XrayImage], tta: bool, cam: str | None
-                 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-        """Averaged logits, out-of-domain ratios and CAMs of every network over one batch of images."""
-        logits, ratios, heatmaps = [], [], []
-        for network in self.networks:
-            batch = torch.stack([network.to_tensor(image) for image in images])
-            member_logits, feats, member_heatmaps = network.forward(batch, tta, cam, self.positive_index)
-            logits.append(member_logits)
-            ratios.append(network.ood_ratio(feats))
-            if member_heatmaps is not None:
-                heatmaps.append(_resize_heatmaps(member_heatmaps, heatmaps[0].shape[-2:] if heatmaps else None))
+                 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, str | None, str]:
+        """Averaged logits, out-of-domain ratios and CAMs of every network over one batch of images, the CAM
+        method used and the backend that answered."""
+        networks = self._networks_for(cam)
+        logits, ratios, heatmaps, methods = [], [], [], []
+        for network in networks:
+            batch = np.stack([network.prepare(image) for image in images])
+            output = network.forward(batch, tta, cam, self.positive_index)
+            logits.append(output.logits)
+            ratios.append(network.ood_ratio(output.features))
+            if output.heatmaps is not None:
+                heatmaps.append(_resize_heatmaps(output.heatmaps, heatmaps[0].shape[-2:] if heatmaps else None))
+                methods += [output.cam_method] if output.cam_method not in methods else []
         ratio = None if any(r is None for r in ratios) else np.mean(ratios, axis=0)
-        return np.mean(logits, axis=0), ratio, np.mean(heatmaps, axis=0) if heatmaps else None
+        return (np.mean(logits, axis=0), ratio, np.mean(heatmaps, axis=0) if heatmaps else None,
+                " + ".join(methods) or None, networks[0].engine.name)
 
     # -------------------------------------------------------------- public
     def predict_images(self, images: Sequence[XrayImage], names: Sequence[str] | None = None, *,
@@ -326,13 +412,14 @@ class Predictor:
         out: list[Prediction] = []
         for start in range(0, len(images), batch_size):
             chunk = images[start:start + batch_size]
-            logits, ood_ratios, heatmaps = self._forward(chunk, tta, cam)
-            probs = metrics.softmax(logits, self.temperature)
+            logits, ood_ratios, heatmaps, method, answered = self._forward(chunk, tta, cam)
+            probs = softmax(logits, self.temperature)
             ood_scores = ood_ratios if ood_ratios is not None else [None] * len(chunk)
             heatmaps = heatmaps if heatmaps is not None else [None] * len(chunk)
             for image, name, p, raw, score, heat in zip(chunk, names[start:], probs, logits, ood_scores, heatmaps):
                 prediction = self._prediction(image, name, p, score, heat)
                 prediction.logits = [float(value) for value in raw]
+                prediction.backend, prediction.cam_method = answered, None if heat is None else method
                 out.append(prediction)
         return out
 
@@ -416,9 +503,17 @@ def _resize_heatmaps(heatmaps: np.ndarray, size: tuple[int, int] | None) -> np.n
     """(N, h, w) heat maps at ``size`` (bilinear), unchanged when ``size`` is None or already theirs."""
     if size is None or tuple(heatmaps.shape[-2:]) == tuple(size):
         return heatmaps
-    resized = torch.nn.functional.interpolate(torch.from_numpy(heatmaps)[:, None], size=tuple(size), mode="bilinear",
-                                              align_corners=False)
-    return resized[:, 0].numpy()
+    return np.stack([cv2.resize(np.float32(heat), (int(size[1]), int(size[0])), interpolation=cv2.INTER_LINEAR)
+                     for heat in heatmaps])
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """metrics.softmax without scipy (a serving install has none): softmax of ``logits / temperature``."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    scaled = np.asarray(logits, dtype=np.float64) / temperature
+    exponentials = np.exp(scaled - scaled.max(axis=-1, keepdims=True))
+    return exponentials / exponentials.sum(axis=-1, keepdims=True)
 
 
 def operating_point_of(run: runs.Run, name: str | None = None) -> dict[str, Any]:

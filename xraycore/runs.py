@@ -29,11 +29,13 @@ import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePath
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
-import safetensors.torch
-import torch
+import safetensors.numpy
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -198,6 +200,8 @@ def save_weights(
     Every tensor is copied to its own contiguous CPU storage first, because safetensors refuses
     views and tied weights (two names sharing one storage).
     """
+    import safetensors.torch  # lazy, as torch: a serving install reads arrays only
+
     tensors = {name: tensor.detach().to("cpu").contiguous().clone() for name, tensor in state_dict.items()}
     _atomic_write_bytes(Path(path), safetensors.torch.save(tensors, metadata=metadata))
 
@@ -209,6 +213,9 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
     containers is refused with ValueError instead of running its code. A training checkpoint
     (``{"state_dict": ..., "epoch": ...}``) is unwrapped to its state dict.
     """
+    import safetensors.torch
+    import torch
+
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
@@ -230,15 +237,18 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 def save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Plain numpy arrays (e.g. the out-of-domain model) as safetensors, atomically."""
-    save_weights(path, {name: torch.from_numpy(np.ascontiguousarray(value)) for name, value in arrays.items()})
+    """Plain numpy arrays (e.g. the out-of-domain model) as safetensors, atomically (no torch needed)."""
+    _atomic_write_bytes(Path(path), safetensors.numpy.save({name: np.ascontiguousarray(value)
+                                                            for name, value in arrays.items()}))
 
 
 def load_arrays(path: Path) -> dict[str, np.ndarray]:
-    return {name: tensor.numpy() for name, tensor in safetensors.torch.load_file(Path(path), device="cpu").items()}
+    return safetensors.numpy.load_file(Path(path))
 
 
 def _unwrap_state_dict(loaded: Any, path: Path) -> dict[str, torch.Tensor]:
+    import torch
+
     if isinstance(loaded, dict):
         nested = next((loaded[key] for key in CHECKPOINT_KEYS if isinstance(loaded.get(key), dict)), None)
         if nested is not None:
