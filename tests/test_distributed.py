@@ -35,6 +35,8 @@ from xraycore import models, runs
 from xraycore.config import TrainConfig
 from xraycore.train import normalisation, prepare_data, train
 
+pytestmark = pytest.mark.slow  # torchrun: real rank processes
+
 REPO = Path(__file__).resolve().parents[1]
 WORLD_SIZE = 2
 TOLERANCE = 1e-5  # float rounding: gloo's all-reduce sums gradients in another order than one process

@@ -52,6 +52,7 @@ KILL_SETTINGS = dict(backbone="simple_cnn", pretrained="none", image_size=64, ep
                      augment=["hflip", {"name": "rotate", "degrees": 10}], fit_ood=False, seed=7)
 
 
+@pytest.mark.slow
 def test_killed_run_is_interrupted_and_resume_ends_where_an_uninterrupted_run_ends(tmp_path):
     data = make_dataset(tmp_path / "data", per_class=150, size=64)  # 240 training images: an epoch takes ~2 s
     root = tmp_path / "runs"
@@ -143,6 +144,7 @@ def test_corrupt_training_images_are_skipped_counted_and_logged(tmp_path):
 
 
 # ------------------------------------------------------------------ two runs at once
+@pytest.mark.slow
 def test_two_runs_started_at_once_never_share_a_directory(tiny_dataset, tmp_path):
     root = tmp_path / "runs"
     base = ["train", "--data", str(tiny_dataset / "train"), "--backbone", "simple_cnn", "--pretrained", "none",

@@ -104,4 +104,6 @@ def test_diagnose_page_shows_a_damaged_model_as_one_message(app_env):
     assert not at.exception, [e.value for e in at.exception]
     [error] = at.error
     assert "model.safetensors is damaged or cut short" in error.value and "Traceback" not in error.value
-    assert len(at.file_uploader) == 0  # the page stopped before offering uploads
+    # The uploader and the samples are drawn before the model loads (a fast first page); the page stops at the
+    # model's error, so no result and no summary can follow.
+    assert not any(header.value == "Summary" for header in at.subheader)

@@ -96,6 +96,7 @@ def test_evaluation_record_is_saved_and_listed(model_dir, tiny_dataset):
     assert str(tiny_dataset) not in json.dumps(record), "no machine paths in the record"
 
 
+@pytest.mark.slow
 def test_calibrate_and_evaluate_from_the_command_line(model_dir, tiny_dataset):
     def cli(*args):
         return subprocess.run([sys.executable, "-m", "xraycore", *args], cwd=REPO, capture_output=True, text=True,

@@ -195,6 +195,11 @@ def _bundle_files(run: runs.Run, destination: Path) -> runs.Run:
     bundled.write_json(runs.CONFIG_FILE, _portable_config(run.config))
     for split in ("val", "test"):
         _copy_portable_predictions(run, bundled, split)
+    if (destination / runs.OOD_FILE).exists():  # written again in today's layout (half the bytes of older runs')
+        from .ood import OodModel
+
+        detector = OodModel.from_arrays(runs.load_arrays(destination / runs.OOD_FILE))
+        runs.save_arrays(destination / runs.OOD_FILE, detector.to_arrays())
     return bundled
 
 
