@@ -244,11 +244,12 @@ def bundle_ensemble(member_refs: Sequence[str | Path], destination: Path, comman
         predictions = run.predictions("val")
         if predictions is None or predictions["logits"] is None:
             raise ValueError(f"run {run.id} has no validation logits")
-        order = np.argsort(predictions["file"])
+        names_only = [Path(f).name for f in predictions["file"]]  # where the data folder lay may differ per run
+        order = np.argsort(names_only)
         if files is None:
-            files, labels, patients = ([predictions["file"][i] for i in order], predictions["label"][order],
+            files, labels, patients = ([names_only[i] for i in order], predictions["label"][order],
                                        [predictions["patient"][i] for i in order])
-        elif [predictions["file"][i] for i in order] != files:
+        elif [names_only[i] for i in order] != files:
             raise ValueError(f"run {run.id} was validated on other images than {member_runs[0].id}")
         temperature = float(run.operating_point.get("temperature", 1.0))
         logits.append(np.asarray(predictions["logits"])[order] / temperature)
