@@ -57,7 +57,7 @@ def model_card(run: runs.Run, command: str, extra: dict[str, str] | None = None)
         f"# Model card: {run.id}",
         "",
         "## What it is",
-        f"A {config['backbone']} classifier ({', '.join(config['class_names'])}) for frontal chest X-rays, "
+        f"{'An' if str(config['backbone'])[:1].lower() in 'aeiou' else 'A'} {config['backbone']} classifier ({', '.join(config['class_names'])}) for frontal chest X-rays, "
         f"input {config['image_size']} px grey (repeated to 3 channels). Weights: {config.get('weights_source')}.",
         *([f"Its training images are {config.get('load_size')} px JPEGs saved at quality {config['input_jpeg_quality']}; "
            "an image resized for prediction is re-encoded the same way, so a sharp full-resolution scan does not "
@@ -164,8 +164,9 @@ def _portable_config(config: dict[str, Any]) -> dict[str, Any]:
     train = portable.get("train", {})
     for key in MACHINE_KEYS:
         train.pop(key, None)
-    if train.get("data"):
-        train["data"] = Path(train["data"]).name
+    for key in ("data", "watch_data"):
+        if train.get(key):
+            train[key] = Path(train[key]).name
     if train.get("pretrained") not in (None, "none", "hub", "wheel", "auto"):
         train["pretrained"] = f"local file {Path(train['pretrained']).name}"
     source = str(portable.get("weights_source") or "")
