@@ -188,7 +188,7 @@ def test_a_researcher_trains_and_previews_but_does_not_save(browser, app_server)
 
     page = sign_in(browser, app_server, "sam")
     expect(page.get_by_role("link", name="Compare")).to_be_visible()
-    assert links(page) == ["Diagnose", "Operating point", "Train", "Compare"]
+    assert links(page) == ["Diagnose", "Worklist", "Operating point", "Train", "Compare"]
     page.get_by_role("link", name="Operating point").click()
     expect(page.get_by_text("A preview: saving a threshold for everyone needs the admin role.")).to_be_visible()
     expect(page.get_by_role("button", name="Save and activate")).to_have_count(0)
@@ -205,7 +205,7 @@ def test_an_admin_saves_the_operating_point_and_reads_the_audit_trail(browser, a
 
     page = sign_in(browser, app_server, "ada")
     expect(page.get_by_role("link", name="Audit")).to_be_visible()
-    assert links(page) == ["Diagnose", "Operating point", "Train", "Compare", "Audit"]
+    assert links(page) == ["Diagnose", "Worklist", "Operating point", "Train", "Compare", "Audit"]
     page.get_by_role("link", name="Operating point").click()
     page.get_by_text(re.compile(r"^Every reader's Diagnose will call at")).click()  # the confirmation box
     page.get_by_role("button", name="Save and activate", exact=True).click()

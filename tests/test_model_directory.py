@@ -43,7 +43,8 @@ DAMAGES: dict[str, tuple[Callable[[Path], None], str]] = {  # damage: (how, the 
         (model / runs.CONFIG_FILE).read_text().replace('"simple_cnn"', '"alexnet_2031"')), "config.json"),
     "truncated out-of-domain detector": (lambda model: _truncate(model / runs.OOD_FILE), "ood.safetensors"),
     "out-of-domain detector of another network": (
-        lambda model: shutil.copy(Path(__file__).resolve().parents[1] / "models" / "default" / runs.OOD_FILE, model),
+        lambda model: shutil.copy(Path(__file__).resolve().parents[1] / "models" / "default" / "members" / "mnv2-shift2"
+                                  / runs.OOD_FILE, model),  # a MobileNetV2's detector: blocks of other widths
         "ood.safetensors"),
     "corrupt operating point": (lambda model: (model / runs.OPERATING_POINT_FILE).write_bytes(b"\x00\xff junk"),
                                 "operating_point.json"),
