@@ -59,7 +59,9 @@ def exported_copy(model: Path, folder: Path) -> Path:
 def bulk(model: Path, files: list[Path], batch: int, torch_files: int) -> dict:
     product, reference = Predictor(model, backend="onnxruntime"), Predictor(model, backend="torch")
     network = product.networks[0]
-    session = onnxruntime.InferenceSession(str(model / "model.onnx"), providers=["CPUExecutionProvider"])
+    # Plain ONNX Runtime on the same graphs: one per network (an ensemble's members average their logits).
+    graphs = [model / "model.onnx"] if (model / "model.onnx").exists() else sorted(model.glob("members/*/model.onnx"))
+    sessions = [onnxruntime.InferenceSession(str(graph), providers=["CPUExecutionProvider"]) for graph in graphs]
     mean = np.asarray(network.mean, np.float32).reshape(1, -1, 1, 1)
     std = np.asarray(network.std, np.float32).reshape(1, -1, 1, 1)
     size = network.image_size
@@ -78,7 +80,7 @@ def bulk(model: Path, files: list[Path], batch: int, torch_files: int) -> dict:
     def plain() -> None:
         for start in range(0, len(files), batch):
             grey = np.stack([decode(path) for path in files[start:start + batch]]).astype(np.float32)[:, None] / 255.0
-            logits = session.run(["logits"], {"image": (grey - mean) / std})[0]
+            logits = np.mean([session.run(["logits"], {"image": (grey - mean) / std})[0] for session in sessions], axis=0)
             softmax(logits, product.temperature)
 
     def scored(predictor: Predictor, key: str) -> None:
