@@ -99,6 +99,11 @@ def _add_train_options(parser: argparse.ArgumentParser) -> None:
                             help=TRAIN_HELP.get(f.name, f.name))
 
 
+def _add_tta(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                        help="flip test-time augmentation (default: the model's own setting)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m xraycore", description="Pneumonia detection on chest X-rays.")
     verbs = parser.add_subparsers(dest="verb", required=True)
@@ -117,8 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--threshold", type=float, help="operating threshold (default: the model's saved one)")
     evaluate.add_argument("--positive", default=None, help="positive class folder name (default: the model's, PNEUMONIA)")
     evaluate.add_argument("--beta", type=float, default=2.0, help="beta of the reported F-beta")
-    evaluate.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
-                          help="flip test-time augmentation (default: the model's own setting)")
+    _add_tta(evaluate)
     evaluate.add_argument("--ci", action="store_true", help="add bootstrap 95%% confidence intervals")
     evaluate.add_argument("--prevalence", type=float, help="also report precision (PPV) and NPV at this share of "
                           "positives, e.g. 0.1 for a ward where one scan in ten shows pneumonia")
@@ -134,8 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--data", required=True, help="the site's labelled sample: one sub-folder per class")
     calibrate.add_argument("--name", required=True, help="name of the operating point, e.g. the hospital")
     calibrate.add_argument("--beta", type=float, default=2.0, help="F-beta the threshold maximises (2 favours recall)")
-    calibrate.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
-                           help="flip test-time augmentation (default: the model's own setting)")
+    _add_tta(calibrate)
     calibrate.add_argument("--no-activate", action="store_true", help="store the point without making it active")
     calibrate.add_argument("--json", action="store_true", help="print the stored point as JSON")
 
@@ -149,8 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("files", nargs="+", help="PNG, JPEG or DICOM files")
     predict.add_argument("--threshold", type=float, help="operating threshold (default: the model's saved one)")
     predict.add_argument("--operating-point", metavar="NAME", help="named operating point (default: the active one)")
-    predict.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
-                         help="flip test-time augmentation (default: the model's own setting)")
+    _add_tta(predict)
     predict.add_argument("--cam", metavar="DIR", help="also write Grad-CAM overlays as PNG into DIR")
     predict.add_argument("--cam-method", default="gradcam", help="Grad-CAM method")
     predict.add_argument("--backend", choices=BACKEND_CHOICES, default="auto", help=BACKEND_HELP)

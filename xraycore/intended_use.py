@@ -67,10 +67,7 @@ def _names(data: dict, key: str) -> tuple[str, ...]:
 def load(model_dir: str | Path) -> IntendedUse | None:
     """The model directory's intended use; None without the file; ModelDirectoryError when it is damaged."""
     path = Path(model_dir) / INTENDED_USE_FILE
-    try:
-        data = runs.Run(Path(model_dir)).read_json(INTENDED_USE_FILE, None)
-    except ValueError:
-        raise runs.ModelDirectoryError(path, "is not valid JSON") from None
+    data = runs.read_model_json(model_dir, INTENDED_USE_FILE)
     if data is None:
         return None
     try:

@@ -189,6 +189,14 @@ class ModelDirectoryError(ValueError):
         self.path = path
 
 
+def read_model_json(model_dir: str | Path, name: str, default: Any = None) -> Any:
+    """A JSON file of a model directory (``default`` when absent); a damaged one is a ModelDirectoryError."""
+    try:
+        return Run(Path(model_dir)).read_json(name, default)
+    except ValueError:
+        raise ModelDirectoryError(Path(model_dir) / name, "is damaged: it is not valid JSON") from None
+
+
 # --------------------------------------------------------------------------- weights
 
 

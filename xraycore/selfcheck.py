@@ -91,10 +91,7 @@ def write_reference(model_dir: str | Path, samples: Sequence[Path] | None = None
 
 def load_reference(model_dir: str | Path) -> dict[str, Any]:
     path = Path(model_dir) / REFERENCE_FILE
-    try:
-        reference = runs.Run(Path(model_dir)).read_json(REFERENCE_FILE, None)
-    except ValueError:
-        raise runs.ModelDirectoryError(path, "is damaged: it is not valid JSON") from None
+    reference = runs.read_model_json(model_dir, REFERENCE_FILE)
     if reference is None:
         raise ReferenceMissing(f"{path} is missing: this model has no reference values to check against "
                                "(a maintainer writes them with `python -m xraycore selfcheck --write-reference`)")
