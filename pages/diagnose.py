@@ -140,25 +140,27 @@ def show_result(result: catalog.DisplayResult, threshold: float | None, opacity:
         if not result.ok:
             st.error(result.error)
             return
-        for guard in result.guards:  # the DICOM says: outside the model's intended population
-            st.warning(guard, icon=":material/warning:")
+        for warning in catalog.lead_warnings(result):  # outside the intended population, out of domain: first
+            st.warning(warning, icon=":material/warning:")
         call = result.call(threshold)
         left, middle, right = st.columns([1, 2, 2])
         with left:
             if result.positive_class is not None:
-                st.metric(f"P({result.positive_class})", f"{result.positive_probability:.1%}")
+                st.metric(catalog.probability_label(f"P({result.positive_class})", result),
+                          f"{result.positive_probability:.1%}")
                 flag = ":red" if call == result.positive_class else ":green"
                 st.markdown(f"Call: **{flag}[{call}]**  \nat threshold {threshold:.3f}")
             else:
                 if result.not_normal_probability is not None:
-                    st.metric(f"P(not {result.normal_class})", f"{result.not_normal_probability:.1%}",
+                    st.metric(catalog.probability_label(f"P(not {result.normal_class})", result),
+                              f"{result.not_normal_probability:.1%}",
                               help="1 − P(normal): the probability of any of the model's findings")
                 st.markdown(f"Call: **{call}** (most probable class)")
             if len(result.probabilities) > 2 or result.positive_class is None:
                 st.dataframe({"class": list(result.probabilities),
                               "probability": [round(p, 4) for p in result.probabilities.values()]},
                              hide_index=True)
-            for warning in result.warnings:
+            for warning in catalog.other_warnings(result):
                 st.warning(warning, icon=":material/warning:")
         with middle:
             st.image(result.image, caption="original", clamp=True, width="stretch")

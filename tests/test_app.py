@@ -21,7 +21,7 @@ from streamlit.testing.v1 import AppTest
 
 from tests.synthetic import xray_like
 from xraycore import catalog, estimate, jobs, metrics, models, operating, runs
-from xraycore.predict import Prediction, Predictor, bytes_source
+from xraycore.predict import OUT_OF_DOMAIN_WARNING, Prediction, Predictor, bytes_source
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 HUB_FALLBACK = ("random initialisation: no PyPI package ships ImageNet weights for resnet18; the model hub is "
@@ -95,7 +95,7 @@ def test_diagnose_scores_upload_and_reports_unreadable_file_plainly(app_env, mon
     assert len(at.error) == 1 and "text file, not an image" in at.error[0].value
     assert "Traceback" not in at.error[0].value
     [metric] = at.metric  # the readable scan was still scored
-    assert metric.label == "P(PNEUMONIA)" and metric.value.endswith("%")
+    assert metric.label.startswith("P(PNEUMONIA)") and metric.value.endswith("%")
     assert len(calls(at)) == 1 and "at threshold" in calls(at)[0]
     captions = [caption for image in at.image for caption in image.captions]
     # the caption names the method used: Grad-CAM from the forward pass for this GAP + linear head
@@ -124,6 +124,27 @@ def test_diagnose_call_follows_session_threshold_and_samples_work(app_env):
     threshold_slider.set_value(1.0).run()
     assert all("NORMAL" in call for call in calls(at))
     assert at.dataframe[0].value["call"].tolist() == ["NORMAL", "NORMAL"]
+
+
+def test_diagnose_leads_an_out_of_domain_image_with_the_warning(app_env, monkeypatch):
+    real_display = catalog.for_display
+
+    def flagged(prediction, *args, **kwargs):  # as the detector would flag an adult scan
+        result = real_display(prediction, *args, **kwargs)
+        result.out_of_domain = True
+        result.warnings = [*result.warnings, OUT_OF_DOMAIN_WARNING]
+        return result
+
+    monkeypatch.setattr(catalog, "for_display", flagged)
+    at = start_app()
+    at.multiselect(key="samples").set_value(["PNEUMONIA/one.png"]).run()
+    assert not at.exception, [e.value for e in at.exception]
+    [metric] = at.metric
+    assert metric.label == "P(PNEUMONIA) (not reliable for this image)"
+    kinds = [node.type for node in at.main if node.type in ("warning", "metric")]
+    shown = [node.value for node in at.main if node.type in ("warning", "metric")]
+    assert kinds[:2] == ["warning", "metric"] and shown[0] == OUT_OF_DOMAIN_WARNING  # the warning leads
+    assert [w.value for w in at.warning].count(OUT_OF_DOMAIN_WARNING) == 1  # said once, not twice
 
 
 # ------------------------------------------------------------------ Operating point

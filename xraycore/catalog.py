@@ -22,7 +22,7 @@ from . import access, operating, runs
 from .backend import installed
 from .data import IMAGE_SUFFIXES
 from .evaluate import EVALUATIONS_DIR
-from .predict import ENSEMBLE_FILE, Prediction
+from .predict import ENSEMBLE_FILE, OUT_OF_DOMAIN_WARNING, Prediction
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL_DIR_ENV = "XRAY_MODEL_DIR"
@@ -227,6 +227,24 @@ def for_display(prediction: Prediction, max_side: int = DISPLAY_MAX_SIDE) -> Dis
         heatmap=None if prediction.heatmap is None else _downscale_heatmap(prediction.heatmap, max_side),
         cam_method=prediction.cam_method, backend=prediction.backend,
     )
+
+
+UNRELIABLE_NOTE = "not reliable for this image"  # what an out-of-domain image's probability is labelled
+
+
+def lead_warnings(result: DisplayResult) -> list[str]:
+    """What a detail card says before the answer: the DICOM guards, then the out-of-domain flag."""
+    return [*result.guards, *([OUT_OF_DOMAIN_WARNING] if result.out_of_domain else [])]
+
+
+def other_warnings(result: DisplayResult) -> list[str]:
+    """The warnings shown beside the answer: those :func:`lead_warnings` has not already said."""
+    return [warning for warning in result.warnings if warning != OUT_OF_DOMAIN_WARNING or not result.out_of_domain]
+
+
+def probability_label(label: str, result: DisplayResult) -> str:
+    """A probability's label, marked as not reliable when the image is out of domain."""
+    return f"{label} ({UNRELIABLE_NOTE})" if result.out_of_domain else label
 
 
 def _downscale_heatmap(heatmap: np.ndarray, max_side: int) -> np.ndarray:
