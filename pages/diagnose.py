@@ -147,13 +147,13 @@ def show_result(result: catalog.DisplayResult, threshold: float | None, opacity:
         with left:
             if result.positive_class is not None:
                 st.metric(catalog.probability_label(f"P({result.positive_class})", result),
-                          f"{result.positive_probability:.1%}")
+                          catalog.format_probability(result.positive_probability))
                 flag = ":red" if call == result.positive_class else ":green"
                 st.markdown(f"Call: **{flag}[{call}]**  \nat threshold {threshold:.3f}")
             else:
                 if result.not_normal_probability is not None:
                     st.metric(catalog.probability_label(f"P(not {result.normal_class})", result),
-                              f"{result.not_normal_probability:.1%}",
+                              catalog.format_probability(result.not_normal_probability),
                               help="1 − P(normal): the probability of any of the model's findings")
                 st.markdown(f"Call: **{call}** (most probable class)")
             if len(result.probabilities) > 2 or result.positive_class is None:
@@ -237,8 +237,10 @@ point = predictor.operating_point if threshold == predictor.threshold else \
 rows = catalog.summary_rows(ordered, threshold)
 st.subheader("Summary")
 st.caption("Most probable first; out-of-domain and failed files are flagged.")
-st.dataframe(rows, hide_index=True, width="stretch",
-             column_config={"threshold": st.column_config.NumberColumn(format="%.3f")})
+st.dataframe(rows, hide_index=True, width="stretch", column_config={
+    "threshold": st.column_config.NumberColumn(format="%.3f"),
+    "probability": st.column_config.TextColumn(help="P(positive class), else P(not normal), else the top class's"),
+    **{name: st.column_config.NumberColumn(format="%.4f") for row in rows for name in row if name.startswith("P(")}})
 left, right = st.columns(2)
 left.download_button("Download the summary (CSV)", catalog.rows_to_csv(rows), file_name="xray_summary.csv",
                      mime="text/csv", key="download_summary", on_click="ignore")

@@ -124,6 +124,8 @@ def test_diagnose_call_follows_session_threshold_and_samples_work(app_env):
     threshold_slider.set_value(1.0).run()
     assert all("NORMAL" in call for call in calls(at))
     assert at.dataframe[0].value["call"].tolist() == ["NORMAL", "NORMAL"]
+    assert all(text.endswith("%") for text in at.dataframe[0].value["probability"])  # as the cards show it
+    assert all(metric.value == shown for metric, shown in zip(at.metric, at.dataframe[0].value["probability"]))
 
 
 def test_diagnose_leads_an_out_of_domain_image_with_the_warning(app_env, monkeypatch):
@@ -597,5 +599,17 @@ def test_display_results_are_small_and_csv_has_no_metadata():
     assert result.call(0.5) == "PNEUMONIA" and result.call(0.8) == "NORMAL"
     rows = catalog.summary_rows([result, catalog.for_display(Prediction(name="x.png", error="unreadable"))], 0.5)
     text = catalog.rows_to_csv(rows)
-    assert text.splitlines()[0] == "file,flag,call,threshold,P(NORMAL),P(PNEUMONIA),warnings,error"
+    assert text.splitlines()[0] == "file,flag,call,probability,threshold,P(NORMAL),P(PNEUMONIA),warnings,error"
     assert "CR" not in text and "unreadable" in text
+
+
+def test_probabilities_show_a_significant_digit_never_a_bare_zero_or_one():
+    shown = {p: catalog.format_probability(p) for p in (0.0, 0.00004, 0.001, 0.0123, 0.5, 0.9994, 0.99996, 1.0)}
+    assert shown == {0.0: "< 0.1%", 0.00004: "< 0.1%", 0.001: "0.1%", 0.0123: "1.2%", 0.5: "50.0%",
+                     0.9994: "99.9%", 0.99996: "> 99.9%", 1.0: "> 99.9%"}
+    assert catalog.format_probability(None) == "n/a"
+    sure = catalog.DisplayResult(name="a.png", class_names=["NORMAL", "PNEUMONIA"], positive_class="PNEUMONIA",
+                                 probabilities={"NORMAL": 0.00002, "PNEUMONIA": 0.99998}, positive_probability=0.99998)
+    [row, failed] = catalog.summary_rows([sure, catalog.DisplayResult(name="b.png", error="unreadable")], 0.123456789)
+    assert row["probability"] == "> 99.9%" and failed["probability"] == ""
+    assert row["threshold"] == 0.1235

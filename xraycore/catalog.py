@@ -229,6 +229,17 @@ def for_display(prediction: Prediction, max_side: int = DISPLAY_MAX_SIDE) -> Dis
     )
 
 
+def format_probability(probability: float | None) -> str:
+    """A probability as a percentage with at least one significant digit: "< 0.1%", "12.3%", "> 99.9%"."""
+    if probability is None:
+        return "n/a"
+    if probability < 0.0005:  # would print as 0.0%
+        return "< 0.1%"
+    if probability >= 0.9995:  # would print as 100.0%
+        return "> 99.9%"
+    return f"{probability:.1%}"
+
+
 UNRELIABLE_NOTE = "not reliable for this image"  # what an out-of-domain image's probability is labelled
 
 
@@ -283,11 +294,13 @@ def flag(result: DisplayResult) -> str:
 
 def summary_rows(results: Iterable[DisplayResult], threshold: float | None) -> list[dict]:
     """One row per image for the table and its CSV: the name as uploaded, a flag (failed, out of domain),
-    the call, the probabilities, warnings or the read error. Nothing read from inside the file (no DICOM tags)."""
+    the call, the probability a reader asks first as text (:func:`format_probability` of :func:`triage_score`),
+    the threshold (4 decimals), the probabilities, warnings or the read error. Nothing read from inside the file (no DICOM tags)."""
     rows = []
     for result in results:
         row: dict = {"file": result.name, "flag": flag(result), "call": result.call(threshold),
-                     "threshold": threshold if result.positive_class else None}
+                     "probability": format_probability(triage_score(result)) if result.ok else "",
+                     "threshold": round(threshold, 4) if result.positive_class and threshold is not None else None}
         if result.not_normal_probability is not None:
             row[f"P(not {result.normal_class})"] = round(result.not_normal_probability, 4)
         for name in result.class_names:
