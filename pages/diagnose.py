@@ -6,6 +6,7 @@ opacity changes redraw the overlay from the stored heat map without another forw
 """
 from __future__ import annotations
 
+import datetime
 from pathlib import Path
 
 import streamlit as st
@@ -242,7 +243,9 @@ st.dataframe(rows, hide_index=True, width="stretch", column_config={
     "probability": st.column_config.TextColumn(help="P(positive class), else P(not normal), else the top class's"),
     **{name: st.column_config.NumberColumn(format="%.4f") for row in rows for name in row if name.startswith("P(")}})
 left, right = st.columns(2)
-left.download_button("Download the summary (CSV)", catalog.rows_to_csv(rows), file_name="xray_summary.csv",
+summary_csv = catalog.summary_csv(ordered, threshold, model=model.name, model_version=model.version,
+                                  operating_point=point, date=datetime.date.today().isoformat())
+left.download_button("Download the summary (CSV)", summary_csv, file_name="xray_summary.csv",
                      mime="text/csv", key="download_summary", on_click="ignore")
 right.download_button("Printable report of all images (PDF)", lambda: report_pdf.build(
     ordered, threshold=threshold, operating_point=point, model=model, alpha=opacity), file_name="xray_report.pdf",

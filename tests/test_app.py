@@ -597,10 +597,17 @@ def test_display_results_are_small_and_csv_has_no_metadata():
     result = catalog.for_display(prediction)
     assert max(result.image.shape) == 512 and result.image.dtype == np.uint8 and max(result.heatmap.shape) <= 512
     assert result.call(0.5) == "PNEUMONIA" and result.call(0.8) == "NORMAL"
-    rows = catalog.summary_rows([result, catalog.for_display(Prediction(name="x.png", error="unreadable"))], 0.5)
-    text = catalog.rows_to_csv(rows)
-    assert text.splitlines()[0] == "file,flag,call,probability,threshold,P(NORMAL),P(PNEUMONIA),warnings,error"
-    assert "CR" not in text and "unreadable" in text
+    result.out_of_domain = True
+    results = [result, catalog.for_display(Prediction(name="x.png", error="unreadable"))]
+    text = catalog.summary_csv(results, 1 / 3, model="run-a (resnet18)", model_version="2026-11-28T10:00:00",
+                               operating_point="internal", date="2026-11-29")
+    header, first, failed = text.splitlines()
+    assert header == ("file,flag,call,threshold,P(NORMAL),P(PNEUMONIA),warnings,error,out_of_domain,"
+                      "operating_point,model,model_version,date")
+    assert first.startswith("scan.dcm,out of domain,PNEUMONIA,0.3333,0.3,0.7,")
+    assert first.endswith(",yes,internal,run-a (resnet18),2026-11-28T10:00:00,2026-11-29")
+    assert failed.startswith("x.png,failed,,,") and ",unreadable,,internal," in failed
+    assert "CR" not in text and "/" not in text.replace("2026-11-29", "")  # no DICOM tags, no paths
 
 
 def test_probabilities_show_a_significant_digit_never_a_bare_zero_or_one():

@@ -311,6 +311,20 @@ def summary_rows(results: Iterable[DisplayResult], threshold: float | None) -> l
     return rows
 
 
+def summary_csv(results: Sequence[DisplayResult], threshold: float | None, *, model: str, model_version: str,
+                operating_point: str | None, date: str) -> str:
+    """The summary as CSV: :func:`summary_rows` (numbers, not the text probability) plus out of domain (yes, no,
+    blank when failed or not checked), the operating point, the model's name and version and the date (ISO)."""
+    rows = []
+    for result, row in zip(results, summary_rows(results, threshold)):
+        row.pop("probability")
+        checked = result.ok and result.out_of_domain is not None
+        rows.append({**row, "out_of_domain": ("yes" if result.out_of_domain else "no") if checked else "",
+                     "operating_point": operating_point or "", "model": model, "model_version": model_version,
+                     "date": date})
+    return rows_to_csv(rows)
+
+
 def rows_to_csv(rows: Sequence[dict]) -> str:
     """CSV text with the union of the rows' columns (multi-class and failed rows differ)."""
     columns: list[str] = []
