@@ -252,7 +252,7 @@ right.download_button("Printable report of all images (PDF)", lambda: report_pdf
     mime="application/pdf", key="download_report", on_click="ignore", icon=":material/print:")
 
 page_count = max(1, -(-len(ordered) // PER_PAGE))
-page = st.number_input("Page", 1, page_count, 1, key="result_page") if page_count > 1 else 1
+page = st.number_input(f"Page (of {page_count})", 1, page_count, 1, key="result_page") if page_count > 1 else 1
 for key in keys[(page - 1) * PER_PAGE: page * PER_PAGE]:
     show_result(results[key], threshold, opacity)
     show_downloads(key, results[key], sources[key][1], threshold, point, model, opacity)

@@ -149,6 +149,18 @@ def test_diagnose_leads_an_out_of_domain_image_with_the_warning(app_env, monkeyp
     assert [w.value for w in at.warning].count(OUT_OF_DOMAIN_WARNING) == 1  # said once, not twice
 
 
+def test_diagnose_page_selector_says_how_many_pages(app_env):
+    rng = np.random.default_rng(5)
+    scans = [(f"s{i:02d}.png", png_bytes(xray_like(rng, 48, pneumonia=i % 2 == 0)), "image/png") for i in range(11)]
+    at = start_app()
+    at.file_uploader(key="uploads").set_value(scans)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.number_input(key="result_page").label == "Page (of 2)" and len(at.metric) == 10
+    at.number_input(key="result_page").set_value(2).run()
+    assert len(at.metric) == 1
+
+
 # ------------------------------------------------------------------ Operating point
 
 
