@@ -83,14 +83,13 @@ def wanted_sources(uploads: list, samples: list[Path]) -> dict[str, tuple[str, o
     return sources
 
 
-def score_missing(predictor: Predictor, sources: dict, signature: tuple, cam: str) -> dict:
-    """Score what the session has not scored yet (in batches, with a progress bar); forget the rest."""
-    stored = st.session_state.get(RESULTS_KEY)
-    if not stored or stored["signature"] != signature:
-        stored = {"signature": signature, "results": {}}
-    results = {key: value for key, value in stored["results"].items() if key in sources}
+def score_missing(predictor: Predictor, sources: dict, model: tuple, cam: str) -> dict:
+    """Score what the session has not scored yet with this model and heat-map method (in batches, with a progress
+    bar); forget the rest."""
+    stored = catalog.session_results(st.session_state.get(RESULTS_KEY), model, cam, sources)
     # Kept as it fills: a click mid-batch reruns the page, and what was scored is not scored again.
-    st.session_state[RESULTS_KEY] = {"signature": signature, "results": results}
+    st.session_state[RESULTS_KEY] = stored
+    results = stored["results"]
     missing = [key for key in sources if key not in results]
     if missing:
         progress = st.progress(0.0, text=f"Reading and scoring {len(missing)} image(s)…")
@@ -226,8 +225,8 @@ if not sources:
     st.session_state.pop(RESULTS_KEY, None)
     st.stop()
 
-signature = (str(model_path), catalog.model_version(model_path), cam, predictor.backend)
-results = score_missing(predictor, sources, signature, cam)
+model_key = (str(model_path), catalog.model_version(model_path), predictor.backend)
+results = score_missing(predictor, sources, model_key, cam)
 keys = sorted(sources, key=lambda key: catalog.triage_key(results[key]))  # triage: most probable first
 ordered = [results[key] for key in keys]
 model = model_provenance(str(model_path), (Path(model_path) / "model.safetensors").stat().st_mtime

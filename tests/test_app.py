@@ -26,6 +26,7 @@ from xraycore.predict import OUT_OF_DOMAIN_WARNING, Prediction, Predictor, bytes
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 HUB_FALLBACK = ("random initialisation: no PyPI package ships ImageNet weights for resnet18; the model hub is "
                 "unreachable (no connection to huggingface.co), trained from scratch")
+RESULTS_KEY = "diagnose_results"
 TIMEOUT = 60  # seconds per script run: the first one imports torch and loads the model
 
 
@@ -147,6 +148,28 @@ def test_diagnose_leads_an_out_of_domain_image_with_the_warning(app_env, monkeyp
     shown = [node.value for node in at.main if node.type in ("warning", "metric")]
     assert kinds[:2] == ["warning", "metric"] and shown[0] == OUT_OF_DOMAIN_WARNING  # the warning leads
     assert [w.value for w in at.warning].count(OUT_OF_DOMAIN_WARNING) == 1  # said once, not twice
+
+
+def test_diagnose_switching_back_to_a_heat_map_method_costs_no_forward_pass(app_env, monkeypatch):
+    scored: list[str | None] = []
+    original = Predictor.predict_sources
+
+    def counting(self, sources, **options):
+        scored.append(options.get("cam"))
+        return original(self, sources, **options)
+
+    monkeypatch.setattr(Predictor, "predict_sources", counting)
+    at = start_app()
+    at.multiselect(key="samples").set_value(["PNEUMONIA/one.png"]).run()
+    first, second = at.selectbox(key="cam_method").options[:2]
+    at.selectbox(key="cam_method").set_value(second).run()
+    at.selectbox(key="cam_method").set_value(first).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert scored == [first, second]  # back to the first method: its results were kept
+    assert len(at.metric) == 1 and len(at.session_state[RESULTS_KEY]["by_method"]) == 2
+    at.multiselect(key="samples").set_value(["NORMAL/one.png"]).run()  # a removed image is forgotten everywhere
+    assert all(list(results) == ["sample:" + str(app_env.parent / "samples" / "NORMAL" / "one.png")]
+               for results in at.session_state[RESULTS_KEY]["by_method"].values() if results)
 
 
 def test_diagnose_page_selector_says_how_many_pages(app_env):

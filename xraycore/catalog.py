@@ -268,6 +268,17 @@ def _downscale_heatmap(heatmap: np.ndarray, max_side: int) -> np.ndarray:
     return heat.astype(np.float16)
 
 
+def session_results(stored: dict | None, model: tuple, method: str | None, keys: Iterable[str]) -> dict:
+    """What a session keeps: this model's results per heat-map method, for the images still wanted only (another
+    model's, or a removed image's, are dropped). ``results`` is ``method``'s, filled in place as images are scored,
+    so switching back to a method already seen costs no forward pass."""
+    wanted = set(keys)
+    kept = stored.get("by_method", {}) if stored and stored.get("model") == model else {}
+    by_method = {name: {key: value for key, value in results.items() if key in wanted} for name, results in kept.items()}
+    results = by_method.setdefault(method, {})
+    return {"model": model, "method": method, "by_method": by_method, "results": results}
+
+
 def triage_score(result: DisplayResult) -> float | None:
     """What a worklist sorts on: P(positive) (binary), P(not normal), else the top probability; None: failed."""
     if not result.ok or not result.probabilities:
