@@ -169,6 +169,7 @@ def show_result(result: catalog.DisplayResult, threshold: float | None, opacity:
                 overlay = explain.overlay(result.image / 255.0, result.heatmap.astype("float32"), alpha=opacity)
                 method = explain.METHOD_LABELS.get(result.cam_method or "", result.cam_method)
                 st.image(overlay, caption=f"{method} overlay", width="stretch")
+                st.caption(catalog.colour_legend(result.positive_class or call))
                 if float(result.heatmap.max()) < 0.01:
                     st.caption(f"The heat map is flat: no region pushes the model towards {result.positive_class or call}.")
 

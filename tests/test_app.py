@@ -101,6 +101,7 @@ def test_diagnose_scores_upload_and_reports_unreadable_file_plainly(app_env, mon
     captions = [caption for image in at.image for caption in image.captions]
     # the caption names the method used: Grad-CAM from the forward pass for this GAP + linear head
     assert captions.count("original") == 1 and captions.count("Grad-CAM (one forward pass, as CAM) overlay") == 1
+    assert "Colour scale: blue = low, red = high contribution to P(PNEUMONIA)" in [c.value for c in at.caption]
     table = at.dataframe[0].value  # triage order: scored first (most probable first), failed files last, flagged
     assert table["file"].tolist() == ["chest.png", "notes.png"] and table["flag"].tolist()[1] == "failed"
     assert table["flag"].tolist()[0] in ("", "out of domain")

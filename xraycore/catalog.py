@@ -258,6 +258,11 @@ def probability_label(label: str, result: DisplayResult) -> str:
     return f"{label} ({UNRELIABLE_NOTE})" if result.out_of_domain else label
 
 
+def colour_legend(target: str | None) -> str:
+    """The overlay's colour scale in words (the jet colour map of :func:`explain.overlay`)."""
+    return f"Colour scale: blue = low, red = high contribution to P({target})"
+
+
 def _downscale_heatmap(heatmap: np.ndarray, max_side: int) -> np.ndarray:
     """A [0, 1] heat map as float16, its long side at most ``max_side`` (bilinear: it stays smooth)."""
     heat = np.asarray(heatmap, dtype=np.float32)
