@@ -1,11 +1,13 @@
 """Diagnose: drop in chest X-rays, get the pneumonia probability, the call and where the model looked.
 
 Uploaded scans stay in memory (their bytes are handed to the Predictor, never written to disk).
-A session keeps one small :class:`catalog.DisplayResult` per image, so 50 scans stay cheap;
+A session keeps one small :class:`catalog.DisplayResult` per image and heat-map method, so 50 scans stay cheap
+and switching back to a method already seen scores nothing again;
 opacity changes redraw the overlay from the stored heat map without another forward pass.
 """
 from __future__ import annotations
 
+import datetime
 from pathlib import Path
 
 import streamlit as st
@@ -82,14 +84,13 @@ def wanted_sources(uploads: list, samples: list[Path]) -> dict[str, tuple[str, o
     return sources
 
 
-def score_missing(predictor: Predictor, sources: dict, signature: tuple, cam: str) -> dict:
-    """Score what the session has not scored yet (in batches, with a progress bar); forget the rest."""
-    stored = st.session_state.get(RESULTS_KEY)
-    if not stored or stored["signature"] != signature:
-        stored = {"signature": signature, "results": {}}
-    results = {key: value for key, value in stored["results"].items() if key in sources}
+def score_missing(predictor: Predictor, sources: dict, model: tuple, cam: str) -> dict:
+    """Score what the session has not scored yet with this model and heat-map method (in batches, with a progress
+    bar); forget the rest."""
+    stored = catalog.session_results(st.session_state.get(RESULTS_KEY), model, cam, sources)
     # Kept as it fills: a click mid-batch reruns the page, and what was scored is not scored again.
-    st.session_state[RESULTS_KEY] = {"signature": signature, "results": results}
+    st.session_state[RESULTS_KEY] = stored
+    results = stored["results"]
     missing = [key for key in sources if key not in results]
     if missing:
         progress = st.progress(0.0, text=f"Reading and scoring {len(missing)} image(s)…")
@@ -140,25 +141,27 @@ def show_result(result: catalog.DisplayResult, threshold: float | None, opacity:
         if not result.ok:
             st.error(result.error)
             return
-        for guard in result.guards:  # the DICOM says: outside the model's intended population
-            st.warning(guard, icon=":material/warning:")
+        for warning in catalog.lead_warnings(result):  # outside the intended population, out of domain: first
+            st.warning(warning, icon=":material/warning:")
         call = result.call(threshold)
         left, middle, right = st.columns([1, 2, 2])
         with left:
             if result.positive_class is not None:
-                st.metric(f"P({result.positive_class})", f"{result.positive_probability:.1%}")
+                st.metric(catalog.probability_label(f"P({result.positive_class})", result),
+                          catalog.format_probability(result.positive_probability))
                 flag = ":red" if call == result.positive_class else ":green"
                 st.markdown(f"Call: **{flag}[{call}]**  \nat threshold {threshold:.3f}")
             else:
                 if result.not_normal_probability is not None:
-                    st.metric(f"P(not {result.normal_class})", f"{result.not_normal_probability:.1%}",
+                    st.metric(catalog.probability_label(f"P(not {result.normal_class})", result),
+                              catalog.format_probability(result.not_normal_probability),
                               help="1 − P(normal): the probability of any of the model's findings")
                 st.markdown(f"Call: **{call}** (most probable class)")
             if len(result.probabilities) > 2 or result.positive_class is None:
                 st.dataframe({"class": list(result.probabilities),
                               "probability": [round(p, 4) for p in result.probabilities.values()]},
                              hide_index=True)
-            for warning in result.warnings:
+            for warning in catalog.other_warnings(result):
                 st.warning(warning, icon=":material/warning:")
         with middle:
             st.image(result.image, caption="original", clamp=True, width="stretch")
@@ -167,6 +170,7 @@ def show_result(result: catalog.DisplayResult, threshold: float | None, opacity:
                 overlay = explain.overlay(result.image / 255.0, result.heatmap.astype("float32"), alpha=opacity)
                 method = explain.METHOD_LABELS.get(result.cam_method or "", result.cam_method)
                 st.image(overlay, caption=f"{method} overlay", width="stretch")
+                st.caption(catalog.colour_legend(result.positive_class or call))
                 if float(result.heatmap.max()) < 0.01:
                     st.caption(f"The heat map is flat: no region pushes the model towards {result.positive_class or call}.")
 
@@ -223,8 +227,8 @@ if not sources:
     st.session_state.pop(RESULTS_KEY, None)
     st.stop()
 
-signature = (str(model_path), catalog.model_version(model_path), cam, predictor.backend)
-results = score_missing(predictor, sources, signature, cam)
+model_key = (str(model_path), catalog.model_version(model_path), predictor.backend)
+results = score_missing(predictor, sources, model_key, cam)
 keys = sorted(sources, key=lambda key: catalog.triage_key(results[key]))  # triage: most probable first
 ordered = [results[key] for key in keys]
 model = model_provenance(str(model_path), (Path(model_path) / "model.safetensors").stat().st_mtime
@@ -235,17 +239,21 @@ point = predictor.operating_point if threshold == predictor.threshold else \
 rows = catalog.summary_rows(ordered, threshold)
 st.subheader("Summary")
 st.caption("Most probable first; out-of-domain and failed files are flagged.")
-st.dataframe(rows, hide_index=True, width="stretch",
-             column_config={"threshold": st.column_config.NumberColumn(format="%.3f")})
+st.dataframe(rows, hide_index=True, width="stretch", column_config={
+    "threshold": st.column_config.NumberColumn(format="%.3f"),
+    "probability": st.column_config.TextColumn(help="P(positive class), else P(not normal), else the top class's"),
+    **{name: st.column_config.NumberColumn(format="%.4f") for row in rows for name in row if name.startswith("P(")}})
 left, right = st.columns(2)
-left.download_button("Download the summary (CSV)", catalog.rows_to_csv(rows), file_name="xray_summary.csv",
+summary_csv = catalog.summary_csv(ordered, threshold, model=model.name, model_version=model.version,
+                                  operating_point=point, date=datetime.date.today().isoformat())
+left.download_button("Download the summary (CSV)", summary_csv, file_name="xray_summary.csv",
                      mime="text/csv", key="download_summary", on_click="ignore")
 right.download_button("Printable report of all images (PDF)", lambda: report_pdf.build(
     ordered, threshold=threshold, operating_point=point, model=model, alpha=opacity), file_name="xray_report.pdf",
     mime="application/pdf", key="download_report", on_click="ignore", icon=":material/print:")
 
 page_count = max(1, -(-len(ordered) // PER_PAGE))
-page = st.number_input("Page", 1, page_count, 1, key="result_page") if page_count > 1 else 1
+page = st.number_input(f"Page (of {page_count})", 1, page_count, 1, key="result_page") if page_count > 1 else 1
 for key in keys[(page - 1) * PER_PAGE: page * PER_PAGE]:
     show_result(results[key], threshold, opacity)
     show_downloads(key, results[key], sources[key][1], threshold, point, model, opacity)

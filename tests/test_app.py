@@ -21,11 +21,12 @@ from streamlit.testing.v1 import AppTest
 
 from tests.synthetic import xray_like
 from xraycore import catalog, estimate, jobs, metrics, models, operating, runs
-from xraycore.predict import Prediction, Predictor, bytes_source
+from xraycore.predict import OUT_OF_DOMAIN_WARNING, Prediction, Predictor, bytes_source
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 HUB_FALLBACK = ("random initialisation: no PyPI package ships ImageNet weights for resnet18; the model hub is "
                 "unreachable (no connection to huggingface.co), trained from scratch")
+RESULTS_KEY = "diagnose_results"
 TIMEOUT = 60  # seconds per script run: the first one imports torch and loads the model
 
 
@@ -95,11 +96,12 @@ def test_diagnose_scores_upload_and_reports_unreadable_file_plainly(app_env, mon
     assert len(at.error) == 1 and "text file, not an image" in at.error[0].value
     assert "Traceback" not in at.error[0].value
     [metric] = at.metric  # the readable scan was still scored
-    assert metric.label == "P(PNEUMONIA)" and metric.value.endswith("%")
+    assert metric.label.startswith("P(PNEUMONIA)") and metric.value.endswith("%")
     assert len(calls(at)) == 1 and "at threshold" in calls(at)[0]
     captions = [caption for image in at.image for caption in image.captions]
     # the caption names the method used: Grad-CAM from the forward pass for this GAP + linear head
     assert captions.count("original") == 1 and captions.count("Grad-CAM (one forward pass, as CAM) overlay") == 1
+    assert "Colour scale: blue = low, red = high contribution to P(PNEUMONIA)" in [c.value for c in at.caption]
     table = at.dataframe[0].value  # triage order: scored first (most probable first), failed files last, flagged
     assert table["file"].tolist() == ["chest.png", "notes.png"] and table["flag"].tolist()[1] == "failed"
     assert table["flag"].tolist()[0] in ("", "out of domain")
@@ -124,6 +126,63 @@ def test_diagnose_call_follows_session_threshold_and_samples_work(app_env):
     threshold_slider.set_value(1.0).run()
     assert all("NORMAL" in call for call in calls(at))
     assert at.dataframe[0].value["call"].tolist() == ["NORMAL", "NORMAL"]
+    assert all(text.endswith("%") for text in at.dataframe[0].value["probability"])  # as the cards show it
+    assert all(metric.value == shown for metric, shown in zip(at.metric, at.dataframe[0].value["probability"]))
+
+
+def test_diagnose_leads_an_out_of_domain_image_with_the_warning(app_env, monkeypatch):
+    real_display = catalog.for_display
+
+    def flagged(prediction, *args, **kwargs):  # as the detector would flag an adult scan
+        result = real_display(prediction, *args, **kwargs)
+        result.out_of_domain = True
+        result.warnings = [*result.warnings, OUT_OF_DOMAIN_WARNING]
+        return result
+
+    monkeypatch.setattr(catalog, "for_display", flagged)
+    at = start_app()
+    at.multiselect(key="samples").set_value(["PNEUMONIA/one.png"]).run()
+    assert not at.exception, [e.value for e in at.exception]
+    [metric] = at.metric
+    assert metric.label == "P(PNEUMONIA) (not reliable for this image)"
+    kinds = [node.type for node in at.main if node.type in ("warning", "metric")]
+    shown = [node.value for node in at.main if node.type in ("warning", "metric")]
+    assert kinds[:2] == ["warning", "metric"] and shown[0] == OUT_OF_DOMAIN_WARNING  # the warning leads
+    assert [w.value for w in at.warning].count(OUT_OF_DOMAIN_WARNING) == 1  # said once, not twice
+
+
+def test_diagnose_switching_back_to_a_heat_map_method_costs_no_forward_pass(app_env, monkeypatch):
+    scored: list[str | None] = []
+    original = Predictor.predict_sources
+
+    def counting(self, sources, **options):
+        scored.append(options.get("cam"))
+        return original(self, sources, **options)
+
+    monkeypatch.setattr(Predictor, "predict_sources", counting)
+    at = start_app()
+    at.multiselect(key="samples").set_value(["PNEUMONIA/one.png"]).run()
+    first, second = at.selectbox(key="cam_method").options[:2]
+    at.selectbox(key="cam_method").set_value(second).run()
+    at.selectbox(key="cam_method").set_value(first).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert scored == [first, second]  # back to the first method: its results were kept
+    assert len(at.metric) == 1 and len(at.session_state[RESULTS_KEY]["by_method"]) == 2
+    at.multiselect(key="samples").set_value(["NORMAL/one.png"]).run()  # a removed image is forgotten everywhere
+    assert all(list(results) == ["sample:" + str(app_env.parent / "samples" / "NORMAL" / "one.png")]
+               for results in at.session_state[RESULTS_KEY]["by_method"].values() if results)
+
+
+def test_diagnose_page_selector_says_how_many_pages(app_env):
+    rng = np.random.default_rng(5)
+    scans = [(f"s{i:02d}.png", png_bytes(xray_like(rng, 48, pneumonia=i % 2 == 0)), "image/png") for i in range(11)]
+    at = start_app()
+    at.file_uploader(key="uploads").set_value(scans)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.number_input(key="result_page").label == "Page (of 2)" and len(at.metric) == 10
+    at.number_input(key="result_page").set_value(2).run()
+    assert len(at.metric) == 1
 
 
 # ------------------------------------------------------------------ Operating point
@@ -574,7 +633,26 @@ def test_display_results_are_small_and_csv_has_no_metadata():
     result = catalog.for_display(prediction)
     assert max(result.image.shape) == 512 and result.image.dtype == np.uint8 and max(result.heatmap.shape) <= 512
     assert result.call(0.5) == "PNEUMONIA" and result.call(0.8) == "NORMAL"
-    rows = catalog.summary_rows([result, catalog.for_display(Prediction(name="x.png", error="unreadable"))], 0.5)
-    text = catalog.rows_to_csv(rows)
-    assert text.splitlines()[0] == "file,flag,call,threshold,P(NORMAL),P(PNEUMONIA),warnings,error"
-    assert "CR" not in text and "unreadable" in text
+    result.out_of_domain = True
+    results = [result, catalog.for_display(Prediction(name="x.png", error="unreadable"))]
+    text = catalog.summary_csv(results, 1 / 3, model="run-a (resnet18)", model_version="2026-11-28T10:00:00",
+                               operating_point="internal", date="2026-11-29")
+    header, first, failed = text.splitlines()
+    assert header == ("file,flag,call,threshold,P(NORMAL),P(PNEUMONIA),warnings,error,out_of_domain,"
+                      "operating_point,model,model_version,date")
+    assert first.startswith("scan.dcm,out of domain,PNEUMONIA,0.3333,0.3,0.7,")
+    assert first.endswith(",yes,internal,run-a (resnet18),2026-11-28T10:00:00,2026-11-29")
+    assert failed.startswith("x.png,failed,,,") and ",unreadable,,internal," in failed
+    assert "CR" not in text and "/" not in text.replace("2026-11-29", "")  # no DICOM tags, no paths
+
+
+def test_probabilities_show_a_significant_digit_never_a_bare_zero_or_one():
+    shown = {p: catalog.format_probability(p) for p in (0.0, 0.00004, 0.001, 0.0123, 0.5, 0.9994, 0.99996, 1.0)}
+    assert shown == {0.0: "< 0.1%", 0.00004: "< 0.1%", 0.001: "0.1%", 0.0123: "1.2%", 0.5: "50.0%",
+                     0.9994: "99.9%", 0.99996: "> 99.9%", 1.0: "> 99.9%"}
+    assert catalog.format_probability(None) == "n/a"
+    sure = catalog.DisplayResult(name="a.png", class_names=["NORMAL", "PNEUMONIA"], positive_class="PNEUMONIA",
+                                 probabilities={"NORMAL": 0.00002, "PNEUMONIA": 0.99998}, positive_probability=0.99998)
+    [row, failed] = catalog.summary_rows([sure, catalog.DisplayResult(name="b.png", error="unreadable")], 0.123456789)
+    assert row["probability"] == "> 99.9%" and failed["probability"] == ""
+    assert row["threshold"] == 0.1235

@@ -22,7 +22,7 @@ from . import access, operating, runs
 from .backend import installed
 from .data import IMAGE_SUFFIXES
 from .evaluate import EVALUATIONS_DIR
-from .predict import ENSEMBLE_FILE, Prediction
+from .predict import ENSEMBLE_FILE, OUT_OF_DOMAIN_WARNING, Prediction
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL_DIR_ENV = "XRAY_MODEL_DIR"
@@ -229,6 +229,40 @@ def for_display(prediction: Prediction, max_side: int = DISPLAY_MAX_SIDE) -> Dis
     )
 
 
+def format_probability(probability: float | None) -> str:
+    """A probability as a percentage with at least one significant digit: "< 0.1%", "12.3%", "> 99.9%"."""
+    if probability is None:
+        return "n/a"
+    if probability < 0.0005:  # would print as 0.0%
+        return "< 0.1%"
+    if probability >= 0.9995:  # would print as 100.0%
+        return "> 99.9%"
+    return f"{probability:.1%}"
+
+
+UNRELIABLE_NOTE = "not reliable for this image"  # what an out-of-domain image's probability is labelled
+
+
+def lead_warnings(result: DisplayResult) -> list[str]:
+    """What a detail card says before the answer: the DICOM guards, then the out-of-domain flag."""
+    return [*result.guards, *([OUT_OF_DOMAIN_WARNING] if result.out_of_domain else [])]
+
+
+def other_warnings(result: DisplayResult) -> list[str]:
+    """The warnings shown beside the answer: those :func:`lead_warnings` has not already said."""
+    return [warning for warning in result.warnings if warning != OUT_OF_DOMAIN_WARNING or not result.out_of_domain]
+
+
+def probability_label(label: str, result: DisplayResult) -> str:
+    """A probability's label, marked as not reliable when the image is out of domain."""
+    return f"{label} ({UNRELIABLE_NOTE})" if result.out_of_domain else label
+
+
+def colour_legend(target: str | None) -> str:
+    """The overlay's colour scale in words (the jet colour map of :func:`explain.overlay`)."""
+    return f"Colour scale: blue = low, red = high contribution to P({target})"
+
+
 def _downscale_heatmap(heatmap: np.ndarray, max_side: int) -> np.ndarray:
     """A [0, 1] heat map as float16, its long side at most ``max_side`` (bilinear: it stays smooth)."""
     heat = np.asarray(heatmap, dtype=np.float32)
@@ -237,6 +271,17 @@ def _downscale_heatmap(heatmap: np.ndarray, max_side: int) -> np.ndarray:
         size = (max(1, round(heat.shape[1] * scale)), max(1, round(heat.shape[0] * scale)))
         heat = np.asarray(Image.fromarray(heat).resize(size, Image.Resampling.BILINEAR))
     return heat.astype(np.float16)
+
+
+def session_results(stored: dict | None, model: tuple, method: str | None, keys: Iterable[str]) -> dict:
+    """What a session keeps: this model's results per heat-map method, for the images still wanted only (another
+    model's, or a removed image's, are dropped). ``results`` is ``method``'s, filled in place as images are scored,
+    so switching back to a method already seen costs no forward pass."""
+    wanted = set(keys)
+    kept = stored.get("by_method", {}) if stored and stored.get("model") == model else {}
+    by_method = {name: {key: value for key, value in results.items() if key in wanted} for name, results in kept.items()}
+    results = by_method.setdefault(method, {})
+    return {"model": model, "method": method, "by_method": by_method, "results": results}
 
 
 def triage_score(result: DisplayResult) -> float | None:
@@ -265,11 +310,13 @@ def flag(result: DisplayResult) -> str:
 
 def summary_rows(results: Iterable[DisplayResult], threshold: float | None) -> list[dict]:
     """One row per image for the table and its CSV: the name as uploaded, a flag (failed, out of domain),
-    the call, the probabilities, warnings or the read error. Nothing read from inside the file (no DICOM tags)."""
+    the call, the probability a reader asks first as text (:func:`format_probability` of :func:`triage_score`),
+    the threshold (4 decimals), the probabilities, warnings or the read error. Nothing read from inside the file (no DICOM tags)."""
     rows = []
     for result in results:
         row: dict = {"file": result.name, "flag": flag(result), "call": result.call(threshold),
-                     "threshold": threshold if result.positive_class else None}
+                     "probability": format_probability(triage_score(result)) if result.ok else "",
+                     "threshold": round(threshold, 4) if result.positive_class and threshold is not None else None}
         if result.not_normal_probability is not None:
             row[f"P(not {result.normal_class})"] = round(result.not_normal_probability, 4)
         for name in result.class_names:
@@ -278,6 +325,20 @@ def summary_rows(results: Iterable[DisplayResult], threshold: float | None) -> l
         row["error"] = result.error or ""
         rows.append(row)
     return rows
+
+
+def summary_csv(results: Sequence[DisplayResult], threshold: float | None, *, model: str, model_version: str,
+                operating_point: str | None, date: str) -> str:
+    """The summary as CSV: :func:`summary_rows` (numbers, not the text probability) plus out of domain (yes, no,
+    blank when failed or not checked), the operating point, the model's name and version and the date (ISO)."""
+    rows = []
+    for result, row in zip(results, summary_rows(results, threshold)):
+        row.pop("probability")
+        checked = result.ok and result.out_of_domain is not None
+        rows.append({**row, "out_of_domain": ("yes" if result.out_of_domain else "no") if checked else "",
+                     "operating_point": operating_point or "", "model": model, "model_version": model_version,
+                     "date": date})
+    return rows_to_csv(rows)
 
 
 def rows_to_csv(rows: Sequence[dict]) -> str:

@@ -37,6 +37,9 @@ READ_MAX_SIDE = 1024  # JPEGs decode at >= this size: ample for the network inpu
 OVERLAY_MAX_SIDE = 1024  # overlays are for screens: blending a 3000 px radiograph costs more than the network
 
 
+OUT_OF_DOMAIN_WARNING = "unlike the images this model was trained on (out of domain): treat the answer with caution"
+
+
 @dataclass
 class Prediction:
     """What the app and the CLI show for one image. ``error`` set means nothing else is."""
@@ -486,7 +489,7 @@ class Predictor:
             positive_probability, label = None, self.class_names[int(np.argmax(probs))]
         out_of_domain = None if ood_score is None else bool(ood_score > 1.0)
         if out_of_domain:
-            warnings.append("unlike the images this model was trained on (out of domain): treat the answer with caution")
+            warnings.append(OUT_OF_DOMAIN_WARNING)
         guards = [] if self.intended is None else intended_use.guard_warnings(image.metadata.get("dicom_guards", {}),
                                                                              self.intended)
         return Prediction(
