@@ -12,6 +12,7 @@ line). No torch and no Streamlit here: the Audit page and the CLI read it cheapl
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -73,6 +74,9 @@ def append(entry: dict[str, Any], path: Path | None = None) -> None:
     line = (json.dumps(entry, ensure_ascii=True, separators=(",", ":"), default=str) + "\n").encode("ascii")
     descriptor = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)  # read: the torn-line check
     try:
+        # The torn-line check and the write must not interleave with another writer's (a writer caught
+        # mid-write would look torn and earn a stray blank line): one advisory lock across processes.
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
         size = os.fstat(descriptor).st_size
         if size and os.pread(descriptor, 1, size - 1) != b"\n":
             line = b"\n" + line  # the previous writer died mid-line: keep ours whole and readable
