@@ -53,9 +53,10 @@ if len(chosen) < 2:
 
 beta = st.number_input("β of F-β", 0.1, 10.0, 2.0, 0.5, key="compare_beta")
 rows = table(tuple(str(run.path) for run in chosen), beta, tuple(catalog.results_version(run.path, SPLIT) for run in chosen))
-st.subheader("Internal validation (95% bootstrap CIs), each model at its operating point")
+st.subheader("Internal validation (95% bootstrap CIs), each model at its internal operating point")
 st.caption("Internal validation images come from the same collection as each model's training images: "
-           "optimistic for new patients. See the external evaluations below.")
+           "optimistic for new patients. The threshold is each model's internal one (the point fitted on this "
+           "split); a site calibration may be the active one (see Operating point). External evaluations below.")
 st.dataframe(study.display_rows(rows, beta), hide_index=True, width="stretch")
 st.plotly_chart(figures.metric_bars_figure(rows, ["precision", "recall", "specificity", "fbeta", "auroc"]),
                 key="compare_bars")

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from . import metrics, models, presets
-from .runs import Run, list_runs, open_run
+from .runs import STATUS_FILE, Run, list_runs, open_run
 
 TABLE_METRICS = ("accuracy", "precision", "recall", "specificity", "f1", "fbeta", "auroc")
 DEFAULT_THRESHOLD = 0.5  # multi-class runs save no threshold; one-vs-rest reports use this
@@ -126,7 +126,7 @@ def comparison_table(runs: list[Run], split: str = "val", beta: float = 2.0,
         config = run.config
         row: dict[str, Any] = {
             "label": run_label(run), "id": run.id, "backbone": config.get("backbone"),
-            "study": config.get("study"), "fold": fold_number(run), "state": run.status().get("state"),
+            "study": config.get("study"), "fold": fold_number(run), "state": run.status().get("state") if (run.path / STATUS_FILE).exists() else "bundled",
             "n": None, "threshold": None, **{metric: None for metric in TABLE_METRICS},
         }
         if run.predictions(split) is not None:
