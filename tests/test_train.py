@@ -179,7 +179,8 @@ def test_status_reports_batches_speed_and_time_left_and_a_stop_within_the_batch(
     assert seen["start"]["epochs"] == 3 and seen["start"]["progress"]["batches"] == 3, "no 'epoch 0 of ?'"
     during = seen["1.2"]["progress"]
     assert (during["epoch"], during["batch"], during["batches"]) == (1, 1, 3)
-    assert during["images_per_second"] > 0 and during["seconds_left"] > 0
+    rate, left = during["images_per_second"], during["seconds_left"]
+    assert rate > 0 and left > 0, "speed and time left are reported"
     assert seen["2.1"]["epoch"] == 1 and seen["2.1"]["progress"]["epoch"] == 2
     assert batches_after_stop == [], "no batch after the one that saw the STOP file"
     stopping = seen["scoring"]
