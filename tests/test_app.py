@@ -76,7 +76,8 @@ def calls(at: AppTest) -> list[str]:
 # ------------------------------------------------------------------ Diagnose
 
 
-def test_diagnose_scores_upload_and_reports_unreadable_file_plainly(app_env, monkeypatch):
+def record_scored_names(monkeypatch) -> list[str]:
+    """Spy on Predictor.predict_sources: the list fills with the name of every image handed to the network."""
     scored: list[str] = []
     original = Predictor.predict_sources
 
@@ -86,6 +87,11 @@ def test_diagnose_scores_upload_and_reports_unreadable_file_plainly(app_env, mon
         return original(self, sources, **options)
 
     monkeypatch.setattr(Predictor, "predict_sources", counting)
+    return scored
+
+
+def test_diagnose_scores_upload_and_reports_unreadable_file_plainly(app_env, monkeypatch):
+    scored = record_scored_names(monkeypatch)
     at = start_app()
     assert "run-a" in " ".join(m.value for m in at.sidebar.markdown)  # which model answers
     scan = png_bytes(xray_like(np.random.default_rng(0), 64, pneumonia=True))

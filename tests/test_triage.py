@@ -13,9 +13,8 @@ from PIL import Image
 from streamlit.delta_generator import DeltaGenerator
 
 from tests.synthetic import xray_like
-from tests.test_app import app_env, runs_root, start_app  # noqa: F401 - fixtures shared with the app tests
+from tests.test_app import app_env, record_scored_names, runs_root, start_app  # noqa: F401 - fixtures shared with the app tests
 from xraycore import catalog
-from xraycore.predict import Predictor
 
 RESULTS_KEY = "diagnose_results"
 
@@ -57,15 +56,7 @@ def test_a_batch_of_100_shows_progress_sorts_and_survives_an_interruption(app_en
 
     monkeypatch.setattr(st, "progress", recording(real_progress))  # the bar shown...
     monkeypatch.setattr(DeltaGenerator, "progress", recording(real_update))  # ...and each update of it
-    scored: list[str] = []
-    original = Predictor.predict_sources
-
-    def counting(self, sources, **options):
-        sources = list(sources)
-        scored.extend(name for name, _ in sources)
-        return original(self, sources, **options)
-
-    monkeypatch.setattr(Predictor, "predict_sources", counting)
+    scored = record_scored_names(monkeypatch)
     # The first run is cut short after 3 batches, as a click mid-batch would: what was scored is kept.
     real_display, calls = catalog.for_display, []
 

@@ -170,12 +170,6 @@ def _values(point: dict[str, Any] | None) -> dict[str, Any]:
 # ------------------------------------------------------------------------------ site calibration
 
 
-def data_fingerprint(paths: Sequence[str | Path]) -> str:
-    """sha256 over the sorted content hashes of the files: the same images give the same fingerprint,
-    wherever they lie and whatever they are called."""
-    return fingerprint([hashlib.sha256(Path(path).read_bytes()).hexdigest() for path in paths])
-
-
 def fingerprint(content_digests: Sequence[str]) -> str:
     """One sha256 for a set of images, from their contents' sha256 (order and names do not matter)."""
     return hashlib.sha256("\n".join(sorted(content_digests)).encode()).hexdigest()
