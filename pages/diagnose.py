@@ -12,7 +12,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from xraycore import access, backend, catalog, dicom_out, explain, provenance, report_pdf, webauth
+from xraycore import access, backend, catalog, explain, provenance, webauth
 from xraycore.evaluate import evidence
 from xraycore.predict import Predictor, bytes_source
 from xraycore.runs import ModelDirectoryError
@@ -226,6 +226,10 @@ if not sources:
     st.info("Drop one or more scans above to see the probability of pneumonia and where the model looked.")
     st.session_state.pop(RESULTS_KEY, None)
     st.stop()
+
+# Imported once there is something to report on, not before the uploader: highdicom and fpdf2 take ~0.7 s to
+# import on 2 cores, a third of the start-up budget (#18).
+from xraycore import dicom_out, report_pdf  # noqa: E402
 
 model_key = (str(model_path), catalog.model_version(model_path), predictor.backend)
 results = score_missing(predictor, sources, model_key, cam)
