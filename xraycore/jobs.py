@@ -2,7 +2,7 @@
 
 A job is ``python -m xraycore train ...`` (or the same through torchrun on several GPUs) started in
 its own session, its output going to ``<runs root>/.jobs/<id>.log`` and a small record beside it
-(``<id>.json``: pid, command, run id, study). The page can be reloaded or closed; the job goes on,
+(``<id>.json``: pid and its start time, command, run id, study). The page can be reloaded or closed; the job goes on,
 and any later session finds it again through :func:`list_jobs`. Progress is read from the run
 directory itself (status, metrics), exactly as for a run started from a terminal.
 
@@ -29,6 +29,7 @@ import torch
 
 from . import access, audit, jobqueue, runs
 from .config import TrainConfig, option_names
+from .liveness import process_alive, started_at
 
 JOBS_DIR = ".jobs"  # inside the runs root; list_runs skips dot-directories
 PACKAGE_PARENT = Path(__file__).resolve().parents[1]  # so `-m xraycore` imports this very package
@@ -150,13 +151,14 @@ class Job:
     seq: int = 0  # place in the queue
     ahead: int = 0  # jobs it had to wait for when launched (0: started at once)
     cwd: str | None = None
+    pid_started: float | None = None  # the waiter's start time: a later process given the same pid is not it
 
     @property
     def log_path(self) -> Path:
         return Path(self.root) / JOBS_DIR / f"{self.id}.log"
 
     def alive(self) -> bool:
-        return process_alive(self.pid)
+        return process_alive(self.pid, self.pid_started)
 
     def began(self) -> bool:
         """False while the job waits in the queue."""
@@ -324,7 +326,7 @@ def _start(command: list[str], job_id: str, root: Path, threads: int | None, stu
             process = subprocess.Popen([sys.executable, "-m", "xraycore.jobqueue", str(record_path)], stdout=log,
                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
                                        env=job_environment(threads), cwd=PACKAGE_PARENT)
-        job = Job(**{**asdict(job), "pid": process.pid})
+        job = Job(**{**asdict(job), "pid": process.pid, "pid_started": started_at(process.pid)})
         runs.atomic_write_json(record_path, asdict(job))
     return job
 
@@ -413,7 +415,3 @@ def delete_run(ref: str, identity: access.Identity | None = None, root: Path | N
                        "study": run.config.get("study")}, model=audit.model_info(run.path))
         shutil.rmtree(run.path)
 
-
-def process_alive(pid: int) -> bool:
-    """True while ``pid`` runs (a finished child is reaped, not counted as a zombie)."""
-    return jobqueue.process_alive(pid)
