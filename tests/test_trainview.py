@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from xraycore import estimate, figures, jobs, models, presets, runs, study, trainview
+from xraycore import comparison, estimate, figures, jobs, models, presets, runs, trainview
 from xraycore.config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,7 +59,7 @@ def test_compare_configuration_differences_show_the_weights_used(tiny_run, tmp_p
     hub = runs.Run(tmp_path / "asked-hub")
     hub.write_json(runs.CONFIG_FILE, {**hub.config, "weights_source": HUB_FALLBACK,
                                       "train": {**hub.config["train"], "pretrained": "hub"}})
-    differences = study.config_differences([hub, runs.Run(tmp_path / "asked-none")])
+    differences = comparison.config_differences([hub, runs.Run(tmp_path / "asked-none")])
     assert set(differences["weights"].values()) == {"random init: ImageNet unavailable", "random init"}
     assert set(differences["pretrained"].values()) == {"hub", "none"}
 

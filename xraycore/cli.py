@@ -253,21 +253,21 @@ def _say(text: str) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from . import distributed, presets, train
+    from . import distributed, presets, studies, train
     from .progress import TqdmProgress
 
     reports = distributed.is_main_process()  # under torchrun only rank 0 talks; the others just train
     reporter = TqdmProgress(enabled=not args.quiet) if reports else (lambda event: None)
     if args.resume:
         root = Path(args.out) if args.out else None
-        if presets.names_a_study(args.resume, root):
-            paths = presets.resume_study(args.resume, reporter, root=root)
+        if studies.names_a_study(args.resume, root):
+            paths = studies.resume_study(args.resume, reporter, root=root)
         else:
             paths = [train.resume(args.resume, reporter, root=root)]
     else:
         given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name) is not None}
         configs = presets.expand(given, smoke=args.smoke)
-        paths = presets.launch(configs, reporter, run_id=args.run_id)
+        paths = studies.launch(configs, reporter, run_id=args.run_id)
     if reports:
         for path in paths:
             print(path)

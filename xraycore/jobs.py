@@ -279,11 +279,11 @@ def resumable(root: Path | None = None) -> list[str]:
     """What the Train page offers to continue: launched studies with runs left to finish (by name),
     then stopped, killed or failed runs outside a study; one stopped before its first epoch ended starts
     again from the beginning in its own directory (see train.resume)."""
-    from . import presets
+    from . import studies as planned
 
-    plans = runs.runs_root(root) / presets.PLANS_DIR
+    plans = runs.runs_root(root) / planned.PLANS_DIR
     studies = [plan.stem for plan in sorted(plans.glob("*.json"))] if plans.is_dir() else []
-    unfinished = [study for study in studies if presets.unfinished(study, root)]
+    unfinished = [study for study in studies if planned.unfinished(study, root)]
     lone = [run.id for run in runs.list_runs(root)
             if run.config.get("study") not in studies and run.status().get("state") in ("stopped", "interrupted", "failed")
             and run.config.get("train")]
@@ -294,11 +294,11 @@ def resume(ref: str, *, threads: int | None = None, root: Path | None = None,
            identity: access.Identity | None = None) -> Job:
     """Continue a run or a study (see :func:`resumable`) in the background, as ``train --resume``
     (queued like a launch; researcher role; one 'run.resume' audit line)."""
-    from . import presets
+    from . import studies
 
     with audit.guarded("run.resume", identity, access.TRAIN, target=str(ref)) as line:
         root = runs.runs_root(root).resolve()
-        study = ref if presets.names_a_study(ref, root) else None
+        study = ref if studies.names_a_study(ref, root) else None
         if study is None and not runs.is_run_dir(ref, root):
             raise ValueError(f"nothing named {ref!r} to continue in {root}")
         command = [sys.executable, "-m", "xraycore", "train", "--resume", ref, "--out", str(root), "--quiet"]
