@@ -78,7 +78,7 @@ def restart_from() -> None:
     name can be used once)."""
     ref = st.session_state["restart_ref"]
     options = jobs.restart_options(runs.open_run(ref).config.get("train") or {})
-    full = {**TrainConfig().to_dict(), **options}
+    full = {**TrainConfig().to_flat_dict(), **options}
     pretrained = str(full["pretrained"])
     reset_form()
     st.session_state.update({

@@ -200,10 +200,10 @@ def test_free_run_id_counts_on(tmp_path):
 
 def test_restart_options_keep_every_setting_but_where_it_went():
     train = TrainConfig(data="/data", backbone="resnet18", epochs=3, dropout=0.4, study="s", fold=2, folds=5,
-                        out="/runs").to_dict()
+                        out="/runs").to_flat_dict()
     options = jobs.restart_options(train)
     assert options == {"data": "/data", "backbone": "resnet18", "epochs": 3, "dropout": 0.4, "folds": 5}
-    assert TrainConfig.from_dict(options).to_dict() | {"study": "s", "fold": 2, "out": "/runs"} == train
+    assert TrainConfig.from_dict(options).to_flat_dict() | {"study": "s", "fold": 2, "out": "/runs"} == train
 
 
 # ------------------------------------------------------------------ general

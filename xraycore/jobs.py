@@ -223,7 +223,7 @@ def restart_options(train_config: dict[str, Any]) -> dict[str, Any]:
     """The TrainConfig fields to launch a run again with ("start again from this run's settings"): every
     setting that differs from the defaults, less its output folder, study and fold (a fold of a k-fold
     study starts the whole cross-validation again, as its launch did)."""
-    defaults = TrainConfig().to_dict()
+    defaults = TrainConfig().to_flat_dict()
     known = set(defaults)
     return {key: value for key, value in train_config.items()
             if key in known and key not in _NOT_RESTARTED and value != defaults[key]}

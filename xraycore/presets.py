@@ -1,7 +1,7 @@
 """The studies of ``shared/seeds`` as named recipes, stored as data in ``presets/*.toml``, and how a user's
 options become configs.
 
-A preset holds a base config, the backbones it compares, per-backbone
+A preset holds a base config (flat or grouped, see config.flatten), the backbones it compares, per-backbone
 overrides and the study's reported numbers. :func:`expand` turns a preset plus the user's options into one
 ``TrainConfig`` per backbone (a study, which :mod:`studies` plans and trains); ``smoke`` shrinks any of them to
 a quick check.
@@ -11,10 +11,10 @@ from __future__ import annotations
 import time
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from . import models
-from .config import TrainConfig
+from .config import TrainConfig, flatten
 
 PRESET_DIR = Path(__file__).parent / "presets"
 SMOKE = {"max_per_class": 6, "epochs": 1, "batch_size": 4, "fit_ood": False, "patience": None}
@@ -32,7 +32,8 @@ def load(name: str) -> dict[str, Any]:
         raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(names())}")
     with path.open("rb") as handle:
         preset = tomllib.load(handle)
-    preset.setdefault("per_backbone", {})
+    preset["config"] = flatten(preset.get("config", {}))
+    preset["per_backbone"] = {backbone: flatten(values) for backbone, values in preset.get("per_backbone", {}).items()}
     preset["name"] = name
     return preset
 
@@ -83,3 +84,14 @@ def expand(given: dict[str, Any], smoke: bool = False) -> list[TrainConfig]:
             values = _shrink(values, given)
         configs.append(TrainConfig.from_dict(values))
     return configs
+
+
+def override(configs: Sequence[TrainConfig], given: dict[str, Any], smoke: bool = False) -> list[TrainConfig]:
+    """Configs read from a file (``train --config``) with the user's options over them, shrunk by ``smoke``."""
+    if given.get("preset"):
+        raise ValueError("--preset cannot be combined with --config: the file holds the complete settings")
+    changed = []
+    for config in configs:
+        values = {**config.to_flat_dict(), **given}
+        changed.append(TrainConfig.from_dict(_shrink(values, given) if smoke else values))
+    return changed

@@ -57,7 +57,7 @@ def launch(configs: list[TrainConfig], progress: Callable[[dict], None], run_id:
         root = Path(planned[0].out) if planned[0].out else None
         path = plan_path(study, root)
         path.parent.mkdir(parents=True, exist_ok=True)
-        runs.atomic_write_json(path, {"study": study, "runs": [c.to_dict() for c in planned]})
+        runs.atomic_write_json(path, {"study": study, "runs": [c.to_dict() for c in planned]})  # grouped
     return _train_in_turn(planned, progress, run_id=run_id if len(planned) == 1 else None)
 
 
@@ -77,7 +77,7 @@ def unfinished(study: str, root: Path | None = None) -> bool:
     states = {key: run.status().get("state") for key, run in _runs_by_plan_key(study, root).items()}
     if runs.RUNNING in states.values():
         return False
-    return any(states.get(_plan_key(config.to_dict())) != "finished" for config in planned)
+    return any(states.get(_plan_key(config.to_flat_dict())) != "finished" for config in planned)
 
 
 def _plan_key(train_config: dict) -> tuple[str, int | None]:
@@ -109,7 +109,7 @@ def _train_in_turn(planned: list[TrainConfig], progress: Callable[[dict], None],
     existing = existing or {}
     paths: list[Path] = []
     for position, config in enumerate(planned):
-        before = existing.get(_plan_key(config.to_dict()))
+        before = existing.get(_plan_key(config.to_flat_dict()))
         state = before.status().get("state") if before else None
         if before is not None and state == "finished":
             progress({"kind": "message", "text": f"{_describe(config)}: finished earlier ({before.id}), kept"})

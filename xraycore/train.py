@@ -288,7 +288,7 @@ def _open_or_create_run(session: Session, weights_source: str, run_id: str | Non
         else:
             mean, std = session.mean_std
             record = {
-                "train": config.to_dict(),
+                "train": config.to_flat_dict(),  # flat: what every reader of config.json expects
                 "backbone": config.backbone, "class_names": splits.class_names,
                 "positive_class": config.positive_class if config.positive_class in splits.class_names else None,
                 "image_size": config.eval_size or config.image_size, "train_image_size": config.image_size,
