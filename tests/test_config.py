@@ -1,15 +1,18 @@
 """The grouped training config: one declaration per setting (help and choices in field metadata), read flat or
 grouped, old runs' flat records still loadable, presets in either shape, the CLI generated from it, and
-``train --config FILE``."""
+``train --config FILE``, which background jobs start from."""
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
+import time
 from pathlib import Path
 
 import pytest
 
-from xraycore import cli, config, presets, runs
+from xraycore import access, cli, config, jobs, presets, runs
 from xraycore.config import GROUPS, TrainConfig, read_file, settings, write_file
 
 REPO = Path(__file__).resolve().parents[1]
@@ -112,3 +115,31 @@ def test_train_from_a_config_file_with_options_beside_it(tiny_dataset, tmp_path,
     assert run.config["train"] == {**saved.to_flat_dict(), "epochs": 2}, "the file, with --epochs over it"
     assert [row["epoch"] for row in run.metrics()] == [1, 2]
     assert cli.main(["train", "--config", str(tmp_path / "settings.json"), "--preset", "resnet-d"]) == 2
+
+
+# ------------------------------------------------------------------ background jobs
+def _wait_for(job: jobs.Job, seconds: float = 180) -> None:
+    deadline = time.monotonic() + seconds
+    try:
+        while job.alive():
+            if time.monotonic() > deadline:
+                pytest.fail(f"the background job did not finish within {seconds:.0f} s:\n{job.log_tail()}")
+            time.sleep(0.5)
+    finally:
+        if job.alive():  # never leave the test's own training process behind
+            os.killpg(job.pid, signal.SIGKILL)
+
+
+@pytest.mark.slow
+def test_a_background_job_trains_exactly_the_config_it_saved(tiny_dataset, tmp_path, monkeypatch):
+    monkeypatch.setenv(access.DATA_ROOTS_ENV, str(tiny_dataset))
+    root = tmp_path / "runs"
+    job = jobs.launch({"data": str(tiny_dataset / "train"), **TINY, "augment": [{"name": "rotate", "degrees": 6}],
+                       "lr": 2e-3, "schedule": "cosine", "notes": "job"}, "saved", root=root)
+    [saved] = read_file(jobs.config_path(root, "saved"))
+    assert job.command[job.command.index("--config") + 1] == str(jobs.config_path(root, "saved"))
+    assert "--lr" not in job.command, "the settings travel in the file, not as re-serialised options"
+    _wait_for(job)
+    assert job.state() == "finished", job.log_tail()
+    assert runs.open_run("saved", root).config["train"] == saved.to_flat_dict()
+    assert (saved.lr, saved.augment, saved.out) == (2e-3, [{"name": "rotate", "degrees": 6}], str(root.resolve()))

@@ -4,7 +4,7 @@ options become configs.
 A preset holds a base config (flat or grouped, see config.flatten), the backbones it compares, per-backbone
 overrides and the study's reported numbers. :func:`expand` turns a preset plus the user's options into one
 ``TrainConfig`` per backbone (a study, which :mod:`studies` plans and trains); ``smoke`` shrinks any of them to
-a quick check.
+a quick check. :func:`baseline` and :func:`changes` are what a form needs to pass only what the user changed.
 """
 from __future__ import annotations
 
@@ -95,3 +95,17 @@ def override(configs: Sequence[TrainConfig], given: dict[str, Any], smoke: bool 
         values = {**config.to_flat_dict(), **given}
         changed.append(TrainConfig.from_dict(_shrink(values, given) if smoke else values))
     return changed
+
+
+def baseline(name: str | None = None) -> dict[str, Any]:
+    """Every setting (flat) as a launch of preset ``name``, or of no preset, starts from before any per-backbone
+    override: what a form shows until the user changes it."""
+    values = TrainConfig().to_flat_dict()
+    return {**values, **load(name)["config"]} if name else values
+
+
+def changes(values: dict[str, Any], name: str | None = None) -> dict[str, Any]:
+    """The settings in ``values`` that differ from :func:`baseline`: what a form passes on as the user's options,
+    so a preset's per-backbone overrides still apply wherever the user changed nothing."""
+    start = baseline(name)
+    return {key: value for key, value in values.items() if key not in start or value != start[key]}
