@@ -58,9 +58,10 @@ def setting_widget(setting: config.Setting, disabled: bool) -> None:
     elif setting.kind == "bool":
         st.checkbox(label, key=key, help=help, disabled=disabled)
     elif setting.kind in ("int", "float"):
-        st.number_input(label + (" (empty: default)" if setting.optional else ""), key=key, help=help,
-                        value=None, step=1 if setting.kind == "int" else None,
-                        format="%d" if setting.kind == "int" else "%g", disabled=disabled)
+        empty = {"value": None} if setting.optional else {}  # only a setting that may be None can be emptied
+        st.number_input(label + (" (optional)" if setting.optional else ""), key=key, help=help, **empty,
+                        step=1 if setting.kind == "int" else None, format="%d" if setting.kind == "int" else "%g",
+                        disabled=disabled)
     else:
         st.text_input(label, key=key, help=help)
 
