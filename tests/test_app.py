@@ -21,6 +21,7 @@ from streamlit.testing.v1 import AppTest
 
 from tests.synthetic import xray_like
 from xraycore import catalog, estimate, jobs, metrics, models, operating, runs
+from xraycore.config import TrainConfig, read_file
 from xraycore.predict import OUT_OF_DOMAIN_WARNING, Prediction, Predictor, bytes_source
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
@@ -288,7 +289,6 @@ THREE_CLASSES = ("NORMAL", "BACTERIAL", "VIRAL")
 def three_class_model(tmp_path_factory) -> Path:
     """A real 3-class run of the scratch CNN (trained here: the app must handle what train writes)."""
     from tests.synthetic import make_dataset
-    from xraycore.config import TrainConfig
     from xraycore.train import train
 
     data = make_dataset(tmp_path_factory.mktemp("three"), per_class=12, size=32, classes=THREE_CLASSES)
@@ -365,6 +365,19 @@ def test_operating_point_works_one_vs_rest_on_a_multiclass_model(three_class_env
 
 
 # ------------------------------------------------------------------ Train
+
+
+def record_launches(monkeypatch) -> list[TrainConfig]:
+    """Jobs are not started; the list fills with the config each launch saved for ``train --config``."""
+    launched: list[TrainConfig] = []
+
+    def start(command, job_id, root, *rest):
+        [saved] = read_file(command[command.index("--config") + 1])
+        launched.append(saved)
+        return jobs.Job(id=job_id, pid=0, command=command, root=str(root), started="now")
+
+    monkeypatch.setattr(jobs, "_start", start)
+    return launched
 
 
 def test_train_refuses_missing_folder(app_env):
@@ -453,13 +466,11 @@ def test_train_form_says_which_weights_and_how_long_before_launching(app_env, ti
     assert row["training images"] == 26 and row["estimated time"].startswith("about")
     assert any(c.value.startswith("In all about") for c in at.caption)
 
-    launched: list[list[str]] = []
-    monkeypatch.setattr(jobs, "_start", lambda command, job_id, root, *rest: launched.append(command)
-                        or jobs.Job(id=job_id, pid=0, command=command, root=str(root), started="now"))
+    launched = record_launches(monkeypatch)
     at.toggle(key="train_smoke").set_value(True).run()
     start_button(at).click().run()
-    [command] = launched
-    assert "--smoke" in command and "--epochs" not in command, "the quick check's own single epoch"
+    [saved] = launched
+    assert (saved.epochs, saved.max_per_class) == (1, 6), "the quick check's own single epoch"
 
 
 def test_train_starts_again_from_a_runs_settings_under_a_free_name(app_env, monkeypatch):
@@ -481,14 +492,11 @@ def test_train_starts_again_from_a_runs_settings_under_a_free_name(app_env, monk
     at.button(key="train_use_free").click().run()
     assert at.text_input(key="train_run_id").value == "run-b-2"
 
-    launched: list[list[str]] = []
-    monkeypatch.setattr(jobs, "_start", lambda command, job_id, root, *rest: launched.append(command)
-                        or jobs.Job(id=job_id, pid=0, command=command, root=str(root), started="now"))
+    launched = record_launches(monkeypatch)
     start_button(at).click().run()
-    [command] = launched
-    given = dict(zip(command[4::2], command[5::2]))
-    assert given["--run-id"] == "run-b-2" and given["--epochs"] == "3" and given["--val-fraction"] == "0.25"
-    assert given["--image-size"] == "48" and json.loads(given["--augment"]) == ["hflip"]
+    [saved] = launched
+    assert (saved.epochs, saved.val_fraction, saved.image_size, saved.augment) == (3, 0.25, 48, ["hflip"])
+    assert saved.to_flat_dict() == {**train, "out": str(app_env.resolve())}, "every setting of the run, its folder apart"
 
 
 def test_train_page_shows_batch_progress_weights_used_and_a_consistent_runs_table(app_env):
@@ -537,7 +545,6 @@ def _wait_for(job: jobs.Job, seconds: float = 120) -> None:
 
 @pytest.mark.slow
 def test_train_page_continues_a_stopped_run(app_env, tiny_dataset):
-    from xraycore.config import TrainConfig
     from xraycore.train import train
 
     config = TrainConfig(data=str(tiny_dataset / "train"), backbone="simple_cnn", pretrained="none", image_size=32,
@@ -591,20 +598,14 @@ def test_compare_two_runs(app_env):
 
 
 def test_build_command_single_process_and_torchrun():
-    options = {"data": "/data", "backbone": "simple_cnn", "epochs": 1, "augment": ["hflip", {"name": "rotate", "degrees": 6}],
-               "image_size": None, "amp": False}
-    single = jobs.build_command(options, "run-1", python="py")
-    assert single[:4] == ["py", "-m", "xraycore", "train"]
-    assert single[-3:] == ["--run-id", "run-1", "--quiet"]
-    assert "--image-size" not in single and single[single.index("--amp") + 1] == "false"
-    assert json.loads(single[single.index("--augment") + 1]) == options["augment"]
-    several = jobs.build_command(options, "run-1", processes=4, python="py")
+    single = jobs.build_command(Path("/runs/.jobs/run-1.train-config.json"), "run-1", python="py")
+    assert single == ["py", "-m", "xraycore", "train", "--config", "/runs/.jobs/run-1.train-config.json",
+                      "--run-id", "run-1", "--quiet"]
+    several = jobs.build_command(Path("c.json"), "run-1", processes=4, python="py")
     assert several[:7] == ["py", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "4", "-m"]
-    assert several[7:9] == ["xraycore", "train"] and several[-3:] == ["--run-id", "run-1", "--quiet"]
+    assert several[7:] == ["xraycore", "train", "--config", "c.json", "--run-id", "run-1", "--quiet"]
     with pytest.raises(ValueError):
-        jobs.build_command(options, "../escape")
-    with pytest.raises(ValueError, match="unknown training option"):
-        jobs.build_command({"epoch": 3}, "run-1")
+        jobs.build_command(Path("c.json"), "../escape")
 
 
 def test_job_environment_and_inputs(tmp_path, monkeypatch):

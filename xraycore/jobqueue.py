@@ -7,7 +7,8 @@ jobs that began and still live hold the slots; of the ones still waiting, the lo
 first. So the queue needs no scheduler, survives a restart of the app and keeps its order; stopping a
 waiting job (SIGTERM to its session) just removes it.
 
-Standard library only: a waiting job must not load torch, and the app's first page load imports this.
+Standard library and psutil only (:mod:`liveness`): a waiting job must not load torch, and the app's first page
+load imports this.
 """
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator
+
+from .liveness import process_alive
 
 MAX_JOBS_ENV = "XRAY_MAX_TRAINING_JOBS"
 LOCK_FILE = "queue.lock"
@@ -74,13 +77,18 @@ def next_sequence(jobs_dir: Path) -> int:
 
 def waiting(jobs_dir: Path) -> list[dict[str, Any]]:
     """Live jobs that have not begun, in queue order."""
-    return sorted((r for r in records(jobs_dir) if not began(jobs_dir, r) and process_alive(r.get("pid"))),
+    return sorted((r for r in records(jobs_dir) if not began(jobs_dir, r) and _alive(r)),
                   key=lambda r: (int(r.get("seq") or 0), r["id"]))
 
 
 def training(jobs_dir: Path) -> list[dict[str, Any]]:
     """Live jobs that have begun: they hold the slots."""
-    return [r for r in records(jobs_dir) if began(jobs_dir, r) and process_alive(r.get("pid"))]
+    return [r for r in records(jobs_dir) if began(jobs_dir, r) and _alive(r)]
+
+
+def _alive(record: dict[str, Any]) -> bool:
+    """The job's waiter still runs (the same process that was recorded, when its start time was)."""
+    return process_alive(record.get("pid"), record.get("pid_started"))
 
 
 def ahead_of_new(jobs_dir: Path) -> int:
@@ -120,37 +128,6 @@ def run(record_path: Path) -> int:
     if stop_asked and child.poll() is None:
         child.send_signal(signal.SIGTERM)
     return child.wait()
-
-
-# --------------------------------------------------------------------------- processes
-
-
-def process_alive(pid: int | None) -> bool:
-    """True while ``pid`` runs. A finished child of this process is reaped first, so it does not
-    linger as a zombie that still answers signal 0."""
-    if not pid:
-        return False
-    try:
-        finished, _status = os.waitpid(pid, os.WNOHANG)
-        if finished == pid:
-            return False
-    except ChildProcessError:  # not our child (started by an earlier server): just probe it
-        pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return not _is_zombie(pid)
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] == "Z"
 
 
 if __name__ == "__main__":

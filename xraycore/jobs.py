@@ -1,8 +1,9 @@
 """Training runs launched from the app as background processes that outlive the page.
 
-A job is ``python -m xraycore train ...`` (or the same through torchrun on several GPUs) started in
-its own session, its output going to ``<runs root>/.jobs/<id>.log`` and a small record beside it
-(``<id>.json``: pid, command, run id, study). The page can be reloaded or closed; the job goes on,
+A job is ``python -m xraycore train --config <runs root>/.jobs/<id>.train-config.json`` (or the same through
+torchrun on several GPUs) started in its own session: the settings are written to that file first, exactly as
+the run will train them, its output goes to ``.jobs/<id>.log`` and a small record lies beside it (``<id>.json``:
+pid and its start time, command, run id, study). The page can be reloaded or closed; the job goes on,
 and any later session finds it again through :func:`list_jobs`. Progress is read from the run
 directory itself (status, metrics), exactly as for a run started from a terminal.
 
@@ -15,7 +16,6 @@ it reaches a command.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import shutil
 import signal
@@ -27,8 +27,8 @@ from typing import Any, Sequence
 
 import torch
 
-from . import access, audit, jobqueue, runs
-from .config import TrainConfig, option_names
+from . import access, audit, config, jobqueue, presets, runs
+from .liveness import process_alive, started_at
 
 JOBS_DIR = ".jobs"  # inside the runs root; list_runs skips dot-directories
 PACKAGE_PARENT = Path(__file__).resolve().parents[1]  # so `-m xraycore` imports this very package
@@ -74,41 +74,24 @@ def augment_specs(selected: Sequence[str], preset_specs: Sequence[Any] = ()) -> 
 # --------------------------------------------------------------------------- commands
 
 
-def train_arguments(options: dict[str, Any]) -> list[str]:
-    """TrainConfig fields → ``train`` command-line options; None values are left out.
-
-    Unknown keys are refused, so a typo in the form code cannot silently drop a setting.
-    """
-    unknown = sorted(set(options) - set(option_names()))
-    if unknown:
-        raise ValueError(f"unknown training option(s): {', '.join(unknown)}")
-    arguments: list[str] = []
-    for name, value in options.items():
-        if value is None:
-            continue
-        flag = "--" + name.replace("_", "-")
-        if isinstance(value, bool):
-            text = "true" if value else "false"
-        elif isinstance(value, (list, tuple, dict)):
-            text = json.dumps(value) if name == "augment" else ",".join(map(str, value))
-        else:
-            text = str(value)
-        arguments += [flag, text]
-    return arguments
+CONFIG_SUFFIX = ".train-config.json"  # beside the job's record; holds no "id", so jobqueue.records skips it
 
 
-def build_command(options: dict[str, Any], run_id: str, processes: int = 1,
-                  python: str = sys.executable, smoke: bool = False) -> list[str]:
-    """The argv of a training job: one process, or ``processes`` ranks through torchrun.
+def config_path(root: Path, job_id: str) -> Path:
+    """Where a job's settings are saved for ``train --config``."""
+    return root / JOBS_DIR / f"{runs.sanitize_run_id(job_id)}{CONFIG_SUFFIX}"
+
+
+def build_command(config_file: Path, run_id: str, processes: int = 1, python: str = sys.executable) -> list[str]:
+    """The argv of a training job: ``train --config FILE``, in one process or ``processes`` ranks through torchrun.
 
     torchrun is started as ``python -m torch.distributed.run`` (the module behind the ``torchrun``
-    script), so the job always uses the app's own interpreter and packages. ``smoke`` is the CLI's
-    ``--smoke``: few images, small, one epoch (options given explicitly still win).
+    script), so the job always uses the app's own interpreter and packages.
     """
     if processes < 1:
         raise ValueError("the number of processes must be at least 1")
-    train_verb = ["-m", "xraycore", "train", *train_arguments(options), *(["--smoke"] if smoke else []),
-                  "--run-id", runs.sanitize_run_id(run_id), "--quiet"]
+    train_verb = ["-m", "xraycore", "train", "--config", str(config_file), "--run-id", runs.sanitize_run_id(run_id),
+                  "--quiet"]
     if processes == 1:
         return [python, *train_verb]
     return [python, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes), *train_verb]
@@ -150,13 +133,14 @@ class Job:
     seq: int = 0  # place in the queue
     ahead: int = 0  # jobs it had to wait for when launched (0: started at once)
     cwd: str | None = None
+    pid_started: float | None = None  # the waiter's start time: a later process given the same pid is not it
 
     @property
     def log_path(self) -> Path:
         return Path(self.root) / JOBS_DIR / f"{self.id}.log"
 
     def alive(self) -> bool:
-        return process_alive(self.pid)
+        return process_alive(self.pid, self.pid_started)
 
     def began(self) -> bool:
         """False while the job waits in the queue."""
@@ -189,7 +173,7 @@ class Job:
 
 
 QUEUED, CANCELLED = "queued", "cancelled"
-_PRETRAINED_WORDS = ("auto", "wheel", "hub", "none")
+PRETRAINED_WORDS = ("auto", "wheel", "hub", "none")
 
 
 def name_taken(run_id: str, root: Path | None = None) -> bool:
@@ -213,26 +197,24 @@ def free_run_id(wanted: str, root: Path | None = None) -> str:
     raise ValueError(f"no free name like {wanted!r}")
 
 
-# Settings a re-launch must not copy: where the run went, which study and fold it belonged to.
-_NOT_RESTARTED = ("out", "study", "fold")
-
-
-def restart_options(train_config: dict[str, Any]) -> dict[str, Any]:
-    """The TrainConfig fields to launch a run again with ("start again from this run's settings"): every
-    setting that differs from the defaults, less its output folder, study and fold (a fold of a k-fold
-    study starts the whole cross-validation again, as its launch did)."""
-    defaults = TrainConfig().to_dict()
-    known = set(defaults)
-    return {key: value for key, value in train_config.items()
-            if key in known and key not in _NOT_RESTARTED and value != defaults[key]}
-
-
 def quick_options(options: dict[str, Any]) -> dict[str, Any]:
     """The options of a quick check (``--smoke``) launched from a form: the form always holds an epoch count
     and a batch size, which would otherwise win over the smoke defaults (a CLI user's explicit ones do)."""
-    from . import presets
-
     return {key: value for key, value in options.items() if key not in presets.SMOKE}
+
+
+def checked_paths(options: dict[str, Any], roots: Sequence[Path] | None = None) -> dict[str, Any]:
+    """``options`` with every folder and the weights file a user typed resolved, if they lie under the allowed
+    roots (AccessDenied or ValueError otherwise): a launch from the app reads and writes nothing else."""
+    checked = dict(options)
+    for setting in config.settings():
+        if setting.path and checked.get(setting.name):
+            what = setting.label.removesuffix(" dir") + " folder"  # "data folder", "cache folder"
+            checked[setting.name] = str(validate_directory(checked[setting.name], what, roots))
+    pretrained = checked.get("pretrained")
+    if pretrained and str(pretrained) not in PRETRAINED_WORDS:
+        checked["pretrained"] = str(validate_file(pretrained, roots=roots))
+    return checked
 
 
 def launch(options: dict[str, Any], run_id: str | None = None, *, processes: int = 1,
@@ -240,11 +222,12 @@ def launch(options: dict[str, Any], run_id: str | None = None, *, processes: int
            smoke: bool = False) -> Job:
     """Queue a training job and return at once (it starts when a training slot is free).
 
-    ``options`` are TrainConfig fields (validated here by building the config; the data folder and a
-    weights file must lie under the allowed roots). A multi-run launch (several backbones of a preset,
-    or k folds) is grouped under a study named after the job, so its runs can be found and compared.
-    ``smoke`` trains the CLI's quick check (``--smoke``, see :func:`quick_options`). Needs the researcher
-    role; one 'run.launch' audit line.
+    ``options`` are TrainConfig fields given by the user (a preset's recipe fills the rest, see
+    presets.expand); folders and a weights file must lie under the allowed roots. The resulting configs are
+    saved in the job's record folder and the job trains exactly those (``train --config``). A multi-run
+    launch (several backbones of a preset, or k folds) is grouped under a study named after the job, so its
+    runs can be found and compared. ``smoke`` trains the CLI's quick check (``--smoke``, see
+    :func:`quick_options`). Needs the researcher role; one 'run.launch' audit line.
     """
     with audit.guarded("run.launch", identity, access.TRAIN, target=run_id) as line:
         root = runs.runs_root(root).resolve()
@@ -254,19 +237,17 @@ def launch(options: dict[str, Any], run_id: str | None = None, *, processes: int
         if name_taken(run_id, root):
             raise FileExistsError(f"A run named {run_id!r} already exists in {root}; {free_run_id(run_id, root)!r} "
                                   "is free.")
-        options = quick_options(options) if smoke else dict(options)
-        if options.get("data"):
-            options["data"] = str(validate_directory(options["data"]))
-        pretrained = options.get("pretrained")
-        if pretrained and str(pretrained) not in _PRETRAINED_WORDS:
-            options["pretrained"] = str(validate_file(pretrained))
+        options = checked_paths(quick_options(options) if smoke else options)
         several = bool(options.get("folds")) or (options.get("preset") and not options.get("backbone"))
         options = {**options, "out": str(root)}
         if several:
             options.setdefault("study", run_id)
-        TrainConfig.from_dict(options)  # refuse impossible settings now, not in a log nobody reads
-        job = _start(build_command(options, run_id, processes, smoke=smoke), run_id, root, threads,
-                     options.get("study"), line.identity.user)
+        configs = presets.expand(options, smoke=smoke)  # refuses impossible settings now, not in a log nobody reads
+        saved = config_path(root, run_id)
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        config.write_file(saved, configs)
+        job = _start(build_command(saved, run_id, processes), run_id, root, threads, options.get("study"),
+                     line.identity.user)
         line.note(new={key: options.get(key) for key in ("backbone", "preset", "epochs", "folds") if options.get(key)}
                   | ({"smoke": True} if smoke else {}),
                   detail=f"queued behind {job.ahead}" if job.ahead else "started")
@@ -277,11 +258,11 @@ def resumable(root: Path | None = None) -> list[str]:
     """What the Train page offers to continue: launched studies with runs left to finish (by name),
     then stopped, killed or failed runs outside a study; one stopped before its first epoch ended starts
     again from the beginning in its own directory (see train.resume)."""
-    from . import presets
+    from . import studies as planned
 
-    plans = runs.runs_root(root) / presets.PLANS_DIR
+    plans = runs.runs_root(root) / planned.PLANS_DIR
     studies = [plan.stem for plan in sorted(plans.glob("*.json"))] if plans.is_dir() else []
-    unfinished = [study for study in studies if presets.unfinished(study, root)]
+    unfinished = [study for study in studies if planned.unfinished(study, root)]
     lone = [run.id for run in runs.list_runs(root)
             if run.config.get("study") not in studies and run.status().get("state") in ("stopped", "interrupted", "failed")
             and run.config.get("train")]
@@ -292,11 +273,11 @@ def resume(ref: str, *, threads: int | None = None, root: Path | None = None,
            identity: access.Identity | None = None) -> Job:
     """Continue a run or a study (see :func:`resumable`) in the background, as ``train --resume``
     (queued like a launch; researcher role; one 'run.resume' audit line)."""
-    from . import presets
+    from . import studies
 
     with audit.guarded("run.resume", identity, access.TRAIN, target=str(ref)) as line:
         root = runs.runs_root(root).resolve()
-        study = ref if presets.names_a_study(ref, root) else None
+        study = ref if studies.names_a_study(ref, root) else None
         if study is None and not runs.is_run_dir(ref, root):
             raise ValueError(f"nothing named {ref!r} to continue in {root}")
         command = [sys.executable, "-m", "xraycore", "train", "--resume", ref, "--out", str(root), "--quiet"]
@@ -324,7 +305,7 @@ def _start(command: list[str], job_id: str, root: Path, threads: int | None, stu
             process = subprocess.Popen([sys.executable, "-m", "xraycore.jobqueue", str(record_path)], stdout=log,
                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
                                        env=job_environment(threads), cwd=PACKAGE_PARENT)
-        job = Job(**{**asdict(job), "pid": process.pid})
+        job = Job(**{**asdict(job), "pid": process.pid, "pid_started": started_at(process.pid)})
         runs.atomic_write_json(record_path, asdict(job))
     return job
 
@@ -413,7 +394,3 @@ def delete_run(ref: str, identity: access.Identity | None = None, root: Path | N
                        "study": run.config.get("study")}, model=audit.model_info(run.path))
         shutil.rmtree(run.path)
 
-
-def process_alive(pid: int) -> bool:
-    """True while ``pid`` runs (a finished child is reaped, not counted as a zombie)."""
-    return jobqueue.process_alive(pid)

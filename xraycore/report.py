@@ -19,7 +19,7 @@ import plotly.offline
 
 from . import figures, metrics, presets
 from .runs import Run, atomic_write_text, runs_root
-from .study import (TABLE_METRICS, comparison_table, config_differences, confusion_of, curves, evaluate_run,
+from .comparison import (TABLE_METRICS, comparison_table, config_differences, confusion_of, curves, evaluate_run,
                     fold_number, fold_summary, reported_numbers, resolve_runs, run_label, scores)
 
 CURVE_METRICS = ("train_loss", "val_loss", "val_auroc", "val_accuracy")

@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 import numpy as np
 import safetensors.numpy
 
+from .liveness import process_alive, started_at
+
 if TYPE_CHECKING:
     import torch
 
@@ -272,19 +274,6 @@ def _unwrap_state_dict(loaded: Any, path: Path) -> dict[str, torch.Tensor]:
 # --------------------------------------------------------------------------- one run
 
 
-def _pid_is_alive(pid: int) -> bool:
-    """True unless we can tell the process is gone (signal 0 probes without touching it)."""
-    if os.name != "posix":  # os.kill(pid, 0) would terminate the process on Windows
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
 @dataclass(frozen=True)
 class Run:
     """A run directory. Cheap to create; every accessor reads the disk, so it is never stale."""
@@ -336,7 +325,7 @@ class Run:
             status.get("state") == RUNNING
             and isinstance(pid, int)
             and status.get("host") == socket.gethostname()
-            and not _pid_is_alive(pid)
+            and not process_alive(pid, status.get("pid_started"))
         ):
             status = {**status, "state": "interrupted"}
             status.setdefault("message", "The training process ended without reporting (killed or crashed).")
@@ -346,7 +335,8 @@ class Run:
         """Record ``state`` plus any progress fields (epoch, message, best_metric, best_value, ...).
 
         'started' is kept from the first write; 'updated' is always now; terminal states get 'ended'.
-        'running' stamps this process's pid and host unless given, so a resumed run is tracked too.
+        'running' stamps this process's pid, its start time (a reused pid is not mistaken for it) and host unless
+        given, so a resumed run is tracked too.
         """
         if state not in STATES:
             raise ValueError(f"unknown run state {state!r}; expected one of {', '.join(STATES)}.")
@@ -355,6 +345,7 @@ class Run:
         status.setdefault("started", now)
         if state == RUNNING:
             status["pid"] = fields.get("pid", os.getpid())
+            status["pid_started"] = fields.get("pid_started", started_at(status["pid"]))
             status["host"] = fields.get("host", socket.gethostname())
             status.pop("ended", None)
         else:

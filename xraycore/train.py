@@ -2,7 +2,9 @@
 
 One function, :func:`train`, runs a whole recipe (``TrainConfig``) and writes a run through
 ``runs``; :func:`resume` continues a killed run from its last completed epoch. The same code runs in
-one process or under ``torchrun`` (DistributedDataParallel): only rank 0 writes.
+one process or under ``torchrun`` (DistributedDataParallel): only rank 0 writes. Its parts live beside it:
+:mod:`optimisation` (optimiser, schedule, phases), :mod:`checkpoint` (what resume reads) and
+:mod:`scoring` (validation every epoch, then the kept epoch's predictions, operating point and summary).
 
 Reproducibility: every epoch reseeds torch from (seed, epoch) and shuffles with the same
 per-epoch permutation (DistributedSampler's), so a resumed run replays exactly the epochs an
@@ -10,7 +12,6 @@ uninterrupted one would have.
 """
 from __future__ import annotations
 
-import math
 import os
 import platform
 import signal
@@ -25,11 +26,13 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, DistributedSampler
 
+from . import checkpoint
 from . import data as xdata
-from . import distributed, estimate, metrics, models, runs, trainview
+from . import distributed, estimate, models, runs, trainview
 from .config import MONITORS, TrainConfig
-from .ood import fit_ood
-from .runs import CHECKPOINT_FILE, LAST_WEIGHTS_FILE, METRICS_FILE, OOD_FILE, STOP_FILE, SUMMARY_FILE, WEIGHTS_FILE
+from .optimisation import backbone_frozen, make_optimizer, make_scheduler, phase_lr, set_phase
+from .runs import CHECKPOINT_FILE, LAST_WEIGHTS_FILE, METRICS_FILE, STOP_FILE, WEIGHTS_FILE
+from .scoring import epoch_metrics, finish, predict_indices
 
 Progress = Callable[[dict[str, Any]], None]
 PROGRESS_SECONDS = 2.0  # status.json's batch progress is rewritten at most this often (and at an epoch's ends)
@@ -121,7 +124,7 @@ def normalisation(config: TrainConfig, spec: models.BackboneSpec) -> tuple[tuple
     return table[config.normalisation]
 
 
-# ---------------------------------------------------------------- schedule
+# ---------------------------------------------------------------- devices
 def per_process_batch(config: TrainConfig, ctx: distributed.Context) -> int:
     """--batch-size is the global batch: each of the world's processes takes its share."""
     return max(1, config.batch_size // ctx.world_size)
@@ -130,105 +133,6 @@ def per_process_batch(config: TrainConfig, ctx: distributed.Context) -> int:
 def uses_channels_last(config: TrainConfig, device: torch.device) -> bool:
     """Channels-last speeds convolutions up on CUDA and on oneDNN CPUs (2.6x for MobileNetV2 here); not on MPS."""
     return config.channels_last and device.type in ("cuda", "cpu")
-
-
-def lr_factor(config: TrainConfig, epoch: int, step: int, steps_per_epoch: int) -> float:
-    """Multiplier of the phase's base learning rate at a given optimisation step."""
-    if config.schedule == "exponential":
-        return config.gamma**epoch
-    if config.schedule == "cosine":
-        total = max(1, config.epochs * steps_per_epoch)
-        now = epoch * steps_per_epoch + step
-        warmup = max(1, int(round(config.warmup_fraction * total)))
-        if now < warmup:
-            return (now + 1) / warmup
-        return 0.5 * (1.0 + math.cos(math.pi * (now - warmup) / max(1, total - warmup)))
-    return 1.0
-
-
-def make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """One optimiser over every parameter: frozen ones simply get no gradient and are skipped."""
-    params = model.parameters()
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, nesterov=True,
-                               weight_decay=config.weight_decay)
-    cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
-    return cls(params, lr=config.lr, weight_decay=config.weight_decay)
-
-
-def backbone_frozen(config: TrainConfig, epoch: int) -> bool:
-    return epoch < config.frozen_epochs or not config.unfreeze and config.frozen_epochs > 0
-
-
-def phase_lr(config: TrainConfig, epoch: int) -> float:
-    if config.frozen_epochs and epoch >= config.frozen_epochs and config.finetune_lr:
-        return config.finetune_lr
-    return config.lr
-
-
-def set_phase(model: torch.nn.Module, config: TrainConfig, epoch: int) -> None:
-    """Frozen phase: head only, backbone in inference mode. Fine-tune: all but batch-norm."""
-    if backbone_frozen(config, epoch):
-        models.freeze_backbone(model)
-        model.eval()
-        model.get_classifier().train()
-        return
-    if config.frozen_epochs:
-        models.unfreeze(model, keep_batchnorm_frozen=config.keep_batchnorm_frozen)
-    model.train()
-    if config.frozen_epochs and config.keep_batchnorm_frozen:
-        models.set_batchnorm_eval(model)
-        model.get_classifier().train()
-
-
-# ---------------------------------------------------------------- evaluation
-@torch.no_grad()
-def predict_indices(model: torch.nn.Module, dataset: xdata.XrayDataset, batch_size: int,
-                    device: torch.device, ctx: distributed.Context, with_features: bool = False,
-                    channels_last: bool = False, ood_spec: models.BackboneSpec | None = None,
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Logits (and out-of-domain features, see models.OodFeatures) for a dataset, sharded across ranks and
-    gathered in order."""
-    model.eval()
-    mine = list(range(ctx.rank, len(dataset), ctx.world_size))
-    loader = DataLoader(torch.utils.data.Subset(dataset, mine), batch_size=batch_size)
-    logits, feats, labels = [], [], []
-    for images, label, _ in loader:
-        images = images.to(device)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with models.OodFeatures(model, ood_spec) as captured:
-            logits.append(model(images).float().cpu())
-        if with_features:
-            feats.append(captured.features().cpu())
-        labels.append(label)
-    part = (
-        np.asarray(mine, dtype=int),
-        torch.cat(labels).numpy() if labels else np.zeros(0, int),
-        torch.cat(logits).numpy() if logits else np.zeros((0, 0), np.float32),
-        torch.cat(feats).numpy() if feats else None,
-    )
-    parts = distributed.gather_objects(ctx, part)
-    order = np.concatenate([p[0] for p in parts])
-    sort = np.argsort(order, kind="stable")
-    all_labels = np.concatenate([p[1] for p in parts])[sort]
-    all_logits = np.concatenate([p[2] for p in parts if len(p[0])])[sort]
-    all_feats = np.concatenate([p[3] for p in parts if p[3] is not None])[sort] if with_features else None
-    return all_logits, all_labels, all_feats
-
-
-def epoch_metrics(logits: np.ndarray, labels: np.ndarray, weights: torch.Tensor | None) -> dict[str, float]:
-    """Validation numbers used for monitoring: loss, accuracy, AUROC (one-vs-rest macro), F1."""
-    t_logits = torch.from_numpy(logits)
-    loss = F.cross_entropy(t_logits, torch.from_numpy(labels), weight=weights).item()
-    probs = metrics.softmax(logits)
-    if probs.shape[1] == 2:
-        report = metrics.binary_report(labels, probs[:, 1], threshold=0.5)
-        return {"val_loss": loss, "val_accuracy": report["accuracy"], "val_auroc": report["auroc"] or 0.0,
-                "val_f1": report["f1"]}
-    report = metrics.multiclass_report(labels, probs, [str(i) for i in range(probs.shape[1])])
-    return {"val_loss": loss, "val_accuracy": report["accuracy"], "val_auroc": report.get("macro_auroc") or 0.0,
-            "val_f1": report["classification_report"]["macro avg"]["f1-score"]}
 
 
 # ---------------------------------------------------------------- the loop
@@ -287,7 +191,7 @@ def resume(run_ref: str | Path, progress: Progress = _silent, root: Path | None 
 
 
 @dataclass
-class _Session:
+class Session:
     """What one training process holds while it trains a run. Only rank 0 has ``run`` (it writes)."""
 
     config: TrainConfig
@@ -334,7 +238,7 @@ def _run(config: TrainConfig, progress: Progress, run_id: str | None, resume_fro
     spec = models.get_spec(config.backbone)
     if config.image_size is None:
         config = config.replace(image_size=spec.input_size)
-    session: _Session | None = None
+    session: Session | None = None
     try:
         splits = prepare_data(config, progress if ctx.is_main else _silent)
         if not splits.train or not splits.val:
@@ -346,7 +250,7 @@ def _run(config: TrainConfig, progress: Progress, run_id: str | None, resume_fro
                                                    pretrained="none" if continuing else config.pretrained, head=head)
         if continuing:
             weights_source = resume_from.config.get("weights_source", weights_source)
-        session = _Session(config, splits, spec, model, device, ctx, progress)
+        session = Session(config, splits, spec, model, device, ctx, progress)
         session.say(f"weights: {weights_source}")
         if spec.heavy and device.type == "cpu":
             session.say(f"note: {spec.name} is heavy for a CPU; a full-size run takes hours per epoch here: "
@@ -364,7 +268,7 @@ def _run(config: TrainConfig, progress: Progress, run_id: str | None, resume_fro
         distributed.teardown(ctx)
 
 
-def _open_or_create_run(session: _Session, weights_source: str, run_id: str | None,
+def _open_or_create_run(session: Session, weights_source: str, run_id: str | None,
                         resume_from: runs.Run | None) -> runs.Run | None:
     """Rank 0 creates (or reopens) the run directory; other ranks learn its path and never write."""
     config, splits, ctx = session.config, session.splits, session.ctx
@@ -384,7 +288,7 @@ def _open_or_create_run(session: _Session, weights_source: str, run_id: str | No
         else:
             mean, std = session.mean_std
             record = {
-                "train": config.to_dict(),
+                "train": config.to_flat_dict(),  # flat: what every reader of config.json expects
                 "backbone": config.backbone, "class_names": splits.class_names,
                 "positive_class": config.positive_class if config.positive_class in splits.class_names else None,
                 "image_size": config.eval_size or config.image_size, "train_image_size": config.image_size,
@@ -425,7 +329,7 @@ class _Loop:
     reported_at: float = 0.0  # when status.json last got batch progress
 
 
-def _prepare_loop(session: _Session, weights: torch.Tensor | None) -> _Loop:
+def _prepare_loop(session: Session, weights: torch.Tensor | None) -> _Loop:
     """Device, memory format, DDP wrapper, optimiser; restored from the checkpoint when resuming."""
     config, ctx, device, run = session.config, session.ctx, session.device, session.run
     if config.sync_batchnorm and ctx.enabled and device.type == "cpu":
@@ -448,15 +352,15 @@ def _prepare_loop(session: _Session, weights: torch.Tensor | None) -> _Loop:
     loop = _Loop(wrapped, make_optimizer(config, model), torch.amp.GradScaler("cuda", enabled=use_amp),
                  weights.to(device) if weights is not None else None, use_amp)
     if run is not None and (run.path / CHECKPOINT_FILE).exists():
-        loop.start_epoch, loop.best, loop.bad_epochs = _restore(run, model, loop.optimizer)
+        loop.start_epoch, loop.best, loop.bad_epochs = checkpoint.restore(run, model, loop.optimizer)
     loop.start_epoch, loop.best, loop.bad_epochs = distributed.broadcast_object(
         ctx, (loop.start_epoch, loop.best, loop.bad_epochs))
     if ctx.enabled and loop.start_epoch:
-        _sync_weights(model)
+        checkpoint.sync_weights(model)
     return loop
 
 
-def _fit(session: _Session) -> None:
+def _fit(session: Session) -> None:
     """Train epochs until done, stopped or early-stopped; then score with the best weights."""
     config, splits, ctx, run = session.config, session.splits, session.ctx, session.run
     mean, std = session.mean_std
@@ -506,19 +410,20 @@ def _fit(session: _Session) -> None:
             run.set_status("stopped", message="stopped before the first epoch ended, so no weights were kept; "
                                               "Continue starts it again from the beginning, or delete it")
         return
-    _finish(session, stopped)
+    finish(session, stopped)
 
 
-def _train_epoch(session: _Session, loop: _Loop, loader: DataLoader, finish_batch: Callable, epoch: int,
+def _train_epoch(session: Session, loop: _Loop, loader: DataLoader, finish_batch: Callable, epoch: int,
                  stop: _StopSignal) -> tuple[torch.Tensor, list[int], bool]:
     """One pass over this process's shard: (summed loss and count, rows seen, whether a stop was asked)."""
     config, ctx, device, run = session.config, session.ctx, session.device, session.run
-    base_lr, steps = phase_lr(config, epoch), len(loader)
+    steps = len(loader)
+    scheduler = make_scheduler(config, loop.optimizer, phase_lr(config, epoch), steps)
     loss_sum, rows_seen = torch.zeros(2), []
     started = time.perf_counter()
     for step, (images, targets, rows) in enumerate(loader):
-        for group in loop.optimizer.param_groups:
-            group["lr"] = base_lr * lr_factor(config, epoch, step, steps)
+        if scheduler is not None:
+            scheduler.step_update(epoch * steps + step)  # the learning rate of this very step
         images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
         images = finish_batch(images)  # batched augmentation + normalisation, on the device
         if session.channels_last:
@@ -549,7 +454,7 @@ def _train_epoch(session: _Session, loop: _Loop, loader: DataLoader, finish_batc
     return loss_sum, rows_seen, False
 
 
-def _report_batch(session: _Session, loop: _Loop, epoch: int, step: int, steps: int, images: int,
+def _report_batch(session: Session, loop: _Loop, epoch: int, step: int, steps: int, images: int,
                   elapsed: float) -> None:
     """Batch progress, speed and time left into status.json (rank 0; the first and last batch of an epoch and
     otherwise at most every PROGRESS_SECONDS), so the page can say more than 'epoch 1 of 10' for minutes."""
@@ -566,7 +471,7 @@ def _report_batch(session: _Session, loop: _Loop, epoch: int, step: int, steps: 
         "seconds_left": None if left is None else round(left, 1)})
 
 
-def _end_epoch(session: _Session, loop: _Loop, val_set: xdata.XrayDataset, weights: torch.Tensor | None,
+def _end_epoch(session: Session, loop: _Loop, val_set: xdata.XrayDataset, weights: torch.Tensor | None,
                epoch: int, steps: int, loss_sum: torch.Tensor, elapsed: float) -> None:
     """Validate, keep the best weights, checkpoint for --resume, log the epoch's row."""
     config, ctx, run, model = session.config, session.ctx, session.run, session.model
@@ -575,7 +480,7 @@ def _end_epoch(session: _Session, loop: _Loop, val_set: xdata.XrayDataset, weigh
                                                 channels_last=session.channels_last)
     row = {"epoch": epoch + 1, "train_loss": float(total[0] / max(1.0, float(total[1]))),
            **epoch_metrics(val_logits, val_labels, weights), **_watch_metrics(session, weights),
-           "lr": phase_lr(config, epoch) * lr_factor(config, epoch, steps - 1, steps),
+           "lr": loop.optimizer.param_groups[0]["lr"],  # the epoch's last step's
            "frozen_backbone": backbone_frozen(config, epoch), "seconds": round(elapsed, 2),
            "images_per_second": round(float(total[1]) / max(elapsed, 1e-9), 2)}
     value, best = row[config.monitor], loop.best
@@ -591,7 +496,7 @@ def _end_epoch(session: _Session, loop: _Loop, val_set: xdata.XrayDataset, weigh
     if improved:
         runs.save_weights(run.path / WEIGHTS_FILE, model.state_dict())
     runs.save_weights(run.path / LAST_WEIGHTS_FILE, model.state_dict())
-    _save_checkpoint(run.path / CHECKPOINT_FILE, {"model": model.state_dict(), "optimizer": loop.optimizer.state_dict(),
+    checkpoint.save(run.path / CHECKPOINT_FILE, {"model": model.state_dict(), "optimizer": loop.optimizer.state_dict(),
                                                   "epoch": epoch, "best": loop.best, "bad_epochs": loop.bad_epochs})
     run.set_status("running", epoch=epoch + 1, epochs=config.epochs, best_value=loop.best, best_metric=config.monitor,
                    progress={"epoch": epoch + 2, "batch": 0, "batches": steps, "phase": "training"}
@@ -600,7 +505,7 @@ def _end_epoch(session: _Session, loop: _Loop, val_set: xdata.XrayDataset, weigh
     session.progress({"kind": "epoch", **row})
 
 
-def _watch_metrics(session: _Session, weights: torch.Tensor | None) -> dict[str, float]:
+def _watch_metrics(session: Session, weights: torch.Tensor | None) -> dict[str, float]:
     """watch_auroc / watch_accuracy on --watch-data with this epoch's weights (empty without it)."""
     splits = session.splits
     if splits.watch is None:
@@ -629,91 +534,3 @@ def _record_sharding(run: runs.Run | None, ctx: distributed.Context, rows_seen: 
     if "data_parallel" not in run.config:
         run.write_json(runs.CONFIG_FILE, {**run.config, "data_parallel": record})
     run.log("data parallel: " + ", ".join(f"{key}={value}" for key, value in record.items()))
-
-
-def _restore(run: runs.Run, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, Any, int]:
-    """Load the last completed epoch; drop metric lines written after it (a kill between writes)."""
-    state = torch.load(run.path / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    done = int(state["epoch"]) + 1
-    kept = [row for row in run.metrics() if row.get("epoch", 0) <= done]
-    runs.atomic_write_text(run.path / METRICS_FILE, "".join(runs.json_line(row) for row in kept))
-    return done, state["best"], int(state["bad_epochs"])
-
-
-def _save_checkpoint(path: Path, checkpoint: dict[str, Any]) -> None:
-    """Weights, optimiser and loop state in one file, replaced atomically: a kill leaves one whole epoch."""
-    partial = path.with_name(path.name + ".partial")
-    torch.save(checkpoint, partial)
-    os.replace(partial, path)
-
-
-def _sync_weights(model: torch.nn.Module) -> None:
-    for tensor in model.state_dict().values():
-        torch.distributed.broadcast(tensor, src=0)
-
-
-def _finish(session: _Session, stopped: bool) -> None:
-    """Best checkpoint → predictions, temperature, operating point, out-of-domain model, summary."""
-    config, splits, ctx, run, model = session.config, session.splits, session.ctx, session.run, session.model
-    if ctx.is_main:
-        progress = {**run.status().get("progress", {}), "phase": trainview.STOPPING if stopped else trainview.SCORING}
-        if stopped:
-            run.set_status("running", progress=progress, message="stop requested: scoring the kept epoch on the "
-                           "validation and test images so the run stays usable, then it ends")
-        else:
-            run.set_status("running", progress=progress)
-        model.load_state_dict(runs.load_weights(run.path / WEIGHTS_FILE))
-    if ctx.enabled:
-        _sync_weights(model)
-
-    session.say("scoring validation and test images")
-    val_logits, val_labels, val_feats = session.evaluate(splits.val, config.fit_ood)
-    test = session.evaluate(splits.test) if splits.test else None
-    train_feats = None
-    if config.fit_ood:
-        ood_idx = splits.train[:: max(1, len(splits.train) // 3000)]  # a few thousand images pin the covariance
-        train_feats = session.evaluate(ood_idx, True)[2]
-    ood_widths = models.ood_feature_widths(session.model, session.spec)
-    if not ctx.is_main:
-        return
-
-    samples = splits.cache.samples
-    temperature = metrics.fit_temperature(val_logits, val_labels)
-    names = splits.class_names
-    summary: dict[str, Any] = {"temperature": temperature, "split": splits.description}
-    operating: dict[str, Any] = {"temperature": temperature, "beta": config.beta}
-    for split, idx, (logits, labels) in (("val", splits.val, (val_logits, val_labels)),
-                                         ("test", splits.test, test[:2] if test else (None, None))):
-        if logits is None:
-            continue
-        run.write_predictions(split, [samples[i].path for i in idx], labels, metrics.softmax(logits, temperature),
-                              names, patients=[samples[i].patient for i in idx], logits=logits)
-    positive = names.index(config.positive_class) if config.positive_class in names else None
-    if len(names) == 2:
-        positive = 1 if positive is None else positive
-        val_prob = metrics.softmax(val_logits, temperature)[:, positive]
-        y_val = (val_labels == positive).astype(int)
-        threshold, best_fbeta = metrics.best_fbeta_threshold(y_val, val_prob, config.beta)
-        operating.update(threshold=threshold, positive_class=names[positive], positive_index=positive,
-                         source=f"F{config.beta:g}-optimal on the validation split")
-        summary["val"] = metrics.binary_report(y_val, val_prob, threshold, config.beta)
-        summary["val_ece"] = metrics.expected_calibration_error(y_val, val_prob)
-        if test:
-            test_prob = metrics.softmax(test[0], temperature)[:, positive]
-            summary["test"] = metrics.binary_report((test[1] == positive).astype(int), test_prob, threshold, config.beta)
-    else:
-        summary["val"] = metrics.multiclass_report(val_labels, metrics.softmax(val_logits, temperature), names)
-        if test:
-            summary["test"] = metrics.multiclass_report(test[1], metrics.softmax(test[0], temperature), names)
-    run.save_operating_point(**operating)
-    if train_feats is not None and len(train_feats) > 2 and val_feats is not None:
-        ood = fit_ood(train_feats, val_feats, widths=ood_widths)
-        runs.save_arrays(run.path / OOD_FILE, ood.to_arrays())
-        summary["ood_threshold"] = ood.threshold
-    run.write_json(SUMMARY_FILE, summary)
-    state = "stopped" if stopped else "finished"
-    run.set_status(state, message="stopped by request; best checkpoint kept" if stopped else "finished")
-    run.log(state)
-    session.progress({"kind": "done", "run": str(run.path), "state": state, "summary": summary})

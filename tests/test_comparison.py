@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 import pytest
 
 from tests.synthetic import make_dataset
-from xraycore import figures, metrics, runs, study
+from xraycore import comparison, figures, metrics, runs
 from xraycore.config import TrainConfig
 from xraycore.report import write_study_report
 from xraycore.train import train
@@ -58,12 +58,12 @@ def _three_class_run(root: Path) -> runs.Run:
 
 @pytest.fixture(scope="module")
 def compared(study_root) -> list[runs.Run]:
-    return study.study_runs("cmp", study_root)
+    return comparison.study_runs("cmp", study_root)
 
 
 @pytest.fixture(scope="module")
 def folds(study_root) -> list[runs.Run]:
-    return study.study_runs("cv", study_root)
+    return comparison.study_runs("cv", study_root)
 
 
 @pytest.fixture(scope="module")
@@ -80,26 +80,26 @@ def _expected_report(run: runs.Run, split: str = "val") -> dict:
     return metrics.binary_report(truth, predictions["probs"][:, positive], run.operating_point["threshold"], 2.0)
 
 
-# ---------------------------------------------------------------- study.py
+# ---------------------------------------------------------------- comparison.py
 
 
 def test_study_names_and_runs(study_root, compared, folds):
-    assert study.study_names(study_root) == ["cmp", "cv"]
+    assert comparison.study_names(study_root) == ["cmp", "cv"]
     assert [run.config["backbone"] for run in compared] == ["simple_cnn", "mobilenetv2_100"]
     assert [run.config["train"]["fold"] for run in folds] == [0, 1]  # oldest first = fold order
-    assert study.study_runs("nope", study_root) == []
+    assert comparison.study_runs("nope", study_root) == []
 
 
 def test_run_label_is_short_and_unique(compared, folds):
-    labels = [study.run_label(run) for run in compared + folds]
+    labels = [comparison.run_label(run) for run in compared + folds]
     assert len(set(labels)) == len(labels)
     assert labels[0].startswith("simple_cnn · ") and labels[0].endswith(compared[0].id[-6:])
-    assert "fold 2" in study.run_label(folds[1])
+    assert "fold 2" in comparison.run_label(folds[1])
 
 
 @pytest.mark.parametrize("split", ["val", "test"])
 def test_comparison_table_matches_binary_report(compared, split):
-    rows = study.comparison_table(compared, split=split)
+    rows = comparison.comparison_table(compared, split=split)
     assert [row["id"] for row in rows] == [run.id for run in compared]
     for run, row in zip(compared, rows):
         expected = _expected_report(run, split)
@@ -112,34 +112,34 @@ def test_comparison_table_matches_binary_report(compared, split):
 
 def test_evaluate_run_threshold_override_and_missing_split(tiny_run, folds):
     run = runs.Run(tiny_run)
-    report = study.evaluate_run(run, threshold=0.0, with_ci=False)
+    report = comparison.evaluate_run(run, threshold=0.0, with_ci=False)
     assert report["recall"] == 1.0 and report["threshold"] == 0.0 and "ci" not in report
     assert report["positive_class"] == "PNEUMONIA"
-    assert study.scores(folds[0], "test") is None
+    assert comparison.scores(folds[0], "test") is None
     with pytest.raises(ValueError, match="no test predictions"):
-        study.evaluate_run(folds[0], "test")
+        comparison.evaluate_run(folds[0], "test")
 
 
 def test_unfinished_run_keeps_an_empty_row(tmp_path):
     pending = runs.create_run({"backbone": "simple_cnn", "study": "pending", "train": {"lr": 0.1}}, root=tmp_path)
-    (row,) = study.comparison_table([pending])
+    (row,) = comparison.comparison_table([pending])
     assert row["state"] == "running" and row["accuracy"] is None and row["n"] is None
-    assert study.curves([pending]) == ({}, {})
-    assert study.fold_summary([pending]) == {}
+    assert comparison.curves([pending]) == ({}, {})
+    assert comparison.fold_summary([pending]) == {}
 
 
 def test_config_differences_lists_exactly_the_changed_settings(compared, folds):
-    differences = study.config_differences(compared)
+    differences = comparison.config_differences(compared)
     assert set(differences) == {"backbone", "lr"}
-    labels = [study.run_label(run) for run in compared]
+    labels = [comparison.run_label(run) for run in compared]
     assert differences["lr"] == {labels[0]: 3e-3, labels[1]: 1e-3}
-    assert set(study.config_differences(folds)) == {"fold"}
-    assert study.config_differences(compared[:1]) == {}
+    assert set(comparison.config_differences(folds)) == {"fold"}
+    assert comparison.config_differences(compared[:1]) == {}
 
 
 def test_fold_summary_matches_numpy(folds):
-    summary = study.fold_summary(folds)
-    reports = [study.evaluate_run(run, with_ci=False) for run in folds]
+    summary = comparison.fold_summary(folds)
+    reports = [comparison.evaluate_run(run, with_ci=False) for run in folds]
     for metric in ("accuracy", "recall", "auroc", "brier"):
         values = np.array([report[metric] for report in reports])
         assert summary[metric]["mean"] == pytest.approx(values.mean())
@@ -149,26 +149,26 @@ def test_fold_summary_matches_numpy(folds):
 def test_scores_one_vs_rest_for_three_classes(three_class):
     predictions = three_class.predictions("val")
     assert predictions["class_names"] == ["BACTERIAL", "NORMAL", "VIRAL"]
-    truth, score = study.scores(three_class)  # no configured positive class among them: the last one
+    truth, score = comparison.scores(three_class)  # no configured positive class among them: the last one
     np.testing.assert_array_equal(truth, predictions["label"] == 2)
     np.testing.assert_array_equal(score, predictions["probs"][:, 2])
-    truth, score = study.scores(three_class, positive="BACTERIAL")
+    truth, score = comparison.scores(three_class, positive="BACTERIAL")
     np.testing.assert_array_equal(truth, predictions["label"] == 0)
     np.testing.assert_array_equal(score, predictions["probs"][:, 0])
     with pytest.raises(ValueError, match="not a class"):
-        study.scores(three_class, positive="PNEUMONIA")
-    report = study.evaluate_run(three_class, with_ci=False)
+        comparison.scores(three_class, positive="PNEUMONIA")
+    report = comparison.evaluate_run(three_class, with_ci=False)
     assert report["positive_class"] == "VIRAL" and report["threshold"] == 0.5
     assert report["multiclass"]["accuracy"] == pytest.approx(
         np.mean(predictions["probs"].argmax(axis=1) == predictions["label"]))
-    (row,) = study.comparison_table([three_class], with_ci=False)
+    (row,) = comparison.comparison_table([three_class], with_ci=False)
     assert row["macro_auroc"] == report["multiclass"]["macro_auroc"]
 
 
 def test_curves_are_keyed_by_label(compared):
-    roc, pr = study.curves(compared)
-    label = study.run_label(compared[0])
-    assert set(roc) == set(pr) == {study.run_label(run) for run in compared}
+    roc, pr = comparison.curves(compared)
+    label = comparison.run_label(compared[0])
+    assert set(roc) == set(pr) == {comparison.run_label(run) for run in compared}
     fpr, tpr, auc = roc[label]
     assert fpr[0] == 0.0 and tpr[-1] == 1.0
     assert auc == pytest.approx(_expected_report(compared[0])["auroc"])
@@ -177,9 +177,9 @@ def test_curves_are_keyed_by_label(compared):
 
 
 def test_reported_numbers_come_from_the_preset(compared, folds):
-    assert study.reported_numbers(compared[0]) == {"accuracy": 0.8606}
-    assert study.reported_numbers(compared[1]) == {"accuracy": 0.8958}
-    assert study.reported_numbers(folds[0]) is None  # no preset
+    assert comparison.reported_numbers(compared[0]) == {"accuracy": 0.8606}
+    assert comparison.reported_numbers(compared[1]) == {"accuracy": 0.8958}
+    assert comparison.reported_numbers(folds[0]) is None  # no preset
 
 
 # ---------------------------------------------------------------- figures.py
@@ -229,10 +229,10 @@ def test_figure_builders_draw_what_they_are_given():
 
 def test_figures_render_real_run_numbers(tiny_run):
     run = runs.Run(tiny_run)
-    report = study.evaluate_run(run, with_ci=False)
+    report = comparison.evaluate_run(run, with_ci=False)
     figure = figures.confusion_matrix_figure(np.array(report["confusion_matrix"]), report["class_names"])
     assert int(figure.data[0].text[1][1].split("<br>")[0]) == report["confusion_matrix"][1][1]
-    roc, _ = study.curves([run])
+    roc, _ = comparison.curves([run])
     point = (1 - report["specificity"], report["recall"])
     assert len(figures.roc_figure(roc, point=point).data) == 3
 
@@ -245,7 +245,7 @@ def test_study_report_is_self_contained_and_escaped(study_root, compared):
     assert path == study_root / "cmp.html"
     page = path.read_text(encoding="utf-8")
     for run in compared:
-        assert study.run_label(run) in page and run.id in page
+        assert comparison.run_label(run) in page and run.id in page
     assert page.count("plotly.js v") == 1  # the library inlined exactly once
     assert not re.search(r"<script[^>]*\bsrc=", page)  # nothing fetched from a CDN
     assert "&lt;script&gt;alert(" in page and "<script>alert(" not in page
@@ -257,7 +257,7 @@ def test_study_report_is_self_contained_and_escaped(study_root, compared):
 
 def test_fold_study_and_single_run_reports(study_root, three_class, tmp_path):
     page = write_study_report("cv", root=study_root, output=tmp_path / "cv.html").read_text(encoding="utf-8")
-    summary = study.fold_summary(study.study_runs("cv", study_root))
+    summary = comparison.fold_summary(comparison.study_runs("cv", study_root))
     assert "Cross-validation (mean ± std)" in page
     assert f"{summary['accuracy']['mean']:.3f} ± {summary['accuracy']['std']:.3f}" in page
     single = write_study_report(three_class.id, root=study_root, output=tmp_path / "one.html").read_text(encoding="utf-8")
