@@ -22,7 +22,7 @@ if note := catalog.full_install_note("training"):  # checked before importing wh
 
 from xraycore import estimate, figures, jobs, models, presets, runs, trainview  # noqa: E402
 from xraycore.config import LOSSES, OPTIMIZERS, SCHEDULES, TrainConfig  # noqa: E402
-from xraycore.data import AUGMENTATIONS  # noqa: E402
+from xraycore.data.augment import AUGMENTATIONS  # noqa: E402
 
 PRESET_BACKBONES = "(every backbone of the preset)"
 SPLITS = {"ratio": "ratio: carve validation out of the data", "folder": "folder: use the val/ folder",
