@@ -221,7 +221,7 @@ def test_brightness_multiplies_and_contrast_pulls_towards_the_mean(device) -> No
 
 
 def test_gamma_bends_mid_greys_both_ways_and_keeps_black_white_and_order(device) -> None:
-    image = ramp(device, n=64)
+    image = ramp(device, n=256)
     out = run({"name": "gamma", "gamma": 2.0}, image)
     assert torch.allclose(out[..., 0], torch.zeros_like(out[..., 0]), atol=1e-4)
     assert torch.allclose(out[..., -1], torch.ones_like(out[..., -1]), atol=1e-4)
@@ -229,7 +229,7 @@ def test_gamma_bends_mid_greys_both_ways_and_keeps_black_white_and_order(device)
     middle = SIDE // 2
     exponent = torch.log(out[:, 0, 0, middle]) / torch.log(image[:, 0, 0, middle])
     assert (exponent > 0.5 - 1e-3).all() and (exponent < 2.0 + 1e-3).all()
-    assert int((exponent < 0.9).sum()) >= 10 and int((exponent > 1.1).sum()) >= 10, "darker and brighter alike"
+    assert 100 <= int((exponent < 1).sum()) <= 156, "brighter (g < 1) as often as darker (g > 1)"
 
 
 def test_equalize_spreads_a_narrow_histogram(device) -> None:
@@ -259,7 +259,8 @@ def test_gaussian_noise_adds_the_requested_variance(device) -> None:
     out = run({"name": "gaussian_noise", "std": 0.1, "p": 1.0}, image)
     assert float((out - image).var()) == pytest.approx(0.1 ** 2, rel=0.1)
     assert float(out.mean()) == pytest.approx(0.5, abs=0.005)
-    assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+    near_white = run({"name": "gaussian_noise", "std": 0.1, "p": 1.0}, torch.full_like(image, 0.95))
+    assert float(near_white.max()) == 1.0 and float(near_white.min()) >= 0.0, "kept within [0, 1]"
     torch.testing.assert_close(run({"name": "gaussian_noise", "std": 0.0}, image), image)
 
 
