@@ -56,7 +56,7 @@ class UnitClamp(torch.nn.Module):
 
 class RandomLogGamma(K.RandomGamma):
     """kornia's RandomGamma (x ** g) with log g uniform in [-log gamma, log gamma]: another film's exposure
-    curve, darker or brighter equally often (a uniform g in [1/gamma, gamma] would mostly darken)."""
+    curve, darker or brighter equally often (a uniform g in [1/gamma, gamma] darkens more often)."""
 
     def __init__(self, gamma: float = 1.5) -> None:
         super().__init__(gamma=(1.0 / gamma, gamma), p=1.0)
@@ -119,11 +119,6 @@ _AFFINE = (K.RandomHorizontalFlip, K.RandomVerticalFlip, K.RandomRotation, K.Ran
 _RESAMPLING = (K.RandomRotation, K.RandomAffine)  # flips alone are exact index operations: nothing to fuse
 
 
-def spec_name(spec: Spec) -> str:
-    """The name of an augmentation spec: ``"hflip"`` or ``{"name": "rotate", "degrees": 6}``."""
-    return spec if isinstance(spec, str) else str(spec.get("name", ""))
-
-
 def build_option(spec: Spec) -> torch.nn.Module:
     """One option as a module over float batches (N, 1, H, W) in [0, 1]; ValueError names what is wrong."""
     params = {"name": spec} if isinstance(spec, str) else dict(spec)
@@ -155,19 +150,24 @@ class OneWarp(torch.nn.Module):
 
 
 def _fuse_affine_runs(options: list[torch.nn.Module]) -> list[torch.nn.Module]:
+    """The options, each run of consecutive affine ones that resamples (not flips alone) made one OneWarp."""
     steps: list[torch.nn.Module] = []
     run: list[torch.nn.Module] = []
-    for option in [*options, None]:
-        if option is not None and isinstance(option, _AFFINE):
-            run.append(option)
-            continue
-        if len(run) > 1 and any(isinstance(o, _RESAMPLING) for o in run):
+
+    def end_run() -> None:
+        if len(run) > 1 and any(isinstance(option, _RESAMPLING) for option in run):
             steps.append(OneWarp(run))
         else:
             steps.extend(run)
-        run = []
-        if option is not None:
+        run.clear()
+
+    for option in options:
+        if isinstance(option, _AFFINE):
+            run.append(option)
+        else:
+            end_run()
             steps.append(option)
+    end_run()
     return steps
 
 
