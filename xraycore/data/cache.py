@@ -1,7 +1,8 @@
 """The image cache: every training image decoded once to uint8 size x size, optionally kept on disk.
 
-Unreadable files are skipped, never fatal, and counted by reason (the typed XrayReadError kinds of
-:mod:`xraycore.io`); any other exception is a bug and propagates.
+Unreadable files are skipped, never fatal, and counted by reason: the kind of the typed XrayReadError that
+:mod:`xraycore.io` raises for a bad file, or "could not be opened" for an OSError. Any other exception is a
+bug and propagates.
 """
 from __future__ import annotations
 

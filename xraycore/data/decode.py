@@ -64,6 +64,7 @@ def _decode_with_pillow(path: str, size: int) -> np.ndarray | None:
             image.draft("L", (size, size))
         return np.asarray(image.convert("L"), dtype=np.uint8)
 
+
 def _equalize(grey: np.ndarray) -> np.ndarray:
     """Global histogram equalisation (Pillow's): films from other collections or machines differ mostly
     in exposure and contrast; equalised, their grey levels use the same range as the training films."""
