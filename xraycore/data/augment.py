@@ -21,7 +21,7 @@ import kornia.augmentation as K
 import torch
 from kornia.augmentation.random_generator import PlainUniformGenerator
 from kornia.filters import gaussian_blur2d
-from kornia.geometry.transform import warp_affine
+from kornia.geometry.conversions import normalize_homography
 
 from .decode import IMAGENET_MEAN, IMAGENET_STD
 
@@ -134,19 +134,37 @@ def build_option(spec: Spec) -> torch.nn.Module:
 class OneWarp(torch.nn.Module):
     """Consecutive affine options applied as one warp: kornia draws each option's matrix (input to output
     pixel coordinates, identity where its p said no), the matrices are multiplied in order, and every image
-    is interpolated once."""
+    is interpolated once with grid_sample. The sampling grid comes from one matrix product with a base grid
+    kept between batches: on the CPU that is about twice as fast as kornia's warp_affine or torch's
+    affine_grid, which rebuild the grid every call."""
 
     def __init__(self, options: Sequence[torch.nn.Module]) -> None:
         super().__init__()
         self.options = torch.nn.ModuleList(options)
+        self._grid_key: tuple | None = None
+        self._grid = torch.empty(0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        matrix = torch.eye(3, dtype=x.dtype, device=x.device).expand(x.shape[0], 3, 3)
+        n, _, height, width = x.shape
+        matrix = torch.eye(3, dtype=x.dtype, device=x.device).expand(n, 3, 3)
         for option in self.options:
             params = option.forward_parameters(x.shape)
             matrix = option.generate_transformation_matrix(x, params, option.flags).to(x) @ matrix
-        return warp_affine(x, matrix[:, :2], (x.shape[-2], x.shape[-1]), mode="bilinear", padding_mode="zeros",
-                           align_corners=True)
+        normalised = normalize_homography(matrix, (height, width), (height, width), align_corners=True)
+        output_to_input = torch.linalg.inv(normalised)[:, :2]  # grid_sample looks up where each output pixel came from
+        grid = (self._base_grid(height, width, x) @ output_to_input.transpose(1, 2)).view(n, height, width, 2)
+        return torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+
+    def _base_grid(self, height: int, width: int, like: torch.Tensor) -> torch.Tensor:
+        """(H * W, 3) homogeneous pixel centres in [-1, 1] (align_corners=True), built once per size and device."""
+        key = (height, width, like.device, like.dtype)
+        if self._grid_key != key:
+            ys = torch.linspace(-1.0, 1.0, height, dtype=like.dtype, device=like.device)
+            xs = torch.linspace(-1.0, 1.0, width, dtype=like.dtype, device=like.device)
+            ones = torch.ones(height * width, dtype=like.dtype, device=like.device)
+            self._grid = torch.stack([xs.repeat(height), ys.repeat_interleave(width), ones], dim=1)
+            self._grid_key = key
+        return self._grid
 
 
 def _fuse_affine_runs(options: list[torch.nn.Module]) -> list[torch.nn.Module]:
@@ -155,7 +173,7 @@ def _fuse_affine_runs(options: list[torch.nn.Module]) -> list[torch.nn.Module]:
     run: list[torch.nn.Module] = []
 
     def end_run() -> None:
-        if len(run) > 1 and any(isinstance(option, _RESAMPLING) for option in run):
+        if any(isinstance(option, _RESAMPLING) for option in run):
             steps.append(OneWarp(run))
         else:
             steps.extend(run)
