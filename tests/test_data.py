@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 import zlib
 from collections import Counter
 from pathlib import Path
@@ -60,6 +62,17 @@ def make_class_folders(root: Path, names: dict[str, list[str]], seed: int = 0) -
 @pytest.fixture
 def kermany(tmp_path: Path) -> Path:
     return make_class_folders(tmp_path / "chest_xray", kermany_names())
+
+
+# --------------------------------------------------------------------------- imports
+
+
+def test_the_torch_free_modules_import_without_torch() -> None:
+    """Serving installs have no torch: everything but augment and dataset must import without it."""
+    code = ("import sys; import xraycore.data as d; from xraycore.data import build, cache, decode, folders, splits; "
+            "d.ImageCache, d.network_input, d.scan_class_folders; sys.exit('torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], timeout=120)
+    assert done.returncode == 0, "torch was imported"
 
 
 # --------------------------------------------------------------------------- patient ids
