@@ -2,7 +2,7 @@
 
 Both produce normalised 3×S×S float batches with the same augmentation (h-flip + rotation).
 The product decodes every image once into a uint8 cache (kept on disk between runs) and
-augments whole batches at once (one affine resample per image, fused normalisation); the
+augments whole batches at once with kornia (one affine resample per image, fused normalisation); the
 baseline decodes every JPEG every epoch, as a plain ImageFolder pipeline does. Reported: the
 cold first epoch (cache being built) and a warm epoch. Ratio = baseline s ÷ product s (goal ≥ 3).
 Usage: python benchmarks/bench_data.py [--size 224] [--workers 0]
@@ -20,7 +20,9 @@ from torchvision import datasets, transforms
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import DATA, report  # noqa: E402
-from xraycore import data as xdata  # noqa: E402
+from xraycore.data.cache import ImageCache  # noqa: E402
+from xraycore.data.dataset import training_input  # noqa: E402
+from xraycore.data.folders import scan_class_folders  # noqa: E402
 
 
 def epoch(loader) -> int:
@@ -45,18 +47,18 @@ def main() -> None:
         transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))]))
     baseline_loader = torch.utils.data.DataLoader(baseline_set, batch_size=args.batch, shuffle=True, num_workers=args.workers)
 
-    def product_epoch(cache: xdata.ImageCache) -> int:
-        dataset, finish = xdata.training_input(cache, list(range(len(cache))), augment, args.size)
+    def product_epoch(cache: ImageCache) -> int:
+        dataset, finish = training_input(cache, list(range(len(cache))), augment, args.size)
         loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch, shuffle=True, num_workers=args.workers)
         return sum(len(finish(images)) for images, *_ in loader)
 
     with tempfile.TemporaryDirectory() as cache_dir:
-        samples, _ = xdata.scan_class_folders(args.folder)
+        samples, _ = scan_class_folders(args.folder)
         start = time.perf_counter()
-        n = product_epoch(xdata.ImageCache(samples, args.size, cache_dir=Path(cache_dir)))
+        n = product_epoch(ImageCache(samples, args.size, cache_dir=Path(cache_dir)))
         cold = time.perf_counter() - start
         start = time.perf_counter()
-        product_epoch(xdata.ImageCache(samples, args.size, cache_dir=Path(cache_dir)))  # a later run: cache on disk
+        product_epoch(ImageCache(samples, args.size, cache_dir=Path(cache_dir)))  # a later run: cache on disk
         warm = time.perf_counter() - start
     start = time.perf_counter()
     m = epoch(baseline_loader)

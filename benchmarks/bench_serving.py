@@ -29,7 +29,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import DATA, REPO, report  # noqa: E402
-from xraycore import data, explain, models  # noqa: E402
+from xraycore import explain, models  # noqa: E402
+from xraycore.data.folders import is_image_file  # noqa: E402
 from xraycore.export import export_model  # noqa: E402
 from xraycore.io import read_xray  # noqa: E402
 from xraycore.predict import READ_MAX_SIDE, Predictor, softmax  # noqa: E402
@@ -153,8 +154,8 @@ def main() -> None:
     parser.add_argument("--n-films", type=int, default=8)
     parser.add_argument("--skip-heat-maps", action="store_true")
     args = parser.parse_args()
-    files = sorted(path for path in Path(args.images).rglob("*") if data.is_image_file(path))[: args.n]
-    films = sorted(path for path in Path(args.films).rglob("*") if data.is_image_file(path))[: args.n_films]
+    files = sorted(path for path in Path(args.images).rglob("*") if is_image_file(path))[: args.n]
+    films = sorted(path for path in Path(args.films).rglob("*") if is_image_file(path))[: args.n_films]
     with tempfile.TemporaryDirectory() as folder:
         model = exported_copy(Path(args.model), Path(folder))
         report("bulk scoring (probability and call, batches, no heat map)", {"model": args.model, **bulk(model, files, args.batch, args.torch_n)})

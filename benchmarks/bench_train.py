@@ -19,9 +19,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import DATA, report  # noqa: E402
-from xraycore import data as xdata  # noqa: E402
 from xraycore import models, runs  # noqa: E402
 from xraycore.config import TrainConfig  # noqa: E402
+from xraycore.data.dataset import XrayDataset  # noqa: E402
 from xraycore.train import prepare_data, train  # noqa: E402
 
 
@@ -65,7 +65,7 @@ def main() -> None:
         product = max(row["images_per_second"] for row in rows)
         # the very training images of the product's run, decoded and normalised once, for the bare loop
         splits = prepare_data(config.replace(image_size=args.size))
-        dataset = xdata.XrayDataset(splits.cache, splits.train, output_size=args.size)
+        dataset = XrayDataset(splits.cache, splits.train, output_size=args.size)
         images = torch.stack([dataset[i][0] for i in range(len(dataset))])
         labels = torch.tensor([splits.cache.samples[i].label for i in splits.train])
         bare = bare_loop(images, labels, args.backbone, args.batch, args.epochs, channels_last=False)

@@ -20,8 +20,8 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import DATA  # noqa: E402
-from xraycore import data as xdata  # noqa: E402
 from xraycore import metrics, operating, runs  # noqa: E402
+from xraycore.data.folders import patient_id  # noqa: E402
 from xraycore.evaluate import score_folder  # noqa: E402
 from xraycore.predict import Predictor  # noqa: E402
 
@@ -55,7 +55,7 @@ def check(model: str, site: Path, beta: float, tta: bool, ood: bool, covid_n: in
     scored = score_folder(predictor, site, predictor.positive_class, tta=tta)
     y = scored.binary_truth(predictor.positive_class)
     score = metrics.softmax(scored.logits, predictor.temperature)[:, positive]
-    groups = [xdata.patient_id(Path(f).name) for f in scored.files]
+    groups = [patient_id(Path(f).name) for f in scored.files]
     internal = (runs.Run(Path(model)).read_json(runs.SUMMARY_FILE, {}) or {}).get("val", {})
     result = {
         "model": model, "tta": tta, "internal_auroc": internal.get("auroc"), "site_n": int(y.size),

@@ -23,7 +23,7 @@ if note := catalog.full_install_note("training"):  # checked before importing wh
     st.stop()
 
 from xraycore import config, estimate, figures, jobs, models, presets, runs, trainform, trainview  # noqa: E402
-from xraycore.data import AUGMENTATIONS  # noqa: E402
+from xraycore.data.augment import AUGMENTATIONS  # noqa: E402
 from xraycore.trainform import PRESET_BACKBONES  # noqa: E402
 
 OPEN_GROUPS = ("dataset", "model", "optimisation")  # the groups shown unfolded; the rest in closed expanders

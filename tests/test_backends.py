@@ -12,11 +12,12 @@ import torch
 from PIL import Image
 
 from tests.synthetic import xray_like
-from xraycore import data, explain, runs
+from xraycore import explain, runs
 from xraycore.backend import BackendUnavailable
 from xraycore.export import export_model
 from xraycore.predict import Predictor
-from xraycore.tensors import to_network_input
+from xraycore.data.dataset import to_network_input
+from xraycore.data.decode import IMAGENET_MEAN, IMAGENET_STD, network_input
 
 
 def _png(pixels: np.ndarray) -> bytes:
@@ -43,8 +44,8 @@ def test_numpy_network_input_is_trainings_to_the_bit():
     rng = np.random.default_rng(0)
     for shape, size in [((48, 48), 48), ((64, 64), 48), ((57, 91), 33), ((40, 40), 64), ((224, 224), 210)]:
         grey = rng.integers(0, 256, shape, dtype=np.uint8)
-        expected = to_network_input(grey, size, data.IMAGENET_MEAN, data.IMAGENET_STD).numpy()
-        assert np.array_equal(data.network_input(grey, size, data.IMAGENET_MEAN, data.IMAGENET_STD), expected), shape
+        expected = to_network_input(grey, size, IMAGENET_MEAN, IMAGENET_STD).numpy()
+        assert np.array_equal(network_input(grey, size, IMAGENET_MEAN, IMAGENET_STD), expected), shape
 
 
 def test_backends_answer_alike_and_say_which_answered(tiny_exported):
@@ -128,7 +129,7 @@ def test_a_named_operating_point_saved_after_the_export_applies(tiny_exported, t
 
 def test_torch_one_pass_cam_matches_grad_cam_on_the_trained_network(tiny_run):
     network = Predictor(tiny_run, backend="torch").networks[0]
-    batch = np.stack([data.network_input(xray_like(np.random.default_rng(i), 48, pneumonia=True), 48,
+    batch = np.stack([network_input(xray_like(np.random.default_rng(i), 48, pneumonia=True), 48,
                                          network.mean, network.std) for i in range(3)])
     from xraycore import models
 

@@ -30,9 +30,9 @@ import torch.nn.functional as F
 from torch.utils.data import DistributedSampler
 
 from tests.synthetic import make_dataset
-from xraycore import data as xdata
 from xraycore import models, runs
 from xraycore.config import TrainConfig
+from xraycore.data.dataset import XrayDataset
 from xraycore.train import normalisation, prepare_data, train
 
 pytestmark = pytest.mark.slow  # torchrun: real rank processes
@@ -153,7 +153,7 @@ def emulate_two_ranks(config: TrainConfig) -> tuple[list[float], dict[str, torch
     averaged, and BatchNorm's running statistics are rank 0's (DDP broadcasts its buffers)."""
     splits = prepare_data(config)
     mean, std = normalisation(config, models.get_spec(config.backbone))
-    dataset = xdata.XrayDataset(splits.cache, splits.train, output_size=config.image_size, mean=mean, std=std)
+    dataset = XrayDataset(splits.cache, splits.train, output_size=config.image_size, mean=mean, std=std)
     torch.manual_seed(config.seed)
     model, _ = models.build_model(config.backbone, len(splits.class_names), pretrained="none")
     model.to(memory_format=torch.channels_last).train()

@@ -22,6 +22,7 @@ import torch
 from tests.corpus import make_corpus
 from tests.synthetic import make_dataset
 from xraycore import cli, comparison, jobs, runs, studies
+from xraycore.card import model_card
 from xraycore.config import TrainConfig
 from xraycore.train import STOP_FILE, resume, train
 
@@ -137,6 +138,9 @@ def test_corrupt_training_images_are_skipped_counted_and_logged(tmp_path):
                                      batch_size=8, val_fraction=0.25, fit_ood=False, out=str(tmp_path / "runs"))))
     assert run.status()["state"] == "finished"
     assert run.config["skipped_files"] == 2
+    assert run.config["skipped_by_reason"] == {"damaged or truncated": 1, "not an image": 1}
+    card = model_card(run, "python -m xraycore train")
+    assert "Unreadable files skipped: 2 (damaged or truncated: 1, not an image: 1)." in card
     assert sum(run.config["counts"].values()) == 24, "the 24 good images are all used"
     log = (run.path / "log.txt").read_text()
     for name in ("IM-0900-0001.jpeg", "person900_bacteria_1.jpeg"):

@@ -118,7 +118,8 @@ def test_stored_jpeg_quality_is_read_from_the_quantisation_tables(tmp_path):
 
 
 def test_training_records_the_encoding_and_prediction_reencodes_only_resized_inputs(tiny_run):
-    from xraycore import data as xdata
+    from xraycore.data.dataset import to_network_input
+    from xraycore.data.decode import match_stored_encoding, resize_uint8
     from xraycore.io import read_xray, to_uint8
 
     run = runs.open_run(tiny_run)
@@ -127,13 +128,13 @@ def test_training_records_the_encoding_and_prediction_reencodes_only_resized_inp
     predictor.networks[0].input_jpeg_quality = 40  # strong enough to see
     rng = np.random.default_rng(5)
     large = read_xray(_png_bytes(xray_like(rng, 96, pneumonia=True)))
-    expected = xdata.to_network_input(
-        xdata.match_stored_encoding(xdata.resize_uint8(to_uint8(large.pixels), 48), 40), 48, predictor.mean, predictor.std)
+    expected = to_network_input(
+        match_stored_encoding(resize_uint8(to_uint8(large.pixels), 48), 40), 48, predictor.mean, predictor.std)
     assert torch.equal(predictor.to_tensor(large), expected)
-    plain = xdata.to_network_input(xdata.resize_uint8(to_uint8(large.pixels), 48), 48, predictor.mean, predictor.std)
+    plain = to_network_input(resize_uint8(to_uint8(large.pixels), 48), 48, predictor.mean, predictor.std)
     assert not torch.equal(predictor.to_tensor(large), plain)
     same_size = read_xray(_png_bytes(xray_like(rng, 48, pneumonia=False)))
-    untouched = xdata.to_network_input(to_uint8(same_size.pixels), 48, predictor.mean, predictor.std)
+    untouched = to_network_input(to_uint8(same_size.pixels), 48, predictor.mean, predictor.std)
     assert torch.equal(predictor.to_tensor(same_size), untouched), "an image already at the training size is left alone"
 
 

@@ -77,7 +77,7 @@ def model_card(run: runs.Run, command: str, extra: dict[str, str] | None = None)
         f"- Source: `{train.get('data')}` ({sum(counts.values()) if counts else '?'} images).",
         f"- Split: {config.get('split')}: {counts.get('train')} training / {counts.get('val')} validation images; "
         "no patient appears on both sides; byte-identical duplicates are kept in one group.",
-        f"- Unreadable files skipped: {config.get('skipped_files', 0)}.",
+        f"- Unreadable files skipped: {_skipped_files(config)}.",
         "",
         "## Recipe (reproduce with)",
         "```bash",
@@ -110,6 +110,13 @@ def model_card(run: runs.Run, command: str, extra: dict[str, str] | None = None)
     for title, text in (extra or {}).items():
         lines += ["", f"## {title}", text.strip()]
     return "\n".join(lines) + "\n"
+
+
+def _skipped_files(config: dict[str, Any]) -> str:
+    """"3 (not an image: 2, damaged or truncated: 1)"; runs made before reasons were counted give the number only."""
+    by_reason = config.get("skipped_by_reason") or {}
+    detail = ", ".join(f"{reason}: {count}" for reason, count in by_reason.items())
+    return f"{config.get('skipped_files', 0)}" + (f" ({detail})" if detail else "")
 
 
 def intended_population_section(model_dir: Path) -> list[str]:

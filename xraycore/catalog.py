@@ -20,7 +20,7 @@ from PIL import Image
 
 from . import access, operating, runs
 from .backend import installed
-from .data import IMAGE_SUFFIXES
+from .data.folders import IMAGE_SUFFIXES
 from .evaluate import EVALUATIONS_DIR
 from .predict import ENSEMBLE_FILE, OUT_OF_DOMAIN_WARNING, Prediction
 

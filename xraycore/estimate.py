@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from . import data as xdata
 from . import models, runs
+from .data import folders
 from .config import TrainConfig
 
 # Validation and the final scoring only run forward passes: about a third of a training step's cost per image.
@@ -88,13 +88,13 @@ def count_images(folder: str | Path) -> ImageCounts:
     """Count images the way training finds them (split folders, then class folders), without decoding or
     hashing anything: cheap enough for every redraw of a form."""
     root = Path(folder)
-    splits = {xdata.SPLIT_FOLDER_NAMES[p.name.lower()]: p for p in sorted(root.iterdir())
-              if p.is_dir() and p.name.lower() in xdata.SPLIT_FOLDER_NAMES}
+    splits = {folders.SPLIT_FOLDER_NAMES[p.name.lower()]: p for p in sorted(root.iterdir())
+              if p.is_dir() and p.name.lower() in folders.SPLIT_FOLDER_NAMES}
 
     def per_class(where: Path | None) -> dict[str, int]:
         if where is None:
             return {}
-        return {c.name: len(xdata.list_images(c)) for c in sorted(where.iterdir()) if c.is_dir()}
+        return {c.name: len(folders.list_images(c)) for c in sorted(where.iterdir()) if c.is_dir()}
 
     if not splits:
         return ImageCounts(per_class(root), {}, {})

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from . import data as xdata
 from . import access, audit, operating, runs
+from .data import folders
 from .predict import Predictor
 
 EVALUATIONS_DIR = "evaluations"
@@ -38,7 +38,7 @@ Labelled = tuple[str, Any, str]  # (name shown, source: path, bytes or file obje
 
 def folder_items(data_dir: str | Path) -> list[Labelled]:
     """(name, path, class) for every image of ``data_dir``/CLASS/*."""
-    samples, folder_classes = xdata.scan_class_folders(data_dir)
+    samples, folder_classes = folders.scan_class_folders(data_dir)
     if not samples:
         raise ValueError(f"no images found in class folders under {data_dir}")
     return [(sample.path, Path(sample.path), folder_classes[sample.label]) for sample in samples]

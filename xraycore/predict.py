@@ -21,8 +21,8 @@ import numpy as np
 from safetensors import SafetensorError
 
 from . import backend as backends
-from . import data as xdata
 from . import access, audit, explain, intended_use, operating, runs
+from .data import decode
 from .backend import ONNXRUNTIME, TORCH, BackendUnavailable, EngineOutput
 from .io import XrayImage, XrayReadError, read_xray, to_uint8
 from .ood import OodModel
@@ -142,9 +142,9 @@ class Network:
         """Grey float image → normalised float32 (3, H, W) network input, exactly as validation images in training."""
         grey = to_uint8(image.pixels)
         if grey.shape != (self.load_size, self.load_size):  # resized here: give it the training images' encoding
-            grey = xdata.match_stored_encoding(xdata.resize_uint8(grey, self.load_size), self.input_jpeg_quality)
-        grey = xdata.prepare_grey(grey, self.intensity, self.crop_margin)
-        return xdata.network_input(grey, self.image_size, self.mean, self.std)
+            grey = decode.match_stored_encoding(decode.resize_uint8(grey, self.load_size), self.input_jpeg_quality)
+        grey = decode.prepare_grey(grey, self.intensity, self.crop_margin)
+        return decode.network_input(grey, self.image_size, self.mean, self.std)
 
     def to_tensor(self, image: XrayImage) -> torch.Tensor:
         """:meth:`prepare` as a torch tensor (torch installs only)."""
@@ -498,7 +498,7 @@ class Predictor:
             out_of_domain=out_of_domain, ood_score=None if ood_score is None else float(ood_score), guards=guards,
             warnings=warnings, metadata=image.metadata, image=image.pixels,
             heatmap=heatmap,
-            overlay=None if heatmap is None else explain.overlay(xdata.fit_within(image.pixels, OVERLAY_MAX_SIDE), heatmap),
+            overlay=None if heatmap is None else explain.overlay(decode.fit_within(image.pixels, OVERLAY_MAX_SIDE), heatmap),
         )
 
 

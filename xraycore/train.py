@@ -301,6 +301,7 @@ def _open_or_create_run(session: Session, weights_source: str, run_id: str | Non
                 "counts": {name: len(idx) for name, idx in
                            (("train", splits.train), ("val", splits.val), ("test", splits.test))},
                 "skipped_files": len(splits.cache.skipped),
+                "skipped_by_reason": splits.cache.skipped_by_reason,
                 "effective_batch_size": session.batch_size * ctx.world_size, "per_process_batch_size": session.batch_size,
                 "environment": environment_record(session.device, ctx), "study": config.study, "preset": config.preset,
             }

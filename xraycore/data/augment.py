@@ -1,0 +1,221 @@
+"""Training augmentations: one implementation, on whole batches on the training device, built on kornia.
+
+A recipe is a list of specs, each a name ("hflip") or a dict with "name" and the option's parameters
+({"name": "rotate", "degrees": [-25, 20]}), so recipes live in presets (TOML) and run configs (JSON). The
+names, parameters and defaults are those every earlier version accepted (torchvision's conventions: a
+number d means the range (-d, d), a pair is the range itself), so old configs and presets still load.
+
+Batches arrive as the cache's uint8 images (N, 1, H, W) on the device; the options run in order on floats
+in [0, 1], then the batch is resized to the network's size and normalised. Consecutive affine options
+(rotate, zoom, shift, shear and the flips among them) are composed into one matrix per image and applied
+with one interpolation, so a recipe like "rotate, shift, zoom" blurs an image once, not three times. Random
+draws use torch's generator: the trainer's per-epoch torch.manual_seed keeps runs reproducible.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import kornia.augmentation as K
+import torch
+from kornia.augmentation.random_generator import PlainUniformGenerator
+from kornia.filters import gaussian_blur2d
+from kornia.geometry.conversions import normalize_homography
+
+from .decode import IMAGENET_MEAN, IMAGENET_STD
+
+Spec = str | dict[str, Any]
+
+
+def _span(value: Any) -> tuple[float, float]:
+    """torchvision's convention: a number d is the range (-d, d), a pair is the range itself."""
+    if isinstance(value, (list, tuple)):
+        return float(value[0]), float(value[1])
+    return -float(value), float(value)
+
+
+def _pair(value: Any) -> tuple[float, float]:
+    """A range given as a pair, or one number meaning that value exactly."""
+    if isinstance(value, (list, tuple)):
+        return float(value[0]), float(value[1])
+    return float(value), float(value)
+
+
+def _size(value: Any) -> tuple[int, int]:
+    """A kernel or crop size: one number for both sides, or (height, width)."""
+    return (int(value[0]), int(value[1])) if isinstance(value, (list, tuple)) else (int(value), int(value))
+
+
+class UnitClamp(torch.nn.Module):
+    """Back into [0, 1] after an option that can leave it (kornia's Gaussian noise does not clamp)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.clamp(0.0, 1.0)
+
+
+class RandomLogGamma(K.RandomGamma):
+    """kornia's RandomGamma (x ** g) with log g uniform in [-log gamma, log gamma]: another film's exposure
+    curve, darker or brighter equally often (a uniform g in [1/gamma, gamma] darkens more often)."""
+
+    def __init__(self, gamma: float = 1.5) -> None:
+        super().__init__(gamma=(1.0 / gamma, gamma), p=1.0)
+        self.log_gamma = math.log(gamma)
+
+    def generate_parameters(self, batch_shape: tuple[int, ...]) -> dict[str, torch.Tensor]:
+        params = super().generate_parameters(batch_shape)
+        log_factor = torch.empty_like(params["gamma_factor"]).uniform_(-self.log_gamma, self.log_gamma)
+        params["gamma_factor"] = log_factor.exp()
+        return params
+
+
+class RandomBlurSharpen(K.IntensityAugmentationBase2D):
+    """x + a * (x - gaussian_blur(x, sigma)), a uniform in [-amount, amount]: a < 0 blurs, a > 0 sharpens,
+    as other detectors, post-processing and resampling do. kornia's RandomSharpness blends with a fixed
+    3 x 3 smoothing instead, so it could not honour this option's `sigma`."""
+
+    def __init__(self, amount: float = 1.0, sigma: float = 1.0) -> None:
+        super().__init__(p=1.0)
+        self._param_generator = PlainUniformGenerator(((-float(amount), float(amount)), "strength", None, None))
+        radius = max(1, int(round(3 * sigma)))
+        self.flags = {"kernel_size": (2 * radius + 1, 2 * radius + 1), "sigma": (float(sigma), float(sigma))}
+
+    def apply_transform(self, input: torch.Tensor, params: dict[str, torch.Tensor], flags: dict[str, Any],
+                        transform: torch.Tensor | None = None) -> torch.Tensor:
+        blurred = gaussian_blur2d(input, flags["kernel_size"], flags["sigma"], border_type="replicate")
+        strength = params["strength"].to(input).view(-1, 1, 1, 1)
+        return (input + strength * (input - blurred)).clamp(0.0, 1.0)
+
+
+def _affine(**ranges: Any) -> K.RandomAffine:
+    # Always applied (torchvision's RandomAffine has no p); pixel-centred matrices warp with align_corners=True.
+    return K.RandomAffine(degrees=ranges.pop("degrees", 0.0), **ranges, p=1.0, align_corners=True)
+
+
+# Every option by name: a factory taking the option's parameters (with their historical defaults).
+AUGMENTATIONS: dict[str, Callable[..., torch.nn.Module]] = {
+    "hflip": lambda p=0.5: K.RandomHorizontalFlip(p=p),
+    "vflip": lambda p=0.5: K.RandomVerticalFlip(p=p),
+    "rotate": lambda degrees=10: K.RandomRotation(_span(degrees), p=1.0),
+    "zoom": lambda scale=(0.9, 1.1): _affine(scale=_pair(scale)),
+    "shift": lambda fraction=0.1: _affine(translate=_pair(fraction)),
+    "shear": lambda degrees=10: _affine(shear=_span(degrees)),
+    "center_crop": lambda size=224: K.CenterCrop(_size(size)),
+    "random_crop": lambda size=224: K.RandomCrop(_size(size)),
+    "resize": lambda size=224: K.Resize(_size(size), antialias=True),
+    "brightness_contrast": lambda brightness=0.2, contrast=0.2: K.ColorJitter(brightness=brightness, contrast=contrast),
+    "gamma": lambda gamma=1.5: RandomLogGamma(gamma),
+    "equalize": lambda p=0.5: K.RandomEqualize(p=p),
+    "invert": lambda p=0.5: K.RandomInvert(max_val=1.0, p=p),
+    "gaussian_blur": lambda kernel=3, sigma=(0.1, 2.0), p=1.0: K.RandomGaussianBlur(_size(kernel), _pair(sigma), p=p),
+    "gaussian_noise": lambda std=0.05, p=1.0: torch.nn.Sequential(K.RandomGaussianNoise(std=std, p=p), UnitClamp()),
+    "blur_sharpen": lambda amount=1.0, sigma=1.0: RandomBlurSharpen(amount, sigma),
+    # A no-op on greyscale data, kept so study 000's recipe reads as published.
+    "grayscale": lambda p=0.1: torch.nn.Identity(),
+}
+
+# Options whose draw is an affine matrix (kornia computes it): runs of these are fused into one warp.
+_AFFINE = (K.RandomHorizontalFlip, K.RandomVerticalFlip, K.RandomRotation, K.RandomAffine)
+_RESAMPLING = (K.RandomRotation, K.RandomAffine)  # flips alone are exact index operations: nothing to fuse
+
+
+def build_option(spec: Spec) -> torch.nn.Module:
+    """One option as a module over float batches (N, 1, H, W) in [0, 1]; ValueError names what is wrong."""
+    params = {"name": spec} if isinstance(spec, str) else dict(spec)
+    name = params.pop("name", None)
+    if name not in AUGMENTATIONS:
+        raise ValueError(f"unknown augmentation {name!r}; valid names: {', '.join(sorted(AUGMENTATIONS))}")
+    try:
+        return AUGMENTATIONS[name](**params)
+    except TypeError as error:
+        raise ValueError(f"bad parameters for augmentation {name!r}: {error}") from error
+
+
+class OneWarp(torch.nn.Module):
+    """Consecutive affine options applied as one warp: kornia draws each option's matrix (input to output
+    pixel coordinates, identity where its p said no), the matrices are multiplied in order, and every image
+    is interpolated once with grid_sample. The sampling grid comes from one matrix product with a base grid
+    kept between batches: on the CPU that is about twice as fast as kornia's warp_affine or torch's
+    affine_grid, which rebuild the grid every call."""
+
+    def __init__(self, options: Sequence[torch.nn.Module]) -> None:
+        super().__init__()
+        self.options = torch.nn.ModuleList(options)
+        self._grid_key: tuple | None = None
+        self._grid = torch.empty(0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, _, height, width = x.shape
+        matrix = torch.eye(3, dtype=x.dtype, device=x.device).expand(n, 3, 3)
+        for option in self.options:
+            params = option.forward_parameters(x.shape)
+            matrix = option.generate_transformation_matrix(x, params, option.flags).to(x) @ matrix
+        normalised = normalize_homography(matrix, (height, width), (height, width), align_corners=True)
+        output_to_input = torch.linalg.inv(normalised)[:, :2]  # grid_sample looks up where each output pixel came from
+        grid = (self._base_grid(height, width, x) @ output_to_input.transpose(1, 2)).view(n, height, width, 2)
+        return torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+
+    def _base_grid(self, height: int, width: int, like: torch.Tensor) -> torch.Tensor:
+        """(H * W, 3) homogeneous pixel centres in [-1, 1] (align_corners=True), built once per size and device."""
+        key = (height, width, like.device, like.dtype)
+        if self._grid_key != key:
+            ys = torch.linspace(-1.0, 1.0, height, dtype=like.dtype, device=like.device)
+            xs = torch.linspace(-1.0, 1.0, width, dtype=like.dtype, device=like.device)
+            ones = torch.ones(height * width, dtype=like.dtype, device=like.device)
+            self._grid = torch.stack([xs.repeat(height), ys.repeat_interleave(width), ones], dim=1)
+            self._grid_key = key
+        return self._grid
+
+
+def _fuse_affine_runs(options: list[torch.nn.Module]) -> list[torch.nn.Module]:
+    """The options, each run of consecutive affine ones that resamples (not flips alone) made one OneWarp."""
+    steps: list[torch.nn.Module] = []
+    run: list[torch.nn.Module] = []
+
+    def end_run() -> None:
+        if any(isinstance(option, _RESAMPLING) for option in run):
+            steps.append(OneWarp(run))
+        else:
+            steps.extend(run)
+        run.clear()
+
+    for option in options:
+        if isinstance(option, _AFFINE):
+            run.append(option)
+        else:
+            end_run()
+            steps.append(option)
+    end_run()
+    return steps
+
+
+def build_augmentation(specs: Sequence[Spec]) -> torch.nn.Sequential:
+    """The recipe as one module over float batches (N, 1, H, W) in [0, 1], options in order, affine runs fused.
+
+    Crops and resize change the batch's size; the caller resizes to the network's size afterwards.
+    """
+    return torch.nn.Sequential(*_fuse_affine_runs([build_option(spec) for spec in specs]))
+
+
+class BatchAugmentation(torch.nn.Module):
+    """uint8 batch (N, 1, H, W) → augmented, resized, normalised float batch (N, 3, S, S), on the batch's device.
+
+    With no options this is the validation path's resize and normalisation, to float rounding (tested).
+    """
+
+    def __init__(self, specs: Sequence[Spec], output_size: int, mean: Sequence[float] = IMAGENET_MEAN,
+                 std: Sequence[float] = IMAGENET_STD) -> None:
+        super().__init__()
+        self.augment = build_augmentation(specs)
+        self.output_size = output_size
+        std_tensor = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+        self.register_buffer("scale", 1.0 / std_tensor, persistent=False)  # x / std - mean / std, one fused pass
+        self.register_buffer("offset", -torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1) / std_tensor,
+                             persistent=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.augment(images.float().div_(255.0))
+        if x.shape[-2:] != (self.output_size, self.output_size):
+            x = torch.nn.functional.interpolate(x, size=(self.output_size, self.output_size), mode="bilinear",
+                                                antialias=True, align_corners=False)
+        return torch.addcmul(self.offset.to(x), x, self.scale.to(x))
