@@ -6,7 +6,6 @@ epoch; restoring drops the metric lines a kill may have left behind it.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +28,8 @@ def restore(run: runs.Run, model: torch.nn.Module, optimizer: torch.optim.Optimi
 
 def save(path: Path, checkpoint: dict[str, Any]) -> None:
     """Weights, optimiser and loop state in one file, replaced atomically: a kill leaves one whole epoch."""
-    partial = path.with_name(path.name + ".partial")
-    torch.save(checkpoint, partial)
-    os.replace(partial, path)
+    with runs.atomic_stream(path) as stream:
+        torch.save(checkpoint, stream)
 
 
 def sync_weights(model: torch.nn.Module) -> None:

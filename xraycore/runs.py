@@ -16,6 +16,7 @@ read tolerantly instead. This module knows nothing of models or training: it sto
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import io
@@ -29,7 +30,7 @@ import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePath
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, BinaryIO, Iterable, Iterator, Sequence
 
 import numpy as np
 import safetensors.numpy
@@ -116,18 +117,27 @@ def _now() -> str:
 # --------------------------------------------------------------------------- atomic writes
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
+@contextlib.contextmanager
+def atomic_stream(path: Path) -> Iterator[BinaryIO]:
+    """A binary stream whose content replaces ``path`` only when the block completes (temp file in the same
+    folder, fsync, ``os.replace``): readers and a kill mid-write never see a partial file. The one way
+    xraycore replaces a file, also for what is streamed rather than held in memory (caches, checkpoints)."""
     path = Path(path)
     handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as temp:
-            temp.write(data)
+            yield temp
             temp.flush()
             os.fsync(temp.fileno())
         os.replace(temp_name, path)
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
         raise
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    with atomic_stream(path) as stream:
+        stream.write(data)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -130,18 +129,12 @@ class ImageCache:
     def _save(self, files: tuple[Path, Path], kept: list[int]) -> None:
         """Write both files atomically; the .json is written last and marks completion.
 
-        The .npy is streamed to its own temporary file (runs.atomic_write_* take the whole content in
-        memory, a second copy of the array); the small index goes through runs.atomic_write_text.
+        The .npy is streamed (runs.atomic_write_* would hold a second copy of the array in memory).
         """
         images_file, index_file = files
         images_file.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=images_file.parent, prefix=f".{images_file.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                np.save(stream, self.images)
-            os.replace(temporary, images_file)
-        finally:
-            Path(temporary).unlink(missing_ok=True)
+        with runs.atomic_stream(images_file) as stream:
+            np.save(stream, self.images)
         index = {"kept": kept, "skipped": self.skipped, "skipped_by_reason": self.skipped_by_reason}
         runs.atomic_write_text(index_file, json.dumps(index))
 
