@@ -11,7 +11,7 @@ import pytest
 from tests.synthetic import make_dataset
 from xraycore import comparison, figures, metrics, runs
 from xraycore.config import TrainConfig
-from xraycore.report import write_study_report
+from xraycore.report import build_study_html, write_study_report
 from xraycore.train import train
 
 NOTE = "<script>alert('x')</script> lr sweep"
@@ -253,6 +253,12 @@ def test_study_report_is_self_contained_and_escaped(study_root, compared):
     assert "Reported by the source study" in page and "0.861" in page and "0.896" in page
     assert "Configuration differences" in page and "mobilenetv2_100" in page
     assert "Cross-validation" not in page
+
+
+def test_a_study_name_with_markup_is_shown_as_text(compared):
+    page = build_study_html("<script>alert('study')</script>", compared)
+    assert "<script>alert('study')" not in page
+    assert page.count("&lt;script&gt;alert(&#39;study&#39;)&lt;/script&gt;") == 2  # the title and the heading
 
 
 def test_fold_study_and_single_run_reports(study_root, three_class, tmp_path):

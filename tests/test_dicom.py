@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +18,9 @@ from pydicom.pixels import get_decoder, pixel_array
 from tests.corpus import _dicom, chest_like, make_corpus
 from tests.test_app import app_env, runs_root, start_app  # noqa: F401 - fixtures shared with the app tests
 from tests.test_io import assert_plain_message
-from xraycore import card, cli, intended_use
-from xraycore import io as xio
-from xraycore.io import ERROR_KINDS, XrayReadError, dicom_guards, read_xray
+from xraycore import card, cli, dicom_io, intended_use
+from xraycore.dicom_io import dicom_guards
+from xraycore.io import ERROR_KINDS, XrayReadError, read_xray
 from xraycore.predict import Predictor
 
 # The files that ship inside pydicom's wheel, found next to one of them: get_testdata_files() would also try to
@@ -73,11 +74,50 @@ def test_cannot_be_decoded_only_where_pydicom_fails_with_every_plugin(pydicom_pr
 
 def test_a_missing_decoder_is_named_as_the_reason(tmp_path, monkeypatch):
     case = make_corpus(tmp_path)["dicom_jpeg_lossless"]
-    monkeypatch.setattr(xio, "_decoder_available", lambda transfer_syntax: False)
+    monkeypatch.setattr(dicom_io, "_decoder_available", lambda transfer_syntax: False)
     with pytest.raises(XrayReadError) as caught:
         read_xray(case.path)
     assert caught.value.kind == "unsupported" and "no decoder for this compression is installed" in str(caught.value)
     assert_plain_message(str(caught.value))
+
+
+def _damaged_testdata(name: str, at: int, old: bytes, new: bytes) -> bytes:
+    data = bytearray(Path(get_testdata_file(name)).read_bytes())
+    assert data[at:at + len(old)] == old, "pydicom's test file changed"
+    data[at:at + len(old)] = new
+    return bytes(data)
+
+
+def test_a_decoder_that_panics_on_damaged_data_gives_a_plain_refusal():
+    """pylibjpeg-rle panics (a Rust PanicException, a BaseException) on this one flipped byte of RLE data."""
+    damaged = _damaged_testdata("MR_small_RLE.dcm", 2676, b"\xfe", b"\x90")
+    with pytest.raises(BaseException) as panic:
+        pixel_array(pydicom.dcmread(io.BytesIO(damaged)))
+    assert type(panic.value).__name__ == "PanicException"
+    with pytest.raises(XrayReadError) as caught:
+        read_xray(damaged)
+    assert caught.value.kind == "unsupported" and "RLE" in str(caught.value)
+    assert_plain_message(str(caught.value))
+
+
+def test_a_jpeg2000_frame_that_would_hang_pydicom_is_refused_at_once():
+    """pydicom walks a JP2 file's boxes until the codestream box and never ends on a box of length 0: with
+    the codestream box renamed, it runs onto the frame's padding byte and loops forever."""
+    codestream_box = Path(get_testdata_file("GDCMJ2K_TextGBR.dcm")).read_bytes().index(b"jp2c")
+    damaged = _damaged_testdata("GDCMJ2K_TextGBR.dcm", codestream_box, b"jp2c", b"jp2x")
+
+    def hung(*_):
+        raise AssertionError("reading the file did not end")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(10)
+    try:
+        with pytest.raises(XrayReadError) as caught:
+            read_xray(damaged)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert caught.value.kind == "unsupported" and "JPEG 2000 file structure is damaged" in str(caught.value)
 
 
 def test_junk_behind_a_compressed_syntax_is_called_damaged(tmp_path):

@@ -5,7 +5,9 @@ import io
 import logging
 import pickle
 import re
+import struct
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -13,8 +15,10 @@ import pytest
 from PIL import Image, ImageFile
 
 from tests.corpus import CASE_NAMES, PHI, PHI_UIDS, SIDE, _bomb_png, chest_like, make_corpus
-from xraycore.io import (COLOURFULNESS_WARNING, MAX_PIXELS, XrayImage, XrayReadError, looks_like_colour_photo,
-                         read_xray, to_uint8)
+from xraycore import dicom_io
+from xraycore import io as xio
+from xraycore.io import (COLOURFULNESS_WARNING, ERROR_KINDS, MAX_PIXELS, XrayImage, XrayReadError,
+                         looks_like_colour_photo, read_xray, to_uint8)
 
 SAFE_METADATA_KEYS = {"format", "width", "height", "bit_depth", "mode", "photometric", "modality", "view_position",
                       "body_part", "frames", "compression", "colourfulness", "warnings", "original_size", "dicom_guards"}
@@ -319,3 +323,77 @@ def test_float_tiff_with_nan_pixels_reads_with_a_warning():
     buffer = io.BytesIO()
     Image.fromarray(np.full((64, 64), np.nan, np.float32), mode="F").save(buffer, format="TIFF")
     assert read_error(buffer.getvalue()).kind == "constant"
+
+
+# ----------------------------------------------------------------------------- what counts as a bad file
+
+def _jpeg_with_exif(*entries: bytes) -> bytes:
+    """A 64 x 40 JPEG whose EXIF IFD0 holds ``entries`` (12 bytes each, little-endian TIFF)."""
+    ifd = struct.pack("<H", len(entries)) + b"".join(entries) + struct.pack("<I", 0)
+    buffer = io.BytesIO()
+    Image.fromarray(to_uint8(chest_like(height=40))).save(buffer, "JPEG",
+                                                          exif=b"Exif\0\0II*\0" + struct.pack("<I", 8) + ifd)
+    return buffer.getvalue()
+
+
+def _exif_entry(tag: int, kind: int, count: int, value: bytes) -> bytes:
+    return struct.pack("<HHI", tag, kind, count) + value
+
+
+ROTATE_90 = _exif_entry(0x0112, 3, 1, struct.pack("<HH", 6, 0))  # Orientation 6, a SHORT
+
+
+def test_a_damaged_exif_block_keeps_the_image_as_stored_and_says_so(caplog):
+    # XResolution is a RATIONAL; stored as text, Pillow fails (TypeError) while turning the image upright
+    data = _jpeg_with_exif(ROTATE_90, _exif_entry(0x011A, 2, 3, b"72\0\0"))
+    caplog.set_level(logging.DEBUG, logger="xraycore.io")
+    image = read_xray(data)
+    assert image.pixels.shape == (40, SIDE)  # as stored, not rotated
+    assert image.warnings == [xio.EXIF_UNREADABLE_WARNING]
+    assert "EXIF orientation unreadable" in caplog.text and "TypeError" in caplog.text
+    assert read_xray(_jpeg_with_exif(ROTATE_90)).warnings == ["EXIF rotation applied"]  # the same, undamaged
+
+
+def test_a_decoder_bug_is_not_taken_for_a_damaged_file(corpus, monkeypatch):
+    """Only what decoders raise for bad files becomes XrayReadError; an AttributeError is a bug: it surfaces."""
+    def broken_load(self, *args, **kwargs):
+        raise AttributeError("'NoneType' object has no attribute 'decode'")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", broken_load)
+    with pytest.raises(AttributeError, match="no attribute 'decode'"):
+        read_xray(corpus["chest_8bit"].path)
+
+
+@pytest.mark.parametrize("case_name, module, function", [("chest_8bit", xio, "_finish"),
+                                                         ("dicom_monochrome2_16bit", dicom_io, "dicom_guards")])
+def test_a_bug_in_our_own_code_surfaces_as_itself(corpus, monkeypatch, case_name, module, function):
+    def buggy(*args, **kwargs):
+        raise TypeError("unsupported operand type(s)")
+
+    monkeypatch.setattr(module, function, buggy)
+    with pytest.raises(TypeError, match="unsupported operand"):
+        read_xray(corpus[case_name].path)
+
+
+@pytest.mark.filterwarnings("ignore")  # Pillow and pydicom warn about what they skip in damaged files
+def test_damaged_copies_of_every_kind_of_file_only_ever_give_a_typed_error(corpus):
+    """Truncated and bit-flipped copies (a small, fixed fuzz): an XrayImage or an XrayReadError, nothing else."""
+    from pydicom.data import get_testdata_file
+
+    seeds = [corpus[name].path.read_bytes() for name in ("chest_jpeg", "png_16bit", "palette_png", "bmp",
+                                                         "dicom_monochrome1", "dicom_multiframe")]
+    seeds += [Path(get_testdata_file(name)).read_bytes() for name in ("MR_small_RLE.dcm", "JPEG2000.dcm")]
+    seeds.append(_jpeg_with_exif(ROTATE_90))
+    rng = np.random.default_rng(13)
+    kinds = set()
+    for data in seeds:
+        for _ in range(40):
+            damaged = bytearray(data[: rng.integers(1, len(data))] if rng.random() < 0.3 else data)
+            for position in rng.integers(0, min(len(damaged), 4096), size=rng.integers(1, 12)):
+                damaged[position] = rng.integers(0, 256)
+            try:
+                read_xray(bytes(damaged))
+                kinds.add("ok")
+            except XrayReadError as error:
+                kinds.add(error.kind)
+    assert {"ok", "corrupt"} <= kinds <= {"ok", *ERROR_KINDS}

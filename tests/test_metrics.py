@@ -106,9 +106,22 @@ def test_curves_and_areas_match_sklearn(case):
     )
 
 
-def test_areas_are_nan_with_one_class():
-    assert np.isnan(m.roc_auc([1, 1, 1], [0.2, 0.5, 0.9]))
-    assert np.isnan(m.average_precision([0, 0, 0], [0.2, 0.5, 0.9]))
+def test_areas_are_none_with_one_class():
+    assert m.roc_auc([1, 1, 1], [0.2, 0.5, 0.9]) is None
+    assert m.average_precision([0, 0, 0], [0.2, 0.5, 0.9]) is None
+
+
+def test_undefined_values_are_none_and_every_report_is_strict_json():
+    """The module's one convention: nothing a public function returns holds NaN, so JSON stays JSON."""
+    one_class, scores = np.zeros(12, int), np.linspace(0.05, 0.95, 12)
+    report, ci = m.report_with_ci(one_class, scores, 0.5, n_resamples=50)
+    results = [report, ci, m.bootstrap_ci(one_class, scores, m.roc_auc, n_resamples=50),
+               m.multiclass_report([0, 0, 1, 1], np.array([[0.9, 0.1, 0.0], [0.6, 0.3, 0.1], [0.2, 0.7, 0.1],
+                                                           [0.3, 0.6, 0.1]]), ["a", "b", "c"]),
+               m.predictive_values(0.0, 1.0, 0.3), m.mean_std([report, report])]
+    json.dumps(results, allow_nan=False)
+    assert report["auroc"] is None and ci["auroc"] is None and results[2] is None
+    assert results[3]["auroc"]["c"] is None
 
 
 @pytest.mark.parametrize("case", SCORE_CASES)
@@ -343,6 +356,22 @@ def test_bootstrap_report_equals_per_metric_bootstrap_ci():
     assert tied["auroc"] == pytest.approx(expected_auroc)
 
 
+def test_report_with_ci_is_the_report_and_its_intervals_at_one_point():
+    y_true, y_score = _synthetic_scores(300, seed=4)
+    report, ci = m.report_with_ci(y_true, y_score, 0.4, beta=1.0, n_resamples=200, seed=3)
+    assert report == m.binary_report(y_true, y_score, 0.4, beta=1.0)
+    assert ci == m.bootstrap_report(y_true, y_score, 0.4, beta=1.0, n_resamples=200, seed=3)
+    assert all(ci[name][0] == pytest.approx(report[name]) for name in ci)
+
+
+def test_a_score_at_the_threshold_is_called_positive_everywhere():
+    y_true, y_score = np.array([0, 1, 0, 1]), np.array([0.2, 0.5, 0.5, 0.8])
+    assert m.binary_counts(y_true, y_score, 0.5) == (1, 1, 0, 2)
+    sweep = m.threshold_sweep(y_true, y_score, thresholds=[0.5])
+    assert (sweep["tn"][0], sweep["fp"][0], sweep["fn"][0], sweep["tp"][0]) == (1, 1, 0, 2)
+    assert m.bootstrap_report(y_true, y_score, 0.5, n_resamples=20)["recall"][0] == 1.0
+
+
 def test_bootstrap_report_is_serialisable_and_handles_one_class():
     y_true, y_score = _synthetic_scores(1000, seed=0)
     report = m.bootstrap_report(y_true, y_score, 0.5, n_resamples=1000)
@@ -446,6 +475,10 @@ def test_predictive_values_match_the_counts_at_the_validation_prevalence():
 def test_predictive_values_at_a_low_prevalence_by_hand():
     shifted = m.predictive_values(0.9, 0.8, 0.1)  # 0.09 true positives vs 0.18 false positives per scan
     assert shifted["ppv"] == pytest.approx(0.09 / 0.27) and shifted["npv"] == pytest.approx(0.72 / 0.73)
-    assert m.predictive_values(0.0, 1.0, 0.5)["ppv"] is None  # nothing called positive
+    # nothing called positive: 0.0, as binary_report's precision at the same point (zero_division=0)
+    assert m.predictive_values(0.0, 1.0, 0.5)["ppv"] == 0.0
+    nothing_called = m.binary_report([0, 1, 1, 0], [0.1, 0.2, 0.3, 0.4], threshold=0.9)
+    same = m.predictive_values(nothing_called["recall"], nothing_called["specificity"], nothing_called["prevalence"])
+    assert (same["ppv"], same["npv"]) == (nothing_called["precision"], nothing_called["npv"])
     with pytest.raises(ValueError, match="prevalence"):
         m.predictive_values(0.9, 0.8, 1.5)

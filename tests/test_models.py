@@ -4,11 +4,13 @@ import hashlib
 import os
 
 import pytest
+import timm
 import torch
+from huggingface_hub.errors import LocalEntryNotFoundError
 from safetensors.torch import save_file
 from torch import nn
 
-from xraycore import models
+from xraycore import config, data, models, weights
 from xraycore.models import HeadSpec, build_model
 
 # Every backbone named in docs/presets.md.
@@ -18,8 +20,6 @@ PRESET_BACKBONES = {
     "efficientnet_b3", "inception_v3", "mobilenetv2_100", "mobilenetv3_large_100", "vgg16",
     "xception", "convnext_tiny", "efficientnet_lite0", "simple_cnn",
 }
-# Inception-v3 and Xception have no padding in their stems and need more than 64 px.
-SMOKE_SIZE = {"inception_v3": 80, "xception": 80}
 
 
 @pytest.fixture(autouse=True)
@@ -29,7 +29,8 @@ def no_network(monkeypatch):
 
 
 def _batch(name: str, n: int = 2) -> torch.Tensor:
-    size = SMOKE_SIZE.get(name, 64)
+    """Images of the smallest size the registry allows for ``name``: every build below runs at it."""
+    size = models.min_input_size(name)
     return torch.rand(n, 3, size, size)
 
 
@@ -40,15 +41,36 @@ def test_registry_covers_every_preset_backbone():
     assert PRESET_BACKBONES <= set(models.list_backbones())
 
 
-def test_specs_take_size_and_normalisation_from_timm():
-    resnet = models.get_spec("resnet18")
-    assert (resnet.input_size, resnet.mean, resnet.std) == (
-        224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225),
-    )
+def test_registry_facts_equal_timms_pretrained_cfg():
+    """The registry writes size and normalisation out (no timm lookups at import); timm's cfg is the source."""
+    for spec in models.REGISTRY.values():
+        if spec.builder is not None:
+            continue
+        cfg = timm.models.get_pretrained_cfg(spec.timm_id)
+        assert cfg is not None, spec.timm_id
+        assert spec.input_size == cfg.input_size[-1], spec.name
+        assert (spec.mean, spec.std) == (tuple(cfg.mean), tuple(cfg.std)), spec.name
+        assert spec.min_input_size >= (cfg.min_input_size or (0, 0, 0))[-1], spec.name
     xception = models.get_spec("xception")
-    assert xception.timm_id == "legacy_xception"
-    assert (xception.input_size, xception.mean) == (299, (0.5, 0.5, 0.5))
+    assert xception.timm_id == "legacy_xception" and xception.input_size == 299
     assert models.get_spec("vgg16").heavy and not models.get_spec("resnet18d").heavy
+
+
+def test_input_normalisation_follows_the_configs_mode():
+    assert models.input_normalisation("resnet18") == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    assert models.input_normalisation("xception", "backbone") == ((0.5,) * 3, (0.5,) * 3)
+    assert models.input_normalisation("xception", "imagenet") == models.input_normalisation("resnet18")
+    assert models.input_normalisation("resnet18", "half") == ((0.5,) * 3, (1.0,) * 3)  # pixels/255 - 0.5
+    assert set(config.NORMALISATIONS) == {"backbone", *models.INPUT_NORMALISATIONS}
+    assert models.INPUT_NORMALISATIONS["imagenet"] == (data.IMAGENET_MEAN, data.IMAGENET_STD)  # serving's default
+    with pytest.raises(ValueError, match="normalisation must be one of"):
+        models.input_normalisation("resnet18", "dataset")
+
+
+def test_min_input_size_comes_from_the_registry():
+    assert models.min_input_size("inception_v3") == models.min_input_size("xception") == 96
+    assert models.min_input_size("resnet18") == 32
+    assert models.PROBE_SIZE == 96  # ood_feature_widths' one forward must run every backbone
 
 
 def test_unknown_backbone_lists_the_known_ones():
@@ -67,7 +89,8 @@ def _smoke_cases():
 
 @pytest.mark.parametrize("name, num_classes, head", _smoke_cases())
 def test_every_backbone_builds_runs_and_has_its_cam_layer(name, num_classes, head):
-    """One cheap forward per build: logits shape, CAM layer on the path, 2-D features."""
+    """One cheap forward per build, at the registry's min_input_size: logits shape, CAM layer on the path,
+    2-D features."""
     model, source = build_model(name, num_classes=num_classes, head=head)
     assert source == "random initialisation (no pretrained weights requested)"
     cam_shapes = []
@@ -222,28 +245,41 @@ def test_missing_weights_file_is_a_plain_error(tmp_path):
 def test_offline_hub_falls_back_to_scratch_quickly(monkeypatch, variable):
     monkeypatch.delenv("XRAY_OFFLINE", raising=False)
     monkeypatch.setenv(variable, "1")
-    assert models.hub_reachable() is False
+    assert weights.hub_reachable() is False
     model, source = build_model("resnet18", 2, pretrained="hub")
     assert source.startswith("random initialisation") and "trained from scratch" in source
     assert "offline" in source
     assert model.eval()(torch.rand(1, 3, 32, 32)).shape == (1, 2)
 
 
-def test_failed_hub_download_falls_back_instead_of_raising(monkeypatch):
+def _hub_download_raising(monkeypatch, error: BaseException) -> None:
+    """The hub looks reachable, and every pretrained download raises ``error``."""
     monkeypatch.delenv("XRAY_OFFLINE", raising=False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(models, "hub_reachable", lambda **kwargs: True)
-    real_create = models.timm.create_model
+    monkeypatch.setattr(weights, "hub_reachable", lambda **kwargs: True)
+    real_create = timm.create_model
 
     def create_without_network(model_id, pretrained=False, **kwargs):
         if pretrained:
-            raise OSError("connection reset")
+            raise error
         return real_create(model_id, pretrained=False, **kwargs)
 
-    monkeypatch.setattr(models.timm, "create_model", create_without_network)
+    monkeypatch.setattr(timm, "create_model", create_without_network)
+
+
+@pytest.mark.parametrize("error", [OSError("connection reset"), RuntimeError("PytorchStreamReader failed"),
+                                   LocalEntryNotFoundError("not in the local cache")], ids=["network", "damaged", "not-cached"])
+def test_failed_hub_download_falls_back_instead_of_raising(monkeypatch, error):
+    _hub_download_raising(monkeypatch, error)
     model, source = build_model("resnet18", 2, pretrained="hub")
-    assert "download failed: connection reset" in source and "trained from scratch" in source
+    assert f"download failed: {error}" in source and "trained from scratch" in source
     assert isinstance(model, nn.Module)
+
+
+def test_a_bug_during_the_hub_download_is_not_taken_for_a_failed_download(monkeypatch):
+    _hub_download_raising(monkeypatch, TypeError("create_model() got an unexpected keyword argument"))
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        build_model("resnet18", 2, pretrained="hub")
 
 
 def test_scratch_cnn_asked_for_hub_weights_says_it_has_none():

@@ -22,6 +22,11 @@ def model_dir(tiny_run, tmp_path) -> Path:
     return Path(shutil.copytree(tiny_run, tmp_path / "model"))
 
 
+def test_is_positive_calls_a_score_at_the_threshold_positive():
+    assert operating.is_positive(0.5, 0.5) and not operating.is_positive(0.4999, 0.5)
+    assert operating.is_positive(np.array([0.2, 0.5, 0.7]), 0.5).tolist() == [False, True, True]
+
+
 def test_a_run_without_named_points_answers_with_its_internal_point(model_dir):
     internal = json.loads((model_dir / runs.OPERATING_POINT_FILE).read_text())
     point = operating.get(model_dir)

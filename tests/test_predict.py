@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from xraycore import runs
+from xraycore.catalog import for_display
 from xraycore.export import export_model
 from xraycore.predict import Predictor
 from tests.synthetic import xray_like
@@ -51,6 +52,10 @@ def test_call_follows_the_threshold(tiny_run):
     high = next(Predictor(tiny_run, threshold=1.0 + 1e-9).predict_sources(source))
     assert low.label == "PNEUMONIA" and high.label == "NORMAL"
     assert low.threshold == 0.0 and low.to_json()["probability"] == pytest.approx(high.to_json()["probability"])
+    # a probability exactly at the threshold is positive, in the Predictor and in the display result alike
+    exact = next(Predictor(tiny_run, threshold=low.positive_probability).predict_sources(source))
+    assert exact.positive_probability == low.positive_probability and exact.label == "PNEUMONIA"
+    assert for_display(exact).call(exact.positive_probability) == "PNEUMONIA"
 
 
 def test_bad_file_in_a_batch_is_reported_in_place(predictor):

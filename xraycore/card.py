@@ -30,22 +30,23 @@ def validation_figures(run: runs.Run, n_resamples: int = 1000) -> dict[str, Any]
     positive = int(operating["positive_index"])
     y_true = (predictions["label"] == positive).astype(int)
     score = predictions["probs"][:, positive]
-    threshold = float(operating["threshold"])
-    result = {
-        "report": metrics.binary_report(y_true, score, threshold, float(operating.get("beta", 2.0))),
-        "ci": metrics.bootstrap_report(y_true, score, threshold, float(operating.get("beta", 2.0)),
-                                       n_resamples=n_resamples),
-        "ece_calibrated": metrics.expected_calibration_error(y_true, score),
-    }
+    report, ci = metrics.report_with_ci(y_true, score, float(operating["threshold"]), float(operating.get("beta", 2.0)),
+                                        n_resamples=n_resamples)
+    result = {"report": report, "ci": ci, "ece_calibrated": metrics.expected_calibration_error(y_true, score)}
     if predictions.get("logits") is not None:
         raw = metrics.softmax(np.asarray(predictions["logits"]))[:, positive]
         result["ece_uncalibrated"] = metrics.expected_calibration_error(y_true, raw)
     return result
 
 
-def _ci_row(name: str, point: float, ci: Any) -> str:
-    low, high = (ci[1], ci[2]) if ci is not None else (float("nan"), float("nan"))
-    return f"| {name} | {point:.4f} | {low:.4f} – {high:.4f} |"
+def _four(value: float | None) -> str:
+    """A card number: four decimals, or "n/a" where metrics says it is undefined (None)."""
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def _ci_row(name: str, point: float | None, ci: tuple[float, float, float] | None) -> str:
+    interval = "–" if ci is None else f"{ci[1]:.4f} – {ci[2]:.4f}"
+    return f"| {name} | {_four(point)} | {interval} |"
 
 
 def model_card(run: runs.Run, command: str, extra: dict[str, str] | None = None) -> str:
@@ -99,11 +100,11 @@ def model_card(run: runs.Run, command: str, extra: dict[str, str] | None = None)
     cm = report["confusion_matrix"]
     lines += [
         "",
-        f"Confusion matrix [[tn, fp], [fn, tp]]: {cm}. AUPRC {report['auprc']:.4f}.",
+        f"Confusion matrix [[tn, fp], [fn, tp]]: {cm}. AUPRC {_four(report['auprc'])}.",
         "",
         "## Calibration",
         f"Temperature {run.operating_point.get('temperature', 1.0):.3f}, fitted on validation logits. Expected "
-        f"calibration error (10 bins) {figures.get('ece_uncalibrated', float('nan')):.4f} before, "
+        f"calibration error (10 bins) {_four(figures.get('ece_uncalibrated'))} before, "
         f"{figures['ece_calibrated']:.4f} after (measured on the same validation split).",
     ]
     lines += ["", *evidence_section(run.path), "", *operating_points_section(run.path)]

@@ -208,7 +208,7 @@ class DisplayResult:
             return None
         if self.positive_class is None or threshold is None or self.positive_probability is None:
             return max(self.probabilities, key=self.probabilities.get)
-        if self.positive_probability >= threshold:
+        if operating.is_positive(self.positive_probability, threshold):
             return self.positive_class
         return next(name for name in self.class_names if name != self.positive_class)
 

@@ -104,13 +104,15 @@ def evaluate_folder(model_dir: str | Path, data_dir: str | Path, *, threshold: f
     positive_index = predictor.class_names.index(positive)
     y_true, y_score = scored.binary_truth(positive), scored.probabilities[:, positive_index]
     cut = next(value for value in (threshold, predictor.threshold, 0.5) if value is not None)  # 0.0 is a threshold
-    result: dict[str, Any] = metrics.binary_report(y_true, y_score, cut, beta)
+    if with_ci:
+        result, ci = metrics.report_with_ci(y_true, y_score, cut, beta)
+        result["ci95"] = ci
+    else:
+        result = metrics.binary_report(y_true, y_score, cut, beta)
     result.update(model=predictor.run.id, positive=positive, operating_point=predictor.operating_point,
                   skipped=len(scored.skipped), skipped_files=scored.skipped[:50])
     if prevalence is not None:
         result["at_prevalence"] = metrics.predictive_values(result["recall"], result["specificity"], prevalence)
-    if with_ci:
-        result["ci95"] = metrics.bootstrap_report(y_true, y_score, cut, beta)
     if len(predictor.class_names) > 2 and set(scored.labels) <= set(predictor.class_names):
         truth = np.array([predictor.class_names.index(label) for label in scored.labels])
         result["multiclass"] = metrics.multiclass_report(truth, scored.probabilities, predictor.class_names)
@@ -196,13 +198,13 @@ def fit_site_calibration(predictor: Predictor, scored: ScoredFolder, beta: float
         raise ValueError("the sample needs images of both classes (one folder per class)")
     point = operating.fit_site_point(y_true, scored.logits, predictor.positive_index, beta)
     probability = metrics.softmax(scored.logits, point["temperature"])[:, predictor.positive_index]
-    report = metrics.binary_report(y_true, probability, point["threshold"], beta)
+    report, ci = metrics.report_with_ci(y_true, probability, point["threshold"], beta)
     point.update(
         kind="site calibration", source=f"site calibration on {len(y_true)} images of {sample_name}",
         n=len(y_true), n_positive=n_positive, n_negative=n_negative, tta=tta,
         data_fingerprint=operating.fingerprint(scored.digests),
         site_report={k: report[k] for k in ("accuracy", "recall", "specificity", "precision", "auroc", "confusion_matrix")},
-        site_ci95=metrics.bootstrap_report(y_true, probability, point["threshold"], beta),
+        site_ci95=ci,
         warning=operating.sample_warning(n_positive, n_negative),
     )
     return point

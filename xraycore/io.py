@@ -27,10 +27,15 @@ model's intended use: it is compared with the model's age range and only the yes
 
 Compressed DICOM is decoded by pydicom's plugins (pylibjpeg, pyjpegls, Pillow, ...), all tried before a
 file is refused; the refusal then says why in words (no decoder, damaged data, a non-standard stream).
+DICOM reading lives in :mod:`xraycore.dicom_io`, imported only when a DICOM arrives.
+
+Errors: only what the decoders raise for a bad file (:data:`PILLOW_ERRORS`, ``dicom_io.DICOM_ERRORS``) becomes
+an XrayReadError, and only around the decoders' own calls; anything else is a bug and propagates.
 """
 from __future__ import annotations
 
 import io
+import logging
 import os
 import struct
 from dataclasses import dataclass, field
@@ -42,6 +47,8 @@ from PIL import ExifTags, Image, ImageOps
 
 if TYPE_CHECKING:
     from .intended_use import IntendedUse
+
+logger = logging.getLogger(__name__)
 
 MAX_PIXELS: int = 50_000_000
 """Images with more pixels are refused before any decoding (decompression-bomb guard)."""
@@ -60,6 +67,22 @@ blue x0.7) about 24, just under the line; photographs and colour graphics usuall
 """
 COLOUR_SAMPLE_SIDE = 256
 """Colourfulness is measured on a box-averaged copy about this many pixels on its long side."""
+
+FRONTAL_VIEWS = ("PA", "AP")
+"""View Position values of a frontal film, compared with when no intended use names the views."""
+CHEST_BODY_PARTS = ("CHEST",)
+"""Body Part Examined values of a chest film (dicom_io.dicom_guards also accepts some vendors' synonyms)."""
+
+# What Pillow raised for damaged files when truncated and bit-flipped PNG, JPEG, TIFF, GIF, WebP, BMP and
+# JPEG 2000 files were opened and decoded: OSError (UnidentifiedImageError, "image file is truncated", decoder
+# errors), ValueError ("Invalid dimensions"), and from TIFF tags of the wrong type or size TypeError ("Missing
+# dimensions") and OverflowError. Its plugins also use SyntaxError, EOFError and struct.error for broken streams.
+PILLOW_ERRORS: tuple[type[Exception], ...] = (OSError, ValueError, TypeError, OverflowError, SyntaxError, EOFError,
+                                              struct.error)
+# A damaged EXIF block (only read for the orientation) also raised AttributeError and struct.error from
+# Pillow's tag writer; the image itself is fine then, so this only costs the rotation, with a warning.
+EXIF_ERRORS: tuple[type[Exception], ...] = (*PILLOW_ERRORS, AttributeError, LookupError)
+EXIF_UNREADABLE_WARNING = "the EXIF orientation could not be read (damaged metadata); shown as stored"
 
 ERROR_KINDS = frozenset({"empty", "corrupt", "not_image", "unsupported", "too_large", "too_small",
                          "no_pixels", "constant"})
@@ -85,7 +108,7 @@ class XrayImage:
 
     metadata keys: format, width, height, bit_depth, mode (images) or photometric (DICOM), colourfulness,
     warnings (list of plain sentences); DICOM adds modality, view_position, body_part when present,
-    frames, compression and dicom_guards (yes/no flags, see io.dicom_guards).
+    frames, compression and dicom_guards (yes/no flags, see dicom_io.dicom_guards).
     """
 
     pixels: np.ndarray
@@ -150,7 +173,9 @@ def read_xray(source: bytes | str | os.PathLike | BinaryIO, *, name: str | None 
         raise XrayReadError("empty", "The file is empty (0 bytes). It may not have finished uploading or copying.")
 
     if data[128:132] == b"DICM":  # first: a dual DICOM/TIFF file has TIFF magic in its preamble
-        return _read_dicom(_parse_dicom(data, force=False), max_pixels, intended)
+        from . import dicom_io  # lazy, like pydicom itself: most uploads are PNG/JPEG
+
+        return dicom_io.read_dicom(dicom_io.parse_dicom(data, force=False), max_pixels, intended)
     pillow_format = _pillow_format(data)
     if pillow_format is not None:
         return _read_with_pillow(data, pillow_format, max_pixels, max_side)
@@ -159,9 +184,11 @@ def read_xray(source: bytes | str | os.PathLike | BinaryIO, *, name: str | None 
                                            "Please export the image as PNG, JPEG or DICOM.")
     description = _describe_non_image(data)
     if description is None:
-        dataset = _parse_dicom(data, force=True, quiet=True)
-        if dataset is not None and _looks_like_dicom(dataset):
-            return _read_dicom(dataset, max_pixels, intended)
+        from . import dicom_io
+
+        dataset = dicom_io.parse_dicom(data, force=True, quiet=True)
+        if dataset is not None and dicom_io.looks_like_dicom(dataset):
+            return dicom_io.read_dicom(dataset, max_pixels, intended)
     raise XrayReadError("not_image", _not_image_message(description, name))
 
 
@@ -303,29 +330,26 @@ def _read_with_pillow(data: bytes, pillow_format: str, max_pixels: int, max_side
     friendly = _FRIENDLY_NAMES.get(pillow_format, pillow_format)
     corrupt = XrayReadError("corrupt", f"The {friendly} image is damaged or incomplete and cannot be read. "
                                        "It may have been cut off while uploading or copying; please export it again.")
-    # Decoders of untrusted files raise many exception types (OSError, SyntaxError, struct.error, ...):
-    # every one of them means "this file cannot be decoded".
     try:
         image = Image.open(io.BytesIO(data), formats=[pillow_format])  # lazy: reads the header only
     except Image.DecompressionBombError:
         raise XrayReadError("too_large", f"The image is too large to open safely (more than "
                                          f"{max_pixels / 1e6:g} million pixels). Please export a smaller copy.") from None
-    except Exception as error:
+    except PILLOW_ERRORS as error:
         raise corrupt from error
     _check_dimensions(*image.size, max_pixels)
     original_size = list(image.size)
     if max_side and pillow_format == "JPEG" and min(image.size) > max_side:
         image.draft(image.mode, (max_side, max_side))
     warnings: list[str] = []
-    if getattr(image, "n_frames", 1) > 1:
-        warnings.append("multi-frame image: first frame used")
     try:
+        frames = getattr(image, "n_frames", 1)  # counting a GIF's or TIFF's frames reads through the file
         image.load()
-    except Exception as error:
+    except PILLOW_ERRORS as error:
         raise corrupt from error
-    image, rotated = _apply_exif_orientation(image)
-    if rotated:
-        warnings.append("EXIF rotation applied")
+    if frames > 1:
+        warnings.append("multi-frame image: first frame used")
+    image = _apply_exif_orientation(image, warnings)
     metadata: dict[str, Any] = {"format": pillow_format.lower(), "mode": image.mode,
                                 "bit_depth": _BIT_DEPTHS.get(image.mode, 8), "colourfulness": 0.0,
                                 "warnings": warnings, "original_size": original_size}
@@ -342,15 +366,20 @@ def _read_with_pillow(data: bytes, pillow_format: str, max_pixels: int, max_side
     return _finish(pixels, metadata)
 
 
-def _apply_exif_orientation(image: Image.Image) -> tuple[Image.Image, bool]:
-    """Turn camera/phone images upright; a damaged EXIF block is ignored rather than failing the read."""
+def _apply_exif_orientation(image: Image.Image, warnings: list[str]) -> Image.Image:
+    """Turn camera/phone images upright, saying so. A damaged EXIF block does not fail the read: the image
+    is kept as stored, with a warning (it may lie on its side) and a debug log line naming the error."""
     try:
         orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
         if orientation in (None, 1):
-            return image, False
-        return ImageOps.exif_transpose(image), True
-    except Exception:
-        return image, False
+            return image
+        upright = ImageOps.exif_transpose(image)
+    except EXIF_ERRORS as error:
+        logger.debug("EXIF orientation unreadable, image kept as stored: %s", type(error).__name__)
+        warnings.append(EXIF_UNREADABLE_WARNING)
+        return image
+    warnings.append("EXIF rotation applied")
+    return upright
 
 
 def _rgb_on_black(image: Image.Image, warnings: list[str]) -> Image.Image:
@@ -365,320 +394,3 @@ def _rgb_on_black(image: Image.Image, warnings: list[str]) -> Image.Image:
     return Image.alpha_composite(black, rgba).convert("RGB")
 
 
-# ----------------------------------------------------------------------------- DICOM
-
-_DICOM_DAMAGED = "The DICOM file is damaged or incomplete and cannot be read. Please export it again."
-
-
-def _parse_dicom(data: bytes, *, force: bool, quiet: bool = False):
-    """pydicom Dataset, or None (quiet) / a corrupt error when pydicom cannot parse the bytes."""
-    import pydicom  # lazy: most uploads are PNG/JPEG
-
-    try:
-        return pydicom.dcmread(io.BytesIO(data), force=force)
-    except Exception:
-        if quiet:
-            return None
-        raise XrayReadError("corrupt", _DICOM_DAMAGED) from None  # pydicom's text may quote tag values
-
-
-def _looks_like_dicom(dataset) -> bool:
-    """A forced parse of arbitrary bytes 'succeeds' with junk; real DICOM has these elements."""
-    try:
-        return any(keyword in dataset for keyword in ("PixelData", "Rows", "SOPClassUID", "Modality"))
-    except Exception:
-        return False
-
-
-def _read_dicom(dataset, max_pixels: int, intended: IntendedUse | None = None) -> XrayImage:
-    """Any failure inside pydicom (odd values, broken sequences, ...) means a damaged file.
-
-    The original exception is dropped, not chained: pydicom's messages may quote element values.
-    """
-    try:
-        return _decode_dicom(dataset, max_pixels, intended)
-    except XrayReadError:
-        raise
-    except Exception:
-        raise XrayReadError("corrupt", _DICOM_DAMAGED) from None
-
-
-def _decode_dicom(dataset, max_pixels: int, intended: IntendedUse | None) -> XrayImage:
-    if not any(keyword in dataset for keyword in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
-        # pydicom quietly stops at the end of a cut-off file, so "no pixels" needs a closer look: an
-        # image object without pixels was cut off, and without a SOP class it is no DICOM object at all
-        sop_class = dataset.get("SOPClassUID")
-        if sop_class is None or "Rows" in dataset or "Image" in sop_class.name:
-            raise XrayReadError("corrupt", _DICOM_DAMAGED)
-        raise XrayReadError("no_pixels", "This DICOM file contains no image (it may be a report or other "
-                                         "non-image data), so there is nothing to analyse.")
-    _check_dimensions(int(dataset.Columns), int(dataset.Rows), max_pixels)
-
-    transfer_syntax = _transfer_syntax(dataset)
-    compression = _compression(transfer_syntax)
-    frames = _int_or(dataset.get("NumberOfFrames"), 1)
-    photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
-    metadata: dict[str, Any] = {
-        "format": "dicom", "photometric": photometric, "bit_depth": _int_or(dataset.get("BitsStored"), 0) or None,
-        "frames": frames, "colourfulness": 0.0, "warnings": [],
-    }
-    if compression is not None:
-        metadata["compression"] = compression
-    for key, keyword in (("modality", "Modality"), ("view_position", "ViewPosition"), ("body_part", "BodyPartExamined")):
-        value = dataset.get(keyword)
-        if value not in (None, ""):
-            metadata[key] = str(value)[:64]
-    guards = dicom_guards(dataset, intended)
-    if guards:
-        metadata["dicom_guards"] = guards
-    if frames > 1:
-        metadata["warnings"].append("multi-frame DICOM: first frame used")
-
-    from pydicom.pixels import pixel_array
-
-    try:
-        array = pixel_array(dataset, index=0 if frames > 1 else None)
-    except Exception:  # pydicom and its plugins raise many types; the reason is worked out from the file itself
-        if compression is None:
-            raise
-        raise _unsupported_compression(compression, _undecodable_reason(dataset, transfer_syntax)) from None
-
-    if photometric == "PALETTE COLOR" or array.ndim == 3:
-        return _dicom_colour(array, dataset, photometric, metadata)
-    pixels = _dicom_grey(array, dataset, metadata["warnings"])
-    if displays_inverted(photometric, dataset.get("PresentationLUTShape")):
-        pixels = np.subtract(1.0, pixels, out=pixels)
-    return _finish(pixels, metadata)
-
-
-def displays_inverted(photometric: str, presentation_lut_shape: object) -> bool:
-    """Whether the stored values show bone dark. MONOCHROME1 says so; so does a Presentation LUT
-    Shape of INVERSE (DX objects pair INVERSE with MONOCHROME1 to say the same thing once, so the
-    two together still mean one inversion, as in clinical viewers)."""
-    shape = str(presentation_lut_shape or "").strip().upper()
-    return photometric == "MONOCHROME1" or shape == "INVERSE"
-
-
-def _dicom_grey(array: np.ndarray, dataset, warnings: list[str]) -> np.ndarray:
-    """Modality LUT, then VOI LUT/window via pydicom, mapped onto [0, 1] (before any MONOCHROME1 inversion)."""
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut, apply_windowing
-
-    values = apply_modality_lut(array, dataset)
-    has_lut = bool(dataset.get("VOILUTSequence"))
-    has_window = dataset.get("WindowCenter") is not None and dataset.get("WindowWidth") is not None
-    if not (has_lut or has_window):
-        return _stretch(values)
-    try:
-        windowed = apply_voi_lut(values, dataset, index=0)
-        if has_lut:
-            low, high = None, None
-        else:  # the window's output range: what -inf and +inf map to
-            low, high = (float(v) for v in apply_windowing(np.array([-np.inf, np.inf]), dataset, index=0))
-        pixels = _stretch(windowed, low, high)
-    except Exception:
-        warnings.append("the DICOM window could not be applied; full range shown")
-        return _stretch(values)
-    if float(pixels.max()) - float(pixels.min()) < MIN_CONTRAST:
-        warnings.append("the DICOM window left the image blank; full range shown")
-        return _stretch(values)
-    return pixels
-
-
-def _dicom_colour(array: np.ndarray, dataset, photometric: str, metadata: dict[str, Any]) -> XrayImage:
-    """RGB (pydicom already converted YBR) or palette colour → the same greying as colour images."""
-    if photometric == "PALETTE COLOR":
-        from pydicom.pixels import apply_color_lut
-
-        array = apply_color_lut(array, dataset)
-    if array.dtype != np.uint8:
-        array = (array.astype(np.float32) * (255.0 / np.iinfo(array.dtype).max)).astype(np.uint8)
-    rgb = Image.fromarray(np.ascontiguousarray(array[..., :3]), "RGB")
-    metadata["colourfulness"] = round(colourfulness(rgb), 2)
-    pixels = np.asarray(rgb.convert("L"), dtype=np.float32)
-    pixels *= 1.0 / 255.0
-    return _finish(pixels, metadata)
-
-
-def _transfer_syntax(dataset):
-    """The file's transfer syntax; a bare dataset (no file meta) gets the encoding pydicom detected."""
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-
-    if getattr(dataset, "file_meta", None) is None:
-        dataset.file_meta = FileMetaDataset()
-    if "TransferSyntaxUID" not in dataset.file_meta:
-        implicit_vr, little_endian = dataset.original_encoding
-        dataset.file_meta.TransferSyntaxUID = (
-            ImplicitVRLittleEndian if implicit_vr else ExplicitVRLittleEndian if little_endian else ExplicitVRBigEndian)
-    return dataset.file_meta.TransferSyntaxUID
-
-
-def _compression(transfer_syntax) -> str | None:
-    """Name of the pixel-data compression; None for native (uncompressed) pixels."""
-    try:
-        return transfer_syntax.name if transfer_syntax.is_compressed else None
-    except ValueError:  # not a transfer syntax pydicom knows: private or damaged
-        return "an unrecognised compression"
-
-
-def _decoder_available(transfer_syntax) -> bool:
-    from pydicom.pixels import get_decoder
-
-    try:
-        return get_decoder(transfer_syntax).is_available
-    except Exception:  # NotImplementedError: no decoder exists for this syntax at all
-        return False
-
-
-def _unsupported_compression(compression: str, reason: str) -> XrayReadError:
-    if compression.startswith(("1.", "2.")):  # pydicom names unknown syntaxes by their UID: do not echo it
-        compression = "an unrecognised compression"
-    return XrayReadError("unsupported", f"This DICOM image is compressed with {compression}, which cannot be "
-                                        f"decoded here: {reason}. Please export it uncompressed (Explicit VR "
-                                        "Little Endian) or as PNG.")
-
-
-# ----------------------------------------------------------------------------- DICOM: why compressed pixels fail
-
-_DAMAGED_START = "its compressed data does not begin like {} data, so it is damaged or mislabelled"
-_SIZE_MISMATCH = ("the image size recorded inside its compressed data differs from the one in the DICOM header, "
-                  "so the data is damaged")
-_CUT_SHORT = "its compressed data ends too early, so the file is incomplete"
-_JPEG_BROKEN_SCAN = ("its compressed data breaks a rule of the JPEG standard (wrong scan parameters, a fault of "
-                     "some older software) that the decoders installed here do not tolerate")
-_SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF,
-                          0xF7})  # F7: JPEG-LS
-_MARKERS_WITHOUT_LENGTH = frozenset({0x01, *range(0xD0, 0xDA)})  # TEM, RSTn, SOI, EOI
-
-
-def _undecodable_reason(dataset, transfer_syntax) -> str:
-    """Why no installed decoder read the pixels, in words a clinician can pass on to whoever sent the file.
-
-    pydicom's own messages name libraries and may quote values, so the reason comes from the file:
-    the decoders present, then the first frame's codestream header against the DICOM header.
-    """
-    if not _decoder_available(transfer_syntax):
-        return "no decoder for this compression is installed"
-    frame = _first_frame(dataset)
-    if not frame:
-        return "its compressed data is damaged (no image can be found in it)"
-    problem = _codestream_problem(frame, str(transfer_syntax), _int_or(dataset.get("Rows"), 0),
-                                  _int_or(dataset.get("Columns"), 0))
-    return problem or ("the decoders installed here reject its compressed data, which is probably damaged or "
-                       "uses a rare variant of this compression")
-
-
-def _first_frame(dataset) -> bytes | None:
-    from pydicom.encaps import generate_frames
-
-    try:
-        return next(generate_frames(dataset.PixelData, number_of_frames=_int_or(dataset.get("NumberOfFrames"), 1)),
-                    None)
-    except (ValueError, TypeError, struct.error):  # encapsulation items that do not parse
-        return None
-
-
-def _codestream_problem(frame: bytes, uid: str, rows: int, columns: int) -> str | None:
-    """What is wrong with a JPEG-family or JPEG 2000 codestream's header, or None if nothing is seen."""
-    from pydicom.uid import (JPEG2000TransferSyntaxes, JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLSTransferSyntaxes,
-                             JPEGTransferSyntaxes)
-
-    if uid in JPEGTransferSyntaxes or uid in JPEGLSTransferSyntaxes:
-        return _jpeg_problem(frame, rows, columns, sequential=uid in (JPEGBaseline8Bit, JPEGExtended12Bit))
-    if uid in JPEG2000TransferSyntaxes:
-        return _jpeg2000_problem(frame, rows, columns)
-    return None
-
-
-def _jpeg_problem(frame: bytes, rows: int, columns: int, sequential: bool) -> str | None:
-    """Walk the marker segments up to the first scan: start marker, frame size, scan parameters."""
-    if frame[:2] != b"\xff\xd8":
-        return _DAMAGED_START.format("JPEG")
-    position = 2
-    while position + 4 <= len(frame):
-        if frame[position] != 0xFF:
-            return _DAMAGED_START.format("JPEG")
-        marker = frame[position + 1]
-        if marker == 0xFF:  # fill byte
-            position += 1
-            continue
-        if marker in _MARKERS_WITHOUT_LENGTH:
-            position += 2
-            continue
-        length = int.from_bytes(frame[position + 2:position + 4], "big")
-        segment = frame[position + 4:position + 2 + length]
-        if length < 2 or len(segment) < length - 2:
-            return _CUT_SHORT
-        if marker in _SOF_MARKERS and len(segment) >= 5:
-            height, width = int.from_bytes(segment[1:3], "big"), int.from_bytes(segment[3:5], "big")
-            if width != columns or height not in (0, rows):  # height 0: given later by a DNL segment
-                return _SIZE_MISMATCH
-        elif marker == 0xDA:  # start of scan: components, then spectral selection start and end
-            end = 3 + 2 * segment[0] if segment else len(segment) + 1
-            if sequential and len(segment) >= end and tuple(segment[end - 2:end]) != (0, 63):
-                return _JPEG_BROKEN_SCAN
-            return None
-        position += 2 + length
-    return _CUT_SHORT
-
-
-def _jpeg2000_problem(frame: bytes, rows: int, columns: int) -> str | None:
-    """The SIZ segment (right after the start of a codestream, possibly inside a JP2 file) against the header."""
-    marker = b"\xff\x4f\xff\x51"  # SOC then SIZ
-    start = 0 if frame.startswith(marker) else frame.find(marker) if frame[4:8] == b"jP  " else -1
-    if start < 0:
-        return _DAMAGED_START.format("JPEG 2000")
-    size = frame[start + 8:start + 24]  # after the markers: Lsiz, Rsiz, then Xsiz, Ysiz, XOsiz, YOsiz
-    if len(size) < 16:
-        return _CUT_SHORT
-    width, height, left, top = struct.unpack(">4I", size)
-    return _SIZE_MISMATCH if (width - left, height - top) != (columns, rows) else None
-
-
-# ----------------------------------------------------------------------------- DICOM: intended-use flags
-
-FRONTAL_VIEWS = ("PA", "AP")
-"""View Position values of a frontal film, compared with when no intended use names the views."""
-CHEST_BODY_PARTS = ("CHEST",)
-_BODY_PART_SYNONYMS = {"THORAX": "CHEST", "LUNG": "CHEST", "LUNGS": "CHEST"}  # written by some vendors
-_AGE_UNITS = {"D": 365.25, "W": 365.25 / 7, "M": 12.0, "Y": 1.0}
-
-
-def dicom_guards(dataset, intended: IntendedUse | None = None) -> dict[str, bool]:
-    """Yes/no flags from the DICOM's own description: non_frontal, non_chest, age_outside_range.
-
-    Views and body parts are compared with the intended use's (default: frontal, chest); the age only
-    when a range is given. It counts in completed years, as ages are spoken (a child of five years and
-    eleven months is five), and is never returned or stored. A missing or unreadable element sets no
-    flag: absence is not evidence.
-    """
-    guards: dict[str, bool] = {}
-    view = str(dataset.get("ViewPosition") or "").strip().upper()
-    if view:
-        views = intended.views if intended and intended.views else FRONTAL_VIEWS
-        guards["non_frontal"] = view.split()[0] not in views
-    part = str(dataset.get("BodyPartExamined") or "").strip().upper()
-    if part:
-        parts = intended.body_parts if intended and intended.body_parts else CHEST_BODY_PARTS
-        guards["non_chest"] = _BODY_PART_SYNONYMS.get(part, part) not in parts and part not in parts
-    if intended is not None and intended.age_years is not None:
-        years = _age_in_years(dataset.get("PatientAge"))
-        if years is not None:
-            youngest, oldest = intended.age_years
-            guards["age_outside_range"] = not youngest <= years < oldest + 1
-    return guards
-
-
-def _age_in_years(value: Any) -> float | None:
-    """A DICOM age string (nnnD, nnnW, nnnM or nnnY) in years; None when absent or malformed."""
-    text = str(value or "").strip().upper()
-    if len(text) < 2 or not text[:-1].isdigit() or text[-1] not in _AGE_UNITS:
-        return None
-    return int(text[:-1]) / _AGE_UNITS[text[-1]]
-
-
-def _int_or(value: Any, default: int) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return default

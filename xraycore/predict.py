@@ -482,9 +482,8 @@ class Predictor:
         warnings = list(image.metadata.get("warnings", []))
         if self.positive_index is not None:
             positive_probability = float(probs[self.positive_index])
-            is_positive = positive_probability >= self.threshold
             negative = [c for c in self.class_names if c != self.positive_class][0]
-            label = self.positive_class if is_positive else negative
+            label = self.positive_class if operating.is_positive(positive_probability, self.threshold) else negative
         else:
             positive_probability, label = None, self.class_names[int(np.argmax(probs))]
         out_of_domain = None if ood_score is None else bool(ood_score > 1.0)

@@ -3,19 +3,21 @@
 The file opens offline (plotly.js is inlined once, in the head) and holds the metrics with 95%
 bootstrap intervals, the source study's reported numbers beside ours, fold mean ± std for k-fold
 studies, confusion matrices, ROC/PR and training curves, and how the runs' settings differ.
-Every piece of text from a run (names, notes, class names) is HTML-escaped.
+This module gathers the values; the markup is ``templates/study_report.html.j2`` (Jinja2, autoescaped,
+so every piece of text from a run — names, notes, class names — is HTML-escaped).
 """
 from __future__ import annotations
 
 import datetime as dt
-import html
 import re
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
+import jinja2
 import numpy as np
 import plotly.graph_objects as go
 import plotly.offline
+from markupsafe import Markup
 
 from . import figures, metrics, presets
 from .runs import Run, atomic_write_text, runs_root
@@ -25,25 +27,13 @@ from .comparison import (TABLE_METRICS, comparison_table, config_differences, co
 CURVE_METRICS = ("train_loss", "val_loss", "val_auroc", "val_accuracy")
 MULTICLASS_COLUMNS = ("multiclass_accuracy", "macro_auroc")
 BAR_METRICS = ["accuracy", "precision", "recall", "specificity", "f1", "auroc"]
-STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
-h1 { margin-bottom: 0.2em; } .muted { color: #666; }
-table { border-collapse: collapse; margin: 0.6em 0 1.4em; font-size: 0.9em; }
-th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; vertical-align: top; }
-th { background: #f3f3f3; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
-.row { display: flex; flex-wrap: wrap; gap: 1em; } .row > div { flex: 1 1 360px; min-width: 320px; }
-"""
+TEMPLATE = "study_report.html.j2"
+
+Table = tuple[list[str], list[list[Any]]]  # (headers, rows) for the template's table macro
 
 
-# Each figure's script runs while the page is still being parsed, when its row holds only the figures
-# read so far, so it measures a wider box than it ends up with. Once the page is laid out, every
-# figure is fitted to its final box.
-FIT_PLOTS_SCRIPT = ('<script>window.addEventListener("load", () => document.querySelectorAll(".js-plotly-plot")'
-                    '.forEach((plot) => Plotly.Plots.resize(plot)));</script>')
-
-
-def _text(value: Any) -> str:
-    return html.escape(str(value))
+def _is_numeric(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _number(value: Any) -> str:
@@ -55,16 +45,10 @@ def _number(value: Any) -> str:
     return str(value)
 
 
-def _table(headers: Iterable[str], rows: Iterable[Iterable[Any]]) -> str:
-    """An HTML table; numbers get right-aligned cells, everything is escaped."""
-    head = "".join(f"<th>{_text(header)}</th>" for header in headers)
-    body = ["<tr>" + "".join(_cell(cell) for cell in row) + "</tr>" for row in rows]
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-
-
-def _cell(value: Any) -> str:
-    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
-    return f'<td class="num">{_text(_number(value))}</td>' if numeric else f"<td>{_text(_number(value))}</td>"
+_ENVIRONMENT = jinja2.Environment(loader=jinja2.PackageLoader("xraycore", "templates"),
+                                  autoescape=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+_ENVIRONMENT.filters["cell"] = _number
+_ENVIRONMENT.tests["numeric"] = _is_numeric
 
 
 def _with_interval(row: dict, metric: str) -> str:
@@ -76,19 +60,16 @@ def _with_interval(row: dict, metric: str) -> str:
     return f"{value:.3f}{interval}"
 
 
-def _figure(figure: go.Figure, height: int = 420) -> str:
+def _figure(figure: go.Figure, height: int = 420) -> Markup:
+    """A plotly figure's div and script (plotly's own markup, with its data JSON-escaped)."""
     figure.update_layout(height=height)
-    return f"<div>{figure.to_html(full_html=False, include_plotlyjs=False)}</div>"
-
-
-def _section(title: str, *parts: str) -> str:
-    return f"<h2>{_text(title)}</h2>\n" + "\n".join(part for part in parts if part)
+    return Markup(figure.to_html(full_html=False, include_plotlyjs=False))
 
 
 # ---------------------------------------------------------------- sections
 
 
-def _runs_section(runs: list[Run]) -> str:
+def _runs_table(runs: list[Run]) -> Table:
     rows = []
     for run in runs:
         config, status = run.config, run.status()
@@ -97,27 +78,22 @@ def _runs_section(runs: list[Run]) -> str:
                      config.get("weights_source"), config.get("split"),
                      " / ".join(f"{counts.get(part, 0)}" for part in ("train", "val", "test")),
                      (config.get("train") or {}).get("notes") or ""])
-    return _section("Runs", _table(["run", "id", "backbone", "state", "weights", "split",
-                                    "images train / val / test", "notes"], rows))
+    return ["run", "id", "backbone", "state", "weights", "split", "images train / val / test", "notes"], rows
 
 
-def _metrics_section(runs: list[Run], split: str) -> tuple[str, list[dict]]:
+def _metrics_section(runs: list[Run], split: str) -> tuple[dict | None, list[dict]]:
     table = comparison_table(runs, split=split)
     if all(row["n"] is None for row in table):
-        return "", table
+        return None, table
     multiclass = [key for key in MULTICLASS_COLUMNS if any(row.get(key) is not None for row in table)]
     headers = ["run", *multiclass, "positive class", "n", "threshold", *TABLE_METRICS]
     rows = [[row["label"], *(row.get(key) for key in multiclass), row.get("positive_class", "–"), row["n"],
              row["threshold"], *(_with_interval(row, metric) for metric in TABLE_METRICS)] for row in table]
-    note = (f'<p class="muted">{_text(split)} split, at each run\'s saved threshold; '
-            "95% stratified bootstrap intervals in brackets; fbeta uses beta = 2."
-            + (" Multi-class runs: accuracy over all classes (arg-max) and macro one-vs-rest AUROC first, then "
-               "the positive class against the rest." if multiclass else "") + "</p>")
     bars = figures.metric_bars_figure([row for row in table if row["n"] is not None], BAR_METRICS)
-    return _section(f"Metrics ({split})", note, _table(headers, rows), _figure(bars, 380)), table
+    return {"split": split, "multiclass": bool(multiclass), "table": (headers, rows), "bars": _figure(bars, 380)}, table
 
 
-def _reported_section(runs: list[Run], tables: dict[str, list[dict]]) -> str:
+def _reported_section(runs: list[Run], tables: dict[str, list[dict]]) -> dict | None:
     """The source study's numbers next to ours, metric by metric."""
     by_id = {split: {row["id"]: row for row in rows} for split, rows in tables.items()}
     rows, sources = [], {}
@@ -131,11 +107,10 @@ def _reported_section(runs: list[Run], tables: dict[str, list[dict]]) -> str:
             ours = [_ours(by_id[split].get(run.id, {}), metric) for split in tables]
             rows.append([run_label(run), metric, value, *ours])
     if not rows:
-        return ""
-    notes = "".join(f'<p class="muted">{_text(preset["source"])}. {_text(preset.get("notes", ""))}</p>'
-                    for preset in sources.values())
+        return None
     headers = ["run", "metric", "reported", *(f"ours ({split})" for split in tables)]
-    return _section("Reported by the source study", notes, _table(headers, rows))
+    return {"presets": [{"source": preset["source"], "notes": preset.get("notes", "")} for preset in sources.values()],
+            "table": (headers, rows)}
 
 
 def _ours(row: dict, reported_metric: str) -> float | None:
@@ -147,7 +122,7 @@ def _ours(row: dict, reported_metric: str) -> float | None:
     return row.get(metric)
 
 
-def _folds_section(runs: list[Run]) -> str:
+def _folds_table(runs: list[Run]) -> Table | None:
     """Mean ± std across folds, one line per backbone that was cross-validated."""
     groups: dict[str, list[Run]] = {}
     for run in runs:
@@ -161,13 +136,10 @@ def _folds_section(runs: list[Run]) -> str:
         cells = [f"{summary[m]['mean']:.3f} ± {summary[m]['std']:.3f}" if m in summary else "–"
                  for m in TABLE_METRICS]
         rows.append([backbone, len(folds), *cells])
-    if not rows:
-        return ""
-    note = '<p class="muted">Validation split of each fold; sample standard deviation across folds.</p>'
-    return _section("Cross-validation (mean ± std)", note, _table(["backbone", "folds", *TABLE_METRICS], rows))
+    return (["backbone", "folds", *TABLE_METRICS], rows) if rows else None
 
 
-def _confusion_section(runs: list[Run], split: str) -> str:
+def _confusion_figures(runs: list[Run], split: str) -> list[Markup]:
     panels = []
     for run in runs:
         if run.predictions(split) is None:
@@ -176,21 +148,19 @@ def _confusion_section(runs: list[Run], split: str) -> str:
         matrix, names = confusion_of(report)
         how = "(arg-max)" if "multiclass" in report else f"@ threshold {report['threshold']:.3f}"
         panels.append(_figure(figures.confusion_matrix_figure(matrix, names, f"{run_label(run)} {how}"), 360))
-    return _section(f"Confusion matrices ({split})", f'<div class="row">{"".join(panels)}</div>') if panels else ""
+    return panels
 
 
-def _curves_section(runs: list[Run], split: str) -> str:
+def _curve_figures(runs: list[Run], split: str) -> list[Markup]:
     roc, pr = curves(runs, split)
     if not roc:
-        return ""
+        return []
     prevalences = [pair[0].mean() for run in runs if (pair := scores(run, split)) is not None]
     prevalence = float(np.mean(prevalences)) if len(set(np.round(prevalences, 6))) == 1 else None
-    return _section(f"ROC and precision-recall ({split})", '<div class="row">'
-                    + _figure(figures.roc_figure(roc)) + _figure(figures.pr_figure(pr, prevalence=prevalence))
-                    + "</div>")
+    return [_figure(figures.roc_figure(roc)), _figure(figures.pr_figure(pr, prevalence=prevalence))]
 
 
-def _calibration_section(runs: list[Run], split: str) -> str:
+def _calibration_figures(runs: list[Run], split: str) -> list[Markup]:
     panels = []
     for run in runs:
         pair = scores(run, split)
@@ -200,37 +170,35 @@ def _calibration_section(runs: list[Run], split: str) -> str:
         bins = metrics.reliability_bins(truth, score)
         ece = metrics.expected_calibration_error(truth, score)
         panels.append(_figure(figures.reliability_figure(bins, ece, run_label(run)), 340))
-    return _section(f"Calibration ({split})", f'<div class="row">{"".join(panels)}</div>') if panels else ""
+    return panels
 
 
-def _training_section(runs: list[Run]) -> str:
+def _training_figures(runs: list[Run]) -> list[Markup]:
     histories = {run_label(run): run.metrics() for run in runs}
-    panels = [_figure(figures.training_curves_figure(histories, metric), 340) for metric in CURVE_METRICS
-              if any(metric in row for rows in histories.values() for row in rows)]
-    return _section("Training curves", f'<div class="row">{"".join(panels)}</div>') if panels else ""
+    return [_figure(figures.training_curves_figure(histories, metric), 340) for metric in CURVE_METRICS
+            if any(metric in row for rows in histories.values() for row in rows)]
 
 
-def _config_section(runs: list[Run]) -> str:
+def _config_differences(runs: list[Run]) -> Table | None:
+    """None for a single run; a table without rows when the runs share every setting."""
     if len(runs) < 2:
-        return ""
+        return None
     differences = config_differences(runs)
     labels = [run_label(run) for run in runs]
-    if not differences:
-        return _section("Configuration differences", "<p>All runs share the same training settings.</p>")
     rows = [[key, *(_display(values.get(label)) for label in labels)] for key, values in differences.items()]
-    return _section("Configuration differences", _table(["setting", *labels], rows))
+    return ["setting", *labels], rows
 
 
 def _display(value: Any) -> str:
     return "–" if value is None else str(value)
 
 
-def _shared_config(runs: list[Run]) -> str:
+def _shared_settings(runs: list[Run]) -> Table:
     """Every setting of the first run, folded away: what was held fixed."""
     settings = (runs[0].config.get("train") or {}) if runs else {}
     differing = set(config_differences(runs))
-    rows = [[key, _display(value)] for key, value in sorted(settings.items()) if key not in differing]
-    return f"<details><summary>Shared settings</summary>{_table(['setting', 'value'], rows)}</details>"
+    return ["setting", "value"], [[key, _display(value)] for key, value in sorted(settings.items())
+                                  if key not in differing]
 
 
 # ---------------------------------------------------------------- the report
@@ -244,34 +212,28 @@ def _default_output(name: str, root: Path | None) -> Path:
 def build_study_html(name: str, runs: list[Run]) -> str:
     """The whole report page for ``runs`` (titled ``name``) as one HTML string."""
     preset_names = sorted({run.config.get("preset") for run in runs} - {None})
-    subtitle = "; ".join(presets.load(p)["title"] for p in preset_names if p in presets.names())
     splits = [split for split in ("val", "test") if any(run.predictions(split) is not None for run in runs)]
     tables: dict[str, list[dict]] = {}
     metric_sections = []
     for split in splits:
         section, tables[split] = _metrics_section(runs, split)
-        metric_sections.append(section)
-    body = [
-        f"<h1>Study report: {_text(name)}</h1>",
-        f'<p class="muted">{_text(subtitle)}</p>' if subtitle else "",
-        f'<p class="muted">Generated {_text(dt.datetime.now().strftime("%Y-%m-%d %H:%M"))}; '
-        f"{len(runs)} run(s).</p>",
-        _runs_section(runs),
-        *metric_sections,
-        _reported_section(runs, tables),
-        _folds_section(runs),
-        *(_confusion_section(runs, split) for split in splits),
-        *(_curves_section(runs, split) for split in splits),
-        _calibration_section(runs, "val"),
-        _training_section(runs),
-        _config_section(runs),
-        _shared_config(runs),
-    ]
-    return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        f"<title>{_text(name)} – study report</title><style>{STYLE}</style>"
-        f'<script type="text/javascript">{plotly.offline.get_plotlyjs()}</script></head>'
-        f"<body>{''.join(part for part in body if part)}{FIT_PLOTS_SCRIPT}</body></html>\n"
+        metric_sections += [section] if section else []
+    return _ENVIRONMENT.get_template(TEMPLATE).render(
+        name=name,
+        subtitle="; ".join(presets.load(p)["title"] for p in preset_names if p in presets.names()),
+        generated=dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
+        run_count=len(runs),
+        plotly_js=Markup(plotly.offline.get_plotlyjs()),
+        runs_table=_runs_table(runs),
+        metric_sections=metric_sections,
+        reported=_reported_section(runs, tables),
+        folds=_folds_table(runs),
+        confusions=[(split, panels) for split in splits if (panels := _confusion_figures(runs, split))],
+        curves=[(split, panels) for split in splits if (panels := _curve_figures(runs, split))],
+        calibration=_calibration_figures(runs, "val"),
+        training=_training_figures(runs),
+        config_differences=_config_differences(runs),
+        shared_settings=_shared_settings(runs),
     )
 
 
