@@ -34,7 +34,7 @@ def cross_fitted_calls(y: np.ndarray, logits: np.ndarray, groups: list[str], pos
     for fit, held in folds:
         point = operating.fit_site_point(y[fit], logits[fit], positive, beta)
         probability = metrics.softmax(logits[held], point["temperature"])[:, positive]
-        calls[held] = probability >= point["threshold"]
+        calls[held] = operating.is_positive(probability, point["threshold"])
     return calls
 
 
@@ -60,7 +60,7 @@ def check(model: str, site: Path, beta: float, tta: bool, ood: bool, covid_n: in
     result = {
         "model": model, "tta": tta, "internal_auroc": internal.get("auroc"), "site_n": int(y.size),
         "site_auroc": metrics.roc_auc(y, score),
-        "at_internal_point": rates(y, (score >= predictor.threshold).astype(int)),
+        "at_internal_point": rates(y, operating.is_positive(score, predictor.threshold).astype(int)),
         "site_calibrated_cross_fitted": rates(y, cross_fitted_calls(y, scored.logits, groups, positive, beta)),
     }
     if ood:
@@ -75,10 +75,14 @@ def check(model: str, site: Path, beta: float, tta: bool, ood: bool, covid_n: in
     return result
 
 
+def _number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"  # None: undefined on this sample (one class only)
+
+
 def markdown_row(result: dict) -> str:
     at, cal = result["at_internal_point"], result["site_calibrated_cross_fitted"]
-    return (f"| {Path(result['model']).name}{' + flip TTA' if result['tta'] else ''} | {result['internal_auroc']:.3f} | "
-            f"{result['site_auroc']:.3f} | {at['accuracy']:.3f} ({at['sensitivity']:.3f}/{at['specificity']:.3f}) | "
+    return (f"| {Path(result['model']).name}{' + flip TTA' if result['tta'] else ''} | {_number(result['internal_auroc'])} | "
+            f"{_number(result['site_auroc'])} | {at['accuracy']:.3f} ({at['sensitivity']:.3f}/{at['specificity']:.3f}) | "
             f"{cal['accuracy']:.3f} ({cal['sensitivity']:.3f}/{cal['specificity']:.3f}) |")
 
 

@@ -175,9 +175,9 @@ left.plotly_chart(figures.confusion_matrix_figure(np.array(report["confusion_mat
                                                   f"Confusion matrix at {threshold:.3f}"), key="op_cm")
 right.plotly_chart(figures.threshold_figure(metrics.threshold_sweep(truth, score, beta=beta), threshold, beta),
                    key="op_sweep")
-left.plotly_chart(figures.roc_figure({positive: (fpr, tpr, report["auroc"] or float("nan"))},
+left.plotly_chart(figures.roc_figure({positive: (fpr, tpr, report["auroc"])},
                                      point=(1 - report["specificity"], report["recall"])), key="op_roc")
-right.plotly_chart(figures.pr_figure({positive: (recall, precision, report["auprc"] or float("nan"))},
+right.plotly_chart(figures.pr_figure({positive: (recall, precision, report["auprc"])},
                                      point=(report["recall"], report["precision"]), prevalence=report["prevalence"]),
                    key="op_pr")
 left.plotly_chart(figures.reliability_figure(metrics.reliability_bins(truth, score),
@@ -235,8 +235,8 @@ if fit and fit["model"] == str(run.path):
     st.caption("Measured on the sample the point was fitted on: optimistic. Keep some images back, or compare "
                "with `python -m xraycore evaluate --save` on another sample.")
     site_fpr, site_tpr, _ = metrics.roc_curve(fit["truth"], fit["score"])
-    both = {"internal validation": (fpr, tpr, report["auroc"] or float("nan")),
-            f"site: {sample_name}": (site_fpr, site_tpr, site_report["auroc"] or float("nan"))}
+    both = {"internal validation": (fpr, tpr, report["auroc"]),
+            f"site: {sample_name}": (site_fpr, site_tpr, site_report["auroc"])}
     st.plotly_chart(figures.roc_figure(both, point=(1 - site_report["specificity"], site_report["recall"])),
                     key="op_site_roc")
     if is_admin:

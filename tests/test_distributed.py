@@ -33,7 +33,7 @@ from tests.synthetic import make_dataset
 from xraycore import models, runs
 from xraycore.config import TrainConfig
 from xraycore.data.dataset import XrayDataset
-from xraycore.train import normalisation, prepare_data, train
+from xraycore.train import prepare_data, train
 
 pytestmark = pytest.mark.slow  # torchrun: real rank processes
 
@@ -152,7 +152,7 @@ def emulate_two_ranks(config: TrainConfig) -> tuple[list[float], dict[str, torch
     """DDP by hand: per step each rank's 4 images go through the network alone, the loss gradients are
     averaged, and BatchNorm's running statistics are rank 0's (DDP broadcasts its buffers)."""
     splits = prepare_data(config)
-    mean, std = normalisation(config, models.get_spec(config.backbone))
+    mean, std = models.input_normalisation(config.backbone, config.normalisation)
     dataset = XrayDataset(splits.cache, splits.train, output_size=config.image_size, mean=mean, std=std)
     torch.manual_seed(config.seed)
     model, _ = models.build_model(config.backbone, len(splits.class_names), pretrained="none")

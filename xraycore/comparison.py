@@ -90,10 +90,11 @@ def evaluate_run(run: Run, split: str = "val", threshold: float | None = None, b
     truth, score = metrics.one_vs_rest(predictions["label"], predictions["probs"], index)
     if threshold is None:
         threshold = float(run.operating_point.get("threshold", DEFAULT_THRESHOLD))
-    report = metrics.binary_report(truth, score, threshold, beta)
-    report.update(split=split, class_names=names, positive_class=names[index])
     if with_ci:
-        report["ci"] = metrics.bootstrap_report(truth, score, threshold, beta, n_resamples=n_resamples)
+        report, report["ci"] = metrics.report_with_ci(truth, score, threshold, beta, n_resamples=n_resamples)
+    else:
+        report = metrics.binary_report(truth, score, threshold, beta)
+    report.update(split=split, class_names=names, positive_class=names[index])
     if len(names) > 2:
         report["multiclass"] = metrics.multiclass_report(predictions["label"], predictions["probs"], names)
     return report

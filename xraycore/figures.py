@@ -58,13 +58,18 @@ def _marked_point(point: tuple[float, float], name: str) -> go.Scatter:
                       hovertemplate="%{x:.3f}, %{y:.3f}<extra>" + name + "</extra>")
 
 
-def roc_figure(curves: dict[str, tuple[np.ndarray, np.ndarray, float]],
+def _score(value: float | None) -> str:
+    """A curve's summary for its legend; None (one class only: undefined, see metrics) reads n/a."""
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def roc_figure(curves: dict[str, tuple[np.ndarray, np.ndarray, float | None]],
                point: tuple[float, float] | None = None) -> go.Figure:
     """ROC curves overlaid (label -> (fpr, tpr, auc)), the chance diagonal, optionally the
     operating point as (fpr, tpr)."""
     figure = go.Figure()
     for label, (fpr, tpr, auc) in curves.items():
-        figure.add_trace(go.Scatter(x=fpr, y=tpr, mode="lines", name=f"{label} (AUC {auc:.3f})"))
+        figure.add_trace(go.Scatter(x=fpr, y=tpr, mode="lines", name=f"{label} (AUC {_score(auc)})"))
     figure.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance", line=CHANCE_STYLE,
                                 hoverinfo="skip"))
     if point is not None:
@@ -73,13 +78,13 @@ def roc_figure(curves: dict[str, tuple[np.ndarray, np.ndarray, float]],
                    "True positive rate (sensitivity)", xaxis=UNIT_AXIS, yaxis=UNIT_AXIS)
 
 
-def pr_figure(curves: dict[str, tuple[np.ndarray, np.ndarray, float]],
+def pr_figure(curves: dict[str, tuple[np.ndarray, np.ndarray, float | None]],
               point: tuple[float, float] | None = None, prevalence: float | None = None) -> go.Figure:
     """Precision-recall curves overlaid (label -> (recall, precision, AP)); the prevalence line is
     what a random classifier achieves; ``point`` is (recall, precision)."""
     figure = go.Figure()
     for label, (recall, precision, ap) in curves.items():
-        figure.add_trace(go.Scatter(x=recall, y=precision, mode="lines", name=f"{label} (AP {ap:.3f})",
+        figure.add_trace(go.Scatter(x=recall, y=precision, mode="lines", name=f"{label} (AP {_score(ap)})",
                                     line={"shape": "hv"}))
     if prevalence is not None:
         figure.add_trace(go.Scatter(x=[0, 1], y=[prevalence, prevalence], mode="lines",

@@ -19,7 +19,6 @@ from .config import TrainConfig, flatten
 PRESET_DIR = Path(__file__).parent / "presets"
 SMOKE = {"max_per_class": 6, "epochs": 1, "batch_size": 4, "fit_ood": False, "patience": None}
 SMOKE_IMAGE_SIZE = 64
-MIN_IMAGE_SIZE = {"inception_v3": 96, "xception": 96}  # smaller inputs collapse their feature maps
 
 
 def names() -> list[str]:
@@ -44,7 +43,7 @@ def _shrink(values: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
     Options the user gave explicitly (say --epochs 3) still win over the smoke defaults.
     """
     values = {**values, **SMOKE}
-    size = max(SMOKE_IMAGE_SIZE, MIN_IMAGE_SIZE.get(values.get("backbone", ""), 0))
+    size = max(SMOKE_IMAGE_SIZE, models.min_input_size(values["backbone"]))
     full = values.get("image_size") or models.get_spec(values["backbone"]).input_size
     scale = size / full
     values["image_size"] = size

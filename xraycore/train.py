@@ -36,9 +36,6 @@ from .scoring import epoch_metrics, finish, predict_indices
 
 Progress = Callable[[dict[str, Any]], None]
 PROGRESS_SECONDS = 2.0  # status.json's batch progress is rewritten at most this often (and at an epoch's ends)
-IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-
-
 def _silent(event: dict[str, Any]) -> None:
     pass
 
@@ -117,11 +114,6 @@ def _watch_set(config: TrainConfig, class_names: list[str], size: int) -> tuple[
     cache = xdata.ImageCache(samples, size, intensity=config.intensity, margin=config.crop_margin)
     kept = {s.path: s for s in cache.samples}
     return cache, [class_names.index(folder_classes[kept[s.path].label]) for s in cache.samples]
-
-
-def normalisation(config: TrainConfig, spec: models.BackboneSpec) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    table = {"backbone": (spec.mean, spec.std), "imagenet": IMAGENET, "half": ((0.5,) * 3, (1.0,) * 3)}
-    return table[config.normalisation]
 
 
 # ---------------------------------------------------------------- devices
@@ -213,7 +205,7 @@ class Session:
 
     @property
     def mean_std(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        return normalisation(self.config, self.spec)
+        return models.input_normalisation(self.spec, self.config.normalisation)
 
     def say(self, text: str) -> None:
         if self.ctx.is_main:
