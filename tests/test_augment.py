@@ -6,6 +6,7 @@ levels, variance, high-frequency energy.
 """
 from __future__ import annotations
 
+import io
 import math
 import tomllib
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from xraycore.data import augment
 from xraycore.data.augment import AUGMENTATIONS, BatchAugmentation, RandomBlurSharpen, build_augmentation
@@ -27,7 +29,7 @@ PRESETS = Path(__file__).resolve().parents[1] / "xraycore" / "presets"
 # Every name configs and presets have used (the per-image and the batched implementations together).
 HISTORICAL_NAMES = {
     "hflip", "vflip", "rotate", "zoom", "shift", "shear", "center_crop", "random_crop", "resize", "grayscale",
-    "equalize", "brightness_contrast", "invert", "gaussian_blur", "gaussian_noise", "gamma", "blur_sharpen",
+    "equalize", "brightness_contrast", "invert", "gaussian_blur", "gaussian_noise", "gamma", "blur_sharpen", "jpeg",
 }
 
 
@@ -276,6 +278,34 @@ def test_blur_sharpen_lowers_or_raises_high_frequencies_by_the_sign_of_its_stren
     drawn = high_frequency_energy(run({"name": "blur_sharpen", "amount": 1.0}, edge.repeat(32, 1, 1, 1)))
     assert (drawn < 0.9 * before[0]).any() and (drawn > 1.1 * before[0]).any(), "draws go both ways"
     torch.testing.assert_close(run({"name": "blur_sharpen", "amount": 0.0}, edge), edge)
+
+
+def block_edge_ratio(image: torch.Tensor) -> float:
+    """Mean |step| between columns 8k-1 and 8k (JPEG block edges) over the mean |step| elsewhere."""
+    steps = (image[..., :, 1:] - image[..., :, :-1]).abs().mean(dim=(0, 1, 2)).cpu()
+    edges = steps[7::8]
+    inside = torch.cat([steps[i::8] for i in range(8) if i != 7])
+    return float(edges.mean() / inside.mean())
+
+
+def pillow_jpeg(image: torch.Tensor, quality: int) -> torch.Tensor:
+    """The same grey image through Pillow's (libjpeg's) real encoder and decoder, as [0, 1] floats."""
+    encoded = io.BytesIO()
+    Image.fromarray((image[0, 0].cpu().numpy() * 255).round().astype(np.uint8)).save(encoded, "JPEG", quality=quality)
+    return torch.from_numpy(np.asarray(Image.open(encoded), dtype=np.float32) / 255)
+
+
+def test_jpeg_recompresses_like_a_real_jpeg_codec_and_quality_sets_the_loss(device) -> None:
+    rows, columns = torch.meshgrid(torch.arange(SIDE, device=device), torch.arange(SIDE, device=device), indexing="ij")
+    image = (0.5 + 0.4 * torch.sin(columns / 5.0) * torch.cos(rows / 7.0)).float()[None, None]
+    low = run({"name": "jpeg", "quality": [10, 10]}, image)
+    high = run({"name": "jpeg", "quality": [95, 95]}, image)
+    low_error, high_error = (low - image).abs().mean().item(), (high - image).abs().mean().item()
+    assert 0 < high_error < low_error / 4
+    reference = pillow_jpeg(image, 10)
+    assert (low[0, 0].cpu() - reference).abs().mean() < 0.35 * (reference - image[0, 0].cpu()).abs().mean()
+    assert block_edge_ratio(low) > 1.5 * block_edge_ratio(image)  # steps appear at the 8 x 8 block edges
+    assert 0.0 <= float(low.min()) and float(low.max()) <= 1.0
 
 
 def test_grayscale_leaves_grey_images_alone(device) -> None:

@@ -87,6 +87,19 @@ class RandomBlurSharpen(K.IntensityAugmentationBase2D):
         return (input + strength * (input - blurred)).clamp(0.0, 1.0)
 
 
+class RandomJpeg(torch.nn.Module):
+    """Re-encoded as JPEG at a random quality: the 8 x 8 block artefacts and lost fine detail of films that were
+    compressed on their way to the reader (kornia's differentiable JPEG; it codes colour, so the grey image
+    travels as three equal channels and comes back as their mean)."""
+
+    def __init__(self, quality: Any = (30, 90), p: float = 1.0) -> None:
+        super().__init__()
+        self.jpeg = K.RandomJPEG(jpeg_quality=_pair(quality), p=p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.jpeg(x.expand(-1, 3, -1, -1)).mean(dim=1, keepdim=True).clamp(0.0, 1.0)
+
+
 def _affine(**ranges: Any) -> K.RandomAffine:
     # Always applied (torchvision's RandomAffine has no p); pixel-centred matrices warp with align_corners=True.
     return K.RandomAffine(degrees=ranges.pop("degrees", 0.0), **ranges, p=1.0, align_corners=True)
@@ -110,6 +123,7 @@ AUGMENTATIONS: dict[str, Callable[..., torch.nn.Module]] = {
     "gaussian_blur": lambda kernel=3, sigma=(0.1, 2.0), p=1.0: K.RandomGaussianBlur(_size(kernel), _pair(sigma), p=p),
     "gaussian_noise": lambda std=0.05, p=1.0: torch.nn.Sequential(K.RandomGaussianNoise(std=std, p=p), UnitClamp()),
     "blur_sharpen": lambda amount=1.0, sigma=1.0: RandomBlurSharpen(amount, sigma),
+    "jpeg": lambda quality=(30, 90), p=1.0: RandomJpeg(quality, p),
     # A no-op on greyscale data, kept so study 000's recipe reads as published.
     "grayscale": lambda p=0.1: torch.nn.Identity(),
 }
