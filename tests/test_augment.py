@@ -342,3 +342,14 @@ def test_the_batch_step_is_reproducible_under_the_trainers_seed(device) -> None:
     other = step(grey)
     assert first.shape == (4, 3, 24, 24)
     assert torch.equal(first, again) and not torch.allclose(first, other)
+
+
+@pytest.mark.parametrize("sigma", [0.5, 1.0, 2.0])
+def test_the_fast_separable_blur_equals_kornias_gaussian_blur(device, sigma) -> None:
+    from kornia.filters import gaussian_blur2d, get_gaussian_kernel1d
+
+    radius = max(1, int(round(3 * sigma)))
+    weights = [float(w) for w in get_gaussian_kernel1d(2 * radius + 1, sigma).flatten()]
+    image = square(device, n=3) + 0.1 * torch.rand(3, 1, SIDE, SIDE, device=device)
+    expected = gaussian_blur2d(image, (2 * radius + 1,) * 2, (sigma, sigma), border_type="replicate")
+    assert torch.allclose(augment.gaussian_blur(image, weights), expected, atol=1e-6)

@@ -20,7 +20,7 @@ from typing import Any
 import kornia.augmentation as K
 import torch
 from kornia.augmentation.random_generator import PlainUniformGenerator
-from kornia.filters import gaussian_blur2d
+from kornia.filters import get_gaussian_kernel1d
 from kornia.geometry.conversions import normalize_homography
 
 from .decode import IMAGENET_MEAN, IMAGENET_STD
@@ -69,6 +69,24 @@ class RandomLogGamma(K.RandomGamma):
         return params
 
 
+def gaussian_blur(x: torch.Tensor, weights: Sequence[float]) -> torch.Tensor:
+    """Separable blur with a 1-D kernel (odd length), replicated borders, as weighted sums of shifted slices.
+
+    Equal to kornia's gaussian_blur2d to float rounding, but a convolution with one input channel is slow on
+    the CPU (71 ms for 32 images of 224 px on 2 cores, against 2.3 ms here).
+    """
+    radius = len(weights) // 2
+    height, width = x.shape[-2:]
+    padded = torch.nn.functional.pad(x, (radius, radius, radius, radius), mode="replicate")
+    rows = padded[..., :, :width] * weights[0]
+    for shift, weight in enumerate(weights[1:], start=1):
+        rows.add_(padded[..., :, shift:shift + width], alpha=weight)
+    out = rows[..., :height, :] * weights[0]
+    for shift, weight in enumerate(weights[1:], start=1):
+        out.add_(rows[..., shift:shift + height, :], alpha=weight)
+    return out
+
+
 class RandomBlurSharpen(K.IntensityAugmentationBase2D):
     """x + a * (x - gaussian_blur(x, sigma)), a uniform in [-amount, amount]: a < 0 blurs, a > 0 sharpens,
     as other detectors, post-processing and resampling do. kornia's RandomSharpness blends with a fixed
@@ -78,11 +96,12 @@ class RandomBlurSharpen(K.IntensityAugmentationBase2D):
         super().__init__(p=1.0)
         self._param_generator = PlainUniformGenerator(((-float(amount), float(amount)), "strength", None, None))
         radius = max(1, int(round(3 * sigma)))
-        self.flags = {"kernel_size": (2 * radius + 1, 2 * radius + 1), "sigma": (float(sigma), float(sigma))}
+        kernel = get_gaussian_kernel1d(2 * radius + 1, float(sigma))
+        self.flags = {"weights": [float(w) for w in kernel.flatten()]}
 
     def apply_transform(self, input: torch.Tensor, params: dict[str, torch.Tensor], flags: dict[str, Any],
                         transform: torch.Tensor | None = None) -> torch.Tensor:
-        blurred = gaussian_blur2d(input, flags["kernel_size"], flags["sigma"], border_type="replicate")
+        blurred = gaussian_blur(input, flags["weights"])
         strength = params["strength"].to(input).view(-1, 1, 1, 1)
         return (input + strength * (input - blurred)).clamp(0.0, 1.0)
 
@@ -148,15 +167,13 @@ def build_option(spec: Spec) -> torch.nn.Module:
 class OneWarp(torch.nn.Module):
     """Consecutive affine options applied as one warp: kornia draws each option's matrix (input to output
     pixel coordinates, identity where its p said no), the matrices are multiplied in order, and every image
-    is interpolated once with grid_sample. The sampling grid comes from one matrix product with a base grid
-    kept between batches: on the CPU that is about twice as fast as kornia's warp_affine or torch's
-    affine_grid, which rebuild the grid every call."""
+    is interpolated once with grid_sample. The sampling grid is an affine function of the pixel position,
+    so it is built by broadcasting (x * a + y * b + c) rather than a (H * W, 3) matrix product or
+    affine_grid: on the CPU that takes a quarter of their time."""
 
     def __init__(self, options: Sequence[torch.nn.Module]) -> None:
         super().__init__()
         self.options = torch.nn.ModuleList(options)
-        self._grid_key: tuple | None = None
-        self._grid = torch.empty(0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, _, height, width = x.shape
@@ -165,20 +182,12 @@ class OneWarp(torch.nn.Module):
             params = option.forward_parameters(x.shape)
             matrix = option.generate_transformation_matrix(x, params, option.flags).to(x) @ matrix
         normalised = normalize_homography(matrix, (height, width), (height, width), align_corners=True)
-        output_to_input = torch.linalg.inv(normalised)[:, :2]  # grid_sample looks up where each output pixel came from
-        grid = (self._base_grid(height, width, x) @ output_to_input.transpose(1, 2)).view(n, height, width, 2)
+        # grid_sample looks up where each output pixel came from: rows (x, y) of the inverse, per image (N, 1, 1, 2)
+        back = torch.linalg.inv(normalised)[:, None, None, :2]
+        xs = torch.linspace(-1.0, 1.0, width, dtype=x.dtype, device=x.device).view(1, 1, width, 1)
+        ys = torch.linspace(-1.0, 1.0, height, dtype=x.dtype, device=x.device).view(1, height, 1, 1)
+        grid = xs * back[..., 0] + (ys * back[..., 1] + back[..., 2])  # (N, H, W, 2)
         return torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
-
-    def _base_grid(self, height: int, width: int, like: torch.Tensor) -> torch.Tensor:
-        """(H * W, 3) homogeneous pixel centres in [-1, 1] (align_corners=True), built once per size and device."""
-        key = (height, width, like.device, like.dtype)
-        if self._grid_key != key:
-            ys = torch.linspace(-1.0, 1.0, height, dtype=like.dtype, device=like.device)
-            xs = torch.linspace(-1.0, 1.0, width, dtype=like.dtype, device=like.device)
-            ones = torch.ones(height * width, dtype=like.dtype, device=like.device)
-            self._grid = torch.stack([xs.repeat(height), ys.repeat_interleave(width), ones], dim=1)
-            self._grid_key = key
-        return self._grid
 
 
 def _fuse_affine_runs(options: list[torch.nn.Module]) -> list[torch.nn.Module]:
