@@ -5,7 +5,6 @@ OpenID Connect round trip is in test_access_browser.py.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest

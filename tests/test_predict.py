@@ -141,9 +141,3 @@ def test_training_records_the_encoding_and_prediction_reencodes_only_resized_inp
     same_size = read_xray(_png_bytes(xray_like(rng, 48, pneumonia=False)))
     untouched = to_network_input(to_uint8(same_size.pixels), 48, predictor.mean, predictor.std)
     assert torch.equal(predictor.to_tensor(same_size), untouched), "an image already at the training size is left alone"
-
-
-def _png_bytes(pixels: np.ndarray) -> bytes:
-    buffer = stdio.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return buffer.getvalue()
