@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from xraycore import models
+from xraycore import explain, models
 from xraycore.explain import CAM_METHODS, compute_cam, overlay
 
 GRADIENT_METHODS = [name for name in CAM_METHODS if name != "eigencam"]  # eigencam ignores the class
@@ -120,3 +120,14 @@ def test_overlay_with_alpha_zero_is_the_plain_grey_scan():
 def test_overlay_accepts_an_rgb_scan():
     scan = np.full((16, 16, 3), 0.5, dtype=np.float32)
     assert overlay(scan, np.ones((2, 2)), alpha=0.4).shape == (16, 16, 3)
+
+
+def test_jet_and_bilinear_resize_match_opencv_which_the_serving_install_does_without() -> None:
+    cv2 = pytest.importorskip("cv2")  # the full install has it (pytorch-grad-cam needs it); the serving one does not
+    levels = np.arange(256, dtype=np.uint8)[:, None]
+    opencv_jet = cv2.cvtColor(cv2.applyColorMap(levels, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)[:, 0]
+    assert np.abs(explain.JET.astype(int) - opencv_jet.astype(int)).max() <= 1
+    cam = np.random.default_rng(0).random((7, 9)).astype(np.float32)
+    ours = explain.resize_bilinear(cam, (224, 300))
+    assert ours.shape == (224, 300)
+    np.testing.assert_allclose(ours, cv2.resize(cam, (300, 224), interpolation=cv2.INTER_LINEAR), atol=1e-5)

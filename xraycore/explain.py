@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-import cv2
 import numpy as np
+from PIL import Image
 
 if TYPE_CHECKING:
     import torch
@@ -61,8 +61,23 @@ def one_pass_cam(class_maps: np.ndarray, classes: Sequence[int], size: tuple[int
     chosen = np.maximum(np.asarray(class_maps, dtype=np.float32)[np.arange(len(classes)), np.asarray(classes)], 0)
     heatmaps = np.empty((len(chosen), *size), dtype=np.float32)
     for i, cam in enumerate(chosen):
-        heatmaps[i] = _unit_range(cv2.resize(_unit_range(cam), (size[1], size[0])))
+        heatmaps[i] = _unit_range(resize_bilinear(_unit_range(cam), size))
     return np.clip(np.nan_to_num(heatmaps), 0.0, 1.0)
+
+
+def resize_bilinear(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A float map resized bilinearly to ``size`` = (H, W), with Pillow (the serving install has no OpenCV).
+
+    Enlarging equals OpenCV's INTER_LINEAR, which pytorch-grad-cam uses, to float rounding; shrinking
+    averages over the footprint (Pillow's antialiasing) where OpenCV would sample.
+    """
+    height, width = int(size[0]), int(size[1])
+    return np.array(Image.fromarray(np.asarray(image, dtype=np.float32)).resize((width, height), Image.BILINEAR))
+
+
+# The jet colour map as a 256-entry RGB table (OpenCV's COLORMAP_JET to within one grey level, tested).
+_LEVELS = np.linspace(0.0, 1.0, 256)
+JET = np.uint8(np.round(255 * np.clip(1.5 - np.abs(4 * _LEVELS[:, None] - np.array([3.0, 2.0, 1.0])), 0.0, 1.0)))
 
 
 def _unit_range(cam: np.ndarray) -> np.ndarray:
@@ -123,9 +138,9 @@ def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4) -> np.nd
     if scan.dtype != np.uint8:  # float in [0, 1]
         scan = np.uint8(np.round(255 * np.clip(scan, 0.0, 1.0)))
     if scan.ndim == 2:
-        scan = cv2.cvtColor(scan, cv2.COLOR_GRAY2RGB)
+        scan = np.repeat(scan[:, :, None], 3, axis=2)
     height, width = scan.shape[:2]
-    heat = cv2.resize(np.asarray(heatmap, dtype=np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
-    heat_uint8 = np.uint8(np.round(255 * np.clip(heat, 0.0, 1.0)))
-    colour = cv2.cvtColor(cv2.applyColorMap(heat_uint8, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
-    return cv2.addWeighted(scan, 1.0 - alpha, colour, alpha, 0.0)  # one uint8 pass: fast at full resolution
+    heat = resize_bilinear(heatmap, (height, width))
+    colour = JET[np.uint8(np.round(255 * np.clip(heat, 0.0, 1.0)))]
+    # Pillow's blend is one uint8 pass in C: fast at full resolution
+    return np.array(Image.blend(Image.fromarray(scan), Image.fromarray(colour), alpha))

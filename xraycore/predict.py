@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Iterator, Mapping, Protocol, Sequence
 
-import cv2
 import numpy as np
 from safetensors import SafetensorError
 
@@ -505,8 +504,7 @@ def _resize_heatmaps(heatmaps: np.ndarray, size: tuple[int, int] | None) -> np.n
     """(N, h, w) heat maps at ``size`` (bilinear), unchanged when ``size`` is None or already theirs."""
     if size is None or tuple(heatmaps.shape[-2:]) == tuple(size):
         return heatmaps
-    return np.stack([cv2.resize(np.float32(heat), (int(size[1]), int(size[0])), interpolation=cv2.INTER_LINEAR)
-                     for heat in heatmaps])
+    return np.stack([explain.resize_bilinear(heat, size) for heat in heatmaps])
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
