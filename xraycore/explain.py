@@ -72,7 +72,10 @@ def resize_bilinear(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     averages over the footprint (Pillow's antialiasing) where OpenCV would sample.
     """
     height, width = int(size[0]), int(size[1])
-    return np.array(Image.fromarray(np.asarray(image, dtype=np.float32)).resize((width, height), Image.BILINEAR))
+    image = np.asarray(image, dtype=np.float32)
+    if image.shape == (height, width):  # a stored heat map redrawn at its own size (every opacity change)
+        return image.copy()
+    return np.array(Image.fromarray(image).resize((width, height), Image.BILINEAR))
 
 
 # The jet colour map as a 256-entry RGB table (OpenCV's COLORMAP_JET to within one grey level, tested).
