@@ -22,6 +22,7 @@ from typing import Any, Sequence
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("none", "exponential", "cosine")  # cosine = linear warm-up, then cosine decay (timm.scheduler)
 LOSSES = ("weighted_ce", "ce")
+HEAD_INITS = ("zero", "timm")  # see models.HeadSpec
 MONITORS = {  # metric -> True when larger is better
     "val_loss": False,
     "val_accuracy": True,
@@ -80,6 +81,9 @@ class ModelSettings:
     head_hidden: int | None = setting(None, "hidden units of a dense head (default: a linear classifier)")
     dropout: float = setting(0.0, "dropout before the classifier")
     head_batchnorm: bool = setting(False, "batch-norm in the dense head")
+    head_init: str = setting("timm", "initial weights of the new classifier layer: zero (the output starts at "
+                             "p = 0.5 and no gradient reaches the pretrained backbone until the head has learned) "
+                             "or timm (the backbone's own wide random initialisation)", HEAD_INITS)
 
 
 @dataclass

@@ -272,12 +272,16 @@ PROBE_SIZE = max(spec.min_input_size for spec in _SPECS)
 class HeadSpec:
     """The classifier head. Default: timm's own linear classifier (with `dropout` before it).
 
-    transfer-7 uses dropout 0.4 + batch-norm; xception-5fold a dense 1028 layer.
+    transfer-7 uses dropout 0.4 + batch-norm; xception-5fold a dense 1028 layer. ``init="zero"`` zeroes the
+    last linear layer: timm initialises a new classifier with weights up to ±1/sqrt(classes) (±0.7 for two),
+    so a fresh head's logits are several units off and its first gradients shake the pretrained features;
+    a zero head starts at p = 0.5 and passes no gradient into the backbone until it has learned something.
     """
 
     hidden: int | None = None
     dropout: float = 0.0
     batchnorm: bool = False
+    init: str = "timm"
 
     @property
     def is_custom(self) -> bool:
@@ -305,6 +309,14 @@ def _make_head(in_features: int, num_classes: int, head: HeadSpec) -> nn.Sequent
         layers.append(nn.Dropout(head.dropout))
     layers.append(nn.Linear(width, num_classes))
     return nn.Sequential(*layers)
+
+
+def _zero_last_linear(classifier: nn.Module) -> None:
+    last = [module for module in classifier.modules() if isinstance(module, nn.Linear)][-1:]
+    if not last:
+        raise ValueError(f"the classifier {type(classifier).__name__} has no linear layer to zero")
+    nn.init.zeros_(last[0].weight)
+    nn.init.zeros_(last[0].bias)
 
 
 def classifier_name(model: nn.Module) -> str:
@@ -371,6 +383,8 @@ def build_model(
     if head.is_custom:
         in_features = model.get_classifier().in_features
         _replace_classifier(model, _make_head(in_features, num_classes, head))
+    if head.init == "zero":
+        _zero_last_linear(model.get_classifier())
 
     if source not in ("none", "hub"):
         weights_source = weights.load_local_weights(model, source, classifier_name(model))

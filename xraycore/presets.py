@@ -42,7 +42,7 @@ def _shrink(values: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
 
     Options the user gave explicitly (say --epochs 3) still win over the smoke defaults.
     """
-    values = {**values, **SMOKE}
+    values = {"backbone": TrainConfig().backbone, **values, **SMOKE}
     size = max(SMOKE_IMAGE_SIZE, models.min_input_size(values["backbone"]))
     full = values.get("image_size") or models.get_spec(values["backbone"]).input_size
     scale = size / full

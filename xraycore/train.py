@@ -235,7 +235,8 @@ def _run(config: TrainConfig, progress: Progress, run_id: str | None, resume_fro
         splits = prepare_data(config, progress if ctx.is_main else _silent)
         if not splits.train or not splits.val:
             raise ValueError("the split left no training or no validation images; add images or change the split")
-        head = models.HeadSpec(hidden=config.head_hidden, dropout=config.dropout, batchnorm=config.head_batchnorm)
+        head = models.HeadSpec(hidden=config.head_hidden, dropout=config.dropout, batchnorm=config.head_batchnorm,
+                               init=config.head_init)
         torch.manual_seed(config.seed)  # the same seed gives the same initial weights, in every process
         continuing = resume_from is not None and (resume_from.path / CHECKPOINT_FILE).exists()
         model, weights_source = models.build_model(config.backbone, len(splits.class_names),
