@@ -164,7 +164,7 @@ def run_name_input() -> None:
 
 def launch_form() -> None:
     """The training settings; starting validates them and queues a background job."""
-    for key, value in {**trainform.FORM_STATE, **trainform.widget_state({}, sorted(AUGMENTATIONS))}.items():
+    for key, value in trainform.initial_state(sorted(AUGMENTATIONS)).items():
         st.session_state.setdefault(key, value.copy() if isinstance(value, (list, dict)) else value)
     restart_panel()
     st.selectbox("Preset (optional: pre-fills the form)", ["", *presets.names()], key="train_preset",

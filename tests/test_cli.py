@@ -25,12 +25,17 @@ from xraycore import cli, metrics, models, presets, runs, studies
 from xraycore.predict import Predictor
 
 REPO = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "XRAY_OFFLINE": "1"}
 METRIC_KEYS = ("n", "accuracy", "precision", "recall", "specificity", "f1", "auroc", "threshold", "confusion_matrix")
 
 
+def subprocess_env() -> dict[str, str]:
+    """Built at call time, not import time: conftest points $XRAY_AUDIT_LOG at a temporary file only once the
+    session starts, after this module was imported (an import-time copy let `predict` write ./runs/audit.jsonl)."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "XRAY_OFFLINE": "1"}
+
+
 def xraycore(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, "-m", "xraycore", *args], cwd=REPO, env=ENV, capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "xraycore", *args], cwd=REPO, env=subprocess_env(), capture_output=True,
                           text=True, timeout=timeout)
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
     return done

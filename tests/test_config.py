@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from xraycore import access, cli, config, jobs, presets, runs
+from xraycore import access, cli, config, jobs, models, presets, runs, trainform
 from xraycore.config import GROUPS, TrainConfig, read_file, settings, write_file
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,17 +46,28 @@ def test_unknown_misplaced_doubled_and_impossible_settings_are_refused(values, m
 def test_an_old_runs_flat_record_still_loads(record):
     """Runs on disk keep a flat dict under "train" (the bundled members predate the groups)."""
     train = json.loads(record.read_text())["train"]
-    loaded = TrainConfig.from_dict(train)
+    loaded = config.from_record(train)
     assert {key: loaded.to_flat_dict()[key] for key in train} == train
     assert read_file(record) == [loaded.replace(study=None, fold=None, out=None)], "a run's config.json trains again"
 
 
+def test_a_record_from_before_a_setting_existed_reads_as_it_trained(tmp_path):
+    """A new setting's default (the zero head) must not rewrite how an old run trained."""
+    old = {k: v for k, v in TrainConfig(data="/d").to_flat_dict().items() if k != "head_init"}
+    assert TrainConfig.from_dict(old).head_init == "zero"  # a new launch gets today's default
+    assert config.from_record(old).head_init == "timm"  # an old run is read as it really trained
+    (tmp_path / "config.json").write_text(json.dumps({"train": old}))
+    assert read_file(tmp_path / "config.json")[0].head_init == "timm"
+    assert trainform.from_run(old, [])["train_head_init"] == "timm"
+    assert config.from_record({**old, "head_init": "zero"}).head_init == "zero"
+
+
 def test_every_setting_carries_its_help_and_closed_sets_their_choices():
-    assert len(settings()) == len(TrainConfig.__dataclass_fields__) == 57
+    assert len(settings()) == len(TrainConfig.__dataclass_fields__) == 58
     assert all(s.help and s.help != s.name for s in settings())
     assert {s.name: s.choices for s in settings() if s.choices} == {
         "split": config.SPLITS, "normalisation": config.NORMALISATIONS, "intensity": config.INTENSITIES,
-        "loss": config.LOSSES, "optimizer": config.OPTIMIZERS, "schedule": config.SCHEDULES,
+        "loss": config.LOSSES, "optimizer": config.OPTIMIZERS, "schedule": config.SCHEDULES, "head_init": config.HEAD_INITS,
         "monitor": tuple(config.MONITORS)}
     assert [s.name for s in settings("finetuning")] == ["frozen_epochs", "unfreeze", "finetune_lr",
                                                         "keep_batchnorm_frozen"]
@@ -78,6 +89,13 @@ def test_every_preset_loads_and_a_grouped_preset_reads_like_its_flat_twin(tmp_pa
     [scratch, resnet] = presets.expand({"preset": "grouped", "data": "/data", "study": "s"})
     assert (scratch.lr, scratch.folds, scratch.frozen_epochs, scratch.pretrained, resnet.pretrained) == (
         0.01, 3, 1, "none", "auto")
+
+
+def test_a_smoke_run_without_a_backbone_uses_the_default_backbone():
+    [smoke] = presets.expand({"data": "/data", "epochs": 3}, smoke=True)
+    assert smoke.backbone == TrainConfig().backbone
+    assert smoke.image_size < models.get_spec(smoke.backbone).input_size
+    assert (smoke.epochs, smoke.max_per_class) == (3, presets.SMOKE["max_per_class"])
 
 
 # ------------------------------------------------------------------ the CLI, generated

@@ -128,6 +128,26 @@ def test_default_head_is_timms_classifier_with_dropout():
     assert model.drop_rate == 0.4
 
 
+@pytest.mark.parametrize("head", [HeadSpec(init="zero"), HeadSpec(hidden=16, batchnorm=True, init="zero")],
+                         ids=["linear", "dense"])
+def test_a_zero_head_starts_at_even_odds_and_leaves_the_backbone_alone(head):
+    model, _ = build_model("resnet18", 2, head=head)
+    x = torch.randn(4, 3, 64, 64)
+    logits = model(x)
+    assert torch.equal(logits, torch.zeros(4, 2))
+    nn.functional.cross_entropy(logits, torch.tensor([0, 1, 1, 0])).backward()
+    classifier = {id(p) for p in model.get_classifier().parameters()}
+    backbone_grads = [p.grad for p in model.parameters() if id(p) not in classifier]
+    assert all(g is None or not g.any() for g in backbone_grads)
+    last = [m for m in model.get_classifier().modules() if isinstance(m, nn.Linear)][-1]
+    assert last.weight.grad.abs().sum() > 0
+
+
+def test_timms_own_head_init_is_kept_unless_zero_is_asked():
+    model, _ = build_model("mobilenetv2_100", 2)  # timm's EfficientNet-family init: up to ±1/sqrt(2)
+    assert model.get_classifier().weight.abs().max() > 0.5
+
+
 def _bn_head_model():
     return build_model("resnet18", 2, head=HeadSpec(hidden=16, dropout=0.4, batchnorm=True))[0]
 

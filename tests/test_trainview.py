@@ -228,6 +228,20 @@ def test_a_preset_fills_its_recipe_and_a_launch_keeps_its_per_backbone_overrides
         trainform.launch_options({**state, "train_preset": ""})
 
 
+def test_the_form_opens_on_the_bundled_models_recipe():
+    """A new visitor who only types a data folder trains what models/default was trained with."""
+    state = trainform.initial_state(["hflip", "zoom", "shift", "brightness_contrast", "gamma", "blur_sharpen"])
+    assert (state["train_preset"], state["train_data"], state["train_backbone"]) == (
+        "xray-default", "", trainform.PRESET_BACKBONES)
+    assert trainform.launch_options({**state, "train_data": "/data"}) == {
+        "data": "/data", "backbone": None, "preset": "xray-default"}
+    configs = presets.expand(trainform.launch_options({**state, "train_data": "/data"}))
+    recipe = presets.load("xray-default")
+    assert [c.backbone for c in configs] == recipe["backbones"]
+    assert all({k: c.to_flat_dict()[k] for k in recipe["config"]} == recipe["config"] for c in configs)
+    assert configs[0].head_init == "zero" and configs[0].augment[0] == "hflip"
+
+
 # ------------------------------------------------------------------ general
 def test_streamlit_toolbar_hides_the_deploy_button():
     config = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text())

@@ -81,7 +81,7 @@ class ModelSettings:
     head_hidden: int | None = setting(None, "hidden units of a dense head (default: a linear classifier)")
     dropout: float = setting(0.0, "dropout before the classifier")
     head_batchnorm: bool = setting(False, "batch-norm in the dense head")
-    head_init: str = setting("timm", "initial weights of the new classifier layer: zero (the output starts at "
+    head_init: str = setting("zero", "initial weights of the new classifier layer: zero (the output starts at "
                              "p = 0.5 and no gradient reaches the pretrained backbone until the head has learned) "
                              "or timm (the backbone's own wide random initialisation)", HEAD_INITS)
 
@@ -327,6 +327,16 @@ def flatten(values: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
+# Settings added after runs were first recorded, with the value those runs really trained with: a record that
+# lacks them (a run's config.json "train", a study's plan) is read as it was trained, not with today's default.
+BEFORE_RECORDED = {"head_init": "timm"}
+
+
+def from_record(values: dict[str, Any]) -> TrainConfig:
+    """The settings a run or a study plan recorded, as that run trained (see BEFORE_RECORDED)."""
+    return TrainConfig.from_dict({**BEFORE_RECORDED, **flatten(values)})
+
+
 def write_file(path: Path, configs: Sequence[TrainConfig]) -> None:
     """One config as a grouped JSON object, several (a study) as a list of them; what ``train --config`` reads."""
     payload: Any = configs[0].to_dict() if len(configs) == 1 else [config.to_dict() for config in configs]
@@ -344,7 +354,7 @@ def read_file(path: Path | str) -> list[TrainConfig]:
         raise ValueError(f"{path} is not valid JSON ({error})") from None
     if isinstance(payload, dict) and isinstance(payload.get("train"), dict):
         values = flatten(payload["train"])
-        return [TrainConfig.from_dict({k: v for k, v in values.items() if k not in PLACEMENT})]
+        return [from_record({k: v for k, v in values.items() if k not in PLACEMENT})]
     items = payload if isinstance(payload, list) else [payload]
     if not items or not all(isinstance(item, dict) for item in items):
         raise ValueError(f"{path} holds no training settings (a JSON object or a list of them)")

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import distributed, runs
-from .config import TrainConfig
+from .config import TrainConfig, from_record
 
 PLANS_DIR = ".studies"  # inside the runs root, beside .jobs: what a study set out to train, so it can be continued
 
@@ -40,7 +40,7 @@ def load_plan(study: str, root: Path | None = None) -> list[TrainConfig] | None:
         return None
     if not path.is_file():
         return None
-    return [TrainConfig.from_dict(values) for values in json.loads(path.read_text(encoding="utf-8"))["runs"]]
+    return [from_record(values) for values in json.loads(path.read_text(encoding="utf-8"))["runs"]]
 
 
 def names_a_study(ref: str, root: Path | None = None) -> bool:

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from . import checkpoint
 from . import data as xdata
 from . import distributed, estimate, models, runs, trainview
-from .config import MONITORS, TrainConfig
+from .config import MONITORS, TrainConfig, from_record
 from .optimisation import backbone_frozen, make_optimizer, make_scheduler, phase_lr, set_phase
 from .runs import CHECKPOINT_FILE, LAST_WEIGHTS_FILE, METRICS_FILE, STOP_FILE, WEIGHTS_FILE
 from .scoring import epoch_metrics, finish, predict_indices
@@ -178,7 +178,7 @@ def resume(run_ref: str | Path, progress: Progress = _silent, root: Path | None 
         raise RuntimeError(f"run {run.id} is still running (pid {run.status().get('pid')})")
     if not run.config.get("train"):
         raise RuntimeError(f"run {run.id} records no training settings; it cannot be continued")
-    config = TrainConfig.from_dict(run.config["train"])
+    config = from_record(run.config["train"])
     return _run(config, progress, run_id=None, resume_from=run)
 
 
@@ -289,7 +289,8 @@ def _open_or_create_run(session: Session, weights_source: str, run_id: str | Non
                 "input_jpeg_quality": xdata.stored_jpeg_quality([splits.cache.samples[i].path for i in splits.train],
                                                                 config.load_size or config.image_size),
                 "mean": list(mean), "std": list(std), "intensity": config.intensity, "crop_margin": config.crop_margin,
-                "head": {"hidden": config.head_hidden, "dropout": config.dropout, "batchnorm": config.head_batchnorm},
+                "head": {"hidden": config.head_hidden, "dropout": config.dropout, "batchnorm": config.head_batchnorm,
+                         "init": config.head_init},
                 "weights_source": weights_source, "split": splits.description,
                 "counts": {name: len(idx) for name, idx in
                            (("train", splits.train), ("val", splits.val), ("test", splits.test))},

@@ -14,6 +14,7 @@ from typing import Any, Mapping, Sequence
 from . import config, jobs, presets
 
 PRESET_BACKBONES = "(every backbone of the preset)"
+DEFAULT_PRESET = "xray-default"  # the form opens on the bundled model's own recipe, not on bare defaults
 WEIGHTS_FILE = "file"  # the "pretrained" choice that means: the local weights file typed beside it
 PRETRAINED_CHOICES = (*jobs.PRETRAINED_WORDS, WEIGHTS_FILE)
 FORM_STATE = {  # the form's own entries beside the settings'
@@ -93,8 +94,14 @@ def from_preset(name: str, augmentations: Sequence[str]) -> dict[str, Any]:
     return state
 
 
+def initial_state(augmentations: Sequence[str]) -> dict[str, Any]:
+    """The form as a new visitor finds it: the bundled default model's recipe (DEFAULT_PRESET), no data folder."""
+    return {**FORM_STATE, **from_preset(DEFAULT_PRESET, augmentations), "train_preset": DEFAULT_PRESET,
+            "train_data": ""}
+
+
 def from_run(train_settings: Mapping[str, Any], augmentations: Sequence[str]) -> dict[str, Any]:
     """The form's state for an earlier run's settings (its config.json "train"), less where it went and which
     study and fold it was: "start again from this run's settings"."""
-    values = config.TrainConfig.from_dict(dict(train_settings)).to_flat_dict()
+    values = config.from_record(dict(train_settings)).to_flat_dict()
     return {**FORM_STATE, **widget_state(values, augmentations), "train_preset": values["preset"] or ""}
