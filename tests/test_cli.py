@@ -244,6 +244,25 @@ def test_preset_aimi_lab1(capsys, smoke_data, tmp_path):
 
 
 @pytest.mark.slow
+def test_preset_xray_default_trains_the_bundled_recipe_and_bundles_it(capsys, smoke_data, tmp_path):
+    made = smoke(capsys, smoke_data, tmp_path / "study", "--preset", "xray-default")
+    assert [run.config["backbone"] for run in made] == ["mobilenetv2_100", "tf_efficientnet_lite0"]
+    for run in made:
+        train = run.config["train"]
+        assert (train["optimizer"], train["schedule"], train["head_init"], train["monitor"]) == (
+            "adamw", "cosine", "zero", "val_auroc")
+        assert run.config["head"]["init"] == "zero" and len(train["augment"]) == 6
+    command = tmp_path / "command.sh"
+    command.write_text("python -m xraycore train --preset xray-default --data DATA\n")
+    code, out, err = run_cli(capsys, "bundle", "--model", str(made[0].path), "--member", str(made[1].path),
+                             "--output", str(tmp_path / "bundle"), "--command-file", str(command))
+    assert code == 0, err[-2000:]
+    film = next((smoke_data / "NORMAL").iterdir())
+    [prediction] = Predictor(tmp_path / "bundle", device="cpu").predict_files([film])
+    assert prediction.ok and 0 <= prediction.positive_probability <= 1
+
+
+@pytest.mark.slow
 def test_preset_convnext_vs_resnet50(capsys, smoke_data, tmp_path):
     made = smoke(capsys, smoke_data, tmp_path / "study", "--preset", "convnext-vs-resnet50")
     assert {run.config["backbone"]: run.config["train"]["optimizer"] for run in made} == {

@@ -22,6 +22,8 @@ def test_config_refuses_unknown_and_bad_options():
         TrainConfig(optimizer="rmsprop")
     with pytest.raises(ValueError, match="val fraction"):
         TrainConfig(val_fraction=1.5)
+    with pytest.raises(ValueError, match="EMA decay"):
+        TrainConfig(ema_decay=1.0)
 
 
 def scheduled_lrs(config: TrainConfig, steps: int, epochs: range) -> list[float]:
@@ -207,3 +209,31 @@ def test_status_reports_batches_speed_and_time_left_and_a_stop_within_the_batch(
     assert (stopping["progress"]["epoch"], stopping["progress"]["batch"]) == (2, 2)
     assert "stop requested" in stopping["message"]
     assert run.status()["state"] == "stopped" and [row["epoch"] for row in run.metrics()] == [1]
+
+
+def test_ema_keeps_the_moving_average_and_a_stopped_run_resumes_it_exactly(tiny_dataset, tmp_path):
+    """--ema-decay: what is validated, kept and shipped is the weights' moving average, and a run stopped in
+    epoch 2 and continued ends on exactly the average of an uninterrupted run."""
+    from xraycore.train import STOP_FILE, resume, train
+
+    settings = dict(data=str(tiny_dataset / "train"), backbone="simple_cnn", pretrained="none", image_size=32,
+                    epochs=3, batch_size=8, val_fraction=0.25, fit_ood=False, lr=3e-3, ema_decay=0.9)
+    reference = runs.Run(train(TrainConfig(**settings, out=str(tmp_path / "reference"))))
+    state = torch.load(reference.path / runs.CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+    kept = runs.load_weights(reference.path / runs.LAST_WEIGHTS_FILE)
+    assert all(torch.equal(kept[name], state["ema"][name]) for name in kept), "the average is what is kept"
+    assert any(not torch.equal(state["ema"][name], state["model"][name]) for name in kept
+               if state["model"][name].is_floating_point()), "the average is not the raw weights"
+
+    def ask_to_stop_in_epoch_2(event: dict) -> None:
+        if event["kind"] == "batch" and event["epoch"] == 2 and event["step"] == 1:
+            (tmp_path / "stopped" / "ema" / STOP_FILE).touch()
+
+    stopped = runs.Run(train(TrainConfig(**settings, out=str(tmp_path / "stopped")), progress=ask_to_stop_in_epoch_2,
+                             run_id="ema"))
+    assert stopped.status()["state"] == "stopped"
+    resume("ema", root=tmp_path / "stopped")
+    assert stopped.status()["state"] == "finished"
+    resumed = runs.load_weights(stopped.path / runs.LAST_WEIGHTS_FILE)
+    for name, tensor in kept.items():
+        torch.testing.assert_close(resumed[name], tensor, atol=1e-5, rtol=0, msg=name)

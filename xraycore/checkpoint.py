@@ -15,11 +15,15 @@ from . import runs
 from .runs import CHECKPOINT_FILE, METRICS_FILE
 
 
-def restore(run: runs.Run, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, Any, int]:
-    """Load the last completed epoch; drop metric lines written after it (a kill between writes)."""
+def restore(run: runs.Run, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+            ema: Any = None) -> tuple[int, Any, int]:
+    """Load the last completed epoch (and the weights' moving average, when the run keeps one); drop metric
+    lines written after it (a kill between writes)."""
     state = torch.load(run.path / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
+    if ema is not None:
+        ema.module.load_state_dict(state["ema"])
     done = int(state["epoch"]) + 1
     kept = [row for row in run.metrics() if row.get("epoch", 0) <= done]
     runs.atomic_write_text(run.path / METRICS_FILE, "".join(runs.json_line(row) for row in kept))

@@ -133,6 +133,9 @@ class OptimisationSettings:
                             SCHEDULES)
     gamma: float = setting(0.9, "exponential decay factor per epoch")
     warmup_fraction: float = setting(0.1, "share of all steps spent warming up (cosine)")
+    ema_decay: float | None = setting(None, "keep an exponential moving average of the weights with this decay "
+                                      "(e.g. 0.995; warmed up over the first steps) and validate, keep and ship it "
+                                      "instead of the raw weights (default: off)")
 
 
 @dataclass
@@ -212,6 +215,7 @@ class TrainConfig(OutputSettings, RuntimeSettings, EvaluationSettings, Optimisat
             (0.0 < self.val_fraction < 1.0, "val fraction must be between 0 and 1"),
             (self.folds is None or self.folds >= 2, "folds must be at least 2"),
             (self.lr > 0, "learning rate must be positive"),
+            (self.ema_decay is None or 0.0 < self.ema_decay < 1.0, "EMA decay must be between 0 and 1"),
         ]
         checks[:0] = [(getattr(self, s.name) in s.choices, f"{s.label} must be one of {s.choices}")
                       for s in settings() if s.choices]

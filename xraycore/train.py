@@ -24,6 +24,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from timm.utils import ModelEmaV3
 from torch.utils.data import DataLoader, DistributedSampler
 
 from . import checkpoint
@@ -317,6 +318,7 @@ class _Loop:
     scaler: torch.amp.GradScaler
     loss_weights: torch.Tensor | None
     use_amp: bool
+    ema: ModelEmaV3 | None = None  # --ema-decay: the averaged weights, validated and kept instead of the raw ones
     start_epoch: int = 0
     best: float | None = None
     bad_epochs: int = 0
@@ -346,12 +348,16 @@ def _prepare_loop(session: Session, weights: torch.Tensor | None) -> _Loop:
     use_amp = config.amp and device.type == "cuda"
     loop = _Loop(wrapped, make_optimizer(config, model), torch.amp.GradScaler("cuda", enabled=use_amp),
                  weights.to(device) if weights is not None else None, use_amp)
+    if config.ema_decay:
+        loop.ema = ModelEmaV3(model, decay=config.ema_decay, use_warmup=True)
     if run is not None and (run.path / CHECKPOINT_FILE).exists():
-        loop.start_epoch, loop.best, loop.bad_epochs = checkpoint.restore(run, model, loop.optimizer)
+        loop.start_epoch, loop.best, loop.bad_epochs = checkpoint.restore(run, model, loop.optimizer, loop.ema)
     loop.start_epoch, loop.best, loop.bad_epochs = distributed.broadcast_object(
         ctx, (loop.start_epoch, loop.best, loop.bad_epochs))
     if ctx.enabled and loop.start_epoch:
         checkpoint.sync_weights(model)
+        if loop.ema is not None:
+            checkpoint.sync_weights(loop.ema.module)
     return loop
 
 
@@ -431,6 +437,8 @@ def _train_epoch(session: Session, loop: _Loop, loader: DataLoader, finish_batch
         loop.scaler.scale(loss).backward()
         loop.scaler.step(loop.optimizer)
         loop.scaler.update()
+        if loop.ema is not None:
+            loop.ema.update(session.model, step=epoch * steps + step + 1)
         loss_sum += torch.tensor([loss.item() * len(targets), len(targets)])
         rows_seen += rows.tolist()
         if ctx.is_main:
@@ -469,12 +477,13 @@ def _report_batch(session: Session, loop: _Loop, epoch: int, step: int, steps: i
 def _end_epoch(session: Session, loop: _Loop, val_set: xdata.XrayDataset, weights: torch.Tensor | None,
                epoch: int, steps: int, loss_sum: torch.Tensor, elapsed: float) -> None:
     """Validate, keep the best weights, checkpoint for --resume, log the epoch's row."""
-    config, ctx, run, model = session.config, session.ctx, session.run, session.model
+    config, ctx, run = session.config, session.ctx, session.run
+    model = loop.ema.module if loop.ema is not None else session.model  # what is validated is what is kept
     total = distributed.sum_tensor(ctx, loss_sum)
     val_logits, val_labels, _ = predict_indices(model, val_set, session.batch_size * 2, session.device, ctx,
                                                 channels_last=session.channels_last)
     row = {"epoch": epoch + 1, "train_loss": float(total[0] / max(1.0, float(total[1]))),
-           **epoch_metrics(val_logits, val_labels, weights), **_watch_metrics(session, weights),
+           **epoch_metrics(val_logits, val_labels, weights), **_watch_metrics(session, model, weights),
            "lr": loop.optimizer.param_groups[0]["lr"],  # the epoch's last step's
            "frozen_backbone": backbone_frozen(config, epoch), "seconds": round(elapsed, 2),
            "images_per_second": round(float(total[1]) / max(elapsed, 1e-9), 2)}
@@ -491,8 +500,10 @@ def _end_epoch(session: Session, loop: _Loop, val_set: xdata.XrayDataset, weight
     if improved:
         runs.save_weights(run.path / WEIGHTS_FILE, model.state_dict())
     runs.save_weights(run.path / LAST_WEIGHTS_FILE, model.state_dict())
-    checkpoint.save(run.path / CHECKPOINT_FILE, {"model": model.state_dict(), "optimizer": loop.optimizer.state_dict(),
-                                                  "epoch": epoch, "best": loop.best, "bad_epochs": loop.bad_epochs})
+    checkpoint.save(run.path / CHECKPOINT_FILE, {
+        "model": session.model.state_dict(), "optimizer": loop.optimizer.state_dict(), "epoch": epoch,
+        "best": loop.best, "bad_epochs": loop.bad_epochs,
+        **({"ema": loop.ema.module.state_dict()} if loop.ema is not None else {})})
     run.set_status("running", epoch=epoch + 1, epochs=config.epochs, best_value=loop.best, best_metric=config.monitor,
                    progress={"epoch": epoch + 2, "batch": 0, "batches": steps, "phase": "training"}
                    if epoch + 1 < config.epochs else {"epoch": epoch + 1, "phase": trainview.SCORING})
@@ -500,7 +511,7 @@ def _end_epoch(session: Session, loop: _Loop, val_set: xdata.XrayDataset, weight
     session.progress({"kind": "epoch", **row})
 
 
-def _watch_metrics(session: Session, weights: torch.Tensor | None) -> dict[str, float]:
+def _watch_metrics(session: Session, model: torch.nn.Module, weights: torch.Tensor | None) -> dict[str, float]:
     """watch_auroc / watch_accuracy on --watch-data with this epoch's weights (empty without it)."""
     splits = session.splits
     if splits.watch is None:
@@ -508,7 +519,7 @@ def _watch_metrics(session: Session, weights: torch.Tensor | None) -> dict[str, 
     mean, std = session.mean_std
     dataset = xdata.XrayDataset(splits.watch, list(range(len(splits.watch))),
                                 output_size=session.config.eval_size or session.config.image_size, mean=mean, std=std)
-    logits, _, _ = predict_indices(session.model, dataset, session.batch_size * 2, session.device, session.ctx,
+    logits, _, _ = predict_indices(model, dataset, session.batch_size * 2, session.device, session.ctx,
                                    channels_last=session.channels_last)
     found = epoch_metrics(logits, np.asarray(splits.watch_labels), weights)
     return {"watch_auroc": found["val_auroc"], "watch_accuracy": found["val_accuracy"]}
