@@ -198,11 +198,11 @@ def test_help_of_every_verb_documents_every_option(verb, capsys):
             assert option in text, f"{verb} --help does not show {option}"
 
 
-def test_presets_lists_the_five_studies(capsys):
+def test_presets_lists_the_five_studies_and_the_bundled_recipe(capsys):
     code, out, _ = run_cli(capsys, "presets")
     assert code == 0
     listed = [line.split()[0] for line in out.splitlines() if line.strip()]
-    assert listed == ["aimi-lab1", "convnext-vs-resnet50", "resnet-d", "transfer-7", "xception-5fold"]
+    assert listed == ["aimi-lab1", "convnext-vs-resnet50", "resnet-d", "transfer-7", "xception-5fold", "xray-default"]
     code, out, _ = run_cli(capsys, "presets", "--show", "xception-5fold")
     assert code == 0 and json.loads(out)["config"]["folds"] == 5
 
@@ -303,7 +303,7 @@ def test_preset_transfer_7_freezes_pretrained_backbones(capsys, smoke_data, tmp_
     assert list(by_backbone) == presets.load("transfer-7")["backbones"]
     for name, run in by_backbone.items():
         train = run.config["train"]
-        assert run.config["head"] == {"hidden": 128, "dropout": 0.4, "batchnorm": True}
+        assert run.config["head"] == {"hidden": 128, "dropout": 0.4, "batchnorm": True, "init": "zero"}
         frozen = name != "simple_cnn"  # the small CNN trains from scratch, whole
         assert [row["frozen_backbone"] for row in run.metrics()] == [frozen], name
         assert train["unfreeze"] is (not frozen)

@@ -144,7 +144,7 @@ def test_full_training_matches_two_ranks_emulated_in_one_process(data, tmp_path)
 
 def _initial_weights() -> dict[str, torch.Tensor]:
     torch.manual_seed(0)
-    model, _ = models.build_model("simple_cnn", 2, pretrained="none")
+    model, _ = models.build_model("simple_cnn", 2, pretrained="none", head=models.HeadSpec(init=TrainConfig().head_init))
     return model.state_dict()
 
 
@@ -155,7 +155,8 @@ def emulate_two_ranks(config: TrainConfig) -> tuple[list[float], dict[str, torch
     mean, std = models.input_normalisation(config.backbone, config.normalisation)
     dataset = XrayDataset(splits.cache, splits.train, output_size=config.image_size, mean=mean, std=std)
     torch.manual_seed(config.seed)
-    model, _ = models.build_model(config.backbone, len(splits.class_names), pretrained="none")
+    model, _ = models.build_model(config.backbone, len(splits.class_names), pretrained="none",
+                                  head=models.HeadSpec(init=config.head_init))  # as the trainer builds it
     model.to(memory_format=torch.channels_last).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     per_rank = config.batch_size // WORLD_SIZE

@@ -2,6 +2,7 @@
 the CLI (exit 2, no traceback) and the Diagnose page."""
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -31,6 +32,12 @@ def _swap_in_another_backbone(model: Path) -> None:
     runs.save_weights(model / runs.WEIGHTS_FILE, other.state_dict())
 
 
+def _bundled_member(backbone: str) -> Path:
+    """The bundled default's member of this backbone (member names change when the default is retrained)."""
+    members = REPO / "models" / "default" / "members"
+    return next(p for p in sorted(members.iterdir()) if json.loads((p / runs.CONFIG_FILE).read_text())["backbone"] == backbone)
+
+
 DAMAGES: dict[str, tuple[Callable[[Path], None], str]] = {  # damage: (how, the file the message must name)
     "truncated weights": (lambda model: _truncate(model / runs.WEIGHTS_FILE), "model.safetensors"),
     "weights of another backbone": (_swap_in_another_backbone, "model.safetensors"),
@@ -43,8 +50,7 @@ DAMAGES: dict[str, tuple[Callable[[Path], None], str]] = {  # damage: (how, the 
         (model / runs.CONFIG_FILE).read_text().replace('"simple_cnn"', '"alexnet_2031"')), "config.json"),
     "truncated out-of-domain detector": (lambda model: _truncate(model / runs.OOD_FILE), "ood.safetensors"),
     "out-of-domain detector of another network": (
-        lambda model: shutil.copy(Path(__file__).resolve().parents[1] / "models" / "default" / "members" / "mnv2-shift2"
-                                  / runs.OOD_FILE, model),  # a MobileNetV2's detector: blocks of other widths
+        lambda model: shutil.copy(_bundled_member("mobilenetv2_100") / runs.OOD_FILE, model),  # blocks of other widths
         "ood.safetensors"),
     "corrupt operating point": (lambda model: (model / runs.OPERATING_POINT_FILE).write_bytes(b"\x00\xff junk"),
                                 "operating_point.json"),
