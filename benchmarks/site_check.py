@@ -18,7 +18,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from sklearn.model_selection import StratifiedGroupKFold
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import DATA  # noqa: E402
@@ -26,26 +25,6 @@ from xraycore import metrics, operating, runs  # noqa: E402
 from xraycore.data.folders import patient_id  # noqa: E402
 from xraycore.evaluate import score_folder  # noqa: E402
 from xraycore.predict import Predictor  # noqa: E402
-
-
-def cross_fitted_calls(y: np.ndarray, logits: np.ndarray, groups: list[str], positive: int, beta: float,
-                       seed: int = 0, folds: int = 2) -> np.ndarray:
-    """Each image's call by an operating point fitted on the other folds of the sample (2: the other half)."""
-    calls = np.zeros_like(y)
-    folds = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed).split(logits, y, groups)
-    for fit, held in folds:
-        point = operating.fit_site_point(y[fit], logits[fit], positive, beta)
-        probability = metrics.softmax(logits[held], point["temperature"])[:, positive]
-        calls[held] = operating.is_positive(probability, point["threshold"])
-    return calls
-
-
-def repeated_cross_fit(y: np.ndarray, logits: np.ndarray, groups: list[str], positive: int, beta: float,
-                       folds: int = 5, repeats: int = 10) -> dict[str, float]:
-    """Mean rates (and the accuracy's spread) of :func:`cross_fitted_calls` over ``repeats`` shuffles."""
-    each = [rates(y, cross_fitted_calls(y, logits, groups, positive, beta, seed, folds)) for seed in range(repeats)]
-    mean = {key: float(np.mean([r[key] for r in each])) for key in each[0]}
-    return {**mean, "accuracy_sd": float(np.std([r["accuracy"] for r in each])), "folds": folds, "repeats": repeats}
 
 
 def rates(y: np.ndarray, calls: np.ndarray) -> dict[str, float]:
@@ -71,8 +50,9 @@ def check(model: str, site: Path, beta: float, tta: bool, ood: bool, covid_n: in
         "model": model, "tta": tta, "internal_auroc": internal.get("auroc"), "site_n": int(y.size),
         "site_auroc": metrics.roc_auc(y, score),
         "at_internal_point": rates(y, operating.is_positive(score, predictor.threshold).astype(int)),
-        "site_calibrated_cross_fitted": rates(y, cross_fitted_calls(y, scored.logits, groups, positive, beta)),
-        "site_calibrated_5fold": repeated_cross_fit(y, scored.logits, groups, positive, beta),
+        "site_calibrated_cross_fitted": operating.cross_fitted_rates(y, scored.logits, positive, beta, groups,
+                                                                     folds=2, repeats=1),
+        "site_calibrated_5fold": operating.cross_fitted_rates(y, scored.logits, positive, beta, groups),
     }
     if ood:
         val = runs.Run(Path(model)).predictions("val")

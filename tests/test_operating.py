@@ -73,6 +73,36 @@ def test_fit_site_point_recovers_a_known_temperature_and_threshold():
     assert point["threshold"] == pytest.approx(metrics.best_fbeta_threshold(y, probability, 2.0)[0])
 
 
+def test_cross_fitted_rates_see_what_the_calibration_sample_hides():
+    """A point fitted and measured on the same noise looks better than chance; on held-out folds it does not."""
+    rng = np.random.default_rng(1)
+    y = np.repeat([0, 1], 60)
+    noise = np.stack([np.zeros(120), rng.normal(0, 1, 120)], axis=1)
+    point = operating.fit_site_point(y, noise, positive_index=1, beta=1.0)
+    in_sample = float(np.mean(operating.is_positive(metrics.softmax(noise, point["temperature"])[:, 1],
+                                                    point["threshold"]) == y))
+    crossed = operating.cross_fitted_rates(y, noise, positive_index=1, beta=1.0)
+    assert crossed["accuracy"] < in_sample and crossed["accuracy"] < 0.6
+    assert (crossed["folds"], crossed["repeats"]) == (5, 10) and crossed["accuracy_sd"] > 0
+
+    signal = np.stack([np.zeros(120), np.where(y == 1, 4.0, -4.0)], axis=1)  # separable: every fold calls all right
+    assert operating.cross_fitted_rates(y, signal, 1)["accuracy"] == 1.0
+    assert operating.cross_fitted_rates(y[:63], signal[:63], 1) is None, "3 positives cannot fill 5 folds"
+
+
+def test_cross_fitted_rates_keep_a_patients_images_on_one_side(monkeypatch):
+    seen = []
+    real = operating.fit_site_point
+    monkeypatch.setattr(operating, "fit_site_point", lambda y, logits, *a: seen.append(logits[:, 1].copy()) or real(y, logits, *a))
+    y = np.repeat([0, 1], 20)
+    patient = np.arange(40) // 2  # two images per patient, with the same logit: the patient's tag
+    logits = np.stack([np.zeros(40), patient.astype(float)], axis=1)
+    operating.cross_fitted_rates(y, logits, 1, groups=[str(p) for p in patient], repeats=2)
+    for fitted in seen:
+        values, counts = np.unique(fitted, return_counts=True)
+        assert (counts == 2).all(), "a patient was split between fitting and measuring"
+
+
 def test_sample_warning_only_for_small_samples():
     assert operating.sample_warning(120, 80) is None
     assert "Only 12 images" in operating.sample_warning(12, 80)
@@ -84,6 +114,8 @@ def test_calibrate_on_a_site_folder_stores_an_active_point(model_dir, tiny_datas
     assert point["n"] == 32 and point["n_positive"] == 16 and point["kind"] == "site calibration"
     assert point["warning"] and "Only 16 images" in point["warning"]
     assert len(point["data_fingerprint"]) == 64
+    crossed = point["site_cross_fitted"]
+    assert crossed["folds"] == 5 and 0.0 <= crossed["accuracy"] <= 1.0
     result = evaluate.evaluate_folder(model_dir, tiny_dataset / "test")
     assert result["operating_point"] == "site-a" and result["threshold"] == pytest.approx(point["threshold"])
     assert result["recall"] == pytest.approx(point["site_report"]["recall"])

@@ -502,6 +502,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         low, high = (ci.get(key) or [None, None, None])[1:]
         interval = f" (95% CI {low:.3f}-{high:.3f})" if low is not None else ""
         print(f"{key:>12}: {report[key]:.4f}{interval}   measured on the calibration sample itself: optimistic")
+    crossed = point.get("site_cross_fitted")
+    if crossed:
+        print(f"on patients it was not fitted on ({crossed['folds']}-fold cross-fitted, mean of {crossed['repeats']} "
+              f"shuffles): accuracy {crossed['accuracy']:.3f} ± {crossed['accuracy_sd']:.3f}, sensitivity "
+              f"{crossed['sensitivity']:.3f}, specificity {crossed['specificity']:.3f}")
     if point.get("warning"):
         print(f"warning: {point['warning']}")
     return 0

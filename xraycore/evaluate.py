@@ -153,7 +153,8 @@ def calibrate_folder(model_dir: str | Path, data_dir: str | Path, name: str, *, 
     """Fit temperature and threshold on a site's labelled sample and store them as operating point ``name``.
 
     Returns the stored point, which carries the site sample's own report at that point (with CIs; measured
-    on the data it was fitted on, so optimistic), its size and fingerprint, and a warning when it is small.
+    on the data it was fitted on, so optimistic), the cross-fitted estimate for new patients
+    (:func:`operating.cross_fitted_rates`), its size and fingerprint, and a warning when it is small.
     A shared clinical setting: admin only, checked before any image is read; one 'calibration' audit line.
     """
     with audit.guarded("calibration", identity, access.CHANGE_OPERATING_POINT, model=audit.model_info(model_dir),
@@ -205,6 +206,9 @@ def fit_site_calibration(predictor: Predictor, scored: ScoredFolder, beta: float
         data_fingerprint=operating.fingerprint(scored.digests),
         site_report={k: report[k] for k in ("accuracy", "recall", "specificity", "precision", "auroc", "confusion_matrix")},
         site_ci95=ci,
+        # what the point gives on patients it was not fitted on (grouped by patient where file names say who)
+        site_cross_fitted=operating.cross_fitted_rates(y_true, scored.logits, predictor.positive_index, beta,
+                                                       groups=[folders.patient_id(f) for f in scored.files]),
         warning=operating.sample_warning(n_positive, n_negative),
     )
     return point
