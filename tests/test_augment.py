@@ -353,16 +353,3 @@ def test_the_fast_separable_blur_equals_kornias_gaussian_blur(device, sigma) -> 
     image = square(device, n=3) + 0.1 * torch.rand(3, 1, SIDE, SIDE, device=device)
     expected = gaussian_blur2d(image, (2 * radius + 1,) * 2, (sigma, sigma), border_type="replicate")
     assert torch.allclose(augment.gaussian_blur(image, weights), expected, atol=1e-6)
-
-
-@pytest.mark.parametrize("kernel", [3, 5])
-def test_the_gaussian_blur_option_blurs_each_image_with_its_own_sigma_as_kornia_does(device, kernel) -> None:
-    from kornia.filters import gaussian_blur2d
-
-    option = augment.build_option({"name": "gaussian_blur", "kernel": kernel, "sigma": [0.1, 2.0]})
-    image = square(device, n=6) + 0.1 * torch.rand(6, 1, SIDE, SIDE, device=device)
-    blurred = option(image)
-    sigma = option._params["sigma"].to(image)
-    assert sigma.unique().numel() == 6, "a sigma per image"
-    expected = gaussian_blur2d(image, (kernel, kernel), sigma.unsqueeze(-1).expand(-1, 2), border_type="reflect")
-    torch.testing.assert_close(blurred, expected, atol=1e-6, rtol=0)
