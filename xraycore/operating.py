@@ -210,13 +210,13 @@ def cross_fitted_rates(y_true: np.ndarray, logits: np.ndarray, positive_index: i
     these are not. None when a class has fewer images than ``folds``. Pure: arrays in, rates out."""
     from sklearn.model_selection import StratifiedGroupKFold  # lazy, as in fit_site_point
 
+    from . import metrics
+
     y_true = np.asarray(y_true, dtype=int)
     logits = np.asarray(logits, dtype=np.float64)
     if min(int(y_true.sum()), int((1 - y_true).sum())) < folds:
         return None
     groups = list(groups) if groups is not None else [str(i) for i in range(len(y_true))]
-    from . import metrics
-
     each = []
     for seed in range(repeats):
         calls = np.zeros_like(y_true)
