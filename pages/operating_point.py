@@ -232,13 +232,9 @@ if fit and fit["model"] == str(run.path):
         cell.metric(title, _share(site_report[key]))
         if interval:
             cell.caption(f"95% CI {interval[1]:.3f} – {interval[2]:.3f}")
-    crossed = point.get("site_cross_fitted")
-    st.caption("Measured on the sample the point was fitted on: optimistic. " + (
-        f"On patients it was not fitted on (the point fitted on {crossed['folds'] - 1}/{crossed['folds']} of the sample, "
-        f"measured on the rest, mean of {crossed['repeats']} shuffles): accuracy {crossed['accuracy']:.3f} "
-        f"(± {crossed['accuracy_sd']:.3f}), sensitivity {crossed['sensitivity']:.3f}, specificity "
-        f"{crossed['specificity']:.3f}." if crossed else "Too few images per class for a cross-fitted estimate.")
-        + " Or compare with `python -m xraycore evaluate --save` on another sample.")
+    st.caption("Measured on the sample the point was fitted on: optimistic. "
+               f"{operating.describe_cross_fit(point.get('site_cross_fitted'))} Or compare with "
+               "`python -m xraycore evaluate --save` on another sample.")
     site_fpr, site_tpr, _ = metrics.roc_curve(fit["truth"], fit["score"])
     both = {"internal validation": (fpr, tpr, report["auroc"]),
             f"site: {sample_name}": (site_fpr, site_tpr, site_report["auroc"])}

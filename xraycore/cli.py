@@ -488,6 +488,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
+    from . import operating
     from .evaluate import calibrate_folder
 
     point = calibrate_folder(args.model, args.data, args.name, beta=args.beta, activate=not args.no_activate, tta=args.tta)
@@ -502,11 +503,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         low, high = (ci.get(key) or [None, None, None])[1:]
         interval = f" (95% CI {low:.3f}-{high:.3f})" if low is not None else ""
         print(f"{key:>12}: {report[key]:.4f}{interval}   measured on the calibration sample itself: optimistic")
-    crossed = point.get("site_cross_fitted")
-    if crossed:
-        print(f"on patients it was not fitted on ({crossed['folds']}-fold cross-fitted, mean of {crossed['repeats']} "
-              f"shuffles): accuracy {crossed['accuracy']:.3f} ± {crossed['accuracy_sd']:.3f}, sensitivity "
-              f"{crossed['sensitivity']:.3f}, specificity {crossed['specificity']:.3f}")
+    print(operating.describe_cross_fit(point.get("site_cross_fitted")))
     if point.get("warning"):
         print(f"warning: {point['warning']}")
     return 0

@@ -232,6 +232,16 @@ def cross_fitted_rates(y_true: np.ndarray, logits: np.ndarray, positive_index: i
             "accuracy_sd": float(np.std([row[0] for row in each])), "folds": folds, "repeats": repeats}
 
 
+def describe_cross_fit(crossed: dict[str, Any] | None) -> str:
+    """:func:`cross_fitted_rates` as the sentence the CLI prints and the Operating point page shows."""
+    if not crossed:
+        return "Too few images per class for an estimate on patients the point was not fitted on."
+    return (f"On patients it was not fitted on (fitted on {crossed['folds'] - 1}/{crossed['folds']} of the sample, "
+            f"measured on the rest, mean of {crossed['repeats']} shuffles): accuracy {crossed['accuracy']:.3f} "
+            f"± {crossed['accuracy_sd']:.3f}, sensitivity {crossed['sensitivity']:.3f}, specificity "
+            f"{crossed['specificity']:.3f}.")
+
+
 def sample_warning(n_positive: int, n_negative: int) -> str | None:
     """A plain sentence when the sample is too small for the threshold it implies, else None."""
     smallest = min(n_positive, n_negative)
