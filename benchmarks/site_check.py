@@ -6,18 +6,21 @@ not fitted on: temperature and F-beta threshold fitted on one half of the site s
 stratified) and applied to the other half, both ways round, the calls pooled; and, closer to a real
 calibration on the whole sample, 5-fold cross-fitting (fitted on 4/5, applied to the held 1/5) repeated over
 10 shuffles, its mean and spread. With --ood, the
-out-of-domain flag rates on internal validation, the site sample and covid_qu (adult films, other hospitals).
+out-of-domain flag rates on internal validation, the site sample and covid_qu (adult films, other hospitals),
+the latter also as a full-resolution film arrives (enlarged first, so the loader resizes and re-encodes it).
 
 Usage: python benchmarks/site_check.py MODEL [MODEL ...] [--site DIR] [--tta] [--ood] [--markdown]
 """
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import DATA  # noqa: E402
@@ -33,9 +36,18 @@ def rates(y: np.ndarray, calls: np.ndarray) -> dict[str, float]:
             "specificity": tn / max(1, int((1 - y).sum()))}
 
 
-def flag_rate(predictor: Predictor, files: list[Path]) -> float | None:
-    flags = [p.out_of_domain for p in predictor.predict_files(files, batch_size=32) if p.ok]
+def flag_rate(predictor: Predictor, files: list[Path], upscale: int | None = None) -> float | None:
+    """Share flagged out of domain. ``upscale``: each image enlarged to this side first (Lanczos, PNG, in memory),
+    so the loader resizes and re-encodes it as it does a full-resolution film (covid_qu holds 224 px copies)."""
+    sources = ((str(f), _enlarged(f, upscale) if upscale else f) for f in files)
+    flags = [p.out_of_domain for p in predictor.predict_sources(sources, batch_size=32) if p.ok]
     return round(float(np.mean(flags)), 4) if flags and flags[0] is not None else None
+
+
+def _enlarged(path: Path, side: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.open(path).convert("L").resize((side, side), Image.LANCZOS).save(buffer, "PNG")
+    return buffer.getvalue()
 
 
 def check(model: str, site: Path, beta: float, tta: bool, ood: bool, covid_n: int) -> dict:
@@ -62,6 +74,7 @@ def check(model: str, site: Path, beta: float, tta: bool, ood: bool, covid_n: in
         result["ood_flagged"] = {"internal_validation": flag_rate(predictor, val_files),
                                  "site": flag_rate(predictor, [Path(f) for f in scored.files]),
                                  "covid_qu": flag_rate(predictor, covid),
+                                 "covid_qu_at_full_resolution": flag_rate(predictor, covid, upscale=1024),
                                  "kermany_fullres": flag_rate(predictor, sorted((DATA / "chest_xray_fullres").rglob("*.jp*g")))}
     return result
 

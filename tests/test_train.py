@@ -109,6 +109,40 @@ def test_ood_blocks_each_catch_a_shift_the_others_do_not_see():
         ood.score(np.zeros((1, 5)))
 
 
+def test_ood_score_sums_only_the_scored_blocks_and_keeps_that_choice_when_saved():
+    """A shift confined to a block left out of the score is not flagged; the same fitted blocks re-scored on
+    every block flag it; the choice and its threshold survive the saved arrays; a file written before the
+    choice existed scores every block."""
+    rng = np.random.default_rng(2)
+    train, held_out = rng.normal(size=(2000, 12)), rng.normal(size=(2000, 12))
+    ood = fit_ood(train, held_out, quantile=0.99, widths=[4, 8], scored=[1])
+    assert ood.scored == (1,)
+    shifted_first = rng.normal(size=(200, 12))
+    shifted_first[:, :4] += 3.0
+    assert ood.is_out_of_domain(shifted_first).mean() < 0.05
+    assert ood.is_out_of_domain(rng.normal(size=(4000, 12))).mean() < 0.03
+    every = ood.scoring(held_out, None)
+    assert every.is_out_of_domain(shifted_first).mean() > 0.95 and every.threshold > ood.threshold
+    from xraycore.ood import OodModel
+
+    restored = OodModel.from_arrays(ood.to_arrays())
+    assert restored.scored == (1,) and restored.threshold == pytest.approx(ood.threshold)
+    np.testing.assert_allclose(restored.score(shifted_first), ood.score(shifted_first), rtol=1e-4)
+    older = {key: value for key, value in every.to_arrays().items() if key != "scored"}
+    assert "scored" not in every.to_arrays() and OodModel.from_arrays(older).scored is None
+    with pytest.raises(ValueError, match="not a non-empty subset"):
+        ood.scoring(held_out, [2])
+
+
+def test_registry_names_the_scored_out_of_domain_blocks_by_layer():
+    assert models.ood_scored_blocks("mobilenetv2_100") == [1, 2]  # blocks.3, blocks.5 of blocks.1/3/5 + pre-logits
+    assert models.ood_scored_blocks("tf_efficientnet_lite0") == [1, 2]
+    assert models.ood_scored_blocks("resnet18") is None  # no choice: every block
+    for name in models.list_backbones():  # every entry names only blocks it has (else ValueError)
+        scored = models.ood_scored_blocks(name)
+        assert scored is None or max(scored) <= len(models.REGISTRY[name].ood_layers)
+
+
 def test_ood_features_are_captured_from_the_registry_layers_in_one_forward():
     model, _ = models.build_model("mobilenetv2_100", 2, pretrained="none")
     model.eval()

