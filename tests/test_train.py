@@ -121,7 +121,7 @@ def test_ood_score_sums_only_the_scored_blocks_and_keeps_that_choice_when_saved(
     shifted_first[:, :4] += 3.0
     assert ood.is_out_of_domain(shifted_first).mean() < 0.05
     assert ood.is_out_of_domain(rng.normal(size=(4000, 12))).mean() < 0.03
-    every = ood.scoring(held_out, None)
+    every = ood.with_scored_blocks(held_out, None)
     assert every.is_out_of_domain(shifted_first).mean() > 0.95 and every.threshold > ood.threshold
     from xraycore.ood import OodModel
 
@@ -131,7 +131,7 @@ def test_ood_score_sums_only_the_scored_blocks_and_keeps_that_choice_when_saved(
     older = {key: value for key, value in every.to_arrays().items() if key != "scored"}
     assert "scored" not in every.to_arrays() and OodModel.from_arrays(older).scored is None
     with pytest.raises(ValueError, match="not a non-empty subset"):
-        ood.scoring(held_out, [2])
+        ood.with_scored_blocks(held_out, [2])
 
 
 def test_registry_names_the_scored_out_of_domain_blocks_by_layer():

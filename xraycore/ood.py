@@ -44,7 +44,7 @@ class OodModel:
     def widths(self) -> list[int]:
         return [block.mean.size for block in self.blocks]
 
-    def scoring(self, heldout_features: np.ndarray, scored: Sequence[int] | None) -> "OodModel":
+    def with_scored_blocks(self, heldout_features: np.ndarray, scored: Sequence[int] | None) -> "OodModel":
         """The same fitted blocks, scoring only ``scored`` (None: all), the threshold re-fitted on held-out
         in-domain features at the same quantile."""
         if scored is not None and (not scored or not set(scored) <= set(range(len(self.blocks)))):
@@ -53,7 +53,8 @@ class OodModel:
         return replace(chosen, threshold=float(np.quantile(chosen.score(heldout_features), self.quantile)))
 
     def score(self, features: np.ndarray) -> np.ndarray:
-        """Summed, validation-scaled distances of each row of ``features`` (n, sum of block widths)."""
+        """Summed, validation-scaled distances of the scored blocks, for each row of ``features`` (n, sum of block
+        widths)."""
         features = np.asarray(features, dtype=np.float64)
         if features.shape[-1] < sum(self.widths):
             raise ValueError(f"expected {sum(self.widths)} features per image, got {features.shape[-1]}")
@@ -121,4 +122,4 @@ def fit_ood(train_features: np.ndarray, heldout_features: np.ndarray, quantile: 
         unscaled = _Block(estimator.location_, estimator.precision_.astype(np.float32), 1.0)
         scale = max(float(np.median(unscaled.distance(heldout_part))), 1e-12)
         blocks.append(_Block(unscaled.mean, unscaled.precision, scale))
-    return OodModel(tuple(blocks), float("inf"), quantile).scoring(heldout_features, scored)
+    return OodModel(tuple(blocks), float("inf"), quantile).with_scored_blocks(heldout_features, scored)
