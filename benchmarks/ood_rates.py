@@ -52,7 +52,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         result["colour_photographs"] = flag_rate(predictor, colour_photos(Path(tmp)))
-    report("out-of-domain flag rates", {"model": args.model, "threshold": predictor.ood.threshold, **result})
+    threshold = predictor.ood.threshold if predictor.ood is not None else None  # an ensemble: one per member
+    report("out-of-domain flag rates", {"model": args.model, "threshold": threshold, **result})
 
 
 if __name__ == "__main__":

@@ -7,7 +7,9 @@ stratified) and applied to the other half, both ways round, the calls pooled; an
 calibration on the whole sample, 5-fold cross-fitting (fitted on 4/5, applied to the held 1/5) repeated over
 10 shuffles, its mean and spread. With --ood, the
 out-of-domain flag rates on internal validation, the site sample and covid_qu (adult films, other hospitals),
-the latter also as a full-resolution film arrives (enlarged first, so the loader resizes and re-encodes it).
+the latter also as a full-resolution film arrives (enlarged first, so the loader resizes and re-encodes it), and
+both after each processing of ``exposure.PROCESSING`` (blurred, sharpened, ...). ``--covid-n N`` takes the first N
+of each covid_qu class: keep them out of any ``ood-expose`` fit (the bundled model was exposed to the last 500).
 
 Usage: python benchmarks/site_check.py MODEL [MODEL ...] [--site DIR] [--tta] [--ood] [--markdown]
 """
@@ -27,6 +29,7 @@ from benchmarks.common import DATA  # noqa: E402
 from xraycore import metrics, operating, runs  # noqa: E402
 from xraycore.data.folders import patient_id  # noqa: E402
 from xraycore.evaluate import score_folder  # noqa: E402
+from xraycore.exposure import PROCESSING, processed_bytes  # noqa: E402
 from xraycore.predict import Predictor  # noqa: E402
 
 
@@ -36,10 +39,13 @@ def rates(y: np.ndarray, calls: np.ndarray) -> dict[str, float]:
             "specificity": tn / max(1, int((1 - y).sum()))}
 
 
-def flag_rate(predictor: Predictor, files: list[Path], upscale: int | None = None) -> float | None:
+def flag_rate(predictor: Predictor, files: list[Path], upscale: int | None = None,
+              processing: str | None = None) -> float | None:
     """Share flagged out of domain. ``upscale``: each image enlarged to this side first (Lanczos, PNG, in memory),
-    so the loader resizes and re-encodes it as it does a full-resolution film (covid_qu holds 224 px copies)."""
-    sources = ((str(f), _enlarged(f, upscale) if upscale else f) for f in files)
+    so the loader resizes and re-encodes it as it does a full-resolution film (covid_qu holds 224 px copies).
+    ``processing``: one of exposure.PROCESSING applied first (in memory)."""
+    sources = ((str(f), _enlarged(f, upscale) if upscale else processed_bytes(f, processing) if processing else f)
+               for f in files)
     flags = [p.out_of_domain for p in predictor.predict_sources(sources, batch_size=32) if p.ok]
     return round(float(np.mean(flags)), 4) if flags and flags[0] is not None else None
 
@@ -76,6 +82,10 @@ def check(model: str, site: Path, beta: float, tta: bool, ood: bool, covid_n: in
                                  "covid_qu": flag_rate(predictor, covid),
                                  "covid_qu_at_full_resolution": flag_rate(predictor, covid, upscale=1024),
                                  "kermany_fullres": flag_rate(predictor, sorted((DATA / "chest_xray_fullres").rglob("*.jp*g")))}
+        for name in PROCESSING:  # how the flag moves when a film is processed on its way here
+            result["ood_flagged"][f"site_{name}"] = flag_rate(predictor, [Path(f) for f in scored.files], processing=name)
+            if name != "full_resolution":  # measured above, the same way
+                result["ood_flagged"][f"covid_qu_{name}"] = flag_rate(predictor, covid, processing=name)
     return result
 
 

@@ -60,6 +60,8 @@ def show_model(description: dict) -> None:
             st.caption(f"trained on: {description['data']}")
         if (description.get("intended_use") or {}).get("population"):
             st.caption(f"intended population: {description['intended_use']['population']}")
+        if description.get("ood_check"):
+            st.caption(f"out-of-domain check: {description['ood_check']}")
 
 
 def _number(value: object) -> str:

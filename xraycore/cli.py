@@ -108,6 +108,20 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--no-activate", action="store_true", help="store the point without making it active")
     calibrate.add_argument("--json", action="store_true", help="print the stored point as JSON")
 
+    expose = verbs.add_parser("ood-expose", help="teach the out-of-domain check films from elsewhere (outlier exposure)",
+                              description="Fit a discriminator of the training images against films the model must "
+                                          "not answer for (adults, other hospitals) into each network's out-of-domain "
+                                          "check; its threshold is set on the network's validation images.")
+    expose.add_argument("--model", required=True, help="model directory (a run or an ensemble)")
+    expose.add_argument("--inliers", required=True, help="the folder the model was trained on (class folders)")
+    expose.add_argument("--outliers", required=True, help="films from elsewhere (a folder or class folders)")
+    expose.add_argument("--max-inliers", type=int, default=2000, help="training images to use at most (a random sample)")
+    expose.add_argument("--hold-out", type=int, default=0, metavar="N",
+                        help="keep the first N films of each outlier folder out of the fit and report their flag rate")
+    expose.add_argument("--quantile", type=float, default=0.999,
+                        help="share of validation images below the discriminator's threshold")
+    expose.add_argument("--json", action="store_true", help="print the per-network reports as JSON")
+
     points = verbs.add_parser("operating-point", help="list, activate or reset a model's named operating points")
     points.add_argument("--model", required=True, help="model directory")
     points.add_argument("--activate", metavar="NAME", help="make NAME the active operating point")
@@ -203,7 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = {
         "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "runs": cmd_runs,
         "presets": cmd_presets, "report": cmd_report, "export": cmd_export, "build-dataset": cmd_build,
-        "bundle": cmd_bundle, "calibrate": cmd_calibrate, "operating-point": cmd_operating_point, "audit": cmd_audit,
+        "bundle": cmd_bundle, "calibrate": cmd_calibrate, "ood-expose": cmd_ood_expose, "operating-point": cmd_operating_point, "audit": cmd_audit,
         "pacs": cmd_pacs, "selfcheck": cmd_selfcheck,
     }[args.verb]
     try:
@@ -506,6 +520,16 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     print(operating.describe_cross_fit(point.get("site_cross_fitted")))
     if point.get("warning"):
         print(f"warning: {point['warning']}")
+    return 0
+
+
+def cmd_ood_expose(args: argparse.Namespace) -> int:
+    from .exposure import expose
+
+    reports = expose(args.model, args.inliers, args.outliers, max_inliers=args.max_inliers, quantile=args.quantile,
+                     hold_out_outliers=args.hold_out, say=(lambda _: None) if args.json else print)
+    if args.json:
+        print(json.dumps(reports))
     return 0
 
 

@@ -151,6 +151,10 @@ class EvaluationSettings:
                                      "result on other data", path=True)
     beta: float = setting(2.0, "F-beta of the saved operating point (2 favours recall)")
     fit_ood: bool = setting(True, "fit the out-of-domain detector")
+    ood_outliers: str | None = setting(None, "films the model must not answer for (adults, other hospitals: a folder "
+                                       "or class folders): once trained, the out-of-domain check also learns to "
+                                       "tell them from the training images (as python -m xraycore ood-expose)",
+                                       path=True)
     tta: bool = setting(False, "flip test-time augmentation")
 
 

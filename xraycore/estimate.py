@@ -118,12 +118,18 @@ def planned_images(config: TrainConfig, counts: ImageCounts) -> tuple[int, int, 
 
 
 def run_seconds(train_images: int, val_images: int, test_images: int, epochs: int, images_per_second: float,
-                fit_ood: bool = True) -> float:
+                fit_ood: bool = True, outlier_images: int = 0) -> float:
     """One run, end to end: every epoch's training and validation, then the final scoring of validation,
-    test and (for the out-of-domain fit) up to 3000 training images."""
+    test and (for the out-of-domain fit) up to 3000 training images, and with ``outlier_images`` (--ood-outliers)
+    the outlier exposure's scoring of them and of training images, each also after every kind of processing."""
     forward = images_per_second / FORWARD_SHARE
     per_epoch = train_images / images_per_second + val_images / forward
     final = (val_images + test_images + (min(train_images, OOD_TRAIN_IMAGES) if fit_ood else 0)) / forward
+    if fit_ood and outlier_images:
+        from .exposure import PROCESSING, SCORED_TRAINING_IMAGES, PROCESSED_SHARE
+
+        passes = 1 + PROCESSED_SHARE * len(PROCESSING)
+        final += ((min(train_images, SCORED_TRAINING_IMAGES) + outlier_images) * passes + val_images) / forward
     return epochs * per_epoch + final
 
 
@@ -177,7 +183,7 @@ def plan_rows(configs: Sequence[TrainConfig], counts: ImageCounts | None, known:
             row["training images"] = train_images
             if measured is not None:
                 duration = run_seconds(train_images, val_images, test_images, config.epochs, measured.at(size),
-                                       config.fit_ood)
+                                       config.fit_ood, _outlier_images(config))
                 duration *= _runs_of(config)
         row["measured speed"] = (f"{measured.at(size):.1f} images/s (from run {measured.run_id} at "
                                  f"{measured.image_size} px)" if measured is not None else NO_MEASUREMENT)
@@ -196,8 +202,20 @@ def total_seconds(configs: Sequence[TrainConfig], counts: ImageCounts, known: Se
             return None
         train_images, val_images, test_images = planned_images(config, counts)
         total += run_seconds(train_images, val_images, test_images, config.epochs, measured.at(size),
-                             config.fit_ood) * _runs_of(config)
+                             config.fit_ood, _outlier_images(config)) * _runs_of(config)
     return total
+
+
+def _outlier_images(config: TrainConfig) -> int:
+    """How many films --ood-outliers names (0 when none, or the folder cannot be read)."""
+    if not config.ood_outliers:
+        return 0
+    from .exposure import images_in
+
+    try:
+        return len(images_in(config.ood_outliers))
+    except (ValueError, OSError):
+        return 0
 
 
 def _runs_of(config: TrainConfig) -> int:

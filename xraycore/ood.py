@@ -8,6 +8,12 @@ Each block's distance is divided by its median on held-out validation images and
 blocks the registry scores (``BackboneSpec.ood_scored``; by default every block) are summed; the flag
 threshold is a high quantile of that sum on validation, so by construction about ``1 - quantile`` of
 in-domain images are flagged. Measured on the bundled model in its card.
+
+A distance only knows the training images. Where films from elsewhere are at hand (adults, other hospitals),
+``fit_discriminator`` adds a linear classifier of training images against them over the same standardised
+features ("outlier exposure", Hendrycks et al. 2019); an image is flagged when either check says so
+(``OodModel.ratio``). Its threshold is a high quantile of its logit on held-out in-domain images, so it adds few
+flags at home.
 Pure numpy (scikit-learn only to fit): the caller extracts the features (``models.OodFeatures`` or the
 exported graph's ``features`` output).
 """
@@ -34,11 +40,47 @@ class _Block:
 
 
 @dataclass(frozen=True)
+class DomainDiscriminator:
+    """Logistic regression of "from elsewhere" against the training images, over standardised features."""
+    mean: np.ndarray  # (d,) standardisation, fitted on the in-domain images
+    scale: np.ndarray  # (d,)
+    weights: np.ndarray  # (d,)
+    bias: float
+    threshold: float  # logits above this are out of domain
+    spread: float  # standard deviation of the logit on held-out in-domain images: the ratio's unit
+    quantile: float
+
+    def logit(self, features: np.ndarray) -> np.ndarray:
+        standardised = (np.asarray(features, dtype=np.float64) - self.mean) / self.scale
+        return standardised @ self.weights + self.bias
+
+    def ratio(self, features: np.ndarray) -> np.ndarray:
+        """1 at the threshold, one more per held-out spread above it, never below 0: on the scale of
+        the distance check's ratio, so the larger of the two can be taken and averaged over an ensemble's members."""
+        return np.maximum(1.0 + (self.logit(features) - self.threshold) / self.spread, 0.0)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {"discriminator.mean": self.mean.astype(np.float32),
+                "discriminator.scale": self.scale.astype(np.float32),
+                "discriminator.weights": self.weights.astype(np.float32),
+                "discriminator.scalars": np.array([self.bias, self.threshold, self.spread, self.quantile])}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "DomainDiscriminator | None":
+        if "discriminator.weights" not in arrays:
+            return None
+        bias, threshold, spread, quantile = (float(v) for v in np.ravel(arrays["discriminator.scalars"]))
+        return cls(*(np.asarray(arrays[f"discriminator.{key}"], np.float64) for key in ("mean", "scale", "weights")),
+                   bias, threshold, spread, quantile)
+
+
+@dataclass(frozen=True)
 class OodModel:
     blocks: tuple[_Block, ...]
     threshold: float  # scores above this are out of domain
     quantile: float
     scored: tuple[int, ...] | None = None  # indices of the blocks the score sums; None: every block
+    discriminator: DomainDiscriminator | None = None  # fitted on films from elsewhere, when any were given
 
     @property
     def widths(self) -> list[int]:
@@ -49,24 +91,41 @@ class OodModel:
         in-domain features at the same quantile."""
         if scored is not None and (not scored or not set(scored) <= set(range(len(self.blocks)))):
             raise ValueError(f"scored blocks {list(scored)} are not a non-empty subset of 0..{len(self.blocks) - 1}")
-        chosen = OodModel(self.blocks, float("inf"), self.quantile, None if scored is None else tuple(sorted(scored)))
+        chosen = OodModel(self.blocks, float("inf"), self.quantile, None if scored is None else tuple(sorted(scored)),
+                          self.discriminator)
         return replace(chosen, threshold=float(np.quantile(chosen.score(heldout_features), self.quantile)))
+
+    def with_discriminator(self, discriminator: DomainDiscriminator | None) -> "OodModel":
+        if discriminator is not None and discriminator.mean.size != sum(self.widths):
+            raise ValueError(f"the discriminator reads {discriminator.mean.size} features, "
+                             f"the detector {sum(self.widths)}")
+        return replace(self, discriminator=discriminator)
+
+    def own_features(self, features: np.ndarray) -> np.ndarray:
+        """The columns this detector reads: a detector fitted on fewer blocks (an older model: pre-logit features
+        only) reads the last ones, as the pre-logit features always come last."""
+        features = np.asarray(features, dtype=np.float64)
+        if features.shape[-1] < sum(self.widths):
+            raise ValueError(f"expected {sum(self.widths)} features per image, got {features.shape[-1]}")
+        return features[..., features.shape[-1] - sum(self.widths):]
 
     def score(self, features: np.ndarray) -> np.ndarray:
         """Summed, validation-scaled distances of the scored blocks, for each row of ``features`` (n, sum of block
         widths)."""
-        features = np.asarray(features, dtype=np.float64)
-        if features.shape[-1] < sum(self.widths):
-            raise ValueError(f"expected {sum(self.widths)} features per image, got {features.shape[-1]}")
-        # A detector fitted on fewer blocks (an older model: pre-logit features only) reads the last ones:
-        # the pre-logit features always come last.
-        features = features[..., features.shape[-1] - sum(self.widths):]
-        parts = np.split(features, np.cumsum(self.widths)[:-1], axis=-1)
+        parts = np.split(self.own_features(features), np.cumsum(self.widths)[:-1], axis=-1)
         counted = range(len(self.blocks)) if self.scored is None else self.scored
         return np.sum([self.blocks[i].distance(parts[i]) / self.blocks[i].scale for i in counted], axis=0)
 
+    def ratio(self, features: np.ndarray) -> np.ndarray:
+        """How far out of domain, in units of the flag threshold (> 1: flagged): the distance over its threshold,
+        or the discriminator's ratio where it is larger."""
+        distance = self.score(features) / self.threshold
+        if self.discriminator is None:
+            return distance
+        return np.maximum(distance, self.discriminator.ratio(self.own_features(features)))
+
     def is_out_of_domain(self, features: np.ndarray) -> np.ndarray:
-        return self.score(features) > self.threshold
+        return self.ratio(features) > 1.0
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         arrays = {"threshold": np.array([self.threshold]), "quantile": np.array([self.quantile]),
@@ -77,12 +136,15 @@ class OodModel:
             arrays[f"mean.{i}"] = block.mean.astype(np.float32)
             # Symmetric: its upper triangle is all there is to store (half the bytes of a bundled model's detector).
             arrays[f"precision_upper.{i}"] = block.precision[np.triu_indices(block.mean.size)].astype(np.float32)
+        if self.discriminator is not None:
+            arrays.update(self.discriminator.to_arrays())
         return arrays
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "OodModel":
-        """Also reads the single-block files of earlier versions (keys mean / precision, raw distance) and the
-        multi-block files written before blocks could be left out of the score (no "scored": every block)."""
+        """Also reads the single-block files of earlier versions (keys mean / precision, raw distance), the
+        multi-block files written before blocks could be left out of the score (no "scored": every block) and
+        files without a discriminator."""
         if "mean" in arrays:
             block = _Block(np.asarray(arrays["mean"], np.float64), np.asarray(arrays["precision"], np.float32), 1.0)
             return cls((block,), float(np.ravel(arrays["threshold"])[0]), float(np.ravel(arrays["quantile"])[0]))
@@ -90,7 +152,8 @@ class OodModel:
         blocks = tuple(_Block(np.asarray(arrays[f"mean.{i}"], np.float64), _precision(arrays, i).astype(np.float32),
                               float(scales[i])) for i in range(scales.size))
         scored = tuple(int(i) for i in np.ravel(arrays["scored"])) if "scored" in arrays else None
-        return cls(blocks, float(np.ravel(arrays["threshold"])[0]), float(np.ravel(arrays["quantile"])[0]), scored)
+        return cls(blocks, float(np.ravel(arrays["threshold"])[0]), float(np.ravel(arrays["quantile"])[0]), scored,
+                   DomainDiscriminator.from_arrays(arrays))
 
 
 def _precision(arrays: dict[str, np.ndarray], index: int) -> np.ndarray:
@@ -123,3 +186,24 @@ def fit_ood(train_features: np.ndarray, heldout_features: np.ndarray, quantile: 
         scale = max(float(np.median(unscaled.distance(heldout_part))), 1e-12)
         blocks.append(_Block(unscaled.mean, unscaled.precision, scale))
     return OodModel(tuple(blocks), float("inf"), quantile).with_scored_blocks(heldout_features, scored)
+
+
+def fit_discriminator(inlier_features: np.ndarray, outlier_features: np.ndarray, heldout_features: np.ndarray,
+                      quantile: float = 0.999, strength: float = 0.01) -> DomainDiscriminator:
+    """Training images (and processed copies of them) against films from elsewhere; the threshold is the
+    ``quantile`` of the logit on held-out in-domain images. ``strength``: inverse L2 penalty (scikit-learn's C),
+    small so that many weak cues (anatomy, exposure) count rather than one source's quirk."""
+    from sklearn.linear_model import LogisticRegression  # lazy: serving only scores
+
+    inliers = np.asarray(inlier_features, dtype=np.float64)
+    outliers = np.asarray(outlier_features, dtype=np.float64)
+    if len(inliers) < 2 or len(outliers) < 2:
+        raise ValueError("the discriminator needs at least two in-domain and two outlier images")
+    mean, scale = inliers.mean(axis=0), inliers.std(axis=0) + 1e-6
+    fitted = LogisticRegression(C=strength, max_iter=5000, class_weight="balanced").fit(
+        (np.concatenate([inliers, outliers]) - mean) / scale, np.r_[np.zeros(len(inliers)), np.ones(len(outliers))])
+    unthresholded = DomainDiscriminator(mean, scale, fitted.coef_.ravel().astype(np.float64),
+                                        float(fitted.intercept_[0]), 0.0, 1.0, quantile)
+    heldout = unthresholded.logit(heldout_features)
+    return replace(unthresholded, threshold=float(np.quantile(heldout, quantile)),
+                   spread=max(float(np.std(heldout)), 1e-6))

@@ -157,8 +157,8 @@ class Network:
         return output._replace(logits=output.logits / self.temperature)
 
     def ood_ratio(self, feats: np.ndarray) -> np.ndarray | None:
-        """Out-of-domain distance over this network's own flag threshold (> 1: flagged), or None."""
-        return None if self.ood is None else self.ood.score(feats) / self.ood.threshold
+        """Out-of-domain ratio to this network's own flag threshold (> 1: flagged; see OodModel.ratio), or None."""
+        return None if self.ood is None else self.ood.ratio(feats)
 
 
 def _engine(backend: str, run: runs.Run, config: Mapping[str, Any], device: str | None) -> Engine:
@@ -272,7 +272,9 @@ def _load_ood(run: runs.Run, widths: list[int]) -> OodModel | None:
     square = all(block.mean.ndim == 1 and block.precision.shape == (block.mean.size,) * 2 for block in ood.blocks)
     # An older detector scores the pre-logit features only, which always come last.
     fits = ood.widths == widths or (len(ood.widths) == 1 and ood.widths[0] == widths[-1])
-    if not (square and fits):
+    discriminator_fits = ood.discriminator is None or all(
+        getattr(ood.discriminator, key).shape == (sum(ood.widths),) for key in ("mean", "scale", "weights"))
+    if not (square and fits and discriminator_fits):
         raise runs.ModelDirectoryError(path, "(the out-of-domain detector) belongs to another network")
     return ood
 
@@ -371,7 +373,20 @@ class Predictor:
             "weights_source": config.get("weights_source"), "split": config.get("split"),
             "counts": config.get("counts"), "validation": summary.get("val"), "data": config.get("train", {}).get("data"),
             "intended_use": None if self.intended is None else self.intended.to_json(),
+            "ood_check": self._ood_check(),
         }
+
+    def _ood_check(self) -> str:
+        """What the out-of-domain flag rests on, in words: the distance, and what the discriminator was shown."""
+        if not self.has_ood:
+            return "none (this model flags nothing as out of domain)"
+        exposures = [(network.run.read_json(runs.SUMMARY_FILE, {}) or {}).get("ood_exposure")
+                     for network in self.networks if network.ood.discriminator is not None]
+        if not exposures:
+            return "distance to the training images"
+        shown = exposures[0] or {}
+        return (f"distance to the training images, and a discriminator shown {shown.get('n_outliers', '?')} films "
+                f"from elsewhere ({shown.get('outliers', 'unnamed')})")
 
     # -------------------------------------------------------------- tensors
     def _networks_for(self, cam: str | None) -> list[Network]:

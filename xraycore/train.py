@@ -251,6 +251,8 @@ def _run(config: TrainConfig, progress: Progress, run_id: str | None, resume_fro
                         "use a GPU, or --smoke to check the recipe")
         session.run = _open_or_create_run(session, weights_source, run_id, resume_from)
         _fit(session)
+        if ctx.is_main and config.ood_outliers and config.fit_ood and session.run.status().get("state") == "finished":
+            _expose_to_outliers(session)
         return Path(session.run.path) if session.run is not None else Path()
     except BaseException as error:
         if session is not None and session.run is not None and ctx.is_main:
@@ -260,6 +262,15 @@ def _run(config: TrainConfig, progress: Progress, run_id: str | None, resume_fro
         raise
     finally:
         distributed.teardown(ctx)
+
+
+def _expose_to_outliers(session: Session) -> None:
+    """The finished run's out-of-domain check learns the --ood-outliers films (see exposure.expose)."""
+    from .exposure import fit_exposure
+
+    session.say(f"out-of-domain check: learning the films in {session.config.ood_outliers}")
+    fit_exposure(session.run.path, session.config.data, session.config.ood_outliers, seed=session.config.seed,
+                 say=session.say)
 
 
 def _open_or_create_run(session: Session, weights_source: str, run_id: str | None,

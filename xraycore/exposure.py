@@ -1,0 +1,194 @@
+"""Outlier exposure: teach a model's out-of-domain check what films from elsewhere look like.
+
+The distance check (``ood.OodModel``) only knows the training images. Given a folder of films the model must
+not answer for (adults, other hospitals), ``expose`` fits each network's ``ood.DomainDiscriminator``: its
+training images against those films, both also seen after the processing a film meets on its way to us
+(``PROCESSING``: resized from full resolution and re-encoded, blurred, sharpened, equalised, re-compressed,
+cropped), so that it learns what differs in the patients and the anatomy rather than in one collection's
+file format. The threshold is set on each network's own validation images (never fitted on), and the
+detector file is rewritten with the discriminator beside the unchanged distance blocks.
+"""
+from __future__ import annotations
+
+import io as _io
+import random
+from collections.abc import Callable, Sequence
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageFilter, ImageOps
+
+from . import access, audit, runs
+from . import io as xio
+from .data.folders import list_images
+from .ood import fit_discriminator
+from .predict import Network, Predictor
+
+FULL_RESOLUTION_SIDE = 1024  # a film enlarged to this is resized and re-encoded by the loader, as a real one is
+SCORED_TRAINING_IMAGES = 2000  # training images the discriminator sees at most (a random sample)
+PROCESSED_SHARE = 0.3  # of each set, also seen after every kind of processing
+
+
+def _reencoded_jpeg(image: Image.Image, quality: int = 40) -> Image.Image:
+    buffer = _io.BytesIO()
+    image.save(buffer, "JPEG", quality=quality)
+    return Image.open(_io.BytesIO(buffer.getvalue()))
+
+
+def _centre(image: Image.Image, fraction: float = 0.8) -> Image.Image:
+    width, height = image.size
+    return image.crop((int(width * (1 - fraction) / 2), int(height * (1 - fraction) / 2),
+                       int(width * (1 + fraction) / 2), int(height * (1 + fraction) / 2)))
+
+
+# Ways a film is processed between the detector and us; each maps a greyscale PIL image to another.
+PROCESSING: dict[str, Callable[[Image.Image], Image.Image]] = {
+    "full_resolution": lambda image: image.resize((FULL_RESOLUTION_SIDE,) * 2, Image.LANCZOS),
+    "blurred": lambda image: image.filter(ImageFilter.GaussianBlur(1)),
+    "sharpened": lambda image: image.filter(ImageFilter.UnsharpMask(2, 120, 2)),
+    "equalised": ImageOps.equalize,
+    "recompressed": _reencoded_jpeg,
+    "cropped": _centre,
+}
+
+
+def images_in(folder: str | Path) -> list[Path]:
+    """The images of a folder and its sub-folders (class folders, train/ and test/ splits), sorted per folder;
+    a COVID-19 Radiography layout (``images/`` beside ``masks/``) contributes its ``images/`` only."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"{folder} is not a folder")
+    if (folder / "images").is_dir():
+        return list_images(folder)
+    return list_images(folder) + [p for sub in sorted(folder.iterdir()) if sub.is_dir() for p in images_in(sub)]
+
+
+def processed_bytes(path: Path, processing: str) -> bytes:
+    """The file's image after ``processing``, as PNG bytes (in memory)."""
+    grey = xio.to_uint8(xio.read_xray(path).pixels)
+    buffer = _io.BytesIO()
+    PROCESSING[processing](Image.fromarray(grey)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def processed(path: Path, processing: str | None) -> xio.XrayImage:
+    """The file read as the app reads an upload, after ``processing`` (None: as it is)."""
+    if processing is None:
+        return xio.read_xray(path)
+    return xio.read_xray(processed_bytes(path, processing), name=path.name)
+
+
+def features(network: Network, predictor: Predictor, paths: Sequence[Path], processing: str | None = None,
+             batch_size: int = 32) -> np.ndarray:
+    """The out-of-domain features ``network`` extracts from each file (unreadable files are skipped)."""
+    rows = []
+    for start in range(0, len(paths), batch_size):
+        batch = []
+        for path in paths[start:start + batch_size]:
+            try:
+                batch.append(network.prepare(processed(path, processing)))
+            except xio.XrayReadError:
+                continue
+        if batch:
+            rows.append(network.forward(np.stack(batch), False, None, predictor.positive_index).features)
+    width = sum(network.ood.widths) if network.ood is not None else 0
+    return np.concatenate(rows) if rows else np.zeros((0, width), np.float32)
+
+
+def expose(model: str | Path, inliers: str | Path, outliers: str | Path, *, identity: access.Identity | None = None,
+           **options: Any) -> list[dict[str, Any]]:
+    """:func:`fit_exposure` on a model in use. It changes which patients' films the model declines to answer
+    for, so it is a shared clinical setting: admin only, one 'ood_exposure' audit line."""
+    with audit.guarded("ood_exposure", identity, access.CHANGE_OPERATING_POINT, model=audit.model_info(model),
+                       target=Path(outliers).name) as line:
+        reports = fit_exposure(model, inliers, outliers, **options)
+        line.note(counts={"networks": len(reports), "outliers": reports[0]["n_outliers"]},
+                  new={r["network"]: r["flagged_validation"] for r in reports})
+        return reports
+
+
+def fit_exposure(model: str | Path, inliers: str | Path, outliers: str | Path, *,
+                 max_inliers: int = SCORED_TRAINING_IMAGES, hold_out_outliers: int = 0,
+                 processed_share: float = PROCESSED_SHARE, quantile: float = 0.999, strength: float = 0.01,
+                 seed: int = 0, say: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Fit and save the discriminator of every network of ``model`` (each member of an ensemble).
+
+    ``inliers``: the folder the model was trained on (each network's validation images are found in it by file
+    name, held out, and set the threshold; its test images are left out). ``outliers``: films from elsewhere;
+    the first ``hold_out_outliers`` of each of its folders are kept out of the fit and measured instead.
+    ``processed_share`` of each set is also seen after each of ``PROCESSING``. Returns, per network, what was
+    fitted and its flag rates. Training calls it on its own new run (``--ood-outliers``).
+    """
+    unseen, fitted_on = _first_of_each_folder(images_in(outliers), hold_out_outliers)
+    if len(fitted_on) < 2:
+        raise ValueError(f"{outliers} leaves {len(fitted_on)} images to fit on: give a folder of films from elsewhere")
+    predictor = Predictor(model, device=None)
+    pool = images_in(inliers)
+    reports = []
+    for network in predictor.networks:
+        if network.ood is None:
+            raise ValueError(f"{network.run.path} has no out-of-domain detector to add a discriminator to")
+        heldout, training = _home_images(network, pool, Path(inliers), max_inliers, seed)
+        say(f"{network.run.path.name}: {len(training)} training images, {len(fitted_on)} from elsewhere, "
+            f"{len(heldout)} validation images to set the threshold")
+        home, away = _with_processing(network, predictor, training, fitted_on, processed_share, say)
+        heldout_features = features(network, predictor, heldout)
+        discriminator = fit_discriminator(home, away, network.ood.own_features(heldout_features), quantile, strength)
+        detector = network.ood.with_discriminator(discriminator)
+        runs.save_arrays(network.run.path / runs.OOD_FILE, detector.to_arrays())
+        report = {"network": network.run.path.name, "inliers": Path(inliers).name, "n_inliers": len(training),
+                  "outliers": Path(outliers).name, "n_outliers": len(fitted_on), "n_outliers_held_out": len(unseen),
+                  "processing": list(PROCESSING), "processed_share": processed_share, "quantile": quantile,
+                  "strength": strength, "date": date.today().isoformat(),
+                  "flagged_validation": float(np.mean(detector.is_out_of_domain(heldout_features))),
+                  "flagged_outliers_in_sample": float(np.mean(discriminator.ratio(away) > 1.0)),
+                  "flagged_outliers_held_out": (float(np.mean(detector.is_out_of_domain(
+                      features(network, predictor, unseen)))) if unseen else None)}
+        summary = network.run.read_json(runs.SUMMARY_FILE, {}) or {}
+        network.run.write_json(runs.SUMMARY_FILE, {**summary, "ood_exposure": report})
+        unseen_rate = report["flagged_outliers_held_out"]
+        say(f"{network.run.path.name}: flagged {report['flagged_validation']:.1%} of its validation images, "
+            f"{report['flagged_outliers_in_sample']:.1%} of the films it was fitted on"
+            + (f", {unseen_rate:.1%} of the {len(unseen)} held out" if unseen_rate is not None else ""))
+        reports.append(report)
+    return reports
+
+
+def _first_of_each_folder(paths: list[Path], count: int) -> tuple[list[Path], list[Path]]:
+    """(the first ``count`` paths of each folder, the rest), in the order given."""
+    seen: dict[Path, int] = {}
+    first, rest = [], []
+    for path in paths:
+        seen[path.parent] = seen.get(path.parent, 0) + 1
+        (first if seen[path.parent] <= count else rest).append(path)
+    return first, rest
+
+
+def _home_images(network: Network, pool: list[Path], inliers: Path, max_inliers: int,
+                 seed: int) -> tuple[list[Path], list[Path]]:
+    """(the network's validation images, up to ``max_inliers`` of its training images) found in ``pool``."""
+    validation_names = {Path(f).name for f in (network.run.predictions("val") or {}).get("file", [])}
+    validation = [p for p in pool if p.name in validation_names]
+    if not validation or len(validation) < 0.9 * len(validation_names):
+        raise ValueError(f"{inliers} holds {len(validation)} of the {len(validation_names)} validation images of "
+                         f"{network.run.path.name}: give the folder it was trained on")
+    test_names = {Path(f).name for f in (network.run.predictions("test") or {}).get("file", [])}
+    training = [p for p in pool if p.name not in validation_names | test_names]
+    random.Random(seed).shuffle(training)
+    return validation, training[:max_inliers]
+
+
+def _with_processing(network: Network, predictor: Predictor, training: list[Path], elsewhere: list[Path],
+                     share: float, say: Callable[[str], None]) -> tuple[np.ndarray, np.ndarray]:
+    """Features of both sets as they are and, for ``share`` of each, after every kind of processing."""
+    sets = []
+    for paths in (training, elsewhere):
+        some = paths[:: max(1, round(1 / share))] if share > 0 else []
+        parts = [features(network, predictor, paths)]
+        for name in PROCESSING if some else ():
+            say(f"  {network.run.path.name}: {len(some)} images {name.replace('_', ' ')}")
+            parts.append(features(network, predictor, some, name))
+        sets.append(network.ood.own_features(np.concatenate(parts)))
+    return sets[0], sets[1]
