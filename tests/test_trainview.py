@@ -118,9 +118,28 @@ def test_plan_rows_estimate_from_measurements_or_say_there_is_none():
     assert folded["runs"] == "5 folds"
 
 
+def test_plan_counts_the_outlier_films_of_ood_outliers(tmp_path):
+    """A run with --ood-outliers scores those films too: the estimate counts them (a missing folder: none)."""
+    from PIL import Image
+
+    counts = estimate.ImageCounts(pool={"a": 50, "b": 50}, val={}, test={})
+    known = [estimate.Measurement("fast-run", "resnet18", 224, 10.0)]
+    for i in range(40):
+        Image.new("L", (8, 8)).save(tmp_path / f"{i}.png")
+    plain = TrainConfig(backbone="resnet18", image_size=224, epochs=2, val_fraction=0.2)
+    exposed = TrainConfig(backbone="resnet18", image_size=224, epochs=2, val_fraction=0.2, ood_outliers=str(tmp_path))
+    assert estimate.total_seconds([exposed], counts, known) == pytest.approx(
+        estimate.run_seconds(80, 20, 0, 2, 10.0, outlier_images=40))
+    missing = TrainConfig(backbone="resnet18", image_size=224, epochs=2, val_fraction=0.2, ood_outliers=str(tmp_path / "x"))
+    assert estimate.total_seconds([missing], counts, known) == estimate.total_seconds([plain], counts, known)
+
+
 def test_run_seconds_and_durations_read_as_estimates():
     assert estimate.run_seconds(100, 30, 0, 3, 10.0) == pytest.approx(3 * (10 + 1) + (30 + 100) / 30)
     assert estimate.run_seconds(100, 30, 0, 3, 10.0, fit_ood=False) == pytest.approx(3 * (10 + 1) + 30 / 30)
+    # --ood-outliers: 100 training images and 50 films, each once and 0.3 x 6 processings, then validation.
+    assert estimate.run_seconds(100, 30, 0, 3, 10.0, outlier_images=50) == pytest.approx(
+        estimate.run_seconds(100, 30, 0, 3, 10.0) + ((100 + 50) * (1 + 0.3 * 6) + 30) / 30)
     assert [estimate.format_duration(s) for s in (3, 42, 600, 3 * 3600 + 600, 11 * 3600, None)] == [
         "about 3 s", "about 40 s", "about 10 min", "about 3 h 10 min", "about 11 h", "unknown"]
 
