@@ -353,6 +353,8 @@ def test_ood_expose_fits_each_network_and_the_predictor_flags_films_from_elsewhe
 
 def test_training_with_outliers_exposes_its_own_run(tiny_dataset, tmp_path):
     """--ood-outliers: the finished run's detector carries a discriminator, and its summary says what it saw."""
+    import shutil
+
     from PIL import Image
 
     from xraycore import runs
@@ -370,3 +372,16 @@ def test_training_with_outliers_exposes_its_own_run(tiny_dataset, tmp_path):
     assert detector.discriminator is not None
     exposure = runs.Run(run).read_json(runs.SUMMARY_FILE)["ood_exposure"]
     assert exposure["outliers"] == "elsewhere" and exposure["n_outliers"] == 12
+    # An exposure that cannot be done leaves the finished run finished, with its distance check alone.
+    lonely = tmp_path / "lonely"
+    lonely.mkdir()
+    shutil.copy(elsewhere / "0.png", lonely / "0.png")
+    kept = train(TrainConfig(data=str(tiny_dataset), backbone="simple_cnn", pretrained="none", image_size=48, epochs=1,
+                             batch_size=8, val_fraction=0.25, out=str(tmp_path / "runs"), ood_outliers=str(lonely)))
+    assert runs.Run(kept).status()["state"] == "finished"
+    assert OodModel.from_arrays(runs.load_arrays(kept / runs.OOD_FILE)).discriminator is None
+    assert "out-of-domain exposure not done" in (kept / runs.LOG_FILE).read_text()
+    with pytest.raises(ValueError, match="is not a folder"):  # before any training, not after it
+        train(TrainConfig(data=str(tiny_dataset), backbone="simple_cnn", pretrained="none", image_size=48,
+                          out=str(tmp_path / "never"), ood_outliers=str(tmp_path / "missing")))
+    assert not (tmp_path / "never").exists()

@@ -232,6 +232,8 @@ def _run(config: TrainConfig, progress: Progress, run_id: str | None, resume_fro
     if config.image_size is None:
         config = config.replace(image_size=spec.input_size)
     session: Session | None = None
+    if config.ood_outliers and config.fit_ood and not Path(config.ood_outliers).is_dir():
+        raise ValueError(f"--ood-outliers {config.ood_outliers} is not a folder")  # said now, not after training
     try:
         splits = prepare_data(config, progress if ctx.is_main else _silent)
         if not splits.train or not splits.val:
@@ -265,12 +267,18 @@ def _run(config: TrainConfig, progress: Progress, run_id: str | None, resume_fro
 
 
 def _expose_to_outliers(session: Session) -> None:
-    """The finished run's out-of-domain check learns the --ood-outliers films (see exposure.expose)."""
+    """The finished run's out-of-domain check learns the --ood-outliers films (see exposure.expose). The run is
+    finished and stays so: when this fails, it keeps the distance check alone and says why."""
     from .exposure import fit_exposure
 
     session.say(f"out-of-domain check: learning the films in {session.config.ood_outliers}")
-    fit_exposure(session.run.path, session.config.data, session.config.ood_outliers, seed=session.config.seed,
-                 say=session.say)
+    try:
+        fit_exposure(session.run.path, session.config.data, session.config.ood_outliers, seed=session.config.seed,
+                     say=session.say)
+    except (ValueError, OSError) as error:  # an unreadable folder, too few films, a validation image gone
+        message = f"out-of-domain exposure not done, the distance check alone flags: {error}"
+        session.say(message)
+        session.run.log(message)
 
 
 def _open_or_create_run(session: Session, weights_source: str, run_id: str | None,
