@@ -47,7 +47,7 @@ def main() -> None:
                                                                                if Path(f).name in train_files]),
                                   "site": flag_rate(predictor, site),
                                   "unseen_source": flag_rate(predictor, others),
-                                  "unseen_source_at_full_resolution": flag_rate(predictor, others, upscale=1024)}}),
+                                  "unseen_source_at_full_resolution": flag_rate(predictor, others, "full_resolution")}}),
                   flush=True)
 
 

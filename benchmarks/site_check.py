@@ -16,13 +16,11 @@ Usage: python benchmarks/site_check.py MODEL [MODEL ...] [--site DIR] [--tta] [-
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import DATA  # noqa: E402
@@ -39,21 +37,13 @@ def rates(y: np.ndarray, calls: np.ndarray) -> dict[str, float]:
             "specificity": tn / max(1, int((1 - y).sum()))}
 
 
-def flag_rate(predictor: Predictor, files: list[Path], upscale: int | None = None,
-              processing: str | None = None) -> float | None:
-    """Share flagged out of domain. ``upscale``: each image enlarged to this side first (Lanczos, PNG, in memory),
-    so the loader resizes and re-encodes it as it does a full-resolution film (covid_qu holds 224 px copies).
-    ``processing``: one of exposure.PROCESSING applied first (in memory)."""
-    sources = ((str(f), _enlarged(f, upscale) if upscale else processed_bytes(f, processing) if processing else f)
-               for f in files)
+def flag_rate(predictor: Predictor, files: list[Path], processing: str | None = None) -> float | None:
+    """Share flagged out of domain. ``processing``: one of exposure.PROCESSING applied first (in memory), e.g.
+    "full_resolution": enlarged so that the loader resizes and re-encodes it as it does a full-resolution film
+    (covid_qu holds 224 px copies)."""
+    sources = ((str(f), processed_bytes(f, processing) if processing else f) for f in files)
     flags = [p.out_of_domain for p in predictor.predict_sources(sources, batch_size=32) if p.ok]
     return round(float(np.mean(flags)), 4) if flags and flags[0] is not None else None
-
-
-def _enlarged(path: Path, side: int) -> bytes:
-    buffer = io.BytesIO()
-    Image.open(path).convert("L").resize((side, side), Image.LANCZOS).save(buffer, "PNG")
-    return buffer.getvalue()
 
 
 def check(model: str, site: Path, beta: float, tta: bool, ood: bool, covid_n: int) -> dict:
@@ -80,12 +70,12 @@ def check(model: str, site: Path, beta: float, tta: bool, ood: bool, covid_n: in
         result["ood_flagged"] = {"internal_validation": flag_rate(predictor, val_files),
                                  "site": flag_rate(predictor, [Path(f) for f in scored.files]),
                                  "covid_qu": flag_rate(predictor, covid),
-                                 "covid_qu_at_full_resolution": flag_rate(predictor, covid, upscale=1024),
+                                 "covid_qu_at_full_resolution": flag_rate(predictor, covid, "full_resolution"),
                                  "kermany_fullres": flag_rate(predictor, sorted((DATA / "chest_xray_fullres").rglob("*.jp*g")))}
         for name in PROCESSING:  # how the flag moves when a film is processed on its way here
-            result["ood_flagged"][f"site_{name}"] = flag_rate(predictor, [Path(f) for f in scored.files], processing=name)
+            result["ood_flagged"][f"site_{name}"] = flag_rate(predictor, [Path(f) for f in scored.files], name)
             if name != "full_resolution":  # measured above, the same way
-                result["ood_flagged"][f"covid_qu_{name}"] = flag_rate(predictor, covid, processing=name)
+                result["ood_flagged"][f"covid_qu_{name}"] = flag_rate(predictor, covid, name)
     return result
 
 
