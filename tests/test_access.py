@@ -196,6 +196,11 @@ def test_every_action_writes_exactly_one_audit_line(model_dir, tiny_dataset, log
     assert not (root / "old-run").exists()
     assert actions() == [("run.launch", "ok"), ("run.stop", "ok"), ("run.delete", "ok")]
     assert lines(log)[0]["target"] == "new-run" and lines(log)[2]["old"]["backbone"] == "simple_cnn"
+    assert (root / jobs.JOBS_DIR / "new-run.json").is_file(), "another run's job record is kept"
+    shutil.copytree(model_dir, root / "new-run")  # the stopped job's run: deleting it forgets the job as well
+    jobs.delete_run("new-run", identity=ADMIN_ID, root=root)
+    assert [p.name for p in (root / jobs.JOBS_DIR).iterdir() if p.name.startswith("new-run")] == []
+    assert jobs.owner_of(runs.Run(root / "new-run")) is None
 
 
 def test_pacs_exchange_is_checked_and_audited(log):

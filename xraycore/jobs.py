@@ -393,4 +393,17 @@ def delete_run(ref: str, identity: access.Identity | None = None, root: Path | N
         line.note(old={"state": status.get("state"), "backbone": run.config.get("backbone"),
                        "study": run.config.get("study")}, model=audit.model_info(run.path))
         shutil.rmtree(run.path)
+        _forget_job(root, run.id)
+
+
+def _forget_job(root: Path, job_id: str) -> None:
+    """Remove the record, log and settings of the finished job that trained only the deleted run, so a
+    later run of the same name inherits neither its owner nor its log. A study's job (other runs may
+    remain) and a job still alive are kept."""
+    job = next((job for job in list_jobs(root) if job.id == job_id), None)
+    if job is None or job.study or job.alive():
+        return
+    jobs_dir = root / JOBS_DIR
+    for suffix in (".json", ".log", jobqueue.BEGAN_SUFFIX, CONFIG_SUFFIX):
+        (jobs_dir / f"{job_id}{suffix}").unlink(missing_ok=True)
 
