@@ -63,7 +63,7 @@ def test_a_record_from_before_a_setting_existed_reads_as_it_trained(tmp_path):
 
 
 def test_every_setting_carries_its_help_and_closed_sets_their_choices():
-    assert len(settings()) == len(TrainConfig.__dataclass_fields__) == 60
+    assert len(settings()) == len(TrainConfig.__dataclass_fields__) == 62
     assert all(s.help and s.help != s.name for s in settings())
     assert {s.name: s.choices for s in settings() if s.choices} == {
         "split": config.SPLITS, "normalisation": config.NORMALISATIONS, "intensity": config.INTENSITIES,

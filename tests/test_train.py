@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from xraycore import models, runs
 from xraycore.config import TrainConfig
@@ -24,6 +25,8 @@ def test_config_refuses_unknown_and_bad_options():
         TrainConfig(val_fraction=1.5)
     with pytest.raises(ValueError, match="EMA decay"):
         TrainConfig(ema_decay=1.0)
+    with pytest.raises(ValueError, match="mixup and cutmix"):
+        TrainConfig(cutmix=-1.0)
 
 
 def scheduled_lrs(config: TrainConfig, steps: int, epochs: range) -> list[float]:
@@ -267,6 +270,60 @@ def test_ema_keeps_the_moving_average_and_a_stopped_run_resumes_it_exactly(tiny_
                              run_id="ema"))
     assert stopped.status()["state"] == "stopped"
     resume("ema", root=tmp_path / "stopped")
+    assert stopped.status()["state"] == "finished"
+    resumed = runs.load_weights(stopped.path / runs.LAST_WEIGHTS_FILE)
+    for name, tensor in kept.items():
+        torch.testing.assert_close(resumed[name], tensor, atol=1e-5, rtol=0, msg=name)
+
+
+def test_soft_target_loss_weights_classes_as_the_hard_label_loss_does():
+    """One-hot targets give exactly F.cross_entropy (plain and class-weighted); a 50/50 target is the mean of
+    the two hard losses when the classes weigh the same."""
+    from xraycore.optimisation import soft_target_cross_entropy
+
+    logits, labels = torch.randn(6, 2, generator=torch.Generator().manual_seed(0)), torch.tensor([0, 1, 1, 0, 1, 1])
+    one_hot = torch.nn.functional.one_hot(labels, 2).float()
+    weights = torch.tensor([2.9, 1.0])
+    torch.testing.assert_close(soft_target_cross_entropy(logits, one_hot), F.cross_entropy(logits, labels))
+    torch.testing.assert_close(soft_target_cross_entropy(logits, one_hot, weights),
+                               F.cross_entropy(logits, labels, weight=weights))
+    half = torch.full((6, 2), 0.5)
+    expected = (F.cross_entropy(logits, torch.zeros(6, dtype=torch.long))
+                + F.cross_entropy(logits, torch.ones(6, dtype=torch.long))) / 2
+    torch.testing.assert_close(soft_target_cross_entropy(logits, half), expected)
+
+
+def test_mixup_blends_images_and_labels_and_a_stopped_run_resumes_it_exactly(tiny_dataset, tmp_path):
+    """--mixup / --cutmix: a batch comes out blended with soft targets (label smoothing applied once, by the
+    mixer); a run stopped in epoch 2 and continued ends on the weights of an uninterrupted one (the mixer's
+    draws are seeded per epoch), and those differ from the same run without mixing."""
+    from xraycore.optimisation import make_mixing
+    from xraycore.train import STOP_FILE, resume, train
+
+    assert make_mixing(TrainConfig(), 2) is None
+    mixer = make_mixing(TrainConfig(mixup=0.4, label_smoothing=0.1), 2)
+    images, labels = torch.rand(8, 1, 16, 16), torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+    np.random.seed(0)  # this draw blends about 60 : 40
+    mixed, targets = mixer(images.clone(), labels)
+    assert not torch.equal(mixed, images)
+    torch.testing.assert_close(targets.sum(dim=1), torch.ones(8))
+    assert targets.min() >= 0.05 - 1e-6 and ((targets > 0.06) & (targets < 0.94)).any()
+
+    settings = dict(data=str(tiny_dataset / "train"), backbone="simple_cnn", pretrained="none", image_size=32,
+                    epochs=3, batch_size=8, val_fraction=0.25, fit_ood=False, lr=3e-3, mixup=0.4, cutmix=1.0)
+    reference = runs.Run(train(TrainConfig(**settings, out=str(tmp_path / "reference"))))
+    plain = runs.Run(train(TrainConfig(**{**settings, "mixup": 0.0, "cutmix": 0.0}, out=str(tmp_path / "plain"))))
+    kept, unmixed = (runs.load_weights(run.path / runs.LAST_WEIGHTS_FILE) for run in (reference, plain))
+    assert any(not torch.equal(kept[name], unmixed[name]) for name in kept if kept[name].is_floating_point())
+
+    def ask_to_stop_in_epoch_2(event: dict) -> None:
+        if event["kind"] == "batch" and event["epoch"] == 2 and event["step"] == 1:
+            (tmp_path / "stopped" / "mix" / STOP_FILE).touch()
+
+    stopped = runs.Run(train(TrainConfig(**settings, out=str(tmp_path / "stopped")), progress=ask_to_stop_in_epoch_2,
+                             run_id="mix"))
+    assert stopped.status()["state"] == "stopped"
+    resume("mix", root=tmp_path / "stopped")
     assert stopped.status()["state"] == "finished"
     resumed = runs.load_weights(stopped.path / runs.LAST_WEIGHTS_FILE)
     for name, tensor in kept.items():

@@ -125,6 +125,11 @@ class OptimisationSettings:
     loss: str = setting("weighted_ce", "cross-entropy, weighted by class (weights from the training split only) "
                         "or plain", LOSSES)
     label_smoothing: float = setting(0.0, "label smoothing of the cross-entropy")
+    mixup: float = setting(0.0, "mixup: blend pairs of training images and their labels, the share drawn from "
+                           "Beta(alpha, alpha) with this alpha (e.g. 0.2; 0: off; timm's Mixup)")
+    cutmix: float = setting(0.0, "CutMix: paste a box of one training image into another, labels mixed by area, "
+                            "box size from Beta(alpha, alpha) with this alpha (e.g. 1.0; 0: off; with mixup, "
+                            "each batch takes one or the other)")
     optimizer: str = setting("adam", "optimiser", OPTIMIZERS)
     lr: float = setting(1e-3, "learning rate")
     weight_decay: float = setting(0.0, "weight decay")
@@ -220,6 +225,7 @@ class TrainConfig(OutputSettings, RuntimeSettings, EvaluationSettings, Optimisat
             (self.folds is None or self.folds >= 2, "folds must be at least 2"),
             (self.lr > 0, "learning rate must be positive"),
             (self.ema_decay is None or 0.0 < self.ema_decay < 1.0, "EMA decay must be between 0 and 1"),
+            (self.mixup >= 0.0 and self.cutmix >= 0.0, "mixup and cutmix alphas must not be negative"),
         ]
         checks[:0] = [(getattr(self, s.name) in s.choices, f"{s.label} must be one of {s.choices}")
                       for s in settings() if s.choices]

@@ -1,4 +1,5 @@
-"""How the weights move: the optimiser, the learning-rate schedule (timm.scheduler) and the frozen/fine-tune phases.
+"""How the weights move: the optimiser, the learning-rate schedule (timm.scheduler), the frozen/fine-tune phases
+and the loss against mixed images (timm's Mixup / CutMix).
 
 The schedule is a function of the optimisation step alone (``epoch * steps_per_epoch + step``): timm's
 schedulers keep no state beyond their settings, so a run resumed at epoch k gets exactly the learning rates
@@ -7,6 +8,8 @@ an uninterrupted one would have had.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
+from timm.data import Mixup
 from timm.scheduler import CosineLRScheduler, StepLRScheduler
 from timm.scheduler.scheduler import Scheduler
 
@@ -72,3 +75,23 @@ def set_phase(model: torch.nn.Module, config: TrainConfig, epoch: int) -> None:
     if config.frozen_epochs and config.keep_batchnorm_frozen:
         models.set_batchnorm_eval(model)
         model.get_classifier().train()
+
+
+def make_mixing(config: TrainConfig, num_classes: int) -> Mixup | None:
+    """timm's Mixup / CutMix for ``--mixup`` / ``--cutmix`` (None when both are off). It also applies
+    ``--label-smoothing`` to the mixed targets, so the loss must not smooth them again."""
+    if not (config.mixup or config.cutmix):
+        return None
+    return Mixup(mixup_alpha=config.mixup, cutmix_alpha=config.cutmix, label_smoothing=config.label_smoothing,
+                 num_classes=num_classes)
+
+
+def soft_target_cross_entropy(logits: torch.Tensor, targets: torch.Tensor,
+                              weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy against soft (mixed) targets, class-weighted as ``F.cross_entropy(weight=...)`` weights
+    hard ones: each class's share of a target counts with that class's weight, and the sum is divided by the
+    total weight. One-hot targets give exactly the weighted hard-label loss."""
+    per_class = -targets * F.log_softmax(logits, dim=1)
+    if weights is None:
+        return per_class.sum(dim=1).mean()
+    return (per_class * weights).sum() / (targets * weights).sum()

@@ -24,6 +24,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from timm.data import Mixup
 from timm.utils import ModelEmaV3
 from torch.utils.data import DataLoader, DistributedSampler
 
@@ -31,7 +32,8 @@ from . import checkpoint
 from . import data as xdata
 from . import distributed, estimate, models, runs, trainview
 from .config import MONITORS, TrainConfig, from_record
-from .optimisation import backbone_frozen, make_optimizer, make_scheduler, phase_lr, set_phase
+from .optimisation import (backbone_frozen, make_mixing, make_optimizer, make_scheduler, phase_lr, set_phase,
+                           soft_target_cross_entropy)
 from .runs import CHECKPOINT_FILE, LAST_WEIGHTS_FILE, METRICS_FILE, STOP_FILE, WEIGHTS_FILE
 from .scoring import epoch_metrics, finish, predict_indices
 
@@ -338,6 +340,7 @@ class _Loop:
     loss_weights: torch.Tensor | None
     use_amp: bool
     ema: ModelEmaV3 | None = None  # --ema-decay: the averaged weights, validated and kept instead of the raw ones
+    mixing: Mixup | None = None  # --mixup / --cutmix (stateless: draws from numpy's generator, seeded per epoch)
     start_epoch: int = 0
     best: float | None = None
     bad_epochs: int = 0
@@ -369,6 +372,7 @@ def _prepare_loop(session: Session, weights: torch.Tensor | None) -> _Loop:
                  weights.to(device) if weights is not None else None, use_amp)
     if config.ema_decay:
         loop.ema = ModelEmaV3(model, decay=config.ema_decay, use_warmup=True)
+    loop.mixing = make_mixing(config, len(session.splits.class_names))
     if run is not None and (run.path / CHECKPOINT_FILE).exists():
         loop.start_epoch, loop.best, loop.bad_epochs = checkpoint.restore(run, model, loop.optimizer, loop.ema)
     loop.start_epoch, loop.best, loop.bad_epochs = distributed.broadcast_object(
@@ -408,6 +412,8 @@ def _fit(session: Session) -> None:
     with stop:
         for epoch in range(loop.start_epoch, config.epochs):
             torch.manual_seed(config.seed * 1000 + epoch)
+            if loop.mixing is not None:  # timm's Mixup draws from numpy: seeded only here, so runs without it
+                np.random.seed(config.seed * 1000 + epoch)  # keep the random stream they were recorded with
             sampler.set_epoch(epoch)
             set_phase(session.model, config, epoch)
             started = time.perf_counter()
@@ -448,10 +454,16 @@ def _train_epoch(session: Session, loop: _Loop, loader: DataLoader, finish_batch
         images = finish_batch(images)  # batched augmentation + normalisation, on the device
         if session.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
+        mixed = None
+        if loop.mixing is not None and len(images) % 2 == 0:  # timm mixes a batch with its mirror: needs pairs
+            images, mixed = loop.mixing(images, targets)  # an odd batch (a split smaller than one) trains unmixed
         with torch.autocast(device.type, enabled=loop.use_amp):
             logits = loop.wrapped(images)
-            loss = F.cross_entropy(logits.float(), targets, weight=loop.loss_weights,
-                                   label_smoothing=config.label_smoothing)
+            if mixed is not None:
+                loss = soft_target_cross_entropy(logits.float(), mixed, loop.loss_weights)
+            else:
+                loss = F.cross_entropy(logits.float(), targets, weight=loop.loss_weights,
+                                       label_smoothing=config.label_smoothing)
         loop.optimizer.zero_grad(set_to_none=True)
         loop.scaler.scale(loss).backward()
         loop.scaler.step(loop.optimizer)
