@@ -27,6 +27,8 @@ def test_config_refuses_unknown_and_bad_options():
         TrainConfig(ema_decay=1.0)
     with pytest.raises(ValueError, match="mixup and cutmix"):
         TrainConfig(cutmix=-1.0)
+    with pytest.raises(ValueError, match="batch size must be even"):
+        TrainConfig(mixup=0.2, batch_size=33)
 
 
 def scheduled_lrs(config: TrainConfig, steps: int, epochs: range) -> list[float]:

@@ -226,6 +226,8 @@ class TrainConfig(OutputSettings, RuntimeSettings, EvaluationSettings, Optimisat
             (self.lr > 0, "learning rate must be positive"),
             (self.ema_decay is None or 0.0 < self.ema_decay < 1.0, "EMA decay must be between 0 and 1"),
             (self.mixup >= 0.0 and self.cutmix >= 0.0, "mixup and cutmix alphas must not be negative"),
+            (not (self.mixup or self.cutmix) or self.batch_size % 2 == 0,
+             "mixup and cutmix mix each batch with its mirror image: the batch size must be even"),
         ]
         checks[:0] = [(getattr(self, s.name) in s.choices, f"{s.label} must be one of {s.choices}")
                       for s in settings() if s.choices]

@@ -373,6 +373,9 @@ def _prepare_loop(session: Session, weights: torch.Tensor | None) -> _Loop:
     if config.ema_decay:
         loop.ema = ModelEmaV3(model, decay=config.ema_decay, use_warmup=True)
     loop.mixing = make_mixing(config, len(session.splits.class_names))
+    if loop.mixing is not None and session.batch_size % 2:
+        raise ValueError(f"mixup and cutmix mix each batch with its mirror image: the batch per process "
+                         f"({session.batch_size} of {config.batch_size} over {ctx.world_size}) must be even")
     if run is not None and (run.path / CHECKPOINT_FILE).exists():
         loop.start_epoch, loop.best, loop.bad_epochs = checkpoint.restore(run, model, loop.optimizer, loop.ema)
     loop.start_epoch, loop.best, loop.bad_epochs = distributed.broadcast_object(
