@@ -250,10 +250,29 @@ def test_status_reports_batches_speed_and_time_left_and_a_stop_within_the_batch(
     assert run.status()["state"] == "stopped" and [row["epoch"] for row in run.metrics()] == [1]
 
 
+def assert_resumes_exactly(settings: dict, tmp_path: Path, run_id: str, kept: dict[str, torch.Tensor]) -> None:
+    """A run of ``settings`` stopped at the first batch of epoch 2 and continued ends on ``kept``, the
+    weights an uninterrupted run kept."""
+    from xraycore.train import STOP_FILE, resume, train
+
+    def ask_to_stop_in_epoch_2(event: dict) -> None:
+        if event["kind"] == "batch" and event["epoch"] == 2 and event["step"] == 1:
+            (tmp_path / "stopped" / run_id / STOP_FILE).touch()
+
+    stopped = runs.Run(train(TrainConfig(**settings, out=str(tmp_path / "stopped")), progress=ask_to_stop_in_epoch_2,
+                             run_id=run_id))
+    assert stopped.status()["state"] == "stopped"
+    resume(run_id, root=tmp_path / "stopped")
+    assert stopped.status()["state"] == "finished"
+    resumed = runs.load_weights(stopped.path / runs.LAST_WEIGHTS_FILE)
+    for name, tensor in kept.items():
+        torch.testing.assert_close(resumed[name], tensor, atol=1e-5, rtol=0, msg=name)
+
+
 def test_ema_keeps_the_moving_average_and_a_stopped_run_resumes_it_exactly(tiny_dataset, tmp_path):
     """--ema-decay: what is validated, kept and shipped is the weights' moving average, and a run stopped in
     epoch 2 and continued ends on exactly the average of an uninterrupted run."""
-    from xraycore.train import STOP_FILE, resume, train
+    from xraycore.train import train
 
     settings = dict(data=str(tiny_dataset / "train"), backbone="simple_cnn", pretrained="none", image_size=32,
                     epochs=3, batch_size=8, val_fraction=0.25, fit_ood=False, lr=3e-3, ema_decay=0.9)
@@ -263,19 +282,7 @@ def test_ema_keeps_the_moving_average_and_a_stopped_run_resumes_it_exactly(tiny_
     assert all(torch.equal(kept[name], state["ema"][name]) for name in kept), "the average is what is kept"
     assert any(not torch.equal(state["ema"][name], state["model"][name]) for name in kept
                if state["model"][name].is_floating_point()), "the average is not the raw weights"
-
-    def ask_to_stop_in_epoch_2(event: dict) -> None:
-        if event["kind"] == "batch" and event["epoch"] == 2 and event["step"] == 1:
-            (tmp_path / "stopped" / "ema" / STOP_FILE).touch()
-
-    stopped = runs.Run(train(TrainConfig(**settings, out=str(tmp_path / "stopped")), progress=ask_to_stop_in_epoch_2,
-                             run_id="ema"))
-    assert stopped.status()["state"] == "stopped"
-    resume("ema", root=tmp_path / "stopped")
-    assert stopped.status()["state"] == "finished"
-    resumed = runs.load_weights(stopped.path / runs.LAST_WEIGHTS_FILE)
-    for name, tensor in kept.items():
-        torch.testing.assert_close(resumed[name], tensor, atol=1e-5, rtol=0, msg=name)
+    assert_resumes_exactly(settings, tmp_path, "ema", kept)
 
 
 def test_soft_target_loss_weights_classes_as_the_hard_label_loss_does():
@@ -300,7 +307,7 @@ def test_mixup_blends_images_and_labels_and_a_stopped_run_resumes_it_exactly(tin
     mixer); a run stopped in epoch 2 and continued ends on the weights of an uninterrupted one (the mixer's
     draws are seeded per epoch), and those differ from the same run without mixing."""
     from xraycore.optimisation import make_mixing
-    from xraycore.train import STOP_FILE, resume, train
+    from xraycore.train import train
 
     assert make_mixing(TrainConfig(), 2) is None
     mixer = make_mixing(TrainConfig(mixup=0.4, label_smoothing=0.1), 2)
@@ -317,19 +324,7 @@ def test_mixup_blends_images_and_labels_and_a_stopped_run_resumes_it_exactly(tin
     plain = runs.Run(train(TrainConfig(**{**settings, "mixup": 0.0, "cutmix": 0.0}, out=str(tmp_path / "plain"))))
     kept, unmixed = (runs.load_weights(run.path / runs.LAST_WEIGHTS_FILE) for run in (reference, plain))
     assert any(not torch.equal(kept[name], unmixed[name]) for name in kept if kept[name].is_floating_point())
-
-    def ask_to_stop_in_epoch_2(event: dict) -> None:
-        if event["kind"] == "batch" and event["epoch"] == 2 and event["step"] == 1:
-            (tmp_path / "stopped" / "mix" / STOP_FILE).touch()
-
-    stopped = runs.Run(train(TrainConfig(**settings, out=str(tmp_path / "stopped")), progress=ask_to_stop_in_epoch_2,
-                             run_id="mix"))
-    assert stopped.status()["state"] == "stopped"
-    resume("mix", root=tmp_path / "stopped")
-    assert stopped.status()["state"] == "finished"
-    resumed = runs.load_weights(stopped.path / runs.LAST_WEIGHTS_FILE)
-    for name, tensor in kept.items():
-        torch.testing.assert_close(resumed[name], tensor, atol=1e-5, rtol=0, msg=name)
+    assert_resumes_exactly(settings, tmp_path, "mix", kept)
 
 
 def test_discriminator_catches_what_the_distance_misses_and_survives_saving():
