@@ -32,7 +32,7 @@ MONITORS = {  # metric -> True when larger is better
     "watch_accuracy": True,
 }
 NORMALISATIONS = ("backbone", "imagenet", "half")  # "half" = pixels/255 - 0.5 (study 004)
-INTENSITIES = ("none", "equalize")  # see data.INTENSITY_NORMALISATIONS
+INTENSITIES = ("none", "equalize", "standardize", "clahe")  # see data.INTENSITY_NORMALISATIONS
 SPLITS = ("auto", "folder", "ratio")
 PLACEMENT = ("out", "study", "fold")  # where a run goes and which study/fold it is: decided at launch, never copied
 

@@ -71,9 +71,28 @@ def _equalize(grey: np.ndarray) -> np.ndarray:
     return np.asarray(ImageOps.equalize(Image.fromarray(np.ascontiguousarray(grey, dtype=np.uint8))))
 
 
+def _standardize(grey: np.ndarray) -> np.ndarray:
+    """Each film to the same mean and spread of grey levels (mean 128, standard deviation 60, clipped): the
+    new-patient normals the bundled models call pneumonia are brighter overall than the training normals,
+    while the shape of their histogram is kept (unlike equalisation)."""
+    values = grey.astype(np.float32)
+    spread = float(values.std()) or 1.0
+    return np.clip(np.rint(128.0 + (values - float(values.mean())) * (60.0 / spread)), 0, 255).astype(np.uint8)
+
+
+def _clahe(grey: np.ndarray) -> np.ndarray:
+    """Contrast-limited adaptive histogram equalisation (OpenCV's, clip 2, 8 x 8 tiles): local contrast evened
+    out across films, the usual first step for chest films from different machines."""
+    import cv2  # lazy: only runs trained with it need OpenCV
+
+    return cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(np.ascontiguousarray(grey, dtype=np.uint8))
+
+
 INTENSITY_NORMALISATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "none": lambda grey: grey,
     "equalize": _equalize,
+    "standardize": _standardize,
+    "clahe": _clahe,
 }
 
 
