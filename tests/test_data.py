@@ -20,7 +20,7 @@ from xraycore.data import decode
 from xraycore.data.build import build_kermany_3class, merge_class_folders
 from xraycore.data.cache import UNRECORDED, ImageCache
 from xraycore.data.dataset import XrayDataset, to_network_input, training_input
-from xraycore.data.decode import crop_margin, decode_to_uint8, prepare_grey
+from xraycore.data.decode import crop_margin, decode_to_uint8, normalise_intensity, prepare_grey, require_intensity
 from xraycore.data.folders import Sample, discover_splits, patient_id, scan_class_folders
 from xraycore.data.splits import class_weights, grow_minority, kfold_splits, split_by_ratio, subsample
 
@@ -454,3 +454,35 @@ def test_crop_margin_cuts_away_corner_text_and_keeps_the_size() -> None:
     assert cropped[45:55, 45:55].mean() < 40, "the middle stays (slightly enlarged)"
     assert crop_margin(grey, 0.0) is grey
     assert np.array_equal(prepare_grey(grey, "none", 0.1), cropped)
+
+
+def test_standardize_gives_a_bright_and_a_dark_film_the_same_grey_levels() -> None:
+    texture = np.random.default_rng(0).integers(0, 60, (64, 64))
+    dark, bright = (40 + texture).astype(np.uint8), (150 + texture).astype(np.uint8)
+    dark_out, bright_out = normalise_intensity(dark, "standardize"), normalise_intensity(bright, "standardize")
+    assert dark_out.dtype == np.uint8 and dark_out.shape == dark.shape
+    assert np.array_equal(dark_out, bright_out), "only the brightness differed, so nothing is left to tell them apart"
+    assert abs(float(dark_out.mean()) - 128) < 1.5 and abs(float(dark_out.std()) - 60) < 1.5
+    assert np.array_equal(normalise_intensity(np.full((8, 8), 77, np.uint8), "standardize"), np.full((8, 8), 128)), \
+        "a flat image has no spread to scale: it goes to mid-grey instead of dividing by zero"
+
+
+def test_clahe_raises_the_contrast_of_a_faint_region_and_keeps_the_size() -> None:
+    grey = np.full((128, 128), 120, np.uint8)
+    grey[:, :64] = np.random.default_rng(1).integers(100, 110, (128, 64))  # faint texture on the left half
+    out = normalise_intensity(grey, "clahe")
+    assert out.dtype == np.uint8 and out.shape == grey.shape
+    assert out[:, :64].std() > 2 * grey[:, :64].std()
+
+
+def test_an_unknown_intensity_normalisation_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="unknown intensity normalisation 'sharpen'.*standardize"):
+        normalise_intensity(np.zeros((4, 4), np.uint8), "sharpen")
+
+
+def test_a_clahe_model_in_an_install_without_opencv_says_what_to_install(monkeypatch) -> None:
+    assert require_intensity("clahe") == "clahe" and require_intensity("standardize") == "standardize"
+    monkeypatch.setitem(sys.modules, "cv2", None)  # what the serving install (no OpenCV) sees
+    with pytest.raises(ImportError, match="CLAHE.*pip install opencv-python-headless"):
+        require_intensity("clahe")
+    assert require_intensity("standardize") == "standardize", "the other normalisations need nothing more"

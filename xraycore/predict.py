@@ -119,7 +119,7 @@ class Network:
         self.load_size = int(config.get("load_size") or self.image_size)
         self.mean, self.std = tuple(config["mean"]), tuple(config["std"])
         self.input_jpeg_quality: int | None = config.get("input_jpeg_quality")  # see data.stored_jpeg_quality
-        self.intensity: str = config.get("intensity", "none")
+        self.intensity: str = decode.require_intensity(config.get("intensity", "none"))
         self.crop_margin = float(config.get("crop_margin", 0.0))
         self.temperature = temperature
         self.ood = _load_ood(run, self.engine.ood_widths)

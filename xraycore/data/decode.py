@@ -11,6 +11,7 @@ import io
 import struct
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -80,12 +81,19 @@ def _standardize(grey: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(128.0 + (values - float(values.mean())) * (60.0 / spread)), 0, 255).astype(np.uint8)
 
 
+def _opencv() -> Any:
+    try:
+        import cv2  # lazy: only runs trained with CLAHE need OpenCV (the serving install has none)
+    except ImportError as error:
+        raise ImportError("this model normalises grey levels with CLAHE (intensity 'clahe'), which needs OpenCV: "
+                          "pip install opencv-python-headless, or use the full install") from error
+    return cv2
+
+
 def _clahe(grey: np.ndarray) -> np.ndarray:
     """Contrast-limited adaptive histogram equalisation (OpenCV's, clip 2, 8 x 8 tiles): local contrast evened
     out across films, the usual first step for chest films from different machines."""
-    import cv2  # lazy: only runs trained with it need OpenCV
-
-    return cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(np.ascontiguousarray(grey, dtype=np.uint8))
+    return _opencv().createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(np.ascontiguousarray(grey, dtype=np.uint8))
 
 
 INTENSITY_NORMALISATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
@@ -113,6 +121,15 @@ def crop_margin(grey: np.ndarray, fraction: float = 0.0) -> np.ndarray:
 def prepare_grey(grey: np.ndarray, intensity: str = "none", margin: float = 0.0) -> np.ndarray:
     """A run's preprocessing of a uint8 grey image at its load size, the same at training and prediction."""
     return normalise_intensity(crop_margin(grey, margin), intensity)
+
+
+def require_intensity(method: str) -> str:
+    """``method`` if this install can apply it; a clear error when a model is loaded, not at its first image."""
+    if method not in INTENSITY_NORMALISATIONS:
+        raise ValueError(f"unknown intensity normalisation {method!r}; known: {', '.join(INTENSITY_NORMALISATIONS)}")
+    if method == "clahe":
+        _opencv()
+    return method
 
 
 def normalise_intensity(grey: np.ndarray, method: str = "none") -> np.ndarray:
