@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -403,6 +404,60 @@ def test_ood_expose_fits_each_network_and_the_predictor_flags_films_from_elsewhe
     # misses is shown on features above).
     new_features = exposure.features(predictor.networks[0], predictor, sorted(elsewhere["new"].iterdir()))
     assert np.mean(detector.discriminator.ratio(detector.own_features(new_features)) > 1) > 0.8
+
+
+def test_ood_expose_feature_cache_scores_each_film_once(tiny_run, tiny_dataset, tmp_path, monkeypatch):
+    """--cache-dir: a second exposure of the same weights scores nothing again and fits the same detector; a
+    changed file is scored again, alone; an unreadable one is skipped each time and never stored."""
+    import shutil
+
+    from PIL import Image
+
+    from xraycore import exposure
+    from xraycore.predict import Predictor
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_run, model)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for i, source in enumerate(sorted((tiny_dataset / "test").rglob("*.jpeg"))[:12]):
+        Image.fromarray(255 - np.asarray(Image.open(source).convert("L"))).save(elsewhere / f"film{i}.png")
+    (elsewhere / "broken.png").write_bytes(b"not an image")
+    scored: list[list[str]] = []  # the files of each call that scores
+    real = exposure._scored
+    monkeypatch.setattr(exposure, "_scored", lambda network, predictor, paths, *rest: scored.append(
+        [Path(p).name for p in paths]) or real(network, predictor, paths, *rest))
+    cache = tmp_path / "cache"
+
+    def fit() -> dict:
+        shutil.copy(tiny_run / "ood.safetensors", model / "ood.safetensors")  # the same detector to start from
+        [report] = exposure.fit_exposure(model, tiny_dataset / "train", elsewhere, processed_share=0.5, quantile=0.95,
+                                         cache_dir=cache, say=lambda _: None)
+        return report
+
+    first = fit()
+    assert sum(map(len, scored)) > 100 and first["n_outliers"] == 13  # the broken file is listed, skipped when scored
+    scored.clear()
+    second = fit()
+    assert scored and all(names == ["broken.png"] for names in scored), "only the unreadable file is tried again"
+    assert {k: v for k, v in second.items() if k != "date"} == {k: v for k, v in first.items() if k != "date"}
+
+    predictor = Predictor(model, device="cpu")
+    network, films = predictor.networks[0], sorted(elsewhere.glob("film*.png"))
+    store = exposure.FeatureCache(cache)
+    without = exposure.features(network, predictor, films)
+    np.testing.assert_allclose(exposure.features(network, predictor, films, cache=store), without, rtol=1e-6)
+    Image.fromarray(np.asarray(Image.open(films[0]))[:, ::-1]).save(films[0])  # a changed film
+    os.utime(films[0], ns=(1, 1))
+    scored.clear()
+    changed = exposure.features(network, predictor, films, cache=store)
+    assert scored == [["film0.png"]] and changed.shape == without.shape and not np.allclose(changed[0], without[0])
+    np.testing.assert_allclose(changed[1:], without[1:], rtol=1e-6)
+    fresh = exposure.FeatureCache(tmp_path / "fresh")
+    exposure.features(network, predictor, films[:3], cache=fresh)
+    scored.clear()
+    exposure.features(network, predictor, films[:3], "blurred", cache=fresh)
+    assert scored == [[film.name for film in films[:3]]], "another processing is another entry"
 
 
 def test_training_with_outliers_exposes_its_own_run(tiny_dataset, tmp_path):

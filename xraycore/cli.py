@@ -118,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     expose.add_argument("--max-inliers", type=int, default=2000, help="training images to use at most (a random sample)")
     expose.add_argument("--hold-out", type=int, default=0, metavar="N",
                         help="keep the first N films of each outlier folder out of the fit and report their flag rate")
+    expose.add_argument("--cache-dir", default=None, metavar="DIR",
+                        help="keep each file's features here, so the next call on this model scores only new films")
     expose.add_argument("--quantile", type=float, default=0.999,
                         help="share of validation images below the discriminator's threshold")
     expose.add_argument("--json", action="store_true", help="print the per-network reports as JSON")
@@ -527,7 +529,7 @@ def cmd_ood_expose(args: argparse.Namespace) -> int:
     from .exposure import expose
 
     reports = expose(args.model, args.inliers, args.outliers, max_inliers=args.max_inliers, quantile=args.quantile,
-                     hold_out_outliers=args.hold_out, say=(lambda _: None) if args.json else print)
+                     hold_out_outliers=args.hold_out, cache_dir=args.cache_dir, say=(lambda _: None) if args.json else print)
     if args.json:
         print(json.dumps(reports))
     return 0
