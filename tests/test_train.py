@@ -408,7 +408,8 @@ def test_ood_expose_fits_each_network_and_the_predictor_flags_films_from_elsewhe
 
 def test_ood_expose_feature_cache_scores_each_film_once(tiny_run, tiny_dataset, tmp_path, monkeypatch):
     """--cache-dir: a second exposure of the same weights scores nothing again and fits the same detector; a
-    changed file is scored again, alone; an unreadable one is skipped each time and never stored."""
+    changed file is scored again, alone; an unreadable one is skipped each time and never stored; another
+    processing, or changed reading code, is scored afresh."""
     import shutil
 
     from PIL import Image
@@ -453,6 +454,10 @@ def test_ood_expose_feature_cache_scores_each_film_once(tiny_run, tiny_dataset, 
     changed = exposure.features(network, predictor, films, cache=store)
     assert scored == [["film0.png"]] and changed.shape == without.shape and not np.allclose(changed[0], without[0])
     np.testing.assert_allclose(changed[1:], without[1:], rtol=1e-6)
+    monkeypatch.setattr(exposure, "_reading_code_digest", lambda: "films are read another way now")
+    scored.clear()
+    exposure.features(network, predictor, films[:2], cache=store)
+    assert scored == [[film.name for film in films[:2]]], "an edit to the reading code starts afresh"
     fresh = exposure.FeatureCache(tmp_path / "fresh")
     exposure.features(network, predictor, films[:3], cache=fresh)
     scored.clear()

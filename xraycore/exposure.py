@@ -121,9 +121,9 @@ class FeatureCache:
     again (about 6 minutes per member on 2 CPU cores).
 
     One file per network and processing, named by a digest of the network's weights, the settings that turn a
-    file into its input, and the processing's name; a file is found in it by its path, size and modification
-    time, so a changed file is scored again. Unreadable files are not cached (they are skipped each time).
-    Delete the folder after changing how films are processed (``PROCESSING``)."""
+    file into its input, the processing's name and the code that reads and processes films (so an edit there
+    starts afresh); a file is found in it by its path, size and modification time, so a changed file is scored
+    again. Unreadable files are not cached (they are skipped each time)."""
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
@@ -148,7 +148,7 @@ class FeatureCache:
             "backbone", "image_size", "load_size", "mean", "std", "input_jpeg_quality", "intensity", "crop_margin")}
         widths = network.ood.widths if network.ood is not None else None
         text = json.dumps([provenance.file_sha256(network.run.file(runs.WEIGHTS_FILE)), preparation, widths,
-                           type(network.engine).__name__, processing], sort_keys=True)
+                           type(network.engine).__name__, processing, _reading_code_digest()], sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:24]
 
     @staticmethod
@@ -170,6 +170,16 @@ class FeatureCache:
         os.close(handle)
         np.savez(temporary, keys=np.array(list(known), dtype=str), features=np.stack(list(known.values())))
         os.replace(temporary, file)  # a reader never sees half a file
+
+
+def _reading_code_digest() -> str:
+    """sha256 of the modules between a file and the network's input: this one (``PROCESSING``), io, decode."""
+    from .data import decode
+
+    digest = hashlib.sha256()
+    for module in (__file__, xio.__file__, decode.__file__):
+        digest.update(Path(module).read_bytes())
+    return digest.hexdigest()
 
 
 def expose(model: str | Path, inliers: str | Path, outliers: str | Path, *, identity: access.Identity | None = None,
