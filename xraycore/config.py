@@ -97,8 +97,9 @@ class InputSettings:
                                     "(default: image size)")
     normalisation: str = setting("backbone", "mean/std of the network input: the backbone's, ImageNet's, or "
                                  "half (pixels/255 - 0.5)", NORMALISATIONS)
-    intensity: str = setting("none", "grey-level normalisation before the network, at training and prediction",
-                             INTENSITIES)
+    intensity: str = setting("none", "grey-level normalisation before the network, at training and prediction: "
+                             "equalize (histogram equalisation), standardize (each film to one mean and spread) "
+                             "or clahe (OpenCV's contrast-limited adaptive equalisation)", INTENSITIES)
     crop_margin: float = setting(0.0, "share of each side cut away before the network, at training and "
                                  "prediction (corner text, markers)")
     augment: list[Any] = setting([], 'augmentations: comma-separated names (hflip,equalize) or a JSON list '
