@@ -127,6 +127,7 @@ class FeatureCache:
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
+        self._weights_sha256: dict[Path, str] = {}  # each network's weights hashed once, not once per call
 
     def rows(self, network: Network, processing: str | None, paths: Sequence[Path],
              score: Callable[[Sequence[Path]], list[np.ndarray | None]]) -> list[np.ndarray | None]:
@@ -142,12 +143,14 @@ class FeatureCache:
             self._save(file, known)
         return [known.get(key) for key in keys]
 
-    @staticmethod
-    def _digest(network: Network, processing: str | None) -> str:
+    def _digest(self, network: Network, processing: str | None) -> str:
+        weights = network.run.file(runs.WEIGHTS_FILE)
+        if weights not in self._weights_sha256:
+            self._weights_sha256[weights] = provenance.file_sha256(weights)
         preparation = {key: network.run.config.get(key) for key in (
             "backbone", "image_size", "load_size", "mean", "std", "input_jpeg_quality", "intensity", "crop_margin")}
         widths = network.ood.widths if network.ood is not None else None
-        text = json.dumps([provenance.file_sha256(network.run.file(runs.WEIGHTS_FILE)), preparation, widths,
+        text = json.dumps([self._weights_sha256[weights], preparation, widths,
                            type(network.engine).__name__, processing, _reading_code_digest()], sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:24]
 
