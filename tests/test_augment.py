@@ -353,3 +353,15 @@ def test_the_fast_separable_blur_equals_kornias_gaussian_blur(device, sigma) -> 
     image = square(device, n=3) + 0.1 * torch.rand(3, 1, SIDE, SIDE, device=device)
     expected = gaussian_blur2d(image, (2 * radius + 1,) * 2, (sigma, sigma), border_type="replicate")
     assert torch.allclose(augment.gaussian_blur(image, weights), expected, atol=1e-6)
+
+
+def test_erase_sets_one_rectangle_per_image_to_its_grey_level_and_leaves_the_rest(device) -> None:
+    image = torch.rand(16, 1, SIDE, SIDE, device=device) * 0.4  # below the erasing value, so changes are visible
+    out = run({"name": "erase", "scale": [0.05, 0.2], "value": 0.7, "p": 1.0}, image)
+    changed = out != image
+    assert (out[changed] == 0.7).all(), "erased pixels take the given grey level"
+    shares = changed.float().mean(dim=(1, 2, 3))
+    assert ((shares >= 0.04) & (shares <= 0.21)).all(), shares  # within the scale range, every image
+    rows, columns = changed[:, 0].any(dim=2), changed[:, 0].any(dim=1)
+    assert (changed[:, 0].sum(dim=(1, 2)) == rows.sum(1) * columns.sum(1)).all(), "one rectangle each"
+    torch.testing.assert_close(run({"name": "erase", "p": 0.0}, image), image)

@@ -143,6 +143,9 @@ AUGMENTATIONS: dict[str, Callable[..., torch.nn.Module]] = {
     "gaussian_noise": lambda std=0.05, p=1.0: torch.nn.Sequential(K.RandomGaussianNoise(std=std, p=p), UnitClamp()),
     "blur_sharpen": lambda amount=1.0, sigma=1.0: RandomBlurSharpen(amount, sigma),
     "jpeg": lambda quality=(30, 90), p=1.0: RandomJpeg(quality, p),
+    # A rectangle set to one grey level (random erasing, Zhong et al. 2020): the network must not rest on one region.
+    "erase": lambda scale=(0.02, 0.2), ratio=(0.3, 3.3), value=0.0, p=0.5: K.RandomErasing(
+        _pair(scale), _pair(ratio), value=float(value), p=p),
     # A no-op on greyscale data, kept so study 000's recipe reads as published.
     "grayscale": lambda p=0.1: torch.nn.Identity(),
 }
