@@ -30,13 +30,14 @@ webauth.banner(identity)
 if identity is not None and identity.role is not None:
     from xraycore import catalog
 
-    choices = catalog.model_choices()
+    choices = catalog.model_choices(identity=identity)  # a reader: the released models only
     with st.sidebar:
         if choices:
             # The path string is the value (stable across reruns); the label is what people read.
             labels = {str(choice.path): choice.label for choice in choices}
             st.selectbox("Model", list(labels), format_func=labels.get, key="model_path",
-                         help="The bundled model, or any finished training run.")
+                         help="The bundled model and the runs released for reading (researchers: any finished "
+                              "or stopped run, as a research preview).")
         else:
             st.session_state.pop("model_path", None)
             st.warning("No model yet: train one on the Train page.")

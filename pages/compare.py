@@ -13,7 +13,7 @@ if note := catalog.full_install_note("comparing training runs"):  # checked befo
     st.stop()
 
 from xraycore import comparison, figures, runs  # noqa: E402
-from xraycore.evaluate import evidence  # noqa: E402
+from xraycore.point_evidence import ordered_evidence  # noqa: E402
 
 SPLIT = "val"
 PER_ROW = 3  # confusion matrices per row
@@ -26,24 +26,27 @@ def table(run_paths: tuple[str, ...], beta: float, versions: tuple[float, ...]) 
     return comparison.comparison_table([runs.Run(path) for path in run_paths], SPLIT, beta, with_ci=True)
 
 
-webauth.require(access.COMPARE)
+identity = webauth.require(access.COMPARE)
 st.title("Compare")
-# Every model directory with validation predictions: the bundled default first, then the runs.
-choices = [choice for choice in catalog.model_choices() if runs.Run(choice.path).predictions(SPLIT) is not None]
-known = {choice.path for choice in choices}
-choices += [catalog.ModelChoice(f"run {run.id}", run.path.resolve()) for run in runs.list_runs()
-            if run.path.resolve() not in known and run.predictions(SPLIT) is not None]
+# The models Diagnose offers this person (one list: finished and stopped runs alike), with validation predictions.
+choices = [choice for choice in catalog.model_choices(identity=identity)
+           if runs.Run(choice.path).predictions(SPLIT) is not None]
 if len(choices) < 1:
     st.info(f"No model with validation predictions yet (bundled model or runs in {runs.runs_root()}).")
     st.stop()
 
 by_id = {choice.label: runs.Run(choice.path) for choice in choices}
+by_path = {choice.path: runs.Run(choice.path) for choice in choices}
 studies = comparison.study_names()
 mode = st.radio("Compare", ["runs", "a study"], horizontal=True, key="compare_mode",
                 disabled=not studies, help=None if studies else "No study (multi-run launch) yet.")
 if mode == "a study" and studies:
     name = st.selectbox("Study", studies, key="compare_study")
-    chosen = [run for run in comparison.study_runs(name) if run.id in by_id]
+    # A study's runs by their directory (the labels read "run <id>", never a bare id): those the list offers.
+    study = comparison.study_runs(name)
+    chosen = [by_path[run.path.resolve()] for run in study if run.path.resolve() in by_path]
+    st.caption(f"{len(chosen)} of the study's {len(study)} runs finished (or were stopped) with validation "
+               "predictions.")
 else:
     ids = st.multiselect("Models (two or more)", list(by_id), default=list(by_id)[:2], key="compare_runs")
     chosen = [by_id[label] for label in ids]
@@ -62,10 +65,11 @@ st.plotly_chart(figures.metric_bars_figure(rows, ["precision", "recall", "specif
                 key="compare_bars")
 
 st.subheader("What to expect on new patients: internal validation beside external evaluations")
-expected = [{"model": comparison.run_label(run), **{key: row[key] for key in ("data", "n", "operating_point", "date")},
+expected = [{"model": comparison.run_label(run), "in use": "yes" if row["active"] else "",
+             **{key: row[key] for key in ("data", "n", "operating_point", "date")},
              **{key: None if row[key] is None else round(row[key], 3)
                 for key in ("auroc", "accuracy", "sensitivity", "specificity")}}
-            for run in chosen for row in evidence(run.path)]
+            for run in chosen for row in ordered_evidence(run.path)]
 if expected:
     st.dataframe(expected, hide_index=True, width="stretch")
 if not any(row["data"].startswith("external") for row in expected):

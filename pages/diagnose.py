@@ -12,8 +12,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from xraycore import access, backend, catalog, explain, provenance, webauth
-from xraycore.evaluate import evidence
+from xraycore import access, backend, catalog, explain, provenance, releases, triage, webauth
+from xraycore.point_evidence import ordered_evidence
 from xraycore.predict import Predictor, bytes_source
 from xraycore.runs import ModelDirectoryError
 
@@ -42,13 +42,14 @@ def show_model(description: dict) -> None:
             st.markdown(f"operating point **{description.get('operating_point')}**: threshold "
                         f"**{description['threshold']:.3f}**")
         st.caption(f"answered by **{BACKEND_LABELS[description['backend']]}** ({description['backend_reason']})")
-        rows = evidence(description["path"])
+        rows = ordered_evidence(description["path"])
         if rows:
             st.markdown("**What its figures rest on** (sensitivity/specificity at the operating point each was "
-                        "measured with):")
-            st.dataframe([{"data": r["data"], "n": r["n"], "AUROC": _number(r["auroc"]),
-                           "sens.": _number(r["sensitivity"]), "spec.": _number(r["specificity"]),
-                           "point": r["operating_point"]} for r in rows], hide_index=True)
+                        "measured with; the point in use first):")
+            # One short block per data set, not a table: the sidebar is too narrow for more than one column.
+            st.markdown("\n".join(f"- {'**in use** · ' if r['active'] else ''}{r['data']}: n {r['n']} · AUROC "
+                                   f"{_number(r['auroc'])} · sens. {_number(r['sensitivity'])} · spec. "
+                                   f"{_number(r['specificity'])} · point {r['operating_point']}" for r in rows))
             if not any(r["kind"] == "external" for r in rows):
                 st.warning("Only internal validation is recorded for this model: expect lower figures on new "
                            "patients. Validate it on your own labelled sample (`python -m xraycore calibrate`).")
@@ -62,6 +63,23 @@ def show_model(description: dict) -> None:
             st.caption(f"intended population: {description['intended_use']['population']}")
         if description.get("ood_check"):
             st.caption(f"out-of-domain check: {description['ood_check']}")
+
+
+def show_release(model_path: Path, released: bool, identity: access.Identity) -> None:
+    """An admin releases the model shown for reading, or withdraws it (checked and audited in xraycore)."""
+    if not access.can(identity, access.RELEASE_MODELS) or releases.is_bundled(model_path):
+        return
+    with st.sidebar:
+        st.caption("Released for reading: readers may answer with it." if released else
+                   "Not released: only researchers and admins see it, as a research preview.")
+        if st.button("Withdraw from readers" if released else "Release for reading", key="release_model",
+                     icon=":material/undo:" if released else ":material/verified:"):
+            try:
+                (releases.withdraw if released else releases.release)(model_path, identity=identity)
+            except (access.AccessDenied, ValueError) as error:
+                st.error(str(error))
+            else:
+                st.rerun()
 
 
 def _number(value: object) -> str:
@@ -126,7 +144,7 @@ def show_downloads(key: str, result: catalog.DisplayResult, item: object, thresh
                                operating_point=point, model=model, alpha=opacity),
                                file_name=f"{stem}_report.pdf", mime="application/pdf", key=f"pdf:{key}",
                                on_click="ignore", icon=":material/print:")
-    if result.ok and result.is_dicom:
+    if result.ok and result.is_dicom and not result.not_assessed:
         columns[1].download_button("Result (DICOM SR)", lambda: dicom_out.display_report(
             _bytes_of(item), result, threshold, point, model), file_name=f"{stem}_sr.dcm", mime="application/dicom",
             key=f"sr:{key}", on_click="ignore")
@@ -145,6 +163,12 @@ def show_result(result: catalog.DisplayResult, threshold: float | None, opacity:
             return
         for warning in catalog.lead_warnings(result):  # outside the intended population, out of domain: first
             st.warning(warning, icon=":material/warning:")
+        if result.not_assessed:  # not a chest X-ray: no probability, no call (triage decides)
+            for warning in result.warnings:
+                st.warning(warning, icon=":material/warning:")
+            st.markdown(f"Call: **{triage.not_assessed_text(result.not_assessed)}**")
+            st.image(result.image, caption="original", clamp=True, width=320)
+            return
         call = result.call(threshold)
         left, middle, right = st.columns([1, 2, 2])
         with left:
@@ -181,10 +205,18 @@ identity = webauth.require(access.SCORE)
 st.title("Diagnose")
 st.caption("Pneumonia probability for chest X-rays (PNG, JPEG or DICOM). A decision aid: the radiologist decides.")
 
-model_path = catalog.chosen_model_dir(st.session_state.get("model_path"))
+model_path = catalog.chosen_model_dir(st.session_state.get("model_path"), identity)
 if model_path is None:
     st.info("No model is available yet. Train one on the Train page (or install the bundled model in models/default).")
     st.stop()
+try:  # a reader scores with released models only; researchers may preview the others
+    released = releases.require_released(model_path, identity)
+except access.AccessDenied as refusal:
+    st.error(str(refusal), icon=":material/block:")
+    st.stop()
+if not released:
+    st.warning(f"**{releases.PREVIEW_BANNER}**: readers do not see this model. An administrator releases it for "
+               "reading (sidebar, or `python -m xraycore release --model DIR`).", icon=":material/science:")
 
 # The uploader first: on screen before the model loads and the sidebar's tables are drawn (pandas alone takes
 # about a second to import on a cold start).
@@ -207,6 +239,7 @@ except (ModelDirectoryError, backend.BackendUnavailable) as error:
     st.stop()
 description = predictor.describe()
 show_model(description)
+show_release(model_path, released, identity)
 
 with st.sidebar:
     st.subheader("Display")
@@ -235,7 +268,7 @@ from xraycore import dicom_out, report_pdf  # noqa: E402
 
 model_key = (str(model_path), catalog.model_version(model_path), predictor.backend)
 results = score_missing(predictor, sources, model_key, cam)
-keys = sorted(sources, key=lambda key: catalog.triage_key(results[key]))  # triage: most probable first
+keys = sorted(sources, key=lambda key: catalog.triage_key(results[key]))  # triage: groups, most probable first
 ordered = [results[key] for key in keys]
 model = model_provenance(str(model_path), (Path(model_path) / "model.safetensors").stat().st_mtime
                          if (Path(model_path) / "model.safetensors").exists() else 0.0)
@@ -244,8 +277,9 @@ point = predictor.operating_point if threshold == predictor.threshold else \
 
 rows = catalog.summary_rows(ordered, threshold)
 st.subheader("Summary")
-st.caption("Most probable first; out-of-domain and failed files are flagged.")
-st.dataframe(rows, hide_index=True, width="stretch", column_config={
+st.caption("Most probable first; then the films outside the model's domain (probability not reliable), the films "
+           "not assessed (not a chest X-ray: no call) and the files that could not be read.")
+st.dataframe(rows, hide_index=True, width="stretch", placeholder="", column_config={
     "threshold": st.column_config.NumberColumn(format="%.3f"),
     "probability": st.column_config.TextColumn(help="P(positive class), else P(not normal), else the top class's"),
     **{name: st.column_config.NumberColumn(format="%.4f") for row in rows for name in row if name.startswith("P(")}})

@@ -649,7 +649,7 @@ def test_display_results_are_small_and_csv_has_no_metadata():
                       "operating_point,model,model_version,date")
     assert first.startswith("scan.dcm,out of domain,PNEUMONIA,0.3333,0.3,0.7,")
     assert first.endswith(",yes,internal,run-a (resnet18),2026-11-28T10:00:00,2026-11-29")
-    assert failed.startswith("x.png,failed,,,") and ",unreadable,,internal," in failed
+    assert failed.startswith("x.png,failed,not scored (the file could not be read),,") and ",unreadable,,internal," in failed
     assert "CR" not in text and "/" not in text.replace("2026-11-29", "")  # no DICOM tags, no paths
 
 

@@ -3,9 +3,10 @@
 Three roles, each holding the ones before it:
 
     reader       Diagnose (and a worklist): score images, download results, query/retrieve from PACS
-    researcher   + Train (stops only their own jobs), Compare, Operating point as a preview
+    researcher   + Train (stops only their own jobs), Compare, Operating point as a preview, any run on Diagnose
+                   as a research preview
     admin        + save / activate / reset operating points and site calibrations, delete runs,
-                   stop anyone's job, PACS settings and store-back, the audit trail
+                   stop anyone's job, PACS settings and store-back, the audit trail, release models for reading
 
 Functions in xraycore that change shared state take an :class:`Identity` and call :func:`require`
 themselves, so hiding a button in the app is never the only defence. Inside an app session an action
@@ -47,11 +48,14 @@ STOP_ANY_JOB = "jobs.stop_any"
 PACS_STORE = "pacs.store"
 PACS_SETTINGS = "pacs.settings"
 READ_AUDIT = "audit.read"
+PREVIEW_MODELS = "models.preview"  # score with a model not released for reading, under a banner (releases.py)
+RELEASE_MODELS = "models.release"  # release a model for reading, or withdraw it
 
 _GRANTS: dict[str, frozenset[str]] = {
     READER: frozenset({SCORE, DOWNLOAD, PACS_QUERY}),
-    RESEARCHER: frozenset({TRAIN, COMPARE, PREVIEW_OPERATING_POINT}),
-    ADMIN: frozenset({CHANGE_OPERATING_POINT, DELETE_RUNS, STOP_ANY_JOB, PACS_STORE, PACS_SETTINGS, READ_AUDIT}),
+    RESEARCHER: frozenset({TRAIN, COMPARE, PREVIEW_OPERATING_POINT, PREVIEW_MODELS}),
+    ADMIN: frozenset({CHANGE_OPERATING_POINT, DELETE_RUNS, STOP_ANY_JOB, PACS_STORE, PACS_SETTINGS, READ_AUDIT,
+                      RELEASE_MODELS}),
 }
 PERMISSIONS: dict[str, frozenset[str]] = {
     role: frozenset().union(*(_GRANTS[lower] for lower in ROLES[:index + 1])) for index, role in enumerate(ROLES)

@@ -1,7 +1,8 @@
 """What the app offers and how it keeps results: models to choose, sample images, compact results.
 
-The pages stay thin by asking this module: which model answers by default (``$XRAY_MODEL_DIR``,
-else the bundled ``models/default/``, else the newest finished run), which sample scans ship with
+The pages stay thin by asking this module: which models a person is offered (the bundled default, then the runs
+that finished or were stopped with their best checkpoint kept; for a reader only those released for reading, see
+:mod:`releases`), which answers by default, which sample scans ship with
 the app, and how a :class:`predict.Prediction` shrinks into a :class:`DisplayResult` small enough
 to keep in a browser session (images at most 512 px, no full-resolution copy, no file metadata).
 No Streamlit here.
@@ -18,16 +19,16 @@ from typing import Iterable, Sequence
 import numpy as np
 from PIL import Image
 
-from . import access, operating, runs
+from . import access, operating, releases, runs, triage
 from .backend import installed
 from .data.folders import IMAGE_SUFFIXES
 from .evaluate import EVALUATIONS_DIR
 from .predict import ENSEMBLE_FILE, OUT_OF_DOMAIN_WARNING, Prediction
+from .releases import BUNDLED_MODEL_DIR, MODEL_DIR_ENV, bundled_model_dir  # noqa: F401 - the pages ask here
+from .triage import UNRELIABLE_NOTE, flag, triage_key, triage_score  # noqa: F401 - one triage, asked for here
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-MODEL_DIR_ENV = "XRAY_MODEL_DIR"
 SAMPLES_DIR_ENV = "XRAY_SAMPLES_DIR"
-BUNDLED_MODEL_DIR = REPO_ROOT / "models" / "default"
 BUNDLED_SAMPLES_DIR = REPO_ROOT / "models" / "samples"
 SAMPLE_CLASSES = ("NORMAL", "PNEUMONIA")
 DISPLAY_MAX_SIDE = 512  # what a session keeps per image: enough for the screen, bounded for 50 scans
@@ -61,12 +62,7 @@ class ModelChoice:
 
     label: str
     path: Path
-
-
-def bundled_model_dir() -> Path:
-    """``$XRAY_MODEL_DIR`` if set, else ``models/default`` next to the package."""
-    from_env = os.environ.get(MODEL_DIR_ENV)
-    return Path(from_env) if from_env else BUNDLED_MODEL_DIR
+    released: bool = True  # False: offered to researchers as a research preview only
 
 
 def is_model_dir(path: Path) -> bool:
@@ -75,33 +71,43 @@ def is_model_dir(path: Path) -> bool:
     return (path / runs.CONFIG_FILE).is_file() and weights
 
 
-def finished_runs(root: Path | None = None) -> list[runs.Run]:
-    """Runs that finished with weights, newest first: the ones worth predicting with or tuning."""
+USABLE_STATES = ("finished", "stopped")  # a stopped run keeps its best checkpoint and is scored like a finished one
+
+
+def usable_runs(root: Path | None = None) -> list[runs.Run]:
+    """Runs that finished, or were stopped with their best checkpoint kept, newest first: the one list Diagnose
+    and Compare both offer (the ones worth predicting with, comparing or tuning)."""
     return [run for run in runs.list_runs(root)
-            if run.status().get("state") == "finished" and (run.path / runs.WEIGHTS_FILE).is_file()]
+            if run.status().get("state") in USABLE_STATES and (run.path / runs.WEIGHTS_FILE).is_file()]
 
 
-def model_choices(root: Path | None = None) -> list[ModelChoice]:
-    """The bundled model first (when present), then every finished run, newest first."""
+def model_choices(root: Path | None = None, identity: access.Identity | None = None) -> list[ModelChoice]:
+    """The bundled model first (when present), then every usable run, newest first. For ``identity`` (the app):
+    only what it may score with, i.e. for a reader only the released models (:func:`releases.offered`)."""
     choices = []
     bundled = bundled_model_dir()
     if is_model_dir(bundled):
         choices.append(ModelChoice(f"default model ({bundled.name})", bundled.resolve()))
-    for run in finished_runs(root):
-        if run.path.resolve() not in {choice.path for choice in choices}:
-            choices.append(ModelChoice(f"run {run.id}", run.path.resolve()))
+    for run in usable_runs(root):
+        path = run.path.resolve()
+        if path in {choice.path for choice in choices} or not releases.offered(path, identity, root):
+            continue
+        released = releases.is_released(path, root)
+        stopped = " · stopped" if run.status().get("state") == "stopped" else ""
+        choices.append(ModelChoice(f"run {run.id}{stopped}{'' if released else ' · not released'}", path, released))
     return choices
 
 
-def default_model_dir(root: Path | None = None) -> Path | None:
-    """The model the app opens on; None when there is neither a bundled model nor a finished run."""
-    choices = model_choices(root)
+def default_model_dir(root: Path | None = None, identity: access.Identity | None = None) -> Path | None:
+    """The model the app opens on; None when ``identity`` is offered none."""
+    choices = model_choices(root, identity)
     return choices[0].path if choices else None
 
 
-def chosen_model_dir(selected: str | None) -> Path | None:
-    """The model a page works with: the one picked in the sidebar, else :func:`default_model_dir`."""
-    return Path(selected) if selected else default_model_dir()
+def chosen_model_dir(selected: str | None, identity: access.Identity | None = None) -> Path | None:
+    """The model a page works with: the one picked in the sidebar, else :func:`default_model_dir`. Whether
+    ``identity`` may score with it is :func:`releases.require_released`'s to say."""
+    return Path(selected) if selected else default_model_dir(identity=identity)
 
 
 def typed_model_dir(text: str) -> Path:
@@ -176,6 +182,7 @@ class DisplayResult:
     guards: list[str] = field(default_factory=list)  # outside the intended population: shown before the answer
     warnings: list[str] = field(default_factory=list)
     out_of_domain: bool | None = None
+    not_assessed: str | None = None  # why there is no call (not a chest X-ray): see triage
     image: np.ndarray | None = None  # uint8 grey, <= DISPLAY_MAX_SIDE
     heatmap: np.ndarray | None = None  # float16 [0, 1], <= DISPLAY_MAX_SIDE
     cam_method: str | None = None  # what made the heat map (explain.METHOD_LABELS says it in words)
@@ -203,8 +210,9 @@ class DisplayResult:
 
     def call(self, threshold: float | None) -> str | None:
         """The class called at ``threshold``: positive when its probability reaches it (binary
-        models); the most probable class for multi-class models (no threshold applies)."""
-        if not self.ok:
+        models); the most probable class for multi-class models (no threshold applies). None: failed, or not
+        assessed (:func:`triage.call_text` says which in words)."""
+        if not self.ok or self.not_assessed:
             return None
         if self.positive_class is None or threshold is None or self.positive_probability is None:
             return max(self.probabilities, key=self.probabilities.get)
@@ -222,7 +230,7 @@ def for_display(prediction: Prediction, max_side: int = DISPLAY_MAX_SIDE) -> Dis
         probabilities=dict(prediction.probabilities), positive_class=prediction.positive_class,
         positive_probability=prediction.positive_probability, guards=list(prediction.guards),
         warnings=list(prediction.warnings),
-        out_of_domain=prediction.out_of_domain, is_dicom=prediction.metadata.get("format") == "dicom",
+        out_of_domain=prediction.out_of_domain, not_assessed=prediction.not_assessed, is_dicom=prediction.metadata.get("format") == "dicom",
         image=None if prediction.image is None else downscale(prediction.image, max_side),
         heatmap=None if prediction.heatmap is None else _downscale_heatmap(prediction.heatmap, max_side),
         cam_method=prediction.cam_method, backend=prediction.backend,
@@ -238,9 +246,6 @@ def format_probability(probability: float | None) -> str:
     if probability >= 0.9995:  # would print as 100.0%
         return "> 99.9%"
     return f"{probability:.1%}"
-
-
-UNRELIABLE_NOTE = "not reliable for this image"  # what an out-of-domain image's probability is labelled
 
 
 def lead_warnings(result: DisplayResult) -> list[str]:
@@ -284,38 +289,15 @@ def session_results(stored: dict | None, model: tuple, method: str | None, keys:
     return {"model": model, "method": method, "by_method": by_method, "results": results}
 
 
-def triage_score(result: DisplayResult) -> float | None:
-    """What a worklist sorts on: P(positive) (binary), P(not normal), else the top probability; None: failed."""
-    if not result.ok or not result.probabilities:
-        return None
-    if result.positive_probability is not None:
-        return result.positive_probability
-    if result.not_normal_probability is not None:
-        return result.not_normal_probability
-    return max(result.probabilities.values())
-
-
-def triage_key(result: DisplayResult) -> tuple[int, float]:
-    """Sort key: most probable first, failed files last (Python's sort is stable: ties keep their order)."""
-    score = triage_score(result)
-    return (1, 0.0) if score is None else (0, -score)
-
-
-def flag(result: DisplayResult) -> str:
-    """The mark a triage table shows: failed, out of domain, or nothing."""
-    if not result.ok:
-        return "failed"
-    return "out of domain" if result.out_of_domain else ""
-
-
 def summary_rows(results: Iterable[DisplayResult], threshold: float | None) -> list[dict]:
-    """One row per image for the table and its CSV: the name as uploaded, a flag (failed, out of domain),
-    the call, the probability a reader asks first as text (:func:`format_probability` of :func:`triage_score`),
-    the threshold (4 decimals), the probabilities, warnings or the read error. Nothing read from inside the file (no DICOM tags)."""
+    """One row per image for the table and its CSV: the name as uploaded, a flag (failed, not assessed, out of
+    domain), the call in words (:func:`triage.call_text`: never None), the probability a reader asks first as text
+    (:func:`format_probability` of :func:`triage_score`, marked when out of domain), the threshold (4 decimals), the
+    probabilities, warnings or the read error. Nothing read from inside the file (no DICOM tags)."""
     rows = []
     for result in results:
-        row: dict = {"file": result.name, "flag": flag(result), "call": result.call(threshold),
-                     "probability": format_probability(triage_score(result)) if result.ok else "",
+        row: dict = {"file": result.name, "flag": flag(result), "call": triage.call_text(result, threshold),
+                     "probability": triage.probability_text(result, format_probability(triage_score(result))),
                      "threshold": round(threshold, 4) if result.positive_class and threshold is not None else None}
         if result.not_normal_probability is not None:
             row[f"P(not {result.normal_class})"] = round(result.not_normal_probability, 4)

@@ -129,6 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
     points.add_argument("--activate", metavar="NAME", help="make NAME the active operating point")
     points.add_argument("--reset", action="store_true", help="go back to the shipped (internal) operating point")
 
+    release = verbs.add_parser("release", help="release a model for reading (readers see only the bundled model and "
+                               "released ones), withdraw it, or list the releases")
+    release.add_argument("--model", help="model directory to release (or, with --withdraw, to withdraw)")
+    release.add_argument("--withdraw", action="store_true", help="readers stop seeing --model")
+
     predict = verbs.add_parser("predict", help="score image files")
     predict.add_argument("--model", required=True, help="model directory")
     predict.add_argument("files", nargs="+", help="PNG, JPEG or DICOM files")
@@ -220,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict, "runs": cmd_runs,
         "presets": cmd_presets, "report": cmd_report, "export": cmd_export, "build-dataset": cmd_build,
         "bundle": cmd_bundle, "calibrate": cmd_calibrate, "ood-expose": cmd_ood_expose, "operating-point": cmd_operating_point, "audit": cmd_audit,
-        "pacs": cmd_pacs, "selfcheck": cmd_selfcheck,
+        "pacs": cmd_pacs, "selfcheck": cmd_selfcheck, "release": cmd_release,
     }[args.verb]
     try:
         return handler(args) or 0
@@ -323,7 +328,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
             for guard in prediction.guards:  # the DICOM says: outside the model's intended population
                 print(f"{prediction.name}: warning: {guard}")
             flag = "  [out of domain]" if prediction.out_of_domain else ""
-            print(f"{prediction.name}: {prediction.label} (p={prediction.to_json()['probability']:.3f}){flag}")
+            answer = f"not assessed: {prediction.not_assessed}" if prediction.not_assessed else \
+                f"{prediction.label} (p={prediction.to_json()['probability']:.3f})"
+            print(f"{prediction.name}: {answer}{flag}")
         else:
             print(f"{prediction.name}: error: {prediction.error}")
     if skip is not None:
@@ -548,6 +555,14 @@ def cmd_operating_point(args: argparse.Namespace) -> int:
         print(f"{marker} {name}: threshold {point.get('threshold')}, temperature {point.get('temperature')}, "
               f"{point.get('source', '')}")
     return 0
+
+
+def cmd_release(args: argparse.Namespace) -> int:
+    from . import releases
+
+    if args.withdraw and not args.model:
+        raise ValueError("--withdraw needs --model DIR: the model readers should stop seeing")
+    return releases.main(args.model, args.withdraw)
 
 
 def cmd_audit(args: argparse.Namespace) -> int:

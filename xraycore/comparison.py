@@ -169,14 +169,32 @@ def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+ENSEMBLE_FILE, MEMBERS_DIR = "ensemble.json", "members"  # as predict.py lays an ensemble out
+
+
+def training_settings(run: Run) -> dict[str, Any]:
+    """A model's training settings, flattened with dots. An ensemble (the bundled model) was not trained itself:
+    its settings are its members'; one value where they agree, else each member's (``member: value; ...``)."""
+    members = (run.read_json(ENSEMBLE_FILE, None) or {}).get("members") or []
+    if not members:
+        return _flatten(run.config.get("train") or {})
+    each = {str(name): _flatten(Run(run.path / MEMBERS_DIR / str(name)).config.get("train") or {}) for name in members}
+    settings: dict[str, Any] = {}
+    for key in sorted({key for member in each.values() for key in member}):
+        values = [member.get(key) for member in each.values()]
+        settings[key] = values[0] if all(value == values[0] for value in values) else \
+            "; ".join(f"{name}: {member.get(key)}" for name, member in each.items())
+    return settings
+
+
 def config_differences(runs: list[Run]) -> dict[str, dict[str, Any]]:
     """The training settings that differ between runs: ``key -> {run_label: value}``.
 
-    Nested settings are flattened with dots; a key missing from a run counts as None. ``weights`` is what
-    each run really started from (``pretrained`` is only what was asked for: hub weights may have been
-    out of reach).
+    Nested settings are flattened with dots (:func:`training_settings`, an ensemble's from its members); a key
+    missing from a run counts as None. ``weights`` is what each run really started from (``pretrained`` is
+    only what was asked for: hub weights may have been out of reach).
     """
-    flat = {run_label(run): {**_flatten(run.config.get("train") or {}),
+    flat = {run_label(run): {**training_settings(run),
                              "weights": models.weights_label(run.config.get("weights_source"))} for run in runs}
     keys = sorted({key for settings in flat.values() for key in settings})
     differences = {}

@@ -20,7 +20,7 @@ import numpy as np
 from safetensors import SafetensorError
 
 from . import backend as backends
-from . import access, audit, explain, intended_use, operating, runs
+from . import access, audit, explain, intended_use, operating, releases, runs, triage
 from .data import decode
 from .backend import ONNXRUNTIME, TORCH, BackendUnavailable, EngineOutput
 from .io import XrayImage, XrayReadError, read_xray, to_uint8
@@ -34,8 +34,6 @@ if TYPE_CHECKING:
 Source = bytes | str | Path | BinaryIO
 READ_MAX_SIDE = 1024  # JPEGs decode at >= this size: ample for the network input and a screen-sized overlay
 OVERLAY_MAX_SIDE = 1024  # overlays are for screens: blending a 3000 px radiograph costs more than the network
-
-
 OUT_OF_DOMAIN_WARNING = "unlike the images this model was trained on (out of domain): treat the answer with caution"
 
 
@@ -53,6 +51,7 @@ class Prediction:
     logits: list[float] | None = None  # before the temperature: what site calibration fits on
     out_of_domain: bool | None = None
     ood_score: float | None = None
+    not_assessed: str | None = None  # why there is no call (triage.not_assessed_reason): label None then
     guards: list[str] = field(default_factory=list)  # the DICOM says: outside the intended population; shown first
     warnings: list[str] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
@@ -73,9 +72,9 @@ class Prediction:
         if not self.ok:
             return {"file": self.name, "error": self.error, "error_kind": self.error_kind}
         probability = self.positive_probability if self.positive_probability is not None else max(self.probabilities.values())
-        return {
-            "file": self.name, "probability": round(probability, 6), "label": self.label,
-            "probabilities": {k: round(v, 6) for k, v in self.probabilities.items()},
+        return {  # a film not assessed (not a chest X-ray) has no call and no probability: label null, and why
+            "file": self.name, "probability": None if self.not_assessed else round(probability, 6), "label": self.label,
+            "not_assessed": self.not_assessed, "probabilities": {k: round(v, 6) for k, v in self.probabilities.items()},
             "threshold": self.threshold, "operating_point": self.operating_point, "out_of_domain": self.out_of_domain,
             "ood_score": None if self.ood_score is None else round(self.ood_score, 3),
             "warnings": [*self.guards, *self.warnings], "guards": self.guards,
@@ -452,6 +451,7 @@ class Predictor:
         """
         if identity is not None:
             access.require(identity, access.SCORE, "score", model=self.audit_model, operating_point=self.operating_point)
+            releases.require_released(self.run.path, identity)  # a reader scores with released models only
         batch_size = options.get("batch_size", 16)
         pending: list[tuple[str, XrayImage | XrayReadError]] = []
         for name, source in sources:
@@ -501,16 +501,16 @@ class Predictor:
         else:
             positive_probability, label = None, self.class_names[int(np.argmax(probs))]
         out_of_domain = None if ood_score is None else bool(ood_score > 1.0)
+        reason = triage.not_assessed_reason(warnings, image.metadata.get("dicom_guards", {}), self.intended)
         if out_of_domain:
             warnings.append(OUT_OF_DOMAIN_WARNING)
         guards = [] if self.intended is None else intended_use.guard_warnings(image.metadata.get("dicom_guards", {}),
                                                                              self.intended)
         return Prediction(
-            name=name, probabilities=probabilities, label=label, positive_class=self.positive_class,
+            name=name, probabilities=probabilities, label=None if reason else label, positive_class=self.positive_class,
             positive_probability=positive_probability, threshold=self.threshold, operating_point=self.operating_point,
             out_of_domain=out_of_domain, ood_score=None if ood_score is None else float(ood_score), guards=guards,
-            warnings=warnings, metadata=image.metadata, image=image.pixels,
-            heatmap=heatmap,
+            not_assessed=reason, warnings=warnings, metadata=image.metadata, image=image.pixels, heatmap=heatmap,
             overlay=None if heatmap is None else explain.overlay(decode.fit_within(image.pixels, OVERLAY_MAX_SIDE), heatmap),
         )
 

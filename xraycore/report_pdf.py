@@ -2,8 +2,9 @@
 
 Each scored image gets a page: the scan and its Grad-CAM overlay, the probability, the call at the
 operating point (name and threshold), the out-of-domain flag, the warnings (the DICOM's intended-use
-guards first), the model's name, version and weights sha256, and the disclaimer. A batch starts with a
-summary page in triage order (most probable first, failed files last). Built from the small results a
+guards first), the model's name, version and weights sha256, and the disclaimer. A film that is not a chest
+X-ray gets no probability and no call ("not assessed"). A batch starts with a summary page in triage order
+(:mod:`triage`: in-domain films most probable first, then out of domain, not assessed, failed). Built from the small results a
 session keeps (catalog.DisplayResult): no file metadata, so no patient identifier can reach the paper.
 """
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 from fpdf import FPDF
 from PIL import Image
 
-from . import catalog, explain
+from . import catalog, explain, triage
 from .catalog import DisplayResult
 from .provenance import ModelProvenance
 
@@ -109,7 +110,8 @@ def _summary_page(pdf: _Report, results: Sequence[DisplayResult], threshold: flo
     _header(pdf, created)
     scored = sum(result.ok for result in results)
     pdf.write_line(f"{len(results)} image(s): {scored} scored, {len(results) - scored} failed. Most probable first; "
-                   "out-of-domain and failed files are marked.", size=10)
+                   "then out of the model's domain (probability not reliable), not assessed (not a chest X-ray) "
+                   "and failed files.", size=10)
     _model_lines(pdf, model, threshold, operating_point)
     pdf.ln(3)
     pdf.set_font(pdf.family, "", 8)
@@ -119,8 +121,9 @@ def _summary_page(pdf: _Report, results: Sequence[DisplayResult], threshold: flo
         for result in results:
             score = catalog.triage_score(result)
             note = result.error or "; ".join([*result.guards, *result.warnings])
-            table.row([pdf.text_of(result.name), "" if score is None else f"{score:.1%}",
-                       pdf.text_of(result.call(threshold) or ""), catalog.flag(result),
+            probability = "" if score is None else f"{score:.1%}" + (" (unreliable)" if result.out_of_domain else "")
+            table.row([pdf.text_of(result.name), probability, pdf.text_of(triage.call_text(result, threshold)),
+                       catalog.flag(result),
                        pdf.text_of(note[:160] + ("…" if len(note) > 160 and pdf.unicode else ""))])
 
 
@@ -134,6 +137,12 @@ def _image_page(pdf: _Report, result: DisplayResult, threshold: float | None, op
         return
     for guard in result.guards:  # outside the model's intended population: before the answer
         pdf.write_line(f"Warning: {guard}", size=10, style="B", colour=(170, 90, 0))
+    if result.not_assessed:  # not a chest X-ray: no probability, no call
+        pdf.write_line(f"Call: {triage.not_assessed_text(result.not_assessed)}", size=12, style="B", height=7)
+        for warning in result.warnings:
+            pdf.write_line(f"Warning: {warning}", size=9, colour=(170, 90, 0))
+        _model_lines(pdf, model, threshold, operating_point)
+        return
     call = result.call(threshold)
     if result.positive_class is not None and result.positive_probability is not None:
         pdf.write_line(f"P({result.positive_class}) = {result.positive_probability:.1%}", size=14, style="B", height=7)
