@@ -150,6 +150,7 @@ def test_every_action_writes_exactly_one_audit_line(model_dir, tiny_dataset, log
     def actions() -> list[tuple[str, str]]:
         return [(entry["action"], entry["outcome"]) for entry in lines(log)]
 
+    monkeypatch.setenv("XRAY_MODEL_DIR", str(model_dir))  # the bundled model: released for reading (issue 34)
     predictor = Predictor(model_dir)
     scans = [(f"scan{i}.png", bytes_source(png(i))) for i in range(3)] + [("junk.png", bytes_source(b"no image"))]
     predictions = list(predictor.predict_sources(scans, cam=None, batch_size=2, identity=READER_ID))
