@@ -164,7 +164,7 @@ def show_result(result: catalog.DisplayResult, threshold: float | None, opacity:
         for warning in catalog.lead_warnings(result):  # outside the intended population, out of domain: first
             st.warning(warning, icon=":material/warning:")
         if result.not_assessed:  # not a chest X-ray: no probability, no call (triage decides)
-            for warning in result.warnings:
+            for warning in catalog.other_warnings(result):
                 st.warning(warning, icon=":material/warning:")
             st.markdown(f"Call: **{triage.not_assessed_text(result.not_assessed)}**")
             st.image(result.image, caption="original", clamp=True, width=320)
