@@ -203,8 +203,8 @@ def _find_series(node: Node, study: Study) -> list[Series]:
     query.SeriesDescription = ""
     series = [Series(study=study, uid=str(d.SeriesInstanceUID), modality=str(d.get("Modality") or "").upper(),
                      body_part=str(d.get("BodyPartExamined") or "").strip().upper(), number=str(d.get("SeriesNumber") or ""),
-                     images=_int(d.get("NumberOfSeriesRelatedInstances")), manufacturer=str(d.get("Manufacturer") or ""),
-                     description=str(d.get("SeriesDescription") or ""))
+                     images=_int(d.get("NumberOfSeriesRelatedInstances")),
+                     manufacturer=str(d.get("Manufacturer") or ""), description=str(d.get("SeriesDescription") or ""))
               for d in pacs_net.find(node, query) if d.get("SeriesInstanceUID")]
     return sorted(series, key=lambda s: (_int(s.number) or 0, s.uid))
 

@@ -11,8 +11,8 @@ beside the app, or the file ``$XRAY_PACS_NODES`` names (see ``.streamlit/pacs_no
     calling_aet = "XRAY"   # optional: how this workbench names itself (default XRAY)
     timeout = 30           # optional: seconds to wait for the node (default 30)
 
-Every exchange in :mod:`pacs` goes through :func:`exchange`, which checks the role and the node: an app session (signed in,
-the loopback demo's user, a visitor) may use configured nodes only; the operating-system user at a
+Every exchange in :mod:`pacs` goes through :func:`exchange`, which checks the role and the node: an app
+session (signed in, the loopback demo's user) may use configured nodes only; the operating-system user at a
 terminal (``python -m xraycore pacs --host ...``) may name any host, as with any DICOM tool, or pick a
 configured one (``--node NAME``). Admins (PACS settings) add and remove nodes with :func:`add_node` and
 :func:`remove_node`, each audited; those rewrite the file (comments in it are not kept).
