@@ -22,6 +22,8 @@ from streamlit.testing.v1.util import patch_config_options
 
 from tests.corpus import PHI, PHI_UIDS, _dicom, chest_like
 from tests.orthanc import AET, orthanc_binary
+from tests.test_access_app import env  # noqa: F401 - a roles file and a private audit log
+from tests.test_access_app import run as run_as
 from tests.test_app import app_env, runs_root, start_app  # noqa: F401 - fixtures shared with the app tests
 from tests.test_pacs import film, frontal_model, orthanc  # noqa: F401 - the real PACS and its films
 from xraycore import access, audit, catalog, cli, dicom_out, pacs, pacs_nodes, provenance, webauth, worklist
@@ -259,6 +261,15 @@ def test_the_worklist_and_pacs_film_results_are_refused_to_an_anonymous_network_
     at.switch_page("pages/worklist.py").run()
     assert at.selectbox(key="pacs_node").value == "ward"
     assert "pacs_host" not in [widget.key for widget in at.text_input], "no free-text host"
+
+
+def test_a_signed_in_reader_picks_a_configured_node_and_cannot_change_the_list(env, nodes):
+    at = run_as("pages/worklist.py", "reader")
+    assert [i.value for i in at.info] == ["No PACS node is configured yet. Ask an administrator to add one."]
+    pacs_nodes.add_node("ward", pacs.Node("127.0.0.1", 104, "WARD"))
+    at = run_as("pages/worklist.py", "reader")
+    assert at.selectbox(key="pacs_node").options == ["ward: WARD at 127.0.0.1:104"]
+    assert not at.text_input and not at.expander, "no typed host, no node settings for a reader"
 
 
 # ------------------------------------------------------------------ item 7: the dciodvfy guard
