@@ -131,10 +131,6 @@ def _as_source(item: object) -> object:
     return item if isinstance(item, Path) else bytes_source(item.getvalue())
 
 
-def _bytes_of(item: object) -> bytes:
-    return item.read_bytes() if isinstance(item, Path) else item.getvalue()
-
-
 def show_downloads(key: str, result: catalog.DisplayResult, item: object, threshold: float | None,
                    point: str | None, model: provenance.ModelProvenance, opacity: float) -> None:
     """This image's printable report and, for a DICOM, its results filed in the source study (made on click)."""
@@ -144,14 +140,15 @@ def show_downloads(key: str, result: catalog.DisplayResult, item: object, thresh
                                operating_point=point, model=model, alpha=opacity),
                                file_name=f"{stem}_report.pdf", mime="application/pdf", key=f"pdf:{key}",
                                on_click="ignore", icon=":material/print:")
-    if result.ok and result.is_dicom and not result.not_assessed:
+    # A PACS film's results carry the PACS's patient module: only for who may retrieve (xraycore refuses too).
+    if result.ok and result.is_dicom and not result.not_assessed and dicom_out.may_download(item, identity):
         columns[1].download_button("Result (DICOM SR)", lambda: dicom_out.display_report(
-            _bytes_of(item), result, threshold, point, model), file_name=f"{stem}_sr.dcm", mime="application/dicom",
-            key=f"sr:{key}", on_click="ignore")
+            item, result, threshold, point, model, identity=identity), file_name=f"{stem}_sr.dcm",
+            mime="application/dicom", key=f"sr:{key}", on_click="ignore")
         if result.heatmap is not None:
             columns[2].download_button("Overlay (DICOM)", lambda: dicom_out.display_capture(
-                _bytes_of(item), result, model, opacity), file_name=f"{stem}_overlay.dcm", mime="application/dicom",
-                key=f"sc:{key}", on_click="ignore")
+                item, result, model, opacity, identity=identity), file_name=f"{stem}_overlay.dcm",
+                mime="application/dicom", key=f"sc:{key}", on_click="ignore")
 
 
 def show_result(result: catalog.DisplayResult, threshold: float | None, opacity: float) -> None:

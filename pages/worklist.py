@@ -1,8 +1,9 @@
 """Worklist: today's chest studies from a PACS, scored and sorted, most probable first.
 
-Connect, list the studies (no patient attribute is asked for), score every frontal chest image, open one
-in Diagnose, send the results (SR and overlay) back into their studies. The work is in
-``xraycore.pacs`` and ``xraycore.worklist``; this page holds widgets only.
+Pick a configured PACS node (never a typed host: administrators keep the list, here or in
+``.streamlit/pacs_nodes.toml``), list the studies (no patient attribute is asked for), score every frontal
+chest image, open one in Diagnose, send the results (SR and overlay) back into their studies. The work is
+in ``xraycore.pacs``, ``xraycore.pacs_nodes`` and ``xraycore.worklist``; this page holds widgets only.
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import datetime as dt
 
 import streamlit as st
 
-from xraycore import access, catalog, pacs, provenance, webauth, worklist
+from xraycore import access, catalog, pacs, pacs_nodes, provenance, webauth, worklist
 from xraycore.intended_use import SkipNonFrontal
 from xraycore.predict import Predictor
 from xraycore.runs import ModelDirectoryError
@@ -46,14 +47,56 @@ except ModelDirectoryError as error:
     st.error(str(error))
     st.stop()
 
+
+
+def node_settings(nodes: dict[str, pacs.Node]) -> None:
+    """Administrators add or remove a configured node (xraycore.pacs_nodes checks the role and audits)."""
+    with st.expander("PACS nodes (administrators)", icon=":material/settings:", expanded=not nodes):
+        with st.form("pacs_node_add", clear_on_submit=True):
+            left, middle, right = st.columns([2, 3, 1])
+            name = left.text_input("Name", key="pacs_new_name", placeholder="main")
+            host = middle.text_input("Host", key="pacs_new_host", placeholder="pacs.hospital.local")
+            port = right.number_input("Port", 1, 65535, 104, key="pacs_new_port")
+            left, right = st.columns(2)
+            called = left.text_input("PACS AE title", key="pacs_new_called", placeholder="PACS")
+            calling = right.text_input("Our AE title", "XRAY", key="pacs_new_calling")
+            if st.form_submit_button("Add the node", icon=":material/add:"):
+                try:
+                    pacs_nodes.add_node(name.strip(), pacs.Node(host.strip(), int(port), called.strip(),
+                                                                calling.strip() or "XRAY"), identity=identity)
+                except (ValueError, access.AccessDenied) as error:
+                    st.error(str(error))
+                else:
+                    st.rerun()
+        if nodes:
+            left, right = st.columns([3, 1], vertical_alignment="bottom")
+            gone = left.selectbox("Configured node", list(nodes), key="pacs_remove_pick")
+            if right.button("Remove", key="pacs_remove", icon=":material/delete:"):
+                try:
+                    pacs_nodes.remove_node(gone, identity=identity)
+                except (ValueError, access.AccessDenied) as error:
+                    st.error(str(error))
+                else:
+                    st.rerun()
+
+
+try:
+    nodes = pacs_nodes.load_nodes()
+except ValueError as error:  # a broken file: no node, and why
+    st.error(str(error))
+    nodes = {}
+if access.can(identity, access.PACS_SETTINGS):
+    node_settings(nodes)
+if not nodes:
+    st.info("No PACS node is configured yet. "
+            + ("Add one under “PACS nodes” above." if access.can(identity, access.PACS_SETTINGS)
+               else "Ask an administrator to add one."))
+    st.stop()
+
 with st.form("pacs_connection"):
     left, middle, right = st.columns([3, 1, 2])
-    host = left.text_input("PACS host", key="pacs_host", placeholder="pacs.hospital.local")
-    port = middle.number_input("Port", 1, 65535, 104, key="pacs_port")
-    called = right.text_input("PACS AE title", key="pacs_called_aet", placeholder="ORTHANC")
-    left, middle, right = st.columns([3, 1, 2])
-    since = left.date_input("Studies since", dt.date.today(), key="pacs_since")
-    calling = middle.text_input("Our AE title", "XRAY", key="pacs_calling_aet")
+    node_name = left.selectbox("PACS", list(nodes), format_func=lambda name: f"{name}: {nodes[name]}", key="pacs_node")
+    since = middle.date_input("Studies since", dt.date.today(), key="pacs_since")
     modalities = right.multiselect("Modalities", ["DX", "CR"], ["DX", "CR"], key="pacs_modalities")
     find = st.form_submit_button("Find studies", icon=":material/search:")
 
@@ -63,22 +106,18 @@ def _day(date: str) -> str:
 
 
 def node() -> pacs.Node | None:
-    """The node the form describes, or None after saying what is missing."""
-    if not host.strip() or not called.strip():
-        st.warning("Enter the PACS host and its AE title.")
+    """The configured node the form names, or None after saying it is gone."""
+    if node_name not in nodes:
+        st.warning("That PACS node is no longer configured: pick another.")
         return None
-    try:
-        return pacs.Node(host.strip(), int(port), called.strip(), calling.strip() or "XRAY")
-    except ValueError as error:
-        st.error(str(error))
-        return None
+    return nodes[node_name]
 
 
 if find and (target := node()) is not None:
     try:
         st.session_state[STUDIES_KEY] = pacs.find_studies(target, since.strftime("%Y%m%d"), tuple(modalities),
                                                               identity=identity)
-    except pacs.PacsError as error:
+    except (pacs.PacsError, access.AccessDenied) as error:
         st.error(str(error))
         st.session_state.pop(STUDIES_KEY, None)
     st.session_state.pop(ENTRIES_KEY, None)
@@ -103,8 +142,12 @@ if st.button("Score these studies", type="primary", key="worklist_score", icon="
         expected = max(1, sum(s.images or 0 for s in studies))
         skip = SkipNonFrontal()
         items = pacs.scan(target, predictor, studies, modalities=tuple(modalities), skip=skip, identity=identity)
-        entries, notices = worklist.collect(items, on_item=lambda n: progress.progress(
-            min(1.0, n / expected), text=f"Scored {n} image(s)"))
+        try:
+            entries, notices = worklist.collect(items, on_item=lambda n: progress.progress(
+                min(1.0, n / expected), text=f"Scored {n} image(s)"))
+        except access.AccessDenied as error:
+            st.error(str(error))
+            st.stop()
         progress.empty()
         if skip.skipped:
             notices.append(f"skipped {len(skip.skipped)} non-frontal image(s)")
@@ -133,7 +176,7 @@ with left:
             entry = next(e for e in entries if e.name == chosen)
             try:
                 st.session_state[OPEN_KEY] = {entry.name: worklist.fetch(target, entry, identity)}
-            except pacs.PacsError as error:
+            except (pacs.PacsError, access.AccessDenied) as error:
                 st.error(str(error))
             else:
                 st.switch_page("pages/diagnose.py")
@@ -144,9 +187,11 @@ with right:
                  help=None if can_store else "Sending results back needs the admin role."):
         if (target := node()) is not None:
             model = model_provenance(str(model_path), catalog.model_version(model_path))
-            sent, problems = worklist.send_back(target, entries, threshold, predictor.operating_point, model,
-                                                identity=identity)
-            if sent:
-                st.success(f"Results stored for {sent} image(s).")
-            for problem in problems:
+            sent = worklist.send_back(target, entries, threshold, predictor.operating_point, model, identity=identity)
+            if sent.stored:
+                st.success(f"Results stored for {sent.stored} image(s).")
+            if sent.already:
+                st.info(f"The PACS already holds the results of {sent.already} image(s) from this model version and "
+                        "operating point: not sent again.")
+            for problem in sent.problems:
                 st.error(problem)

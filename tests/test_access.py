@@ -204,16 +204,21 @@ def test_every_action_writes_exactly_one_audit_line(model_dir, tiny_dataset, log
     assert jobs.owner_of(runs.Run(root / "new-run")) is None
 
 
-def test_pacs_exchange_is_checked_and_audited(log):
+def test_pacs_exchange_is_checked_and_audited(log, tmp_path, monkeypatch):
     """Store-back is an admin's: a reader is refused before any connection. Query and retrieve are a reader's;
     an unreachable node is one 'failed' line. (The round trip with a real PACS is tests/test_pacs.py, on Orthanc.)"""
     import socket
 
     from pydicom import Dataset
 
+    from xraycore import pacs_nodes
+
     with socket.socket() as probe:  # a free port: nothing listens there
         probe.bind(("127.0.0.1", 0))
         nobody = pacs.Node("127.0.0.1", probe.getsockname()[1], "NOBODY", timeout=2)
+    monkeypatch.setenv(pacs_nodes.NODES_FILE_ENV, str(tmp_path / "pacs_nodes.toml"))  # app identities: configured nodes
+    pacs_nodes.add_node("nobody", nobody, identity=ADMIN_ID)
+    log.write_text("")
     result = Dataset()
     result.SOPClassUID = "1.2.840.10008.5.1.4.1.1.88.33"
     with pytest.raises(AccessDenied):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -17,7 +18,25 @@ from tests.test_app import app_env, png_bytes, runs_root, start_app  # noqa: F40
 from xraycore import catalog, cli, dicom_out, provenance
 
 DCIODVFY = shutil.which("dciodvfy")
-needs_dciodvfy = pytest.mark.skipif(DCIODVFY is None, reason="dicom3tools' dciodvfy is not installed (CI installs it)")
+
+
+def require_dciodvfy() -> str:
+    """dciodvfy's path. Without it: skipped on a developer's machine, a failure in CI (``$CI`` set), which
+    installs it, as the PACS tests do with Orthanc."""
+    if DCIODVFY is None:
+        if os.environ.get("CI"):
+            pytest.fail("dicom3tools' dciodvfy is not installed: the SR and overlay checks must run in CI")
+        pytest.skip("dicom3tools' dciodvfy is not installed (CI installs it)")
+    return DCIODVFY
+
+
+@pytest.fixture(scope="session")
+def dciodvfy() -> str:
+    return require_dciodvfy()
+
+
+# Session-scoped and named first: checked before the session fixtures that train a model or start the app.
+needs_dciodvfy = pytest.mark.usefixtures("dciodvfy")
 
 
 def film(**tags) -> bytes:

@@ -19,7 +19,7 @@ from pydicom.uid import generate_uid
 from tests.corpus import PHI, _dicom, chest_like
 from tests.orthanc import AET, Orthanc, orthanc_binary, start_orthanc
 from tests.test_app import app_env, runs_root, start_app  # noqa: F401 - fixtures shared with the app tests
-from xraycore import cli, intended_use, pacs, provenance
+from xraycore import cli, intended_use, pacs, pacs_nodes, provenance
 from xraycore.predict import Predictor
 
 # Skipped on a developer's machine without Orthanc; never in CI, which installs it (there a missing one fails).
@@ -192,7 +192,9 @@ def test_a_50_megabyte_image_is_scored_without_stopping_the_rest(orthanc, fronta
     print(f"50 MB image fetched and scored with a small one in {elapsed:.1f} s")
 
 
-def test_worklist_page_lists_scores_sorts_opens_and_sends_back(orthanc, app_env):
+def test_worklist_page_lists_scores_sorts_opens_and_sends_back(orthanc, app_env, tmp_path, monkeypatch):
+    monkeypatch.setenv(pacs_nodes.NODES_FILE_ENV, str(tmp_path / "pacs_nodes.toml"))  # the page offers configured nodes
+    pacs_nodes.add_node("orthanc", pacs.Node("127.0.0.1", orthanc.dicom_port, AET))
     today = dt.date.today().strftime("%Y%m%d")
     study, series = generate_uid(), generate_uid()
     for number in (1, 2, 3):
@@ -201,10 +203,8 @@ def test_worklist_page_lists_scores_sorts_opens_and_sends_back(orthanc, app_env)
     at = start_app()
     at.switch_page("pages/worklist.py").run()
     assert not at.exception, [e.value for e in at.exception]
-    at.text_input(key="pacs_host").set_value("127.0.0.1")
-    at.number_input(key="pacs_port").set_value(orthanc.dicom_port)
-    at.text_input(key="pacs_called_aet").set_value(AET)
-    at.get("form_submit_button")[0].click().run()
+    assert at.selectbox(key="pacs_node").value == "orthanc"
+    next(b for b in at.get("form_submit_button") if b.label == "Find studies").click().run()
     assert not at.exception, [e.value for e in at.exception]
     assert at.dataframe[0].value["images"].tolist() == [4]  # today's one study
 

@@ -60,6 +60,11 @@ _GRANTS: dict[str, frozenset[str]] = {
 PERMISSIONS: dict[str, frozenset[str]] = {
     role: frozenset().union(*(_GRANTS[lower] for lower in ROLES[:index + 1])) for index, role in enumerate(ROLES)
 }
+# A visitor of a network server without sign-in (a reader by role) may score their own images and download
+# those results, nothing more: the PACS (query, retrieve, its films' results) needs a known person.
+ANONYMOUS_PERMISSIONS = frozenset({SCORE, DOWNLOAD})
+ANONYMOUS_REFUSAL = ("This server has no sign-in, so visitors may only score their own images. Ask an "
+                     "administrator to configure sign-in.")
 
 # How a person came to be known: signed in through OIDC, the one local user of a loopback demo, an
 # anonymous visitor of a network server without sign-in, or the operating-system user at a terminal.
@@ -98,7 +103,8 @@ class Identity:
 
     @property
     def permissions(self) -> frozenset[str]:
-        return frozenset().union(*(PERMISSIONS[role] for role in self.roles))
+        granted = frozenset().union(*(PERMISSIONS[role] for role in self.roles))
+        return granted & ANONYMOUS_PERMISSIONS if self.via == ANONYMOUS else granted
 
     def can(self, permission: str) -> bool:
         return permission in self.permissions
@@ -119,6 +125,8 @@ def require(identity: Identity | None, permission: str, action: str | None = Non
         from . import audit
 
         audit.record(action, identity, outcome=audit.REFUSED, **audit_fields)
+    if identity is not None and identity.via == ANONYMOUS:
+        raise AccessDenied(ANONYMOUS_REFUSAL)
     role = identity.role if identity is not None else None
     raise AccessDenied(f"Your role ({role or 'none'}) does not allow this ({permission}). Ask an administrator.")
 
@@ -133,7 +141,8 @@ def local_identity() -> Identity:
 
 
 def anonymous_identity() -> Identity:
-    """A visitor of a server reachable from the network without sign-in: may score, changes nothing."""
+    """A visitor of a server reachable from the network without sign-in: may score their own images, changes
+    nothing and reaches no PACS (:data:`ANONYMOUS_PERMISSIONS`)."""
     return Identity("anonymous (no sign-in)", None, frozenset({READER}), ANONYMOUS)
 
 

@@ -153,10 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     pacs = verbs.add_parser("pacs", help="find chest studies on a PACS, score every image, optionally store the "
                             "results (SR and overlay) back")
-    pacs.add_argument("--host", required=True, help="the PACS host name or address")
-    pacs.add_argument("--port", required=True, type=int, help="its DICOM port")
-    pacs.add_argument("--called-aet", required=True, help="the PACS's AE title")
-    pacs.add_argument("--calling-aet", default="XRAY", help="this workbench's AE title (default XRAY)")
+    pacs.add_argument("--node", help="a configured PACS node by name (.streamlit/pacs_nodes.toml or $XRAY_PACS_NODES)")
+    pacs.add_argument("--host", help="or any PACS host name or address (a terminal's choice; the app: configured only)")
+    pacs.add_argument("--port", type=int, help="its DICOM port (with --host)")
+    pacs.add_argument("--called-aet", help="the PACS's AE title (with --host)")
+    pacs.add_argument("--calling-aet", help="this workbench's AE title (default: the node's, else XRAY)")
     pacs.add_argument("--since", metavar="YYYYMMDD", help="studies from this date on (default: all)")
     pacs.add_argument("--modality", default="DX,CR", help="modalities to score, comma-separated (default DX,CR)")
     pacs.add_argument("--model", required=True, help="model directory")
@@ -164,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
                       "(Secondary Capture) of every scored image back into its study (C-STORE)")
     pacs.add_argument("--include-non-frontal", action="store_true", help="also score images whose View Position "
                       "says they are not a frontal view (skipped by default, with a count)")
-    pacs.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the PACS (default 30)")
+    pacs.add_argument("--timeout", type=float, help="seconds to wait for the PACS (default: the node's, else 30)")
     pacs.add_argument("--json", action="store_true", help="one JSON line per image, like predict --json")
 
     selfcheck = verbs.add_parser("selfcheck", help="check this installation: score the bundled samples and compare "
@@ -363,12 +364,12 @@ def cmd_pacs(args: argparse.Namespace) -> int:
 
     No patient attribute is asked for or printed: images are named by study position, date, series and number.
     """
-    from . import pacs
+    from . import pacs, pacs_nodes
     from .intended_use import SkipNonFrontal
     from .predict import Predictor
     from .provenance import of_model
 
-    node = pacs.Node(args.host, args.port, args.called_aet, args.calling_aet, timeout=args.timeout)
+    node = pacs_nodes.from_command_line(args.node, args.host, args.port, args.called_aet, args.calling_aet, args.timeout)
     modalities = tuple(m.upper() for m in _names(args.modality))
     since = pacs.check_date(args.since) if args.since else None
     predictor = Predictor(args.model)
@@ -377,7 +378,7 @@ def cmd_pacs(args: argparse.Namespace) -> int:
     _say(f"{len(studies)} stud{'y' if len(studies) == 1 else 'ies'} with {'/'.join(modalities)} images on {node}"
          + (f" since {since}" if since else ""))
     skip = None if args.include_non_frontal else SkipNonFrontal()
-    scored = failures = stored = 0
+    scored = failures = stored = already = 0
     for item in pacs.scan(node, predictor, studies, modalities=modalities, skip=skip, store_results=args.store_results,
                           model=model):
         if isinstance(item, pacs.Notice):
@@ -386,7 +387,7 @@ def cmd_pacs(args: argparse.Namespace) -> int:
         prediction = item.prediction
         scored += 1
         failures += not prediction.ok
-        stored += bool(item.stored)
+        stored, already = stored + bool(item.stored), already + bool(item.already and not item.stored)
         if args.json:
             print(json.dumps(item.to_json()), flush=True)
         elif prediction.ok:
@@ -397,7 +398,7 @@ def cmd_pacs(args: argparse.Namespace) -> int:
     if skip is not None:
         _say(f"skipped {len(skip.skipped)} non-frontal image(s)")
     _say(f"scored {scored - failures} image(s), {failures} could not be read"
-         + (f"; results stored for {stored}" if args.store_results else ""))
+         + (f"; results stored for {stored}, already in the PACS for {already}" if args.store_results else ""))
     return 1 if scored and failures == scored else 0
 
 

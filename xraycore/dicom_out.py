@@ -27,8 +27,9 @@ from pydicom import Dataset, dcmread
 from pydicom.dataset import FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.sr.codedict import codes
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from . import access
 from .provenance import ModelProvenance
 
 if TYPE_CHECKING:
@@ -147,8 +148,8 @@ def _source_reference(source: Dataset, relationship: str) -> hd.sr.ImageContentI
 
 # --------------------------------------------------------------------------- the structured report
 
-def structured_report(source: Dataset, finding: Finding, model: ModelProvenance, *,
-                      series_uid: str | None = None, instance_number: int = 1) -> hd.sr.ComprehensiveSR:
+def structured_report(source: Dataset, finding: Finding, model: ModelProvenance, *, series_uid: str | None = None,
+                      sop_uid: str | None = None, instance_number: int = 1) -> hd.sr.ComprehensiveSR:
     """A Comprehensive SR in the source's study that records the answer and the model behind it."""
     source = read_source(source)
     contains = hd.sr.RelationshipTypeValues.CONTAINS
@@ -187,7 +188,7 @@ def structured_report(source: Dataset, finding: Finding, model: ModelProvenance,
     root.ContentSequence = hd.sr.ContentSequence(items, is_root=False)
     report = hd.sr.ComprehensiveSR(
         evidence=[source], content=root, series_instance_uid=series_uid or hd.UID(), series_number=SR_SERIES_NUMBER,
-        sop_instance_uid=hd.UID(), instance_number=instance_number, manufacturer=MANUFACTURER,
+        sop_instance_uid=sop_uid or hd.UID(), instance_number=instance_number, manufacturer=MANUFACTURER,
         is_complete=True, is_final=False, is_verified=False, transfer_syntax_uid=ExplicitVRLittleEndian,
         specific_character_set=UTF8)
     report.SeriesDescription = SR_SERIES_DESCRIPTION
@@ -205,15 +206,15 @@ def _class_code(label: str) -> hd.sr.CodedConcept:
 
 # --------------------------------------------------------------------------- the overlay
 
-def overlay_capture(source: Dataset, overlay: np.ndarray, model: ModelProvenance, *,
-                    series_uid: str | None = None, instance_number: int = 1) -> hd.sc.SCImage:
+def overlay_capture(source: Dataset, overlay: np.ndarray, model: ModelProvenance, *, series_uid: str | None = None,
+                    sop_uid: str | None = None, instance_number: int = 1) -> hd.sc.SCImage:
     """A Secondary Capture of the Grad-CAM overlay (RGB) in the source's study, labelled in its pixels."""
     source = read_source(source)
     pixels = labelled(np.ascontiguousarray(overlay, dtype=np.uint8))
     capture = hd.sc.SCImage.from_ref_dataset(
         ref_dataset=source, pixel_array=pixels, photometric_interpretation="RGB", bits_allocated=8,
         coordinate_system="PATIENT", series_instance_uid=series_uid or hd.UID(), series_number=SC_SERIES_NUMBER,
-        sop_instance_uid=hd.UID(), instance_number=instance_number, manufacturer=MANUFACTURER,
+        sop_instance_uid=sop_uid or hd.UID(), instance_number=instance_number, manufacturer=MANUFACTURER,
         patient_orientation=("L", "F"), transfer_syntax_uid=ExplicitVRLittleEndian, specific_character_set=UTF8)
     # The overlay has the source's orientation (it is the source, resized): copy it, never guess it.
     orientation = source.get("PatientOrientation")
@@ -259,12 +260,24 @@ def to_bytes(dataset: Dataset) -> bytes:
     return buffer.getvalue()
 
 
+def result_uids(source: Dataset, finding: Finding, model: ModelProvenance, kind: str) -> dict[str, str]:
+    """The series and SOP instance UIDs of one result (kind "sr" or "overlay"), the same every time for the
+    same source image, model version and operating point: filing it again names the same instance, so a
+    PACS keeps one copy (and pacs asks the PACS before sending: pacs_results)."""
+    threshold = "" if finding.threshold is None else f"{float(finding.threshold):.6f}"
+    seed = "\x1f".join([str(source.SOPInstanceUID), kind, model.weights_sha256, model.version, model.software,
+                        finding.operating_point or "", threshold])
+    return {"series_uid": str(generate_uid(entropy_srcs=[seed, "\x1fseries"])),
+            "sop_uid": str(generate_uid(entropy_srcs=[seed, "\x1finstance"]))}
+
+
 def results_for(source: Dataset, finding: Finding, overlay: np.ndarray | None, model: ModelProvenance
                 ) -> list[Dataset]:
-    """The SR, and the overlay's Secondary Capture when there is an overlay."""
-    results: list[Dataset] = [structured_report(source, finding, model)]
+    """The SR, and the overlay's Secondary Capture when there is an overlay (UIDs: :func:`result_uids`)."""
+    source = read_source(source)
+    results: list[Dataset] = [structured_report(source, finding, model, **result_uids(source, finding, model, "sr"))]
     if overlay is not None:
-        results.append(overlay_capture(source, overlay, model))
+        results.append(overlay_capture(source, overlay, model, **result_uids(source, finding, model, "overlay")))
     return results
 
 
@@ -280,18 +293,38 @@ def write_results(directory: Path, stem: str, source: Dataset, finding: Finding,
     return paths
 
 
+class PacsFilm(io.BytesIO):
+    """A film fetched from a PACS (the Worklist opens it in Diagnose). Results made from it copy the patient
+    module the PACS holds, so downloading them needs the right to retrieve from the PACS (an upload's
+    results carry only what the upload itself carried)."""
+
+
+def may_download(source: object, identity: access.Identity | None) -> bool:
+    """Whether ``identity`` may download DICOM results of ``source`` (the page hides what it may not)."""
+    return not isinstance(source, PacsFilm) or access.can(identity, access.PACS_QUERY)
+
+
+def _check_download(source: object, identity: access.Identity | None) -> None:
+    """A PACS film's results: refused (and audited) for anyone who may not retrieve from the PACS."""
+    if isinstance(source, PacsFilm):
+        access.require(access.acting(identity, "dicom.download"), access.PACS_QUERY, "dicom.download")
+
+
 def display_report(source: bytes | BinaryIO, result: DisplayResult, threshold: float | None,
-                   operating_point: str | None, model: ModelProvenance) -> bytes:
+                   operating_point: str | None, model: ModelProvenance,
+                   identity: access.Identity | None = None) -> bytes:
     """The SR of a Diagnose result at the session's threshold, as file bytes (the page's download)."""
+    _check_download(source, identity)
     return to_bytes(structured_report(read_source(source), Finding.from_display(result, threshold, operating_point),
                                       model))
 
 
 def display_capture(source: bytes | BinaryIO, result: DisplayResult, model: ModelProvenance,
-                    alpha: float = 0.4) -> bytes:
+                    alpha: float = 0.4, identity: access.Identity | None = None) -> bytes:
     """The overlay capture of a Diagnose result at the session's opacity, as file bytes."""
     from .explain import overlay as blend
 
+    _check_download(source, identity)
     if result.image is None or result.heatmap is None:
         raise DicomOutError(f"{result.name} has no heat map to file")
     picture = blend(result.image / 255.0, result.heatmap.astype(np.float32), alpha=alpha)

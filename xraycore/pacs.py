@@ -10,6 +10,11 @@ Privacy: queries never ask for the patient's name or ID, and messages name studi
 the list, date and modality, never by a patient attribute. The retrieved images do carry the patient
 module (the results must copy it into the study); it stays in memory and goes back to the PACS only.
 
+Nodes come from the administrator's list (:mod:`pacs_nodes`): every exchange checks who asks and which
+node, refused before any connection otherwise, and writes one audit line (counts, never a criterion or a
+patient attribute). This workbench's own results met in a study are left out quietly and counted; results
+are never filed twice (:mod:`pacs_results`).
+
 Trouble with one study, series or image (an association dropped, a series without images, an object that
 is not an image, a huge image) becomes a :class:`Notice` and the batch goes on; a node that cannot be
 reached or refuses the association at all raises :class:`PacsError` with a plain reason.
@@ -18,9 +23,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import io
-import re
-import socket
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
@@ -28,22 +30,21 @@ from pydicom import Dataset
 from pydicom.uid import (DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian,
                          JPEG2000, JPEG2000Lossless, JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLosslessSV1,
                          JPEGLSLossless, JPEGLSNearLossless, RLELossless)
-from pynetdicom import AE, build_role, evt
-from pynetdicom.association import Association
+from pynetdicom import build_role, evt
 from pynetdicom.sop_class import (ComprehensiveSRStorage, ComputedRadiographyImageStorage,
                                   DigitalXRayImageStorageForPresentation, DigitalXRayImageStorageForProcessing,
                                   SecondaryCaptureImageStorage, StudyRootQueryRetrieveInformationModelFind,
                                   StudyRootQueryRetrieveInformationModelGet, Verification)
 
-from . import access, audit, dicom_out
+from . import access, dicom_out, pacs_net, pacs_nodes, pacs_results
 from .intended_use import SkipNonFrontal
 from .io import CHEST_BODY_PARTS
+from .pacs_net import PacsError  # noqa: F401 - pacs.PacsError for callers
+from .pacs_nodes import DEFAULT_CALLING_AET, TIMEOUT_S, Node  # noqa: F401 - pacs.Node for callers
 from .predict import Prediction, Predictor
 from .provenance import ModelProvenance
 
 DEFAULT_MODALITIES = ("DX", "CR")
-DEFAULT_CALLING_AET = "XRAY"
-TIMEOUT_S = 30.0
 # What a chest radiograph arrives as; anything else a series holds is refused by the association.
 IMAGE_STORAGE = (ComputedRadiographyImageStorage, DigitalXRayImageStorageForPresentation,
                  DigitalXRayImageStorageForProcessing, SecondaryCaptureImageStorage)
@@ -52,34 +53,9 @@ RECEIVED_SYNTAXES = [ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExp
                      JPEGLosslessSV1, JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLSLossless, JPEGLSNearLossless,
                      JPEG2000Lossless, JPEG2000, RLELossless]
 CHEST_SYNONYMS = frozenset({*CHEST_BODY_PARTS, "THORAX", "LUNG", "LUNGS"})
+ALREADY_STORED = pacs_results.ALREADY_STORED
 NON_IMAGE_MODALITIES = {"SR": "a structured report", "DOC": "a document (PDF)", "OT": "other (not an image)",
                         "KO": "a key-object selection", "PR": "a presentation state", "REG": "a registration"}
-_AET = re.compile(r"[ -~]{1,16}")  # AE titles: 16 printable ASCII characters, no backslash
-
-
-class PacsError(RuntimeError):
-    """The node cannot be used at all (unreachable, association refused or aborted); the text says why."""
-
-
-@dataclass(frozen=True)
-class Node:
-    """A DICOM node and how this workbench names itself to it."""
-
-    host: str
-    port: int
-    called_aet: str
-    calling_aet: str = DEFAULT_CALLING_AET
-    timeout: float = TIMEOUT_S
-
-    def __post_init__(self) -> None:
-        for title in (self.called_aet, self.calling_aet):
-            if not _AET.fullmatch(title) or "\\" in title or not title.strip():
-                raise ValueError(f"{title!r} is not an AE title (1-16 printable ASCII characters, no backslash)")
-        if not 0 < int(self.port) < 65536:
-            raise ValueError(f"{self.port} is not a TCP port (1-65535)")
-
-    def __str__(self) -> str:
-        return f"{self.called_aet} at {self.host}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -108,6 +84,8 @@ class Series:
     body_part: str = ""
     number: str = ""
     images: int | None = None
+    manufacturer: str = ""
+    description: str = ""
 
     @property
     def label(self) -> str:
@@ -129,7 +107,8 @@ class Scored:
     sop_uid: str
     prediction: Prediction
     header: Dataset | None = None
-    stored: list[str] = field(default_factory=list)  # "sr", "overlay": what was stored back
+    stored: list[str] = field(default_factory=list)  # "SR", "overlay": what was stored back
+    already: list[str] = field(default_factory=list)  # what the PACS held already (not sent again)
 
     def to_json(self) -> dict[str, Any]:
         """predict --json's line, plus where the image lives in the PACS (UIDs, never a patient attribute)."""
@@ -137,80 +116,22 @@ class Scored:
         line.update({"study_uid": self.series.study.uid, "series_uid": self.series.uid, "sop_uid": self.sop_uid})
         if self.stored:
             line["stored"] = list(self.stored)
+        if self.already:
+            line["already_stored"] = list(self.already)
         return line
 
 
-# --------------------------------------------------------------------------- associations
+# --------------------------------------------------------------------------- checking a node
 
-def _ae(node: Node) -> AE:
-    ae = AE(ae_title=node.calling_aet)
-    ae.connection_timeout = ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = node.timeout
-    return ae
-
-
-@contextmanager
-def _association(node: Node, ae: AE, **options: Any) -> Iterator[Association]:
-    """An established association, released afterwards; PacsError with the reason when there is none."""
-    try:
-        assoc = ae.associate(node.host, int(node.port), ae_title=node.called_aet, **options)
-    except OSError:  # a host name that does not resolve
-        raise PacsError(f"cannot reach the PACS at {node.host}:{node.port}: the host is unknown") from None
-    if not assoc.is_established:
-        # pynetdicom reports a failed connection as an abort, and so, at times, a rejection whose socket closed
-        # first: whatever answered is a refusal, nothing answering is an unreachable node.
-        if not assoc.is_rejected and not _reachable(node):
-            raise PacsError(f"cannot reach the PACS at {node.host}:{node.port}: nothing answered (wrong host or "
-                            "port, the PACS is down, or a firewall blocks it)")
-        raise PacsError(f"the PACS {node} refused the association: check the called AE title ({node.called_aet}), "
-                        f"that it accepts this workbench ({node.calling_aet}) and that it is a DICOM port")
-    try:
-        yield assoc
-    finally:
-        if assoc.is_established:
-            assoc.release()
-
-
-def _reachable(node: Node) -> bool:
-    try:
-        with socket.create_connection((node.host, int(node.port)), timeout=min(node.timeout, 5.0)):
-            return True
-    except OSError:
-        return False
-
-
-def _accepted(assoc: Association, sop_class: str) -> bool:
-    return any(context.abstract_syntax == sop_class for context in assoc.accepted_contexts)
-
-
-def echo(node: Node) -> None:
-    """C-ECHO: raises PacsError unless the node answers."""
-    ae = _ae(node)
-    ae.add_requested_context(Verification)
-    with _association(node, ae) as assoc:
-        status = assoc.send_c_echo()
-        if not status or status.Status != 0x0000:
-            raise PacsError(f"the PACS {node} did not answer the echo")
-
-
-def _find(node: Node, query: Dataset) -> list[Dataset]:
-    ae = _ae(node)
-    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
-    with _association(node, ae) as assoc:
-        if not _accepted(assoc, StudyRootQueryRetrieveInformationModelFind):
-            raise PacsError(f"the PACS {node} does not answer queries (C-FIND, study root)")
-        found, failure = [], None
-        for status, identifier in assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind):
-            code = getattr(status, "Status", None)
-            if code is None:
-                failure = "the query got no answer in time"
-                break
-            if code in (0xFF00, 0xFF01) and identifier is not None:
-                found.append(identifier)
-            elif code != 0x0000:
-                failure = f"the query was refused (status 0x{code:04X})"
-        if failure:
-            raise PacsError(f"the PACS {node}: {failure}")
-        return found
+def echo(node: Node, identity: access.Identity | None = None) -> None:
+    """C-ECHO: raises PacsError unless the node answers. Needs the reader role, like a query."""
+    with pacs_nodes.exchange("pacs.echo", node, identity, access.PACS_QUERY):
+        ae = pacs_net.make_ae(node)
+        ae.add_requested_context(Verification)
+        with pacs_net.association(node, ae) as assoc:
+            status = assoc.send_c_echo()
+            if not status or status.Status != 0x0000:
+                raise PacsError(f"the PACS {node} did not answer the echo")
 
 
 # --------------------------------------------------------------------------- finding
@@ -228,8 +149,9 @@ def find_studies(node: Node, since: str | None = None, modalities: Sequence[str]
                  identity: access.Identity | None = None) -> list[Study]:
     """Studies from ``since`` (YYYYMMDD, inclusive) on with one of ``modalities``, oldest first.
 
-    Needs the reader role; one 'pacs.query' audit line with the number of studies found (no criteria values)."""
-    with audit.guarded("pacs.query", identity, access.PACS_QUERY) as line:
+    Needs the reader role and a configured node; one 'pacs.query' audit line with the number of studies found
+    (no criteria values)."""
+    with pacs_nodes.exchange("pacs.query", node, identity, access.PACS_QUERY) as line:
         studies = _find_studies(node, since, modalities)
         line.note(counts={"studies": len(studies)})
         return studies
@@ -245,7 +167,7 @@ def _find_studies(node: Node, since: str | None, modalities: Sequence[str]) -> l
     query.ModalitiesInStudy = "\\".join(modalities) if modalities else ""
     query.NumberOfStudyRelatedInstances = ""
     rows = []
-    for found in _find(node, query):
+    for found in pacs_net.find(node, query):
         in_study = {str(m) for m in _values(found.get("ModalitiesInStudy"))}
         if modalities and in_study and not in_study & set(modalities):
             continue  # a PACS that ignores the filter: apply it here
@@ -259,7 +181,16 @@ def _find_studies(node: Node, since: str | None, modalities: Sequence[str]) -> l
             for i, d in enumerate(rows, start=1)]
 
 
-def find_series(node: Node, study: Study) -> list[Series]:
+def find_series(node: Node, study: Study, identity: access.Identity | None = None) -> list[Series]:
+    """The series of ``study``, by number. Needs the reader role and a configured node; one 'pacs.query'
+    audit line with the number of series found."""
+    with pacs_nodes.exchange("pacs.query", node, identity, access.PACS_QUERY) as line:
+        series = _find_series(node, study)
+        line.note(counts={"series": len(series)})
+        return series
+
+
+def _find_series(node: Node, study: Study) -> list[Series]:
     query = Dataset()
     query.QueryRetrieveLevel = "SERIES"
     query.StudyInstanceUID = study.uid
@@ -268,17 +199,23 @@ def find_series(node: Node, study: Study) -> list[Series]:
     query.BodyPartExamined = ""
     query.SeriesNumber = ""
     query.NumberOfSeriesRelatedInstances = ""
+    query.Manufacturer = ""
+    query.SeriesDescription = ""
     series = [Series(study=study, uid=str(d.SeriesInstanceUID), modality=str(d.get("Modality") or "").upper(),
                      body_part=str(d.get("BodyPartExamined") or "").strip().upper(), number=str(d.get("SeriesNumber") or ""),
-                     images=_int(d.get("NumberOfSeriesRelatedInstances")))
-              for d in _find(node, query) if d.get("SeriesInstanceUID")]
+                     images=_int(d.get("NumberOfSeriesRelatedInstances")),
+                     manufacturer=str(d.get("Manufacturer") or ""), description=str(d.get("SeriesDescription") or ""))
+              for d in pacs_net.find(node, query) if d.get("SeriesInstanceUID")]
     return sorted(series, key=lambda s: (_int(s.number) or 0, s.uid))
 
 
 def chest_image_series(series: Sequence[Series], modalities: Sequence[str]) -> tuple[list[Series], list[Notice]]:
-    """The series worth scoring, and a notice for each one left out (not an image, not the chest)."""
+    """The series worth scoring, and a notice for each one left out (not an image, not the chest). This
+    workbench's own results are left out without a notice: :func:`scan` counts them."""
     keep, notices = [], []
     for item in series:
+        if _is_own(item):
+            continue
         if item.modality in NON_IMAGE_MODALITIES:
             notices.append(Notice(f"{item.label}: {NON_IMAGE_MODALITIES[item.modality]}, not an image: skipped"))
         elif modalities and item.modality not in modalities:
@@ -299,15 +236,15 @@ def retrieve(node: Node, series: Series, sop_uid: str | None = None,
              identity: access.Identity | None = None) -> tuple[list[Dataset], list[Notice]]:
     """C-GET a series (or one image of it) into memory; notices for what the PACS could not send.
 
-    Needs the reader role; one 'pacs.retrieve' audit line with the number of images received."""
-    with audit.guarded("pacs.retrieve", identity, access.PACS_QUERY) as line:
+    Needs the reader role and a configured node; one 'pacs.retrieve' audit line with the number of images."""
+    with pacs_nodes.exchange("pacs.retrieve", node, identity, access.PACS_QUERY) as line:
         received, notices = _retrieve(node, series, sop_uid)
         line.note(counts={"images": len(received)})
         return received, notices
 
 
 def _retrieve(node: Node, series: Series, sop_uid: str | None) -> tuple[list[Dataset], list[Notice]]:
-    ae = _ae(node)
+    ae = pacs_net.make_ae(node)
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
     for sop_class in IMAGE_STORAGE:
         ae.add_requested_context(sop_class, RECEIVED_SYNTAXES)
@@ -327,8 +264,8 @@ def _retrieve(node: Node, series: Series, sop_uid: str | None) -> tuple[list[Dat
         query.SOPInstanceUID = sop_uid
     notices: list[Notice] = []
     roles = [build_role(sop_class, scp_role=True) for sop_class in IMAGE_STORAGE]
-    with _association(node, ae, ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, on_store)]) as assoc:
-        if not _accepted(assoc, StudyRootQueryRetrieveInformationModelGet):
+    with pacs_net.association(node, ae, ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, on_store)]) as assoc:
+        if not pacs_net.accepted(assoc, StudyRootQueryRetrieveInformationModelGet):
             raise PacsError(f"the PACS {node} does not send images on request (C-GET, study root)")
         failed = 0
         for status, _ in assoc.send_c_get(query, StudyRootQueryRetrieveInformationModelGet):
@@ -357,27 +294,34 @@ def _file_bytes(dataset: Dataset) -> bytes:
 def store(node: Node, datasets: Sequence[Dataset], identity: access.Identity | None = None) -> list[str | None]:
     """C-STORE results into the PACS, one association for all; per dataset None (stored) or why not.
 
-    Store-back changes the PACS: admin only (``identity`` is who asks; from a terminal, the OS user), checked
-    before any connection; one 'pacs.store' audit line with the counts stored and refused.
+    Store-back changes the PACS: admin only (``identity`` is who asks; from a terminal, the OS user) and a
+    configured node, checked before any connection. An instance the PACS already holds is not sent again:
+    its outcome is pacs_results.ALREADY_STORED. One 'pacs.store' audit line with the counts.
     """
     if not datasets:
         return []
-    with audit.guarded("pacs.store", identity, access.PACS_STORE) as line:
+    with pacs_nodes.exchange("pacs.store", node, identity, access.PACS_STORE) as line:
         outcomes = _store(node, datasets)
-        line.note(counts={"stored": sum(o is None for o in outcomes), "refused": sum(o is not None for o in outcomes)})
+        already = sum(o == ALREADY_STORED for o in outcomes)
+        line.note(counts={"stored": sum(o is None for o in outcomes), "already": already,
+                          "refused": sum(o is not None for o in outcomes) - already})
         return outcomes
 
 
 def _store(node: Node, datasets: Sequence[Dataset]) -> list[str | None]:
-    ae = _ae(node)
+    ae = pacs_net.make_ae(node)
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)  # to ask whether it holds them already
     for sop_class in sorted({str(d.SOPClassUID) for d in datasets}):
         ae.add_requested_context(sop_class, ExplicitVRLittleEndian)
     outcomes: list[str | None] = []
-    with _association(node, ae) as assoc:
+    with pacs_net.association(node, ae) as assoc:
         for dataset in datasets:
             kind = _kind(dataset)
-            if not _accepted(assoc, str(dataset.SOPClassUID)):
+            if not pacs_net.accepted(assoc, str(dataset.SOPClassUID)):
                 outcomes.append(f"the PACS does not accept {kind} objects")
+                continue
+            if pacs_results.already_stored(assoc, dataset):
+                outcomes.append(ALREADY_STORED)
                 continue
             status = assoc.send_c_store(dataset)
             code = getattr(status, "Status", None)
@@ -399,19 +343,25 @@ def _kind(dataset: Dataset) -> str:
 
 def scan(node: Node, predictor: Predictor, studies: Sequence[Study], *, modalities: Sequence[str] = DEFAULT_MODALITIES,
          skip: SkipNonFrontal | None = None, cam: str | None = "gradcam", store_results: bool = False,
-         model: ModelProvenance | None = None, identity: Any = None) -> Iterator[Scored | Notice]:
+         model: ModelProvenance | None = None, identity: access.Identity | None = None) -> Iterator[Scored | Notice]:
     """Fetch and score every chest image of ``studies``, series by series; store results back when asked.
 
-    Yields a Scored per image (its prediction may be an error) and a Notice for everything left out.
+    Yields a Scored per image (its prediction may be an error) and a Notice for everything left out; this
+    workbench's own result series are left out quietly and counted in one notice at the end. Scoring is
+    audited like Diagnose's ('score': model, operating point, counts), as who asks (``identity``; from a
+    terminal, the OS user).
     """
     if store_results and model is None:
         raise ValueError("storing results needs the model's provenance (provenance.of_model)")
+    identity = access.acting(identity, "pacs.query")
+    own = 0
     for study in studies:
         try:
-            found = find_series(node, study)
+            found = find_series(node, study, identity=identity)
         except PacsError as error:
             yield Notice(f"{study.label}: its series could not be listed: {error}")
             continue
+        own += sum(_is_own(item) for item in found)
         series_list, notices = chest_image_series(found, modalities)
         yield from notices
         if not series_list:
@@ -419,10 +369,13 @@ def scan(node: Node, predictor: Predictor, studies: Sequence[Study], *, modaliti
             continue
         for series in series_list:
             yield from _scan_series(node, predictor, series, skip, cam, store_results, model, identity)
+    if own:
+        yield Notice(f"left out {own} series of this workbench's own results (SR and heat maps)")
 
 
 def _scan_series(node: Node, predictor: Predictor, series: Series, skip: SkipNonFrontal | None, cam: str | None,
-                 store_results: bool, model: ModelProvenance | None, identity: Any) -> Iterator[Scored | Notice]:
+                 store_results: bool, model: ModelProvenance | None, identity: access.Identity
+                 ) -> Iterator[Scored | Notice]:
     try:
         datasets, notices = retrieve(node, series, identity=identity)
     except PacsError as error:
@@ -438,7 +391,7 @@ def _scan_series(node: Node, predictor: Predictor, series: Series, skip: SkipNon
         name = f"{series.label} / image {_int(dataset.get('InstanceNumber')) or position}"
         named[name if name not in named else f"{name} ({position})"] = dataset  # numbers may repeat
     sources = ((name, _file_bytes(dataset)) for name, dataset in named.items())
-    for prediction in predictor.predict_sources(sources, skip=skip, cam=cam):
+    for prediction in predictor.predict_sources(sources, skip=skip, cam=cam, identity=identity):
         dataset = named[prediction.name]
         header = dicom_out.read_source(dataset) if prediction.ok and _has_uids(dataset) else None
         scored = Scored(series=series, sop_uid=str(dataset.get("SOPInstanceUID") or ""), prediction=prediction,
@@ -452,7 +405,8 @@ def _scan_series(node: Node, predictor: Predictor, series: Series, skip: SkipNon
                 yield Notice(f"{name}: not a frontal view: skipped")
 
 
-def _store_back(node: Node, scored: Scored, model: ModelProvenance | None, identity: Any) -> Iterator[Notice]:
+def _store_back(node: Node, scored: Scored, model: ModelProvenance | None, identity: access.Identity
+                ) -> Iterator[Notice]:
     """File the SR and the overlay of one scored image; a failure is a notice, never the end of the batch."""
     name = scored.prediction.name
     if scored.header is None:
@@ -472,8 +426,14 @@ def _store_back(node: Node, scored: Scored, model: ModelProvenance | None, ident
     for dataset, failure in zip(results, outcomes):
         if failure is None:
             scored.stored.append(_kind(dataset))
+        elif failure == ALREADY_STORED:
+            scored.already.append(_kind(dataset))
         else:
             yield Notice(f"{name}: {failure}")
+
+
+def _is_own(series: Series) -> bool:
+    return pacs_results.is_own(series.modality, series.manufacturer, series.description)
 
 
 def _has_uids(dataset: Dataset) -> bool:

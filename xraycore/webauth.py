@@ -95,6 +95,8 @@ def identify() -> access.Identity | None:
 def refusal_text(identity: access.Identity | None) -> str:
     if identity is None:
         return "Please sign in to use this page."
+    if identity.via == access.ANONYMOUS:
+        return f"Access refused: {access.ANONYMOUS_REFUSAL}"
     return (f"Access refused: your role ({identity.role or 'none'}) does not include this page. "
             "Ask an administrator if you need it.")
 

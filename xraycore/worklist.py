@@ -7,14 +7,13 @@ series and number. No Streamlit here.
 """
 from __future__ import annotations
 
-import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 from pydicom import Dataset
 
-from . import catalog, dicom_out, explain, pacs
+from . import access, catalog, dicom_out, explain, pacs
 from .provenance import ModelProvenance
 
 
@@ -75,36 +74,50 @@ def results_of(entry: Entry, threshold: float | None, operating_point: str | Non
     return dicom_out.results_for(entry.header, finding, overlay, model)
 
 
+@dataclass
+class Sent:
+    """What one click on "Send results" did: images whose results were stored, images whose results the
+    PACS held already (not sent again: once per image and model version), problems in words."""
+
+    stored: int = 0
+    already: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
 def send_back(node: pacs.Node, entries: Sequence[Entry], threshold: float | None, operating_point: str | None,
-              model: ModelProvenance, alpha: float = 0.4, identity: Any = None) -> tuple[int, list[str]]:
-    """Store every scored entry's results in the PACS; (entries stored, problems in words). Goes on past failures.
+              model: ModelProvenance, alpha: float = 0.4, identity: access.Identity | None = None) -> Sent:
+    """Store every scored entry's results in the PACS, unless it holds them already. Goes on past failures.
 
     ``identity``: who asks (the app's sign-in); pacs.store refuses anyone but an admin before connecting.
     """
-    sent, problems = 0, []
+    sent = Sent()
     for entry in entries:
         if not entry.result.ok:
             continue
         try:
             outcomes = pacs.store(node, results_of(entry, threshold, operating_point, model, alpha), identity=identity)
         except (dicom_out.DicomOutError, pacs.PacsError) as error:
-            problems.append(f"{entry.name}: {error}")
+            sent.problems.append(f"{entry.name}: {error}")
             continue
-        failures = [outcome for outcome in outcomes if outcome]
-        problems += [f"{entry.name}: {failure}" for failure in failures]
+        failures = [outcome for outcome in outcomes if outcome and outcome != pacs.ALREADY_STORED]
+        sent.problems += [f"{entry.name}: {failure}" for failure in failures]
         if not failures:
             entry.stored = True
-            sent += 1
-    return sent, problems
+            if any(outcome is None for outcome in outcomes):
+                sent.stored += 1
+            else:
+                sent.already += 1
+    return sent
 
 
-def fetch(node: pacs.Node, entry: Entry, identity: Any = None) -> io.BytesIO:
-    """The entry's image, fetched again (C-GET) as a file in memory: what Diagnose opens."""
+def fetch(node: pacs.Node, entry: Entry, identity: access.Identity | None = None) -> dicom_out.PacsFilm:
+    """The entry's image, fetched again (C-GET) as a file in memory: what Diagnose opens (marked as a PACS
+    film, whose DICOM results only someone who may retrieve from the PACS may download)."""
     datasets, notices = pacs.retrieve(node, entry.series, entry.sop_uid, identity=identity)
     if not datasets:
         reason = notices[0].message if notices else "the PACS sent nothing"
         raise pacs.PacsError(f"{entry.name} could not be fetched: {reason}")
-    buffer = io.BytesIO()
+    buffer = dicom_out.PacsFilm()
     datasets[0].save_as(buffer, enforce_file_format=True)
     buffer.seek(0)
     return buffer
