@@ -127,7 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     points = verbs.add_parser("operating-point", help="list, activate or reset a model's named operating points")
     points.add_argument("--model", required=True, help="model directory")
     points.add_argument("--activate", metavar="NAME", help="make NAME the active operating point")
-    points.add_argument("--reset", action="store_true", help="go back to the shipped (internal) operating point")
+    points.add_argument("--reset", action="store_true",
+                        help="go back to the point the model shipped active, with its threshold and temperature")
+    points.add_argument("--mark-shipped", action="store_true",
+                        help="record the active point as the one this model directory ships with (what --reset restores)")
 
     predict = verbs.add_parser("predict", help="score image files")
     predict.add_argument("--model", required=True, help="model directory")
@@ -505,7 +508,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from . import operating
-    from .evaluate import calibrate_folder
+    from .site_calibration import calibrate_folder
 
     point = calibrate_folder(args.model, args.data, args.name, beta=args.beta, activate=not args.no_activate, tta=args.tta)
     if args.json:
@@ -518,10 +521,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     for key in ("accuracy", "recall", "specificity", "precision"):
         low, high = (ci.get(key) or [None, None, None])[1:]
         interval = f" (95% CI {low:.3f}-{high:.3f})" if low is not None else ""
-        print(f"{key:>12}: {report[key]:.4f}{interval}   measured on the calibration sample itself: optimistic")
+        print(f"{key:>12}: {report[key]:.4f}{interval}")
+    print("(each value: on the calibration sample itself, optimistic; each interval: the fit redone on resamples "
+          "and measured on the films each left out)")
     print(operating.describe_cross_fit(point.get("site_cross_fitted")))
-    if point.get("warning"):
-        print(f"warning: {point['warning']}")
     return 0
 
 
@@ -541,11 +544,14 @@ def cmd_operating_point(args: argparse.Namespace) -> int:
     if args.activate:
         operating.activate(args.model, args.activate)
     elif args.reset:
-        operating.reset(args.model)
+        print(f"reset to the shipped point {operating.reset(args.model)!r}")
+    elif args.mark_shipped:
+        print(f"{operating.mark_shipped(args.model)!r} is now the point this model ships with")
     state = operating.load(args.model)
     for name, point in state["points"].items():
         marker = "*" if name == state["active"] else " "
-        print(f"{marker} {name}: threshold {point.get('threshold')}, temperature {point.get('temperature')}, "
+        shipped = " (shipped)" if name == state["shipped"] else ""
+        print(f"{marker} {name}{shipped}: threshold {point.get('threshold')}, temperature {point.get('temperature')}, "
               f"{point.get('source', '')}")
     return 0
 
