@@ -15,7 +15,7 @@ import pytest
 
 from tests.synthetic import make_dataset
 from tests.test_app import app_env, runs_root, start_app  # noqa: F401 - fixtures shared with the app tests
-from xraycore import audit, card, cli, evaluate, metrics, operating, runs, site_calibration
+from xraycore import audit, card, cli, evaluate, fit_bootstrap, metrics, operating, runs, site_calibration
 from xraycore.predict import Predictor
 
 REPO = Path(__file__).resolve().parents[1]
@@ -280,3 +280,17 @@ def test_the_page_previews_a_small_fit_and_saves_a_sound_one(app_env, sharp_mode
     assert point["name"] == "site-x" and point["n"] == 100 and point["kind"] == operating.SITE_KIND
     assert any("Saved and activated 'site-x'" in s.value for s in at.success)
     assert f"active operating point **site-x**: threshold {point['threshold']:.3f}" in at.caption[0].value
+
+
+def test_fit_intervals_are_never_narrower_than_the_films_can_show():
+    """On films the model does not separate, the bootstrap of the fit is at least as wide as the binomial normal
+    approximation of the count (it adds the threshold's own uncertainty), and not absurdly wider."""
+    rng = np.random.default_rng(3)
+    y = np.repeat([0, 1], 100)
+    logits = np.stack([np.zeros(y.size), np.where(y == 1, 1.0, -1.0) + rng.normal(0, 1.0, y.size)], axis=1)
+    intervals = fit_bootstrap.procedure_intervals(y, logits, 1)
+    for name, films in (("accuracy", 200), ("recall", 100), ("specificity", 100)):
+        point, low, high = intervals[name]
+        binomial = 2 * 1.96 * np.sqrt(point * (1 - point) / films)
+        assert 0.8 * binomial <= high - low <= 4 * binomial, (name, high - low, binomial)
+    assert fit_bootstrap.wilson_interval(10, 10)[0] == pytest.approx(0.7225, abs=1e-3)  # 10 of 10: not 1.00-1.00
