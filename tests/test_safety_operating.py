@@ -249,7 +249,7 @@ def test_intervals_show_the_uncertainty_of_twenty_films():
         assert value == 1.0 and low < 0.9, f"{key}: {low:.3f}–{high:.3f} hides how few films there were"
 
 
-def test_a_sound_site_calibration_of_enough_films_is_saved(sharp_model, site_sample):
+def test_a_sound_site_calibration_of_enough_films_is_saved(sharp_model, site_sample, capsys):
     model_dir = sharp_model
     point = site_calibration.calibrate_folder(model_dir, site_sample, "site-a")
     assert point["n_positive"] == point["n_negative"] == 50 and point["warning"] is None
@@ -258,6 +258,10 @@ def test_a_sound_site_calibration_of_enough_films_is_saved(sharp_model, site_sam
     assert operating.active_name(model_dir) == "site-a"
     accuracy, lower, upper = point["site_ci95"]["accuracy"]
     assert lower < accuracy <= upper and point["site_ci95"]["threshold"][1] <= point["threshold"]
+    assert cli.main(["calibrate", "--model", str(model_dir), "--data", str(site_sample), "--name", "site-b",
+                     "--no-activate"]) == 0
+    out = capsys.readouterr().out
+    assert "'site-b' (stored, not active)" in out and f"accuracy: {accuracy:.4f} (95% CI {lower:.3f}-" in out
 
 
 def test_the_page_previews_a_small_fit_and_saves_a_sound_one(app_env, sharp_model, site_sample, tiny_dataset,  # noqa: F811

@@ -127,10 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     points = verbs.add_parser("operating-point", help="list, activate or reset a model's named operating points")
     points.add_argument("--model", required=True, help="model directory")
     points.add_argument("--activate", metavar="NAME", help="make NAME the active operating point")
-    points.add_argument("--reset", action="store_true",
-                        help="go back to the point the model shipped active, with its threshold and temperature")
-    points.add_argument("--mark-shipped", action="store_true",
-                        help="record the active point as the one this model directory ships with (what --reset restores)")
+    points.add_argument("--reset", action="store_true", help="go back to the point the model shipped active")
+    points.add_argument("--mark-shipped", action="store_true", help="record the active point as the one that ships")
 
     predict = verbs.add_parser("predict", help="score image files")
     predict.add_argument("--model", required=True, help="model directory")
@@ -514,16 +512,13 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(point))
         return 0
-    report, ci = point["site_report"], point["site_ci95"]
-    state = "active" if not args.no_activate else "stored, not active"
+    report, ci, state = point["site_report"], point["site_ci95"], "stored, not active" if args.no_activate else "active"
     print(f"operating point {point['name']!r} ({state}): threshold {point['threshold']:.4f}, "
           f"temperature {point['temperature']:.3f}, F{point['beta']:g}-optimal on {point['n']} images")
     for key in ("accuracy", "recall", "specificity", "precision"):
         low, high = (ci.get(key) or [None, None, None])[1:]
         interval = f" (95% CI {low:.3f}-{high:.3f})" if low is not None else ""
-        print(f"{key:>12}: {report[key]:.4f}{interval}")
-    print("(each value: on the calibration sample itself, optimistic; each interval: the fit redone on resamples "
-          "and measured on the films each left out)")
+        print(f"{key:>12}: {report[key]:.4f}{interval}   on the sample itself (optimistic); CI: refitted on resamples")
     print(operating.describe_cross_fit(point.get("site_cross_fitted")))
     return 0
 
@@ -549,8 +544,7 @@ def cmd_operating_point(args: argparse.Namespace) -> int:
         print(f"{operating.mark_shipped(args.model)!r} is now the point this model ships with")
     state = operating.load(args.model)
     for name, point in state["points"].items():
-        marker = "*" if name == state["active"] else " "
-        shipped = " (shipped)" if name == state["shipped"] else ""
+        marker, shipped = "*" if name == state["active"] else " ", " (shipped)" if name == state["shipped"] else ""
         print(f"{marker} {name}{shipped}: threshold {point.get('threshold')}, temperature {point.get('temperature')}, "
               f"{point.get('source', '')}")
     return 0
