@@ -141,7 +141,7 @@ def _save(model_dir: str | Path, name: str, point: dict[str, Any], *, activate: 
     model_dir = Path(model_dir)
     state = load(model_dir)
     if name in (INTERNAL, state["shipped"]):
-        raise ValueError(f"{name!r} is the point this model shipped with and cannot be overwritten; "
+        raise ValueError(f"{name!r} is a point this model shipped with and cannot be overwritten; "
                          "save under another name.")
     for key in ("threshold", "temperature"):
         if key in point and not (np.isfinite(point[key]) and (point[key] > 0 or key == "threshold")):
