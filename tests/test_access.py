@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from tests.synthetic import xray_like
-from xraycore import access, audit, cli, evaluate, jobs, operating, pacs, runs
+from xraycore import access, audit, cli, jobs, operating, pacs, runs, site_calibration
 from xraycore.access import ADMIN, READER, RESEARCHER, AccessDenied, Identity
 from xraycore.predict import Predictor, bytes_source
 
@@ -169,14 +169,15 @@ def test_every_action_writes_exactly_one_audit_line(model_dir, tiny_dataset, log
     operating.save_threshold(model_dir, identity=ADMIN_ID, threshold=0.4, beta=2.0, source="test")
     with pytest.raises(ValueError):
         operating.save(model_dir, "bad", {"threshold": 2.0}, identity=ADMIN_ID)
-    evaluate.calibrate_folder(model_dir, tiny_dataset / "test", "site-a", identity=ADMIN_ID)
+    with pytest.raises(ValueError, match="preview only"):  # 16 films per class: a site calibration too small to store
+        site_calibration.calibrate_folder(model_dir, tiny_dataset / "test", "site-a", identity=ADMIN_ID)
     assert actions() == [("operating_point.save", "ok"), ("operating_point.activate", "ok"),
                          ("operating_point.reset", "ok"), ("operating_point.save", "ok"),
-                         ("operating_point.save", "failed"), ("calibration", "ok")]
+                         ("operating_point.save", "failed"), ("calibration", "failed")]
     saved, activated = lines(log)[:2]
-    assert saved["old"] == {} and saved["new"] == {"threshold": 0.3, "temperature": 1.2}
+    assert saved["old"]["name"] == "internal" and saved["new"] == {"name": "ward 3", "threshold": 0.3, "temperature": 1.2}
     assert activated["old"]["name"] == "ward 3" and activated["new"]["name"] == "internal"
-    assert lines(log)[-1]["counts"] == {"images": 32, "positive": 16, "negative": 16}
+    assert "preview only" in lines(log)[-1]["detail"]
     assert operating.load(model_dir)["history"][0]["user"] == "ada@it.example"
 
     log.unlink()

@@ -302,7 +302,22 @@ def test_bootstrap_ci_contains_point_and_narrows_with_more_data():
         assert low <= point <= high
         assert point == pytest.approx(at_half(y_true, y_score))
         widths.append(high - low)
+        # as wide as the binomial normal approximation for the positives (fixed by the stratified resampling)
+        assert high - low == pytest.approx(2 * 1.96 * np.sqrt(point * (1 - point) / y_true.sum()), rel=0.2)
     assert widths[1] < widths[0] / 2  # ~ 1/sqrt(16) = 1/4 in theory
+
+
+def test_bootstrap_report_widths_match_the_binomial_normal_approximation():
+    """A percentile interval of the right width, not merely one that holds the point: 2 x 1.96 x sqrt(p(1-p)/n)
+    with n the films the rate counts (stratified resampling keeps the class sizes, so accuracy's is a little
+    narrower than a plain binomial's)."""
+    for n in (100, 1600):
+        y_true, y_score = _synthetic_scores(n, seed=n)
+        report = m.bootstrap_report(y_true, y_score, 0.5, n_resamples=1000)
+        for name, films in (("accuracy", n), ("recall", y_true.sum()), ("specificity", n - y_true.sum())):
+            point, low, high = report[name]
+            expected = 2 * 1.96 * np.sqrt(point * (1 - point) / films)
+            assert high - low == pytest.approx(expected, rel=0.2), (n, name)
 
 
 def test_bootstrap_ci_is_reproducible_and_confidence_widens_it():

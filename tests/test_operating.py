@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from xraycore import evaluate, metrics, operating, runs
+from tests.test_safety_operating import make_site_sample, sharpen
+from xraycore import evaluate, metrics, operating, runs, site_calibration
 from xraycore.predict import Predictor
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,7 +42,7 @@ def test_saving_a_point_keeps_the_shipped_one_and_records_history(model_dir):
     state = operating.load(model_dir)
     assert state["active"] == "ward 3" and set(state["points"]) == {"internal", "ward 3"}
     [entry] = state["history"]
-    assert entry["user"] == "dr-a" and entry["old"] is None and entry["new"]["threshold"] == 0.3
+    assert entry["user"] == "dr-a" and entry["old"]["name"] == "internal" and entry["new"]["threshold"] == 0.3
     predictor = Predictor(model_dir)
     assert predictor.threshold == 0.3 and predictor.temperature == 1.5 and predictor.operating_point == "ward 3"
 
@@ -106,20 +107,23 @@ def test_cross_fitted_rates_keep_a_patients_images_on_one_side(monkeypatch):
 def test_sample_warning_only_for_small_samples():
     assert operating.sample_warning(120, 80) is None
     assert "Only 12 images" in operating.sample_warning(12, 80)
+    assert operating.sample_warning(50, 50) is None and "Only 49 images" in operating.sample_warning(49, 50)
 
 
-def test_calibrate_on_a_site_folder_stores_an_active_point(model_dir, tiny_dataset):
-    point = evaluate.calibrate_folder(model_dir, tiny_dataset / "test", "site-a", beta=2.0)
+def test_calibrate_on_a_site_folder_stores_an_active_point(model_dir, tmp_path):
+    sharpen(model_dir)  # the tiny run's own logits are too flat for a temperature fit to converge
+    sample = make_site_sample(tmp_path / "site")
+    point = site_calibration.calibrate_folder(model_dir, sample, "site-a", beta=2.0)
     assert operating.active_name(model_dir) == "site-a"
-    assert point["n"] == 32 and point["n_positive"] == 16 and point["kind"] == "site calibration"
-    assert point["warning"] and "Only 16 images" in point["warning"]
+    assert point["n"] == 100 and point["n_positive"] == 50 and point["kind"] == "site calibration"
+    assert point["warning"] is None
     assert len(point["data_fingerprint"]) == 64
     crossed = point["site_cross_fitted"]
     assert crossed["folds"] == 5 and 0.0 <= crossed["accuracy"] <= 1.0
-    result = evaluate.evaluate_folder(model_dir, tiny_dataset / "test")
+    result = evaluate.evaluate_folder(model_dir, sample)
     assert result["operating_point"] == "site-a" and result["threshold"] == pytest.approx(point["threshold"])
     assert result["recall"] == pytest.approx(point["site_report"]["recall"])
-    internal = evaluate.evaluate_folder(model_dir, tiny_dataset / "test", operating_point="internal")
+    internal = evaluate.evaluate_folder(model_dir, sample, operating_point="internal")
     assert internal["operating_point"] == "internal"
 
 
@@ -134,12 +138,13 @@ def test_evaluation_record_is_saved_and_listed(model_dir, tiny_dataset):
 
 
 @pytest.mark.slow
-def test_calibrate_and_evaluate_from_the_command_line(model_dir, tiny_dataset):
+def test_calibrate_and_evaluate_from_the_command_line(model_dir, tiny_dataset, tmp_path):
     def cli(*args):
         return subprocess.run([sys.executable, "-m", "xraycore", *args], cwd=REPO, capture_output=True, text=True,
                               timeout=300)
 
-    done = cli("calibrate", "--model", str(model_dir), "--data", str(tiny_dataset / "test"), "--name", "site-b",
+    sharpen(model_dir)
+    done = cli("calibrate", "--model", str(model_dir), "--data", str(make_site_sample(tmp_path / "site")), "--name", "site-b",
                "--no-activate", "--json")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["name"] == "site-b" and operating.active_name(model_dir) == "internal"

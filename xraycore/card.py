@@ -13,12 +13,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from . import intended_use, metrics, runs
+from . import intended_use, metrics, operating, runs
 from .backend import GRAPH_FILE
 
 # What serving needs; config.json and the prediction files are rewritten without machine paths. An exported
 # ONNX graph travels too (it records the weights it was made from, so it is served only with them).
-SERVING_FILES = ("metrics.jsonl", "model.safetensors", "operating_point.json", "operating_points.json",
+SERVING_FILES = ("metrics.jsonl", "model.safetensors", "operating_point.json", operating.POINTS_FILE,
                  "ood.safetensors", "summary.json", intended_use.INTENDED_USE_FILE, GRAPH_FILE,
                  "selfcheck.json")  # the self-check's reference values: valid while the weights are the same
 
@@ -221,6 +221,8 @@ def bundle_model(run_ref: str | Path, destination: Path, command: str, extra: di
     if run.status().get("state") != "finished":
         raise ValueError(f"run {run.id} is not finished (state: {run.status().get('state')})")
     bundled = _bundle_files(run, destination)
+    if (destination / operating.POINTS_FILE).exists():  # the point active now is the one the bundle ships with
+        operating.mark_shipped(destination)
     runs.atomic_write_text(destination / "MODEL_CARD.md", model_card(bundled, command, extra))
     return destination
 

@@ -127,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     points = verbs.add_parser("operating-point", help="list, activate or reset a model's named operating points")
     points.add_argument("--model", required=True, help="model directory")
     points.add_argument("--activate", metavar="NAME", help="make NAME the active operating point")
-    points.add_argument("--reset", action="store_true", help="go back to the shipped (internal) operating point")
+    points.add_argument("--reset", action="store_true", help="go back to the point the model shipped active")
+    points.add_argument("--mark-shipped", action="store_true", help="record the active point as the one that ships")
 
     release = verbs.add_parser("release", help="release a model for reading (readers see only the bundled model and "
                                "released ones), withdraw it, or list the releases")
@@ -513,23 +514,20 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from . import operating
-    from .evaluate import calibrate_folder
+    from .site_calibration import calibrate_folder
 
     point = calibrate_folder(args.model, args.data, args.name, beta=args.beta, activate=not args.no_activate, tta=args.tta)
     if args.json:
         print(json.dumps(point))
         return 0
-    report, ci = point["site_report"], point["site_ci95"]
-    state = "active" if not args.no_activate else "stored, not active"
+    report, ci, state = point["site_report"], point["site_ci95"], "stored, not active" if args.no_activate else "active"
     print(f"operating point {point['name']!r} ({state}): threshold {point['threshold']:.4f}, "
           f"temperature {point['temperature']:.3f}, F{point['beta']:g}-optimal on {point['n']} images")
     for key in ("accuracy", "recall", "specificity", "precision"):
         low, high = (ci.get(key) or [None, None, None])[1:]
         interval = f" (95% CI {low:.3f}-{high:.3f})" if low is not None else ""
-        print(f"{key:>12}: {report[key]:.4f}{interval}   measured on the calibration sample itself: optimistic")
+        print(f"{key:>12}: {report[key]:.4f}{interval}   on the sample itself (optimistic); CI: refitted on resamples")
     print(operating.describe_cross_fit(point.get("site_cross_fitted")))
-    if point.get("warning"):
-        print(f"warning: {point['warning']}")
     return 0
 
 
@@ -549,11 +547,13 @@ def cmd_operating_point(args: argparse.Namespace) -> int:
     if args.activate:
         operating.activate(args.model, args.activate)
     elif args.reset:
-        operating.reset(args.model)
+        print(f"reset to the shipped point {operating.reset(args.model)!r}")
+    elif args.mark_shipped:
+        print(f"{operating.mark_shipped(args.model)!r} is now the point this model ships with")
     state = operating.load(args.model)
     for name, point in state["points"].items():
-        marker = "*" if name == state["active"] else " "
-        print(f"{marker} {name}: threshold {point.get('threshold')}, temperature {point.get('temperature')}, "
+        marker, shipped = "*" if name == state["active"] else " ", " (shipped)" if name == state["shipped"] else ""
+        print(f"{marker} {name}{shipped}: threshold {point.get('threshold')}, temperature {point.get('temperature')}, "
               f"{point.get('source', '')}")
     return 0
 

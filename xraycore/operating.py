@@ -8,8 +8,13 @@ told otherwise, and say which one answered.
 
 Storage: ``operating_points.json`` in the model directory ({"active", "points", "history"}), written
 atomically. Without that file the model's ``operating_point.json`` is the internal point, so every
-older run keeps working. ``operating_point.json`` itself is never rewritten here: it stays the
-value the model was shipped with, which is what "reset to the shipped value" goes back to.
+older run keeps working. ``operating_point.json`` itself is never rewritten here.
+
+The *shipped* point is the one that was active when the model directory shipped: ``shipped_active`` in
+``operating_points.json``, written when a bundle is made (:func:`mark_shipped`). A directory without it
+records, at its first change, the point active before that change (until then what lies there is what
+shipped); without a points file it is ``internal``. "Reset" makes the shipped point active again, with its
+threshold and temperature: no point may be saved under its name, so its values cannot drift.
 """
 from __future__ import annotations
 
@@ -24,6 +29,8 @@ from . import access, audit, runs
 
 POINTS_FILE = "operating_points.json"
 INTERNAL = "internal"
+SHIPPED_KEY = "shipped_active"
+SITE_KIND = "site calibration"
 MIN_SAMPLE_PER_CLASS = 50  # below this a site calibration's threshold and its CI are too loose to trust
 NAME_MAX_LENGTH = 64
 
@@ -50,16 +57,18 @@ def _check_name(name: str) -> str:
 
 
 def load(model_dir: str | Path) -> dict[str, Any]:
-    """{"active": name, "points": {name: point}, "history": [...]} of a model directory."""
+    """{"active", "shipped", "points": {name: point}, "history": [...]} of a model directory."""
     run = runs.Run(Path(model_dir))
     stored = run.read_json(POINTS_FILE, None)
     internal = {**run.read_json(runs.OPERATING_POINT_FILE, {}), "kind": "internal"}
     if not isinstance(stored, dict):
-        return {"active": INTERNAL, "points": {INTERNAL: internal}, "history": []}
+        return {"active": INTERNAL, "shipped": INTERNAL, "points": {INTERNAL: internal}, "history": []}
     points = dict(stored.get("points", {}))
     points[INTERNAL] = internal  # always the shipped value, never an edited copy
     active = stored.get("active") if stored.get("active") in points else INTERNAL
-    return {"active": active, "points": points, "history": list(stored.get("history", []))}
+    named = stored.get(SHIPPED_KEY)
+    shipped = named if named in points else active if named is None else INTERNAL
+    return {"active": active, "shipped": shipped, "points": points, "history": list(stored.get("history", []))}
 
 
 def names(model_dir: str | Path) -> list[str]:
@@ -69,6 +78,11 @@ def names(model_dir: str | Path) -> list[str]:
 
 def active_name(model_dir: str | Path) -> str:
     return load(model_dir)["active"]
+
+
+def shipped_name(model_dir: str | Path) -> str:
+    """The point that was active when the model directory shipped: what :func:`reset` restores."""
+    return load(model_dir)["shipped"]
 
 
 def get(model_dir: str | Path, name: str | None = None) -> dict[str, Any]:
@@ -82,40 +96,53 @@ def get(model_dir: str | Path, name: str | None = None) -> dict[str, Any]:
 
 def _write(model_dir: Path, state: dict[str, Any]) -> None:
     points = {k: v for k, v in state["points"].items() if k != INTERNAL}
-    runs.atomic_write_json(model_dir / POINTS_FILE, {"active": state["active"], "points": points,
-                                                    "history": state["history"]})
+    runs.atomic_write_json(model_dir / POINTS_FILE, {"active": state["active"], SHIPPED_KEY: state["shipped"],
+                                                    "points": points, "history": state["history"]})
 
 
-def _history_entry(action: str, name: str, old: dict | None, new: dict | None, user: str) -> dict[str, Any]:
-    keep = ("threshold", "temperature", "beta")
-    return {"time": _now(), "user": user, "action": action, "name": name,
-            "old": {k: old.get(k) for k in keep} if old else None,
-            "new": {k: new.get(k) for k in keep} if new else None}
+def _named(name: str | None, point: dict[str, Any] | None) -> dict[str, Any]:
+    """A point as the audit line and the history keep it: its name and the numbers that make the call."""
+    return {"name": name, **_values(point)}
+
+
+def _history_entry(action: str, name: str, old: dict, new: dict, user: str) -> dict[str, Any]:
+    """``old`` and ``new``: the point in use before and after the change (:func:`_named`)."""
+    return {"time": _now(), "user": user, "action": action, "name": name, "old": old, "new": new}
+
+
+def mark_shipped(model_dir: str | Path, *, identity: access.Identity | None = None) -> str:
+    """Record the active point as the shipped one, what :func:`reset` restores (a bundle is marked when made;
+    a bundle calibrated before it ships is marked again). Admin only, one audit line. Returns its name."""
+    with audit.guarded("operating_point.mark_shipped", identity, access.CHANGE_OPERATING_POINT,
+                       model=audit.model_info(model_dir)) as line:
+        model_dir = Path(model_dir)
+        state = load(model_dir)
+        line.note(old={"name": state["shipped"]}, new={"name": state["active"]})
+        state["shipped"] = state["active"]
+        _write(model_dir, state)
+        return state["shipped"]
 
 
 def save(model_dir: str | Path, name: str, point: dict[str, Any], *, activate: bool = True,
          user: str | None = None, identity: access.Identity | None = None) -> dict[str, Any]:
-    """Store ``point`` under ``name`` (never over the internal one) and optionally make it active.
+    """Store ``point`` under ``name`` (never over the internal or the shipped one) and optionally make it active.
 
     A shared clinical setting: ``identity`` must hold the admin permission (see :mod:`access`); the
-    attempt, allowed or refused, is one audit line.
+    attempt, allowed or refused, is one audit line, whose ``old`` is the point in use before.
     """
     with audit.guarded("operating_point.save", identity, access.CHANGE_OPERATING_POINT,
                        model=audit.model_info(model_dir), operating_point=str(name)) as line:
-        state_before = load(model_dir)
-        stored = _save(model_dir, name, point, activate=activate, user=user or line.identity.user)
-        line.note(old=_values(state_before["points"].get(stored["name"])), new=_values(stored),
-                  detail=f"active: {state_before['active']} -> {load(model_dir)['active']}")
-        return stored
+        return _save(model_dir, name, point, activate=activate, user=user or line.identity.user, line=line)
 
 
-def _save(model_dir: str | Path, name: str, point: dict[str, Any], *, activate: bool, user: str) -> dict[str, Any]:
+def _save(model_dir: str | Path, name: str, point: dict[str, Any], *, activate: bool, user: str,
+          line: Any = None) -> dict[str, Any]:
     name = _check_name(name)
-    if name == INTERNAL:
-        raise ValueError("The internal operating point is the shipped value and cannot be overwritten; "
-                         "save under another name.")
     model_dir = Path(model_dir)
     state = load(model_dir)
+    if name in (INTERNAL, state["shipped"]):
+        raise ValueError(f"{name!r} is a point this model shipped with and cannot be overwritten; "
+                         "save under another name.")
     for key in ("threshold", "temperature"):
         if key in point and not (np.isfinite(point[key]) and (point[key] > 0 or key == "threshold")):
             raise ValueError(f"{key} must be a finite positive number")
@@ -124,11 +151,18 @@ def _save(model_dir: str | Path, name: str, point: dict[str, Any], *, activate: 
     internal = state["points"][INTERNAL]
     stored = {**{k: internal[k] for k in ("positive_class", "positive_index") if k in internal}, **point,
               "saved": _now(), "saved_by": user}
-    state["history"].append(_history_entry("save", name, state["points"].get(name), stored, user))
+    if refusal := site_refusal(stored):
+        raise ValueError(refusal)
+    before = state["active"]
+    old, replaced = _named(before, state["points"][before]), state["points"].get(name)
+    state["history"].append({**_history_entry("save", name, old, _named(name, stored), user),
+                             **({"replaced": _values(replaced)} if replaced else {})})
     state["points"][name] = stored
     if activate:
         state["active"] = name
     _write(model_dir, state)
+    if line is not None:
+        line.note(old=old, new=_named(name, stored), detail=f"active: {before} -> {state['active']}")
     return {**stored, "name": name}
 
 
@@ -138,9 +172,12 @@ def activate(model_dir: str | Path, name: str, *, user: str | None = None,
     _activate(model_dir, name, user, identity, "operating_point.activate")
 
 
-def reset(model_dir: str | Path, *, user: str | None = None, identity: access.Identity | None = None) -> None:
-    """Back to the shipped (internal) operating point; saved points are kept (admin only; one audit line)."""
-    _activate(model_dir, INTERNAL, user, identity, "operating_point.reset")
+def reset(model_dir: str | Path, *, user: str | None = None, identity: access.Identity | None = None) -> str:
+    """Back to the shipped point (:func:`shipped_name`), with its threshold and temperature; saved points are
+    kept (admin only; one audit line). Returns its name."""
+    shipped = shipped_name(model_dir)
+    _activate(model_dir, shipped, user, identity, "operating_point.reset")
+    return shipped
 
 
 def _activate(model_dir: str | Path, name: str, user: str | None, identity: access.Identity | None,
@@ -151,10 +188,12 @@ def _activate(model_dir: str | Path, name: str, user: str | None, identity: acce
         state = load(model_dir)
         if name not in state["points"]:
             raise ValueError(f"This model has no operating point named {name!r}.")
+        if name != state["shipped"] and (refusal := site_refusal(state["points"][name])):
+            raise ValueError(refusal)
         who = user or line.identity.user
-        old = state["points"].get(state["active"])
-        state["history"].append(_history_entry("activate", name, old, state["points"][name], who))
-        line.note(old={"name": state["active"], **_values(old)}, new={"name": name, **_values(state["points"][name])})
+        old, new = _named(state["active"], state["points"][state["active"]]), _named(name, state["points"][name])
+        state["history"].append(_history_entry("activate", name, old, new, who))
+        line.note(old=old, new=new)
         state["active"] = name
         _write(model_dir, state)
 
@@ -243,10 +282,43 @@ def describe_cross_fit(crossed: dict[str, Any] | None) -> str:
 
 
 def sample_warning(n_positive: int, n_negative: int) -> str | None:
-    """A plain sentence when the sample is too small for the threshold it implies, else None."""
+    """A plain sentence when the sample is too small for a site calibration to be saved, else None."""
     smallest = min(n_positive, n_negative)
     if smallest >= MIN_SAMPLE_PER_CLASS:
         return None
-    return (f"Only {smallest} images of the smaller class: the threshold and the sensitivity/specificity it "
-            f"implies are uncertain (95% intervals several points wide). Use at least {MIN_SAMPLE_PER_CLASS} "
-            "images of each class.")
+    return (f"Only {smallest} images of the smaller class: this fit is a preview only (its threshold and the "
+            f"sensitivity/specificity it implies are too uncertain); saving or activating a site calibration "
+            f"needs at least {MIN_SAMPLE_PER_CLASS} images of each class.")
+
+
+def temperature_at_bound(point: dict[str, Any]) -> bool:
+    """Whether a fitted temperature ran into an end of the interval it was searched in: as the fit recorded it
+    (``temperature_at_bound``: the likelihood no better inside than at the bound, often perfectly separated films
+    whose scores saturate), or lying within 1% of a recorded bound (``temperature_bounds``)."""
+    bounds, temperature = point.get("temperature_bounds") or (), point.get("temperature")
+    near = temperature is not None and any(abs(np.log(float(temperature)) - np.log(float(bound))) < 0.01
+                                           for bound in bounds)
+    return bool(point.get("temperature_at_bound")) or near
+
+
+def site_refusal(point: dict[str, Any]) -> str | None:
+    """Why a site calibration may not be saved or activated (a preview only), in one sentence; None for any other
+    point or a sound calibration. Checked by :func:`save` and :func:`activate` themselves, whoever calls them."""
+    if point.get("kind") != SITE_KIND:
+        return None
+    counts = point.get("n_positive"), point.get("n_negative")
+    if not all(isinstance(count, int) for count in counts):
+        return "This site calibration does not record how many films of each class it was fitted on."
+    if warning := sample_warning(*counts):
+        return warning
+    return fit_failure(point)
+
+
+def fit_failure(point: dict[str, Any]) -> str | None:
+    """The sentence that says a site calibration's fit failed (:func:`temperature_at_bound`), else None."""
+    if temperature_at_bound(point):
+        searched = " to ".join(f"{bound:g}" for bound in point.get("temperature_bounds") or ())
+        return (f"The fit failed: its temperature ({point['temperature']:.3f}) ran into an end of its search range"
+                f"{' (' + searched + ')' if searched else ''}: the scores saturate (as when every film is called "
+                "right) or barely tell the classes apart, so its threshold means nothing; it cannot be saved.")
+    return None
