@@ -48,7 +48,8 @@ def test_stop_between_a_studys_runs_and_its_message_stays(app_url, tmp_path):  #
                 page.set_default_timeout(PAGE_TIMEOUT_MS)
                 page.goto(f"{app_url}/train")
                 expect(page.get_by_role("heading", name="Job study-x: running")).to_be_visible(timeout=PAGE_TIMEOUT_MS)
-                page.get_by_role("button", name="Stop", exact=True).click()
+                stop = page.locator('[data-testid="stButton"]').get_by_role("button", name="Stop", exact=True)
+                stop.click()  # the page's own Stop, not Streamlit's toolbar one that shows while a script runs
                 said = page.get_by_text("Asked the job to stop: no further run of it starts.")
                 expect(said).to_be_visible(timeout=15_000)
                 stand_in.wait(timeout=15)  # the job was really signalled
