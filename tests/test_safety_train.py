@@ -104,7 +104,7 @@ def test_sigterm_between_two_runs_ends_the_study_without_starting_the_next(tiny_
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: heard_by_the_test.append(signum))
     try:
         made, said = run_study(tiny_dataset, tmp_path / "runs", between_runs)
-        assert signal.getsignal(signal.SIGTERM) is not previous, "the caller's handler comes back"
+        assert signal.getsignal(signal.SIGTERM) is not previous, "the test's own handler is back in place"
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert heard_by_the_test == [], "the trainer heard the stop itself"
@@ -167,8 +167,7 @@ def live_study_between_runs(root: Path, tiny_run: Path) -> jobs.Job:
 def test_train_page_offers_stop_between_a_studys_runs_and_keeps_saying_so(app_env, tiny_run, monkeypatch):
     from tests.test_app import start_app
 
-    shutil_root = app_env
-    job = live_study_between_runs(shutil_root, tiny_run)
+    job = live_study_between_runs(app_env, tiny_run)
     assert job.state() == runs.RUNNING and not any(r.status().get("state") == runs.RUNNING for r in job.runs())
     signalled: list[tuple[int, int]] = []
     monkeypatch.setattr(jobs.os, "killpg", lambda pid, sig: signalled.append((pid, sig)))  # not pytest's group
