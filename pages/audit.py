@@ -19,8 +19,13 @@ since = left.text_input("Since (e.g. 24h, 7d, 2026-11-29)", key="audit_since")
 user = middle.text_input("User (e-mail address)", key="audit_user")
 action = right.text_input("Action (e.g. score, operating_point, run)", key="audit_action")
 try:
-    entries = audit.read(since=audit.parse_since(since) if since.strip() else None, user=user.strip() or None,
-                         action=action.strip() or None)
+    since_time = audit.parse_since(since) if since.strip() else None
+except ValueError:
+    st.error(f"“Since” needs a span back from now, such as 30m, 24h or 7d, or a date, such as 2026-11-29: "
+             f"{since.strip()!r} is neither.")
+    st.stop()
+try:
+    entries = audit.read(since=since_time, user=user.strip() or None, action=action.strip() or None)
 except ValueError as error:
     st.error(str(error))
     st.stop()

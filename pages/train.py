@@ -27,6 +27,31 @@ from xraycore.data.augment import AUGMENTATIONS  # noqa: E402
 from xraycore.trainform import PRESET_BACKBONES  # noqa: E402
 
 OPEN_GROUPS = ("dataset", "model", "optimisation")  # the groups shown unfolded; the rest in closed expanders
+NOTICE = "train_notice"  # (kind, text) of the last action's outcome: kept until the next action, across refreshes
+STOP_HELP = ("Stops after the current batch; the kept epoch is then scored on the validation and test images "
+             "(seconds to a minute) so the run stays usable. No further run of the job starts.")
+
+
+def tell(kind: str, text: str) -> None:
+    """Remember an action's outcome ('success', 'info' or 'error'): the page refreshes itself every two seconds,
+    and a message drawn once would vanish with the next refresh."""
+    st.session_state[NOTICE] = (kind, text)
+
+
+def show_notice() -> None:
+    kind, text = st.session_state.get(NOTICE) or (None, None)
+    if kind:
+        getattr(st, kind)(text)
+
+
+def stop(job: jobs.Job, said: str) -> None:
+    """Stop a job (xraycore decides who may) and say so until the next action."""
+    try:
+        jobs.stop_job(job, identity=identity)
+    except (OSError, access.AccessDenied) as error:  # AccessDenied is a PermissionError; a vanished process
+        tell("error", str(error))
+    else:
+        tell("info", said)
 
 
 def apply_preset() -> None:
@@ -187,11 +212,11 @@ def launch_form() -> None:
                               processes=int(st.session_state["train_processes"]), identity=identity,
                               smoke=st.session_state["train_smoke"])
         except (ValueError, FileExistsError, access.AccessDenied) as error:
-            st.error(str(error))
+            tell("error", str(error))
         else:
             st.session_state["train_job"] = job.id
             started = f"Queued (behind {job.ahead} job(s))" if job.ahead else "Started"
-            st.success(f"{started} {job.id} in the background (log: {job.log_path}).")
+            tell("success", f"{started} {job.id} in the background (log: {job.log_path}).")
 
 
 def continue_panel() -> None:
@@ -208,10 +233,10 @@ def continue_panel() -> None:
             try:
                 job = jobs.resume(ref, identity=identity)
             except (ValueError, RuntimeError, access.AccessDenied) as error:
-                st.error(str(error))
+                tell("error", str(error))
             else:
                 st.session_state["train_job"] = job.id
-                st.success(f"Continuing {ref} in the background (log: {job.log_path}).")
+                tell("success", f"Continuing {ref} in the background (log: {job.log_path}).")
 
 
 def job_panel(job: jobs.Job) -> None:
@@ -229,18 +254,17 @@ def job_panel(job: jobs.Job) -> None:
         else:
             st.caption(note)
         if (status.get("state") == runs.RUNNING and jobs.may_stop(identity, job.owner)
-                and st.button("Stop", key=f"stop:{run.id}",
-                              help="Stops after the current batch; the kept epoch is then scored on the validation "
-                                   "and test images (seconds to a minute) so the run stays usable.")):
-            jobs.stop(run, identity=identity)
-            st.info("Asked the run to stop: it ends after the current batch, once its kept epoch is scored.")
+                and st.button("Stop", key=f"stop:{run.id}", help=STOP_HELP)):
+            stop(job, "Asked the job to stop: its run ends after the current batch, once its kept epoch is scored; "
+                      "no further run of it starts.")
         history = run.metrics()
         if history:
             for column, (metric, key) in zip(st.columns(2), (("train_loss", "loss"), ("val_auroc", "auroc"))):
                 column.plotly_chart(figures.training_curves_figure({run.id: history}, metric), key=f"{key}:{run.id}")
-    if (job.alive() and not job.runs() and jobs.may_stop(identity, job.owner)
-            and st.button("Stop", key=f"stopjob:{job.id}")):
-        jobs.stop_job(job, identity=identity)
+    training = any(run.status().get("state") == runs.RUNNING for run in job.runs())
+    if (job.alive() and not training and jobs.may_stop(identity, job.owner)  # loading, or between a study's runs
+            and st.button("Stop", key=f"stopjob:{job.id}", help="Stops the job: no further run of it starts.")):
+        stop(job, "Asked the job to stop: no further run of it starts.")
     with st.expander("Log"):
         st.code(job.log_tail(30) or "(no output yet)", language=None)
 
@@ -249,6 +273,7 @@ def job_panel(job: jobs.Job) -> None:
 def progress_panel() -> None:
     """Everything that changes while jobs run, redrawn together every two seconds: this session's job (or
     the newest running one), the queue, what can be continued or deleted, and every run so far."""
+    notice_slot = st.container()  # filled last, so a notice set by a button below shows in the same redraw
     job = jobs.current_job(st.session_state.get("train_job"))
     if job is not None:
         job_panel(job)
@@ -261,6 +286,8 @@ def progress_panel() -> None:
         st.dataframe(trainview.runs_table(found, st.context.timezone), hide_index=True, width="stretch")
     else:
         st.caption(f"No runs yet in {runs.runs_root()}.")
+    with notice_slot:
+        show_notice()
 
 
 def queue_panel() -> None:
@@ -274,8 +301,7 @@ def queue_panel() -> None:
                   for place, job in enumerate(waiting, 1)], hide_index=True)
     for job in waiting:
         if jobs.may_stop(identity, job.owner) and st.button(f"Cancel {job.id}", key=f"cancel:{job.id}"):
-            jobs.stop_job(job, identity=identity)
-            st.info(f"{job.id} left the queue.")
+            stop(job, f"{job.id} left the queue.")
 
 
 def delete_panel() -> None:
@@ -292,9 +318,9 @@ def delete_panel() -> None:
             try:
                 jobs.delete_run(ref, identity=identity)
             except (ValueError, access.AccessDenied) as error:
-                st.error(str(error))
+                tell("error", str(error))
             else:
-                st.success(f"Deleted {ref}.")
+                tell("success", f"Deleted {ref}.")
 
 
 identity = webauth.require(access.TRAIN)

@@ -390,6 +390,30 @@ def test_to_network_input_matches_the_dataset(grey_cache: ImageCache) -> None:
     torch.testing.assert_close(from_dataset, direct)
 
 
+def test_the_predictors_input_is_what_training_validated_on(tiny_run: Path) -> None:
+    """The same film, two paths: the training pipeline (prepare_data's cache, then XrayDataset, as validation
+    scored it) and the Predictor's (read the file, Network.prepare). Same numbers, or the model is scored on
+    inputs it never saw."""
+    from xraycore import runs as xruns
+    from xraycore.config import from_record
+    from xraycore.io import read_xray
+    from xraycore.predict import Predictor
+    from xraycore.train import prepare_data
+
+    run = xruns.Run(tiny_run)
+    config = from_record(run.config["train"])
+    splits = prepare_data(config)
+    dataset = XrayDataset(splits.cache, splits.val, output_size=run.config["image_size"], mean=run.config["mean"],
+                          std=run.config["std"])
+    network = Predictor(tiny_run, backend="torch").networks[0]
+    for position in (0, len(splits.val) - 1):
+        path = splits.cache.samples[splits.val[position]].path
+        trained_on = dataset[position][0].numpy()
+        predicted_on = network.prepare(read_xray(path))
+        assert predicted_on.shape == trained_on.shape
+        np.testing.assert_allclose(predicted_on, trained_on, atol=1e-6, err_msg=Path(path).name)
+
+
 # --------------------------------------------------------------------------- dataset builders
 
 

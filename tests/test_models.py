@@ -272,6 +272,56 @@ def test_offline_hub_falls_back_to_scratch_quickly(monkeypatch, variable):
     assert model.eval()(torch.rand(1, 3, 32, 32)).shape == (1, 2)
 
 
+@pytest.mark.parametrize("hub", ["closed port", "silent port"])
+def test_an_unreachable_hub_falls_back_to_scratch_within_two_seconds(monkeypatch, hub):
+    """The README's promise, on a real socket: the hub's address leads to a loopback port that is closed (the
+    connection is refused) or that never answers (a listener whose queue is full: SYNs are dropped), so the
+    2-second connect timeout itself is what bounds the wait."""
+    import socket
+    import time
+
+    monkeypatch.delenv("XRAY_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    held: list[socket.socket] = []
+    if hub == "closed port":
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+        probe.close()
+    else:
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        held.append(listener)
+        for _ in range(3):  # fill the accept queue; later connections get no answer at all
+            client = socket.socket()
+            client.setblocking(False)
+            client.connect_ex(("127.0.0.1", port))
+            held.append(client)
+    connect = socket.create_connection
+    asked: list[tuple[str, int]] = []
+
+    def to_the_test_port(address, timeout=None, *rest, **kwargs):
+        asked.append(address)
+        return connect(("127.0.0.1", port), timeout, *rest, **kwargs)
+
+    monkeypatch.setattr(weights.socket, "create_connection", to_the_test_port)
+    weights._can_connect.cache_clear()
+    try:
+        started = time.monotonic()
+        model, source = build_model("resnet18", 2, pretrained="hub")
+        took = time.monotonic() - started
+    finally:
+        weights._can_connect.cache_clear()
+        for sock in held:
+            sock.close()
+    assert asked and asked[0][1] == 443, "the hub's own address was tried"
+    assert source.startswith("random initialisation") and "unreachable" in source and "trained from scratch" in source
+    assert took < 3.0, f"fell back after {took:.1f} s"
+    assert model.eval()(torch.rand(1, 3, 32, 32)).shape == (1, 2)
+
+
 def _hub_download_raising(monkeypatch, error: BaseException) -> None:
     """The hub looks reachable, and every pretrained download raises ``error``."""
     monkeypatch.delenv("XRAY_OFFLINE", raising=False)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
+import sys
 import time
 import tomllib
 from pathlib import Path
@@ -38,33 +38,76 @@ def _marked_png(marker: str) -> bytes:
     return buffer.getvalue()
 
 
-def _files_containing(roots: list[Path], needle: bytes, since: float) -> list[Path]:
-    found = []
-    for root in roots:
-        for folder, _, names in os.walk(root):
-            for name in names:
-                path = Path(folder) / name
-                try:
-                    if path.stat().st_mtime >= since and path.stat().st_size < 50_000_000 and needle in path.read_bytes():
-                        found.append(path)
-                except OSError:
-                    continue
-    return found
+WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
+_watching: list[list[tuple[str, str]]] = []  # while a list is in here, every file opened for writing is added
+
+
+def _note_writes(event: str, args: tuple) -> None:
+    """An audit hook (sys.addaudithook: it cannot be removed, so it records only while a test watches)."""
+    if not _watching:
+        return
+    if event == "open" and args and isinstance(args[0], (str, bytes, os.PathLike)):
+        mode, flags = args[1] if len(args) > 1 else "r", args[2] if len(args) > 2 else 0
+        if (isinstance(mode, str) and set(mode) & set("wax+")) or (isinstance(flags, int) and flags & WRITE_FLAGS):
+            _watching[-1].append((os.fsdecode(args[0]), f"open {mode!r}"))
+    elif event == "os.open" and args and isinstance(args[-1], int) and args[-1] & WRITE_FLAGS:
+        _watching[-1].append((os.fsdecode(args[0]), "os.open"))
+
+
+sys.addaudithook(_note_writes)
+
+
+def _upload_traces(png: bytes, pixels: np.ndarray, dicom: bytes) -> list[bytes]:
+    """Byte strings any copy of the uploads would hold: slices of each file and of the decoded pixels (a row
+    of raw 8-bit values), and the DICOM's identifiers."""
+    import pydicom
+
+    dicom_pixels = pydicom.dcmread(io.BytesIO(dicom)).PixelData
+    middle = pixels.shape[0] // 2
+    traces = [png[len(png) // 2:len(png) // 2 + 64], dicom[-256:-192], dicom_pixels[1000:1064],
+              pixels[middle].tobytes(), pixels[middle + 1, : pixels.shape[1] // 2].tobytes()]
+    return traces + [value.encode() for value in [*PHI.values(), *PHI_UIDS.values()]]
+
+
+def _holds_the_image(path: Path, pixels: np.ndarray) -> bool:
+    """A written file that decodes to the upload's picture (re-encoded as PNG or JPEG, say)."""
+    try:
+        with Image.open(path) as image:
+            decoded = np.asarray(image.convert("L").resize(pixels.shape[::-1]), dtype=np.float32)
+    except Exception:  # noqa: BLE001 - anything that is not an image is not a picture of the upload
+        return False
+    return float(np.mean(np.abs(decoded - pixels))) < 8.0
 
 
 def test_uploaded_scans_are_never_written_to_disk_and_dicom_identifiers_never_shown(app_env, tmp_path):
+    """Every file opened for writing while Diagnose takes and scores the uploads (Python's audit events for
+    open() and os.open(), whatever library opens it) is read back: none holds the upload's bytes, its pixels, a
+    picture of it or the DICOM's identifiers, and none vanished before it could be read."""
     marker = f"upload-marker-{time.time_ns()}"
     corpus = make_corpus(tmp_path / "corpus")
     dicom = corpus["dicom_monochrome2_16bit"].path.read_bytes()
-    started = time.time() - 1
-    at = start_app()
-    at.file_uploader(key="uploads").set_value([("scan.png", _marked_png(marker), "image/png"),
-                                                ("study.dcm", dicom, "application/dicom")])
-    at.run()
+    png = _marked_png(marker)
+    pixels = np.asarray(Image.open(io.BytesIO(png)).convert("L"))
+    at = start_app()  # the app and the model load first
+    written: list[tuple[str, str]] = []
+    _watching.append(written)
+    try:
+        at.file_uploader(key="uploads").set_value([("scan.png", png, "image/png"),
+                                                    ("study.dcm", dicom, "application/dicom")])
+        at.run()
+    finally:
+        _watching.remove(written)
     assert not at.exception, [e.value for e in at.exception]
     assert len(at.metric) == 2  # both scored
-    roots = [Path(tempfile.gettempdir()), Path.cwd(), app_env]
-    assert _files_containing(roots, marker.encode(), started) == []
+    traces = [marker.encode(), *_upload_traces(png, pixels, dicom)]
+    holding = []
+    for name, how in written:
+        path = Path(name)
+        if not path.is_file():
+            holding.append(f"{name} ({how}): written, then gone before it could be read")
+        elif any(trace in path.read_bytes() for trace in traces) or _holds_the_image(path, pixels):
+            holding.append(f"{name} ({how})")
+    assert holding == [], holding
     shown = " ".join(str(element.value) for kind in ("markdown", "caption", "metric", "error", "warning", "info")
                      for element in getattr(at, kind))
     shown += " ".join(map(str, at.dataframe[0].value.to_dict("list").values()))

@@ -3,7 +3,10 @@ the scan and a coloured overlay, and its text carries the probability, call, ope
 from __future__ import annotations
 
 import io
+import json
+import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pypdfium2 as pdfium
@@ -11,7 +14,7 @@ import pytest
 from PIL import Image
 
 from tests.corpus import _dicom, chest_like
-from tests.synthetic import xray_like
+from tests.synthetic import make_dataset, xray_like
 from xraycore import catalog, cli, intended_use, provenance, report_pdf
 from xraycore.predict import Predictor
 
@@ -101,3 +104,28 @@ def test_reports_survive_without_a_unicode_font(monkeypatch, unicode_font):
     assert len(rendered) == 3 and all(abs(p.width - A4_POINTS[0]) <= 1 for p, _ in rendered)
     assert ("1–5" if unicode_font else "1-5") in rendered[1][1]
     assert io.BytesIO(pdf).read(5) == b"%PDF-"
+
+
+def test_the_reports_probabilities_are_predict_jsons_in_triage_order(tiny_run, tmp_path, capsys):
+    """One `predict --json --report` call: the summary lists every film with the P(PNEUMONIA) that --json printed
+    for it, most probable first, and the film pages follow in that same order with the same figures."""
+    films = make_dataset(tmp_path / "films", per_class=3, seed=11)  # like the training films: in domain
+    files = [str(path) for path in sorted(films.glob("*/*.jpeg"))]
+    report = tmp_path / "report.pdf"
+    assert cli.main(["predict", "--model", str(tiny_run), "--json", "--report", str(report), *files]) == 0
+    printed = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert len(printed) == len(files)
+    assert not any(entry["out_of_domain"] for entry in printed), "films like the training ones: one triage group"
+    by_name = {Path(entry["file"]).name: entry["probabilities"]["PNEUMONIA"] for entry in printed}
+    expected_order = sorted(by_name, key=lambda name: -by_name[name])
+    assert len({round(p, 3) for p in by_name.values()}) == len(files), "distinct figures, so the order is testable"
+
+    rendered = pages(report.read_bytes())
+    summary = "".join(rendered[0][1].split())  # long paths wrap across lines: compare without white space
+    places = [summary.index(name) for name in expected_order]
+    assert places == sorted(places), f"summary order {sorted(by_name, key=summary.index)} != {expected_order}"
+    shown = re.findall(r"(\d+\.\d)%", summary)
+    assert shown == [f"{by_name[name] * 100:.1f}" for name in expected_order]
+    for name, (_, text) in zip(expected_order, rendered[1:]):
+        text = "".join(text.split())
+        assert name in text and f"P(PNEUMONIA)={by_name[name]:.1%}" in text, name

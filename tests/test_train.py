@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -175,9 +176,20 @@ def test_finished_run_holds_everything_the_app_needs(tiny_run):
     assert config["class_names"] == ["NORMAL", "PNEUMONIA"]
     assert config["weights_source"].startswith("random initialisation")
     assert config["environment"]["device"] == models.pick_device().type  # cuda, mps or cpu: whatever is here
-    # patient-grouped split: no patient in both training and validation
     val = run.predictions("val")
     assert len(val["file"]) == config["counts"]["val"] > 0
+    # patient-grouped split: no patient in both training and validation, patients read from Kermany's names
+    # here (person<N>_..., IM-<N>-...), not through the code under test
+    def patient(path: str) -> str:
+        return re.match(r"(person\d+|IM-\d+)[-_]", Path(path).name).group(1)
+
+    data = Path(config["train"]["data"])
+    every = {str(path.resolve()) for path in data.glob("train/*/*.jpeg")} or {str(p.resolve()) for p in data.glob("*/*.jpeg")}
+    val_files = {str(Path(path).resolve()) for path in val["file"]}
+    train_patients = {patient(path) for path in every - val_files}
+    val_patients = {patient(path) for path in val_files}
+    assert len(every - val_files) == config["counts"]["train"] and val_patients and train_patients
+    assert val_patients.isdisjoint(train_patients), sorted(val_patients & train_patients)
     test = run.predictions("test")
     assert test is not None and len(test["file"]) == config["counts"]["test"] == 32
     op = run.operating_point
@@ -228,11 +240,12 @@ def test_status_reports_batches_speed_and_time_left_and_a_stop_within_the_batch(
             run_path.append(Path(event["run"]))
             seen["start"] = runs.Run(run_path[0]).status()
         elif event["kind"] == "batch":
-            if (run_path[0] / STOP_FILE).exists():
+            if seen.get("asked"):  # the trainer removes the STOP file once heard: the test remembers it asked
                 batches_after_stop.append((event["epoch"], event["step"]))
             seen[f"{event['epoch']}.{event['step']}"] = runs.Run(run_path[0]).status()  # written after the batch before
             if (event["epoch"], event["step"]) == (2, 2):
                 (run_path[0] / STOP_FILE).touch()
+                seen["asked"] = {}
         elif event["kind"] == "message" and "scoring" in event["text"] and run_path:
             seen["scoring"] = runs.Run(run_path[0]).status()
 
@@ -249,6 +262,7 @@ def test_status_reports_batches_speed_and_time_left_and_a_stop_within_the_batch(
     assert (stopping["progress"]["epoch"], stopping["progress"]["batch"]) == (2, 2)
     assert "stop requested" in stopping["message"]
     assert run.status()["state"] == "stopped" and [row["epoch"] for row in run.metrics()] == [1]
+    assert not (run.path / STOP_FILE).exists(), "the request was heard: no STOP file stays behind"
 
 
 def assert_resumes_exactly(settings: dict, tmp_path: Path, run_id: str, kept: dict[str, torch.Tensor]) -> None:

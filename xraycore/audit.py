@@ -132,14 +132,16 @@ def guarded(action: str, identity: Identity | None, permission: str, **fields: A
 
 
 def parse_since(text: str) -> datetime:
-    """'30m', '24h', '7d', '2w' before now, or an ISO date / date-time (local time when no zone is given)."""
+    """'30m', '24h', '7d', '2w' before now, or an ISO date / date-time (local time when no zone is given).
+    ValueError in words that fit any caller (the CLI's option, the Audit page's field)."""
     relative = _RELATIVE.match(text)
     if relative:
         return datetime.now(timezone.utc) - timedelta(**{_UNITS[relative.group(2)]: int(relative.group(1))})
     try:
         moment = datetime.fromisoformat(text.strip())
     except ValueError as error:
-        raise ValueError(f"--since takes e.g. 24h, 7d or 2026-11-29 (got {text!r})") from error
+        raise ValueError(f"{text.strip()!r} is not a time: give a span back from now such as 30m, 24h, 7d or 2w, "
+                         "or a date such as 2026-11-29") from error
     return moment if moment.tzinfo else moment.astimezone()
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import logging
 from pathlib import Path
 from typing import NamedTuple
 
@@ -18,6 +19,7 @@ ONNXRUNTIME = "onnxruntime"
 AUTO = "auto"
 BACKENDS = (TORCH, ONNXRUNTIME)
 GRAPH_FILE = "model.onnx"
+log = logging.getLogger(__name__)
 
 
 class EngineOutput(NamedTuple):
@@ -72,3 +74,12 @@ def graph_missing(network_dirs: list[Path]) -> str | None:
 def no_torch_message(reason: str) -> str:
     return (f"this install has no torch, and ONNX Runtime cannot answer: {reason}. Export the model with the full "
             "install (python -m xraycore export --model MODEL --format onnx), or install it: pip install '.[full]'")
+
+
+def fell_back(reason: str) -> str:
+    """Torch answers although the model directory holds an exported graph (damaged, or of other weights): never
+    silently. Logged as a warning, which reaches stderr (Python's last-resort handler when the program set none,
+    as the CLI does not), and returned as the reason the backend was chosen."""
+    message = f"ONNX Runtime cannot serve the exported graph, so torch answers: {reason}"
+    log.warning(message)
+    return message

@@ -8,10 +8,9 @@ and any later session finds it again through :func:`list_jobs`. Progress is read
 directory itself (status, metrics), exactly as for a run started from a terminal.
 
 Jobs queue (:mod:`jobqueue`): at most ``$XRAY_MAX_TRAINING_JOBS`` (default 1) train at once, the others
-wait in launch order. Launching and continuing need the researcher role, stopping a job needs its owner
-or an admin, deleting a run an admin; each is one audit line. Nothing here imports Streamlit; everything
-a user typed is validated (and must lie under the allowed roots, see :func:`access.inside_roots`) before
-it reaches a command.
+wait in launch order. Launching and continuing need the researcher role, stopping a job needs its owner or an
+admin, deleting a run an admin; each is one audit line. Nothing here imports Streamlit; everything a user typed is
+validated (and must lie under the allowed roots, see :func:`access.inside_roots`) before it reaches a command.
 """
 from __future__ import annotations
 
@@ -359,23 +358,24 @@ def _require_stop(identity: access.Identity | None, owner: str | None, target: s
 
 
 def stop(run: runs.Run, identity: access.Identity | None = None) -> None:
-    """Ask a running run to stop after its current batch (it saves and ends as 'stopped').
-    Its owner or an admin; one 'run.stop' audit line."""
+    """Ask a running run to stop after its current batch (the page stops whole jobs: :func:`stop_job`)."""
     who = _require_stop(identity, owner_of(run), run.id)
     with audit.performing("run.stop", who, target=run.id):
         (run.path / runs.STOP_FILE).touch()
 
 
 def stop_job(job: Job, identity: access.Identity | None = None) -> None:
-    """Stop a job: every run it is training gets the STOP file; a job still waiting in the queue or
-    loading its data (no run directory yet) is sent SIGTERM, which the trainer also treats as a clean
-    stop. Its owner or an admin; one 'run.stop' audit line."""
+    """Stop a job in any phase: a run it trains gets the STOP file (see :mod:`stopping`), a job training none (queued,
+    loading, between a study's runs, its run just ended) SIGTERM. Its owner or an admin; one 'run.stop' audit line."""
     who = _require_stop(identity, job.owner, job.id)
     with audit.performing("run.stop", who, target=job.id) as line:
         running = [run for run in job.runs() if run.status().get("state") == runs.RUNNING]
         for run in running:
             (run.path / runs.STOP_FILE).touch()
-        if not running and job.alive():
+        ended = [run for run in running if run.status().get("state") != runs.RUNNING]
+        for run in ended:  # ended meanwhile: the signal carries the request, no file stays behind
+            (run.path / runs.STOP_FILE).unlink(missing_ok=True)
+        if job.alive() and (ended or not running):
             line.note(detail="left the queue" if not job.began() else "signalled")
             os.killpg(job.pid, signal.SIGTERM)
 

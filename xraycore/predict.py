@@ -295,7 +295,7 @@ class Predictor:
         except runs.ModelDirectoryError as error:  # a graph of older weights (runtime_onnx.StaleGraph): torch answers
             if self.backend != ONNXRUNTIME or backends.check_request(backend) != backends.AUTO or not backends.installed(TORCH):
                 raise
-            self.backend, self.backend_reason = TORCH, str(error)
+            self.backend, self.backend_reason = TORCH, backends.fell_back(str(error))
             self.networks = load_networks(self.run, TORCH, device)
         self._torch_networks: list[Network] | None = self.networks if self.backend == TORCH else None
         self.intended = intended_use.load(self.run.path)  # None: no intended_use.json, no DICOM checks

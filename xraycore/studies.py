@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Callable
 
-from . import distributed, runs
+from . import distributed, runs, stopping
 from .config import TrainConfig, from_record
 
 PLANS_DIR = ".studies"  # inside the runs root, beside .jobs: what a study set out to train, so it can be continued
@@ -102,31 +102,41 @@ def _runs_by_plan_key(study: str, root: Path | None) -> dict[tuple[str, int | No
 
 def _train_in_turn(planned: list[TrainConfig], progress: Callable[[dict], None], run_id: str | None = None,
                    existing: dict[tuple[str, int | None], runs.Run] | None = None) -> list[Path]:
-    """One run after the other. A run that ends 'stopped' (Stop button, STOP file, Ctrl-C, SIGTERM)
-    stops the whole study: the user asked to stop, not to skip to the next backbone."""
+    """One run after the other. A stop asked for in any phase (Stop button or STOP file, Ctrl-C, SIGTERM; while
+    loading, training, validating, scoring or between runs, see :mod:`stopping`) stops the whole study after
+    the current run: the user asked to stop, not to skip to the next backbone."""
     from .train import resume, train
 
     existing = existing or {}
     paths: list[Path] = []
-    for position, config in enumerate(planned):
-        before = existing.get(_plan_key(config.to_flat_dict()))
-        state = before.status().get("state") if before else None
-        if before is not None and state == "finished":
-            progress({"kind": "message", "text": f"{_describe(config)}: finished earlier ({before.id}), kept"})
-            paths.append(before.path)
-            continue
-        if before is not None and state == runs.RUNNING:
-            raise RuntimeError(f"{before.id} is still running; stop it before continuing its study")
-        if before is not None and (before.path / runs.CHECKPOINT_FILE).exists():
-            progress({"kind": "message", "text": f"continuing {_describe(config)} ({before.id})"})
-            path = resume(before.path, progress)
-        else:
-            progress({"kind": "message", "text": f"training {_describe(config)}"})
-            path = train(config, progress, run_id=run_id)
-        paths.append(path)
-        if path.is_dir() and runs.Run(path).status().get("state") == "stopped":
-            left = [_describe(later) for later in planned[position + 1:]]
-            if left:
-                progress({"kind": "message", "text": "stopped on request; not started: " + ", ".join(left)})
-            break
+    with stopping.listening():
+        for position, config in enumerate(planned):
+            if stopping.requested():
+                _say_not_started(planned[position:], progress)
+                break
+            before = existing.get(_plan_key(config.to_flat_dict()))
+            state = before.status().get("state") if before else None
+            if before is not None and state == "finished":
+                progress({"kind": "message", "text": f"{_describe(config)}: finished earlier ({before.id}), kept"})
+                paths.append(before.path)
+                continue
+            if before is not None and state == runs.RUNNING:
+                raise RuntimeError(f"{before.id} is still running; stop it before continuing its study")
+            if before is not None and (before.path / runs.CHECKPOINT_FILE).exists():
+                progress({"kind": "message", "text": f"continuing {_describe(config)} ({before.id})"})
+                path = resume(before.path, progress)
+            else:
+                progress({"kind": "message", "text": f"training {_describe(config)}"})
+                path = train(config, progress, run_id=run_id)
+            if path.parts:  # Path(): stopped before this run began, or another rank than the first
+                paths.append(path)
+            if stopping.requested() or (path.is_dir() and runs.Run(path).status().get("state") == "stopped"):
+                stopping.request()
+                _say_not_started(planned[position + 1:], progress)
+                break
     return paths
+
+
+def _say_not_started(left: list[TrainConfig], progress: Callable[[dict], None]) -> None:
+    if left:
+        progress({"kind": "message", "text": "stopped on request; not started: " + ", ".join(map(_describe, left))})

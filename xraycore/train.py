@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import os
 import platform
-import signal
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +28,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from . import checkpoint
 from . import data as xdata
-from . import distributed, estimate, models, runs, trainview
+from . import distributed, estimate, models, runs, stopping, trainview
 from .config import MONITORS, TrainConfig, from_record
 from .optimisation import (backbone_frozen, make_mixing, make_optimizer, make_scheduler, phase_lr, set_phase,
                            soft_target_cross_entropy)
@@ -131,32 +129,6 @@ def uses_channels_last(config: TrainConfig, device: torch.device) -> bool:
 
 
 # ---------------------------------------------------------------- the loop
-class _StopSignal:
-    """SIGTERM/SIGINT ask for a clean stop while training; SIGKILL cannot be caught and leaves the
-    run 'interrupted'. The previous handlers come back afterwards (in-process callers keep theirs)."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: dict[int, object] = {}
-
-    def __enter__(self) -> "_StopSignal":
-        if _is_main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                self._previous[sig] = signal.signal(sig, self._handler)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-    def _handler(self, signum, frame) -> None:  # noqa: ANN001
-        self.requested = True
-
-
-def _is_main_thread() -> bool:
-    return threading.current_thread() is threading.main_thread()
-
-
 def environment_record(device: torch.device, ctx: distributed.Context) -> dict[str, Any]:
     import timm
 
@@ -233,32 +205,14 @@ def _run(config: TrainConfig, progress: Progress, run_id: str | None, resume_fro
     spec = models.get_spec(config.backbone)
     if config.image_size is None:
         config = config.replace(image_size=spec.input_size)
-    session: Session | None = None
+    holder: dict[str, Session] = {}
     if config.ood_outliers and config.fit_ood and not Path(config.ood_outliers).is_dir():
         raise ValueError(f"--ood-outliers {config.ood_outliers} is not a folder")  # said now, not after training
     try:
-        splits = prepare_data(config, progress if ctx.is_main else _silent)
-        if not splits.train or not splits.val:
-            raise ValueError("the split left no training or no validation images; add images or change the split")
-        head = models.HeadSpec(hidden=config.head_hidden, dropout=config.dropout, batchnorm=config.head_batchnorm,
-                               init=config.head_init)
-        torch.manual_seed(config.seed)  # the same seed gives the same initial weights, in every process
-        continuing = resume_from is not None and (resume_from.path / CHECKPOINT_FILE).exists()
-        model, weights_source = models.build_model(config.backbone, len(splits.class_names),
-                                                   pretrained="none" if continuing else config.pretrained, head=head)
-        if continuing:
-            weights_source = resume_from.config.get("weights_source", weights_source)
-        session = Session(config, splits, spec, model, device, ctx, progress)
-        session.say(f"weights: {weights_source}")
-        if spec.heavy and device.type == "cpu":
-            session.say(f"note: {spec.name} is heavy for a CPU; a full-size run takes hours per epoch here: "
-                        "use a GPU, or --smoke to check the recipe")
-        session.run = _open_or_create_run(session, weights_source, run_id, resume_from)
-        _fit(session)
-        if ctx.is_main and config.ood_outliers and config.fit_ood and session.run.status().get("state") == "finished":
-            _expose_to_outliers(session)
-        return Path(session.run.path) if session.run is not None else Path()
+        with stopping.listening():
+            return _train_session(config, progress, run_id, resume_from, device, ctx, spec, holder)
     except BaseException as error:
+        session = holder.get("session")
         if session is not None and session.run is not None and ctx.is_main:
             state = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
             session.run.set_status(state, message=f"{type(error).__name__}: {error}")
@@ -266,6 +220,48 @@ def _run(config: TrainConfig, progress: Progress, run_id: str | None, resume_fro
         raise
     finally:
         distributed.teardown(ctx)
+
+
+def _train_session(config: TrainConfig, progress: Progress, run_id: str | None, resume_from: runs.Run | None,
+                   device: torch.device, ctx: distributed.Context, spec: models.BackboneSpec, holder: dict) -> Path:
+    """Data, model, run directory, epochs, scoring; a stop asked before the data is ready creates no run."""
+    splits = prepare_data(config, progress if ctx.is_main else _silent)
+    if distributed.any_flag(ctx, stopping.requested()):
+        if ctx.is_main:
+            progress({"kind": "message", "text": "stopped on request before training began"})
+        return Path()
+    if not splits.train or not splits.val:
+        raise ValueError("the split left no training or no validation images; add images or change the split")
+    head = models.HeadSpec(hidden=config.head_hidden, dropout=config.dropout, batchnorm=config.head_batchnorm,
+                           init=config.head_init)
+    torch.manual_seed(config.seed)  # the same seed gives the same initial weights, in every process
+    continuing = resume_from is not None and (resume_from.path / CHECKPOINT_FILE).exists()
+    model, weights_source = models.build_model(config.backbone, len(splits.class_names),
+                                               pretrained="none" if continuing else config.pretrained, head=head)
+    if continuing:
+        weights_source = resume_from.config.get("weights_source", weights_source)
+    session = holder["session"] = Session(config, splits, spec, model, device, ctx, progress)
+    session.say(f"weights: {weights_source}")
+    if spec.heavy and device.type == "cpu":
+        session.say(f"note: {spec.name} is heavy for a CPU; a full-size run takes hours per epoch here: "
+                    "use a GPU, or --smoke to check the recipe")
+    session.run = _open_or_create_run(session, weights_source, run_id, resume_from)
+    _fit(session)
+    if ctx.is_main and config.ood_outliers and config.fit_ood and session.run.status().get("state") == "finished":
+        _expose_to_outliers(session)
+    _hear_late_stop(session)
+    return Path(session.run.path) if session.run is not None else Path()
+
+
+def _hear_late_stop(session: Session) -> None:
+    """A Stop that came once the last batch was trained (final validation, scoring, exposure): the run has
+    ended as it was, its STOP file goes, and every rank learns that the study stops here."""
+    run = session.run
+    already = stopping.requested()
+    if distributed.any_flag(session.ctx, stopping.consume(run.path if run is not None else None)):
+        stopping.request()
+        if run is not None and not already:
+            run.log(f"stop requested while the run ended; it ended {run.status().get('state')}, nothing more starts")
 
 
 def _expose_to_outliers(session: Session) -> None:
@@ -405,33 +401,37 @@ def _fit(session: Session) -> None:
         weights = torch.tensor(xdata.class_weights([splits.cache.samples[i] for i in splits.train],
                                                    len(splits.class_names)), dtype=torch.float32)
     loop = _prepare_loop(session, weights)
-    stop = _StopSignal()
     stopped = False
     if ctx.is_main:
         run.set_status("running", epoch=loop.start_epoch, epochs=config.epochs,
                        progress={"epoch": loop.start_epoch + 1, "batch": 0, "batches": len(loader), "phase": "training"})
         session.progress({"kind": "start", "run": str(run.path), "epochs": config.epochs, "steps": len(loader),
                           "train": len(splits.train), "val": len(splits.val), "test": len(splits.test)})
-    with stop:
-        for epoch in range(loop.start_epoch, config.epochs):
-            torch.manual_seed(config.seed * 1000 + epoch)
-            if loop.mixing is not None:  # timm's Mixup draws from numpy: seeded only here, so runs without it
-                np.random.seed(config.seed * 1000 + epoch)  # keep the random stream they were recorded with
-            sampler.set_epoch(epoch)
-            set_phase(session.model, config, epoch)
-            started = time.perf_counter()
-            loss_sum, rows_seen, stopped = _train_epoch(session, loop, loader, finish_batch, epoch, stop)
-            if stopped:
-                break
-            if epoch == loop.start_epoch:
-                _record_sharding(run, ctx, rows_seen, len(train_set))
-            _end_epoch(session, loop, val_set, weights, epoch, len(loader), loss_sum, time.perf_counter() - started)
-            loop.epoch_seconds = time.perf_counter() - started
-            if config.patience is not None and loop.bad_epochs > config.patience:
-                if ctx.is_main:
-                    run.log(f"early stopping: {config.monitor} did not improve by {config.min_delta} "
-                            f"for {loop.bad_epochs} epochs")
-                break
+    for epoch in range(loop.start_epoch, config.epochs):
+        if distributed.any_flag(ctx, stopping.consume(run.path if run is not None else None)):
+            stopping.request()  # asked before this epoch began (while loading, validating): no batch more
+            stopped = True
+            if ctx.is_main:
+                run.log(f"stop requested before epoch {epoch + 1} began")
+            break
+        torch.manual_seed(config.seed * 1000 + epoch)
+        if loop.mixing is not None:  # timm's Mixup draws from numpy: seeded only here, so runs without it
+            np.random.seed(config.seed * 1000 + epoch)  # keep the random stream they were recorded with
+        sampler.set_epoch(epoch)
+        set_phase(session.model, config, epoch)
+        started = time.perf_counter()
+        loss_sum, rows_seen, stopped = _train_epoch(session, loop, loader, finish_batch, epoch)
+        if stopped:
+            break
+        if epoch == loop.start_epoch:
+            _record_sharding(run, ctx, rows_seen, len(train_set))
+        _end_epoch(session, loop, val_set, weights, epoch, len(loader), loss_sum, time.perf_counter() - started)
+        loop.epoch_seconds = time.perf_counter() - started
+        if config.patience is not None and loop.bad_epochs > config.patience:
+            if ctx.is_main:
+                run.log(f"early stopping: {config.monitor} did not improve by {config.min_delta} "
+                        f"for {loop.bad_epochs} epochs")
+            break
 
     nothing_kept = distributed.broadcast_object(ctx, ctx.is_main and not (run.path / WEIGHTS_FILE).exists())
     if nothing_kept:  # every rank returns together: none may wait in _finish for the others
@@ -442,8 +442,8 @@ def _fit(session: Session) -> None:
     finish(session, stopped)
 
 
-def _train_epoch(session: Session, loop: _Loop, loader: DataLoader, finish_batch: Callable, epoch: int,
-                 stop: _StopSignal) -> tuple[torch.Tensor, list[int], bool]:
+def _train_epoch(session: Session, loop: _Loop, loader: DataLoader, finish_batch: Callable,
+                 epoch: int) -> tuple[torch.Tensor, list[int], bool]:
     """One pass over this process's shard: (summed loss and count, rows seen, whether a stop was asked)."""
     config, ctx, device, run = session.config, session.ctx, session.device, session.run
     steps = len(loader)
@@ -479,8 +479,8 @@ def _train_epoch(session: Session, loop: _Loop, loader: DataLoader, finish_batch
             session.progress({"kind": "batch", "epoch": epoch + 1, "step": step + 1, "steps": steps, "loss": loss.item()})
             _report_batch(session, loop, epoch, step + 1, steps, len(rows_seen) * ctx.world_size,
                           time.perf_counter() - started)
-        wants_stop = stop.requested or (run is not None and (run.path / STOP_FILE).exists())
-        if distributed.any_flag(ctx, wants_stop):
+        if distributed.any_flag(ctx, stopping.consume(run.path if run is not None else None)):
+            stopping.request()  # every rank's study loop must hear it, not only rank 0's
             if ctx.is_main:
                 run.set_status("running", message=f"stop requested during batch {step + 1} of {steps} of epoch "
                                                   f"{epoch + 1}: ending",
