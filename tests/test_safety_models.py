@@ -190,7 +190,7 @@ def test_the_bundled_model_leads_with_its_active_site_point_cross_fitted():
 
 
 def _with_site_point(model_dir: Path) -> dict:
-    point = {"threshold": 0.4, "temperature": 1.3, "beta": 2.0, "kind": "site calibration", "n": 160,
+    point = {"threshold": 0.4, "temperature": 1.3, "beta": 2.0, "kind": "site calibration", "n": 160, "n_positive": 80, "n_negative": 80,
              "source": "site calibration on 160 images of ward_sample", "site_report": {"auroc": 0.9123},
              "site_cross_fitted": {"accuracy": 0.8811, "sensitivity": 0.9345, "specificity": 0.7766,
                                    "accuracy_sd": 0.01, "folds": 5, "repeats": 10}}
