@@ -60,7 +60,7 @@ st.subheader("Internal validation (95% bootstrap CIs), each model at its interna
 st.caption("Internal validation images come from the same collection as each model's training images: "
            "optimistic for new patients. The threshold is each model's internal one (the point fitted on this "
            "split); a site calibration may be the active one (see Operating point). External evaluations below.")
-st.dataframe(comparison.display_rows(rows, beta), hide_index=True, width="stretch")
+st.dataframe(comparison.display_rows(rows, beta), hide_index=True, width="stretch", placeholder="")
 st.plotly_chart(figures.metric_bars_figure(rows, ["precision", "recall", "specificity", "fbeta", "auroc"]),
                 key="compare_bars")
 
@@ -71,7 +71,7 @@ expected = [{"model": comparison.run_label(run), "in use": "yes" if row["active"
                 for key in ("auroc", "accuracy", "sensitivity", "specificity")}}
             for run in chosen for row in ordered_evidence(run.path)]
 if expected:
-    st.dataframe(expected, hide_index=True, width="stretch")
+    st.dataframe(expected, hide_index=True, width="stretch", placeholder="")
 if not any(row["data"].startswith("external") for row in expected):
     st.caption("No external evaluation is recorded for these models: `python -m xraycore evaluate --model DIR "
                "--data FOLDER --save NAME` keeps one.")

@@ -165,7 +165,7 @@ if not entries:
     st.stop()
 
 st.subheader("Triage")
-st.dataframe(worklist.rows(entries, threshold), hide_index=True, width="stretch",
+st.dataframe(worklist.rows(entries, threshold), hide_index=True, width="stretch", placeholder="",
              column_config={"threshold": st.column_config.NumberColumn(format="%.3f")})
 
 left, right = st.columns(2)

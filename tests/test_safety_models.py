@@ -271,6 +271,9 @@ def test_diagnose_gives_a_colour_photo_no_call_and_failed_files_no_none(app_env)
     assert table.value["file"].tolist() == ["chest.png", "holiday.png", "notes.png"]
     assert table.value["call"].tolist()[1:] == ["not assessed: not a chest X-ray", "not scored (the file could not be read)"]
     assert table.proto.placeholder == ""  # a missing cell is blank, never the word None
+    photo = table.value.iloc[1]
+    assert all(photo[column] is None or np.isnan(photo[column]) for column in table.value.columns
+               if column.startswith("P(")), "a film with no call shows no class probability either"
     assert "Call: **not assessed: not a chest X-ray**" in [m.value for m in at.markdown]
     assert len(at.metric) == 1  # the photo shows no probability
     assert not [m for m in at.markdown if m.value.startswith("Call:") and "PNEUMONIA" in m.value and "holiday" in m.value]
@@ -293,3 +296,26 @@ def test_the_pdf_gives_no_call_to_a_film_that_is_not_a_chest_xray(tiny_run):
     assert "97.0% (unreliable)" in summary and "93.2%" not in summary and "93.0%" not in summary
     photo_page = " ".join(next(text for text in texts[1:] if "holiday.png" in text).split())
     assert "not assessed: not a chest X-ray" in photo_page and "P(PNEUMONIA)" not in photo_page
+
+
+def test_compare_intervals_on_a_handful_of_films_are_never_a_single_point():
+    """4 of 4 right: every bootstrap resample agrees, but the interval must show what 4 films can tell."""
+    from xraycore.fit_bootstrap import widened_to_counts
+
+    truth, scores = np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.8, 0.9])
+    from xraycore import metrics
+
+    _, raw = metrics.report_with_ci(truth, scores, 0.5)
+    assert raw["accuracy"][1:] == (1.0, 1.0)  # what Compare showed: 1.000-1.000
+    widened = widened_to_counts(raw, truth, (scores >= 0.5).astype(int))
+    assert widened["accuracy"][0] == 1.0 and widened["accuracy"][1] < 0.55 and widened["accuracy"][2] == 1.0
+    assert widened["recall"][1] < 0.35 and widened["auroc"] == raw["auroc"]  # 2 of 2 found: wide; AUROC as it was
+
+
+def test_compare_rows_carry_intervals_at_least_as_wide_as_the_films_allow(tiny_run):
+    from xraycore.fit_bootstrap import wilson_interval
+
+    report = comparison.evaluate_run(runs.open_run(tiny_run), "val", with_ci=True)
+    n, accuracy = report["n"], report["accuracy"]
+    low, high = wilson_interval(round(accuracy * n), n)
+    assert report["ci"]["accuracy"][1] <= low + 1e-9 and report["ci"]["accuracy"][2] >= high - 1e-9

@@ -299,10 +299,11 @@ def summary_rows(results: Iterable[DisplayResult], threshold: float | None) -> l
         row: dict = {"file": result.name, "flag": flag(result), "call": triage.call_text(result, threshold),
                      "probability": triage.probability_text(result, format_probability(triage_score(result))),
                      "threshold": round(threshold, 4) if result.positive_class and threshold is not None else None}
+        assessed = not result.not_assessed  # a film with no call shows no probability either, in any column
         if result.not_normal_probability is not None:
-            row[f"P(not {result.normal_class})"] = round(result.not_normal_probability, 4)
+            row[f"P(not {result.normal_class})"] = round(result.not_normal_probability, 4) if assessed else None
         for name in result.class_names:
-            row[f"P({name})"] = round(result.probabilities[name], 4)
+            row[f"P({name})"] = round(result.probabilities[name], 4) if assessed else None
         row["warnings"] = "; ".join([*result.guards, *result.warnings])
         row["error"] = result.error or ""
         rows.append(row)

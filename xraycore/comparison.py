@@ -92,6 +92,10 @@ def evaluate_run(run: Run, split: str = "val", threshold: float | None = None, b
         threshold = float(run.operating_point.get("threshold", DEFAULT_THRESHOLD))
     if with_ci:
         report, report["ci"] = metrics.report_with_ci(truth, score, threshold, beta, n_resamples=n_resamples)
+        from .fit_bootstrap import widened_to_counts  # lazy: it imports the operating-point fit
+
+        called = np.asarray(metrics.is_positive(score, threshold), dtype=int)
+        report["ci"] = widened_to_counts(report["ci"], np.asarray(truth, dtype=int), called)
     else:
         report = metrics.binary_report(truth, score, threshold, beta)
     report.update(split=split, class_names=names, positive_class=names[index])

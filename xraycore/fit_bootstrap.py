@@ -73,6 +73,19 @@ def _hull(point: float | None, samples: np.ndarray, floor: tuple[float, float] |
     return float(point), min(bounds), max(bounds)
 
 
+def widened_to_counts(report_ci: dict[str, Interval | None], truth: np.ndarray, called: np.ndarray,
+                      confidence: float = 0.95) -> dict[str, Interval | None]:
+    """A percentile bootstrap's (point, low, high) per rate, each widened to the Wilson interval of its count:
+    on a handful of films every resample can agree, and 4 of 4 right must not read as 1.000-1.000."""
+    floors = {name: wilson_interval(*count, confidence) for name, count in _counts(truth, called).items()}
+    widened = dict(report_ci)
+    for name, floor in floors.items():
+        interval = report_ci.get(name)
+        if interval is not None and floor is not None:
+            widened[name] = (interval[0], min(interval[1], floor[0]), max(interval[2], floor[1]))
+    return widened
+
+
 def procedure_intervals(y_true: np.ndarray, logits: np.ndarray, positive_index: int, beta: float = 2.0,
                         n_resamples: int = 200, seed: int = 0, confidence: float = 0.95) -> dict[str, Interval | None]:
     """(point, low, high) for every rate, the AUROC and the threshold of a site calibration of these films.
