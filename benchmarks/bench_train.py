@@ -19,10 +19,11 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import DATA, report  # noqa: E402
-from xraycore import models, runs  # noqa: E402
-from xraycore.config import TrainConfig  # noqa: E402
+from xraycore.models import registry as models  # noqa: E402
+from xraycore.runs import directory as runs
+from xraycore.training.config import TrainConfig  # noqa: E402
 from xraycore.data.dataset import XrayDataset  # noqa: E402
-from xraycore.train import prepare_data, train  # noqa: E402
+from xraycore.training.loop import prepare_data, train  # noqa: E402
 
 
 def bare_loop(images: torch.Tensor, labels: torch.Tensor, backbone: str, batch: int, epochs: int,

@@ -13,7 +13,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import DATA, REPO, report  # noqa: E402
-from xraycore.predict import Predictor  # noqa: E402
+from xraycore.inference.predictor import Predictor  # noqa: E402
 
 
 def flag_rate(predictor: Predictor, files: list[Path]) -> dict:

@@ -20,9 +20,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import DATA, REPO  # noqa: E402
 from benchmarks.site_check import flag_rate  # noqa: E402
-from xraycore import runs  # noqa: E402
-from xraycore.exposure import fit_exposure  # noqa: E402
-from xraycore.predict import Predictor  # noqa: E402
+from xraycore.runs import directory as runs  # noqa: E402
+from xraycore.training.outlier_exposure import fit_exposure  # noqa: E402
+from xraycore.inference.predictor import Predictor  # noqa: E402
 
 
 def main() -> None:

@@ -24,11 +24,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import DATA  # noqa: E402
-from xraycore import metrics, operating, runs  # noqa: E402
+from xraycore.metrics import core as metrics  # noqa: E402
+from xraycore.clinical import operating_points as operating
+from xraycore.runs import directory as runs
 from xraycore.data.folders import patient_id  # noqa: E402
-from xraycore.evaluate import score_folder  # noqa: E402
-from xraycore.exposure import PROCESSING, processed_bytes  # noqa: E402
-from xraycore.predict import Predictor  # noqa: E402
+from xraycore.evaluation.external import score_folder  # noqa: E402
+from xraycore.training.outlier_exposure import PROCESSING, processed_bytes  # noqa: E402
+from xraycore.inference.predictor import Predictor  # noqa: E402
 
 
 def rates(y: np.ndarray, calls: np.ndarray) -> dict[str, float]:

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from xraycore import access, audit, webauth
+from xraycore.access import policy as access
+from xraycore.access import audit
+from xraycore.app import auth as webauth
 
 SHOWN = 500  # newest lines in the table; the CLI reads everything
 

@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import streamlit as st
 
-from xraycore import access, catalog, webauth
+from xraycore.access import policy as access
+from xraycore.app import catalog
+from xraycore.app import auth as webauth
 
 if note := catalog.full_install_note("comparing training runs"):  # checked before importing what only the full install has
     st.title("Compare")
     st.info(note)
     st.stop()
 
-from xraycore import comparison, figures, runs  # noqa: E402
-from xraycore.point_evidence import ordered_evidence  # noqa: E402
+from xraycore.evaluation import comparison  # noqa: E402
+from xraycore.evaluation import figures
+from xraycore.runs import directory as runs
+from xraycore.evaluation.point_evidence import ordered_evidence  # noqa: E402
 
 SPLIT = "val"
 PER_ROW = 3  # confusion matrices per row

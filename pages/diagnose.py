@@ -12,10 +12,17 @@ from pathlib import Path
 
 import streamlit as st
 
-from xraycore import access, backend, catalog, explain, provenance, releases, triage, webauth
-from xraycore.point_evidence import ordered_evidence
-from xraycore.predict import Predictor, bytes_source
-from xraycore.runs import ModelDirectoryError
+from xraycore.access import policy as access
+from xraycore.inference.backends import choice as backend
+from xraycore.app import catalog
+from xraycore.explain import cam as explain
+from xraycore.inference import provenance
+from xraycore.clinical import releases
+from xraycore.clinical import triage
+from xraycore.app import auth as webauth
+from xraycore.evaluation.point_evidence import ordered_evidence
+from xraycore.inference.predictor import Predictor, bytes_source
+from xraycore.runs.directory import ModelDirectoryError
 
 BATCH_SIZE = 8  # images per forward pass: the progress bar moves at least this often
 PER_PAGE = 10  # detail cards shown at once; the summary table always lists every image
@@ -261,7 +268,8 @@ if not sources:
 
 # Imported once there is something to report on, not before the uploader: highdicom and fpdf2 take ~0.7 s to
 # import on 2 cores, a third of the start-up budget (#18).
-from xraycore import dicom_out, report_pdf  # noqa: E402
+from xraycore.reading_room import dicom_out  # noqa: E402
+from xraycore.reading_room import pdf_report as report_pdf
 
 model_key = (str(model_path), catalog.model_version(model_path), predictor.backend)
 results = score_missing(predictor, sources, model_key, cam)

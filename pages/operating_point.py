@@ -17,15 +17,23 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from xraycore import access, catalog, webauth
+from xraycore.access import policy as access
+from xraycore.app import catalog
+from xraycore.app import auth as webauth
 
 if note := catalog.full_install_note("choosing an operating point"):  # checked before importing what only the full install has
     st.title("Operating point")
     st.info(note)
     st.stop()
 
-from xraycore import comparison, evaluate, figures, metrics, operating, runs, site_calibration  # noqa: E402
-from xraycore.predict import Predictor  # noqa: E402
+from xraycore.evaluation import comparison  # noqa: E402
+from xraycore.evaluation import external as evaluate
+from xraycore.evaluation import figures
+from xraycore.metrics import core as metrics
+from xraycore.clinical import operating_points as operating
+from xraycore.runs import directory as runs
+from xraycore.evaluation import site_calibration
+from xraycore.inference.predictor import Predictor  # noqa: E402
 
 SPLIT = "val"
 CI_RESAMPLES = 1000

@@ -15,16 +15,26 @@ from __future__ import annotations
 
 import streamlit as st
 
-from xraycore import access, catalog, webauth
+from xraycore.access import policy as access
+from xraycore.app import catalog
+from xraycore.app import auth as webauth
 
 if note := catalog.full_install_note("training"):  # checked before importing what only the full install has
     st.title("Train")
     st.info(note)
     st.stop()
 
-from xraycore import config, estimate, figures, jobs, models, presets, runs, trainform, trainview  # noqa: E402
+from xraycore.training import config  # noqa: E402
+from xraycore.training import durations as estimate
+from xraycore.evaluation import figures
+from xraycore.training import jobs
+from xraycore.models import registry as models
+from xraycore.training import presets
+from xraycore.runs import directory as runs
+from xraycore.app import train_form as trainform
+from xraycore.training import run_view as trainview
 from xraycore.data.augment import AUGMENTATIONS  # noqa: E402
-from xraycore.trainform import PRESET_BACKBONES  # noqa: E402
+from xraycore.app.train_form import PRESET_BACKBONES  # noqa: E402
 
 OPEN_GROUPS = ("dataset", "model", "optimisation")  # the groups shown unfolded; the rest in closed expanders
 NOTICE = "train_notice"  # (kind, text) of the last action's outcome: kept until the next action, across refreshes

@@ -11,10 +11,16 @@ import datetime as dt
 
 import streamlit as st
 
-from xraycore import access, catalog, pacs, pacs_nodes, provenance, webauth, worklist
-from xraycore.intended_use import SkipNonFrontal
-from xraycore.predict import Predictor
-from xraycore.runs import ModelDirectoryError
+from xraycore.access import policy as access
+from xraycore.app import catalog
+from xraycore.reading_room import pacs
+from xraycore.reading_room import pacs_nodes
+from xraycore.inference import provenance
+from xraycore.app import auth as webauth
+from xraycore.reading_room import worklist
+from xraycore.io.intended_use import SkipNonFrontal
+from xraycore.inference.predictor import Predictor
+from xraycore.runs.directory import ModelDirectoryError
 
 STUDIES_KEY = "worklist_studies"
 ENTRIES_KEY = "worklist_entries"

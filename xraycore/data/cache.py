@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import runs
-from ..io import XrayReadError
-from . import decode
-from .folders import Sample
+from xraycore.runs import directory as runs
+from xraycore.io.reader import XrayReadError
+from xraycore.data import decode
+from xraycore.data.folders import Sample
 
 # How a skipped file is counted in a run's record ("skipped_by_reason"), by XrayReadError kind.
 SKIP_REASONS = {

