@@ -24,7 +24,7 @@ from xraycore.models.registry import pick_device
 SIDE = 64
 CENTRE = (SIDE - 1) / 2
 DEVICES = ["cpu"] + ([pick_device().type] if pick_device().type != "cpu" else [])
-PRESETS = Path(__file__).resolve().parents[2] / "xraycore" / "presets"
+PRESETS = Path(__file__).resolve().parents[2] / "xraycore" / "training" / "presets"
 
 # Every name configs and presets have used (the per-image and the batched implementations together).
 HISTORICAL_NAMES = {

@@ -42,7 +42,7 @@ else:
     raise SystemExit("the blocker let torch through")
 from streamlit.testing.v1 import AppTest
 
-from xraycore.predict import Predictor
+from xraycore.inference.predictor import Predictor
 
 at = AppTest.from_file(sys.argv[2], default_timeout=60).run()
 assert not at.exception, [e.value for e in at.exception]
