@@ -21,13 +21,12 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import DATA, REPO, report  # noqa: E402
 from tests.helpers.orthanc import AET, orthanc_binary, start_orthanc  # noqa: E402
+from xraycore import Predictor  # noqa: E402
 from xraycore.app import catalog  # noqa: E402
-from xraycore.reading_room import dicom_out
-from xraycore.reading_room import pacs
-from xraycore.inference import provenance
-from xraycore.reading_room import pdf_report as report_pdf
+from xraycore.inference import provenance  # noqa: E402
 from xraycore.io.intended_use import SkipNonFrontal  # noqa: E402
-from xraycore.inference.predictor import Predictor  # noqa: E402
+from xraycore.reading_room import dicom_out, pacs  # noqa: E402
+from xraycore.reading_room import pdf_report as report_pdf  # noqa: E402
 
 BATCH = 8  # as pages/diagnose.py
 

@@ -1,7 +1,7 @@
 """Who may do what, checked in xraycore itself; the audit trail; the folders typed paths may name; the queue.
 
 Roles and identities are plain objects here; the signed-in versions (a real OIDC provider and Chromium)
-are in test_access_browser.py, the pages in test_access_app.py.
+are in tests/browser/test_access_browser.py, the pages in tests/app/test_access_app.py.
 """
 from __future__ import annotations
 
@@ -214,7 +214,7 @@ def test_every_action_writes_exactly_one_audit_line(model_dir, tiny_dataset, log
 
 def test_pacs_exchange_is_checked_and_audited(log, tmp_path, monkeypatch):
     """Store-back is an admin's: a reader is refused before any connection. Query and retrieve are a reader's;
-    an unreachable node is one 'failed' line. (The round trip with a real PACS is tests/test_pacs.py, on Orthanc.)"""
+    an unreachable node is one 'failed' line. (The round trip with a real PACS is tests/reading_room/test_pacs.py, on Orthanc.)"""
     import socket
 
     from pydicom import Dataset

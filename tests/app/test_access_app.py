@@ -1,7 +1,7 @@
 """Sign-in, roles and the audit trail in the Streamlit app, through streamlit.testing (no browser).
 
 A signed-in person is simulated with ``AppTest.user`` plus an ``[auth]`` secrets section; the real
-OpenID Connect round trip is in test_access_browser.py.
+OpenID Connect round trip is in tests/browser/test_access_browser.py.
 """
 from __future__ import annotations
 

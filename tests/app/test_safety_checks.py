@@ -1,5 +1,5 @@
 """Small safety details of issue 34, item 6: the Audit page speaks its own words about a bad "since" (one parser,
-in xraycore.audit), and a damaged ONNX graph never makes `predict` fall back to torch in silence."""
+in xraycore.access.audit), and a damaged ONNX graph never makes `predict` fall back to torch in silence."""
 from __future__ import annotations
 
 import json

@@ -2,7 +2,7 @@
 
 ``train`` prints the run directory last; ``evaluate --json`` prints one JSON object whose confusion
 matrix agrees with the files; ``predict --json`` prints one line per file and survives every bad
-input of tests/corpus.py; ``runs``, ``presets`` and every ``--help`` work; and each preset's
+input of tests/helpers/corpus.py; ``runs``, ``presets`` and every ``--help`` work; and each preset's
 ``--smoke`` run really applies its recipe. Subprocesses where the contract is about the process
 (stdout, exit code, no traceback); in-process ``cli.main`` where only the numbers matter.
 """

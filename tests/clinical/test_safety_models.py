@@ -1,6 +1,6 @@
 """Issue 34, items 2, 5 and 6 (triage): readers answer with released models only, Compare's study mode and
 figures, and films that are not chest X-rays get no call. Through xraycore directly and through the app
-(streamlit.testing, signed in as a reader or a researcher by replacing webauth.identify)."""
+(streamlit.testing, signed in as a reader or a researcher by replacing xraycore.app.auth.identify)."""
 from __future__ import annotations
 
 import json

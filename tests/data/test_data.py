@@ -1,5 +1,5 @@
 """xraycore.data: folders, patient grouping, splits, weights, the image cache, the torch dataset, builders
-(augmentations: tests/test_augment.py)."""
+(augmentations: tests/data/test_augment.py)."""
 from __future__ import annotations
 
 import json

@@ -43,9 +43,9 @@ def study_root(tmp_path_factory, tiny_dataset) -> Path:
 
 
 def _three_class_run(root: Path) -> runs.Run:
-    """A finished 3-class run written the way train.py writes one (no threshold is saved for
+    """A finished 3-class run written the way training (xraycore.training) writes one (no threshold is saved for
     multi-class runs), built from the runs API so its logits are known exactly. A really trained
-    3-class run goes through the app in test_app.py."""
+    3-class run goes through the app in tests/app/test_app.py."""
     names = ["BACTERIAL", "NORMAL", "VIRAL"]
     run = runs.create_run({"backbone": "simple_cnn", "class_names": names, "positive_class": None,
                            "study": None, "train": {"backbone": "simple_cnn", "notes": NOTE}}, root=root)
@@ -83,7 +83,7 @@ def _expected_report(run: runs.Run, split: str = "val") -> dict:
     return metrics.binary_report(truth, predictions["probs"][:, positive], run.operating_point["threshold"], 2.0)
 
 
-# ---------------------------------------------------------------- comparison.py
+# ---------------------------------------------------------------- evaluation/comparison.py
 
 
 def test_study_names_and_runs(study_root, compared, folds):
@@ -185,7 +185,7 @@ def test_reported_numbers_come_from_the_preset(compared, folds):
     assert comparison.reported_numbers(folds[0]) is None  # no preset
 
 
-# ---------------------------------------------------------------- figures.py
+# ---------------------------------------------------------------- evaluation/figures.py
 
 
 def test_figure_builders_draw_what_they_are_given():
@@ -240,7 +240,7 @@ def test_figures_render_real_run_numbers(tiny_run):
     assert len(figures.roc_figure(roc, point=point).data) == 3
 
 
-# ---------------------------------------------------------------- report.py
+# ---------------------------------------------------------------- evaluation/study_report.py
 
 
 def test_study_report_is_self_contained_and_escaped(study_root, compared):

@@ -19,7 +19,7 @@ from PIL import Image
 SIDE = 64
 """Side of the ordinary test images: big enough to pass MIN_SIDE, small enough to be instant."""
 
-PHI = {  # identifying values planted in DICOM files; none may ever leave io.read_xray
+PHI = {  # identifying values planted in DICOM files; none may ever leave xraycore.io.read_xray
     "PatientName": "Doe^Janet^Marie",
     "PatientID": "PID-73519-XQ",
     "PatientBirthDate": "19610214",

@@ -128,7 +128,7 @@ def test_training_records_the_encoding_and_prediction_reencodes_only_resized_inp
     from xraycore.io.reader import read_xray, to_uint8
 
     run = runs.open_run(tiny_run)
-    assert run.config["input_jpeg_quality"] == 95  # tests.synthetic saves its 48 px JPEGs at quality 95
+    assert run.config["input_jpeg_quality"] == 95  # tests.helpers.synthetic saves its 48 px JPEGs at quality 95
     predictor = Predictor(tiny_run)
     predictor.networks[0].input_jpeg_quality = 40  # strong enough to see
     rng = np.random.default_rng(5)

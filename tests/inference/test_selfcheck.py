@@ -57,7 +57,7 @@ def test_selfcheck_passes_on_its_own_reference_and_says_what_passed(checked_mode
 ])
 def test_tolerances_hold_at_their_edges(checked_model, capsys, probability_shift, heat_shift, passes):
     """The reference is set to what this installation answers, shifted by a hair less or more than each
-    tolerance the README promises (±0.001 on probabilities, mean |Δ| 0.05 on heat maps)."""
+    tolerance docs/reading-room.md promises (±0.001 on probabilities, mean |Δ| 0.05 on heat maps)."""
     model, samples = checked_model
     [found] = selfcheck.score(model, [samples / "NORMAL" / "s0.png"]).values()
     path = model / selfcheck.REFERENCE_FILE

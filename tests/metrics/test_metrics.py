@@ -1,4 +1,4 @@
-"""xraycore.metrics against scikit-learn, brute force and synthetic data with known answers."""
+"""xraycore.metrics.* against scikit-learn, brute force and synthetic data with known answers."""
 
 import json
 import subprocess

@@ -277,9 +277,9 @@ def test_offline_hub_falls_back_to_scratch_quickly(monkeypatch, variable):
 
 @pytest.mark.parametrize("hub", ["closed port", "silent port"])
 def test_an_unreachable_hub_falls_back_to_scratch_within_two_seconds(monkeypatch, hub):
-    """The README's promise, on a real socket: the hub's address leads to a loopback port that is closed (the
-    connection is refused) or that never answers (a listener whose queue is full: SYNs are dropped), so the
-    2-second connect timeout itself is what bounds the wait."""
+    """docs/training.md's promise (pretrained weights), on a real socket: the hub's address leads to a loopback
+    port that is closed (the connection is refused) or that never answers (a listener whose queue is full: SYNs
+    are dropped), so the 2-second connect timeout itself is what bounds the wait."""
     import socket
     import time
 

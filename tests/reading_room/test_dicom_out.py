@@ -43,7 +43,7 @@ needs_dciodvfy = pytest.mark.usefixtures("dciodvfy")
 
 
 def film(**tags) -> bytes:
-    """A 12-bit DX chest film with planted identifiers (tests.corpus), tags overriding."""
+    """A 12-bit DX chest film with planted identifiers (tests.helpers.corpus), tags overriding."""
     return _dicom((chest_like(seed=11) * 4095).round().astype(np.uint16), bits_stored=12, **tags)
 
 

@@ -49,7 +49,7 @@ def frontal_model(tiny_run, tmp_path_factory):
 
 
 def film(study: str, series: str, number: int, *, date: str = "20260105", side: int = 64, **tags) -> bytes:
-    """A 12-bit chest film (identifiers planted by tests.corpus) in the given study and series."""
+    """A 12-bit chest film (identifiers planted by tests.helpers.corpus) in the given study and series."""
     pixels = (chest_like(side, side, seed=number) * 4095).round().astype(np.uint16)
     tags = {"Modality": "DX", "ViewPosition": "PA", "BodyPartExamined": "CHEST", **tags}
     return _dicom(pixels, bits_stored=12, StudyInstanceUID=study, SeriesInstanceUID=series,

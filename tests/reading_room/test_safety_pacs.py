@@ -1,7 +1,7 @@
 """Issue 34, the PACS parts: nobody without sign-in reaches the PACS, nodes come from the administrator's list,
 results are filed once and our own results are not read as films, and every exchange is audited without a
 patient attribute. Functions directly, the pages through streamlit.testing, and a real PACS (Orthanc, as in
-test_pacs.py). The same refusal from another network address, in Chromium: test_safety_pacs_browser.py."""
+test_pacs.py). The same refusal from another network address, in Chromium: tests/browser/test_safety_pacs_browser.py."""
 from __future__ import annotations
 
 import datetime as dt

@@ -8,10 +8,10 @@ calibration on the whole sample, 5-fold cross-fitting (fitted on 4/5, applied to
 10 shuffles, its mean and spread. With --ood, the
 out-of-domain flag rates on internal validation, the site sample and covid_qu (adult films, other hospitals),
 the latter also as a full-resolution film arrives (enlarged first, so the loader resizes and re-encodes it), and
-both after each processing of ``exposure.PROCESSING`` (blurred, sharpened, ...). ``--covid-n N`` takes the first N
+both after each processing of ``xraycore.training.outlier_exposure.PROCESSING`` (blurred, sharpened, ...). ``--covid-n N`` takes the first N
 of each covid_qu class: keep them out of any ``ood-expose`` fit (the bundled model was exposed to the last 500).
 
-Usage: python benchmarks/site_check.py MODEL [MODEL ...] [--site DIR] [--tta] [--ood] [--markdown]
+Usage: python experiments/site_check.py MODEL [MODEL ...] [--site DIR] [--tta] [--ood] [--markdown]
 """
 from __future__ import annotations
 
@@ -24,13 +24,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import DATA  # noqa: E402
-from xraycore.metrics import core as metrics  # noqa: E402
-from xraycore.clinical import operating_points as operating
-from xraycore.runs import directory as runs
-from xraycore.data.folders import patient_id  # noqa: E402
-from xraycore.evaluation.external import score_folder  # noqa: E402
+from xraycore import Predictor, Run, score_folder  # noqa: E402
+from xraycore import metrics  # noqa: E402
+from xraycore.clinical import operating_points as operating  # noqa: E402
+from xraycore.data import patient_id  # noqa: E402
+from xraycore.runs.directory import SUMMARY_FILE  # noqa: E402
 from xraycore.training.outlier_exposure import PROCESSING, processed_bytes  # noqa: E402
-from xraycore.inference.predictor import Predictor  # noqa: E402
 
 
 def rates(y: np.ndarray, calls: np.ndarray) -> dict[str, float]:
@@ -40,7 +39,7 @@ def rates(y: np.ndarray, calls: np.ndarray) -> dict[str, float]:
 
 
 def flag_rate(predictor: Predictor, files: list[Path], processing: str | None = None) -> float | None:
-    """Share flagged out of domain. ``processing``: one of exposure.PROCESSING applied first (in memory), e.g.
+    """Share flagged out of domain. ``processing``: one of PROCESSING (outlier exposure's) applied first (in memory), e.g.
     "full_resolution": enlarged so that the loader resizes and re-encodes it as it does a full-resolution film
     (covid_qu holds 224 px copies)."""
     sources = ((str(f), processed_bytes(f, processing) if processing else f) for f in files)
@@ -55,7 +54,7 @@ def check(model: str, site: Path, beta: float, tta: bool, ood: bool, covid_n: in
     y = scored.binary_truth(predictor.positive_class)
     score = metrics.softmax(scored.logits, predictor.temperature)[:, positive]
     groups = [patient_id(Path(f).name) for f in scored.files]
-    internal = (runs.Run(Path(model)).read_json(runs.SUMMARY_FILE, {}) or {}).get("val", {})
+    internal = (Run(Path(model)).read_json(SUMMARY_FILE, {}) or {}).get("val", {})
     result = {
         "model": model, "tta": tta, "internal_auroc": internal.get("auroc"), "site_n": int(y.size),
         "site_auroc": metrics.roc_auc(y, score),
@@ -65,7 +64,7 @@ def check(model: str, site: Path, beta: float, tta: bool, ood: bool, covid_n: in
         "site_calibrated_5fold": operating.cross_fitted_rates(y, scored.logits, positive, beta, groups),
     }
     if ood:
-        val = runs.Run(Path(model)).predictions("val")
+        val = Run(Path(model)).predictions("val")
         train_files = {p.name: p for p in (DATA / "chest_xray" / "train").rglob("*.jpeg")}
         val_files = [train_files[Path(f).name] for f in (val["file"] if val else []) if Path(f).name in train_files]
         covid = [p for name in ("COVID", "Normal") for p in sorted((DATA / "covid_qu" / name).iterdir())[:covid_n]]

@@ -1,7 +1,7 @@
 """Out-of-domain flag rates of a model: on its own validation split (should be ~1%), on adult
 X-rays from other hospitals (covid_qu: should be high) and on generated colour photographs.
 
-Usage: python benchmarks/ood_rates.py [--model models/default] [--n 1000]
+Usage: python experiments/ood_rates.py [--model models/default] [--n 1000]
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import DATA, REPO, report  # noqa: E402
-from xraycore.inference.predictor import Predictor  # noqa: E402
+from xraycore import Predictor  # noqa: E402
 
 
 def flag_rate(predictor: Predictor, files: list[Path]) -> dict:

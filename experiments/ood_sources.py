@@ -2,11 +2,11 @@
 
 covid_qu's two classes come from different collections (its COVID-19 films from several hospitals and
 repositories, its normal adults largely from another challenge set). For each class: a copy of the model is
-exposed (``exposure.fit_exposure``, the settings ``ood-expose`` uses) to the films of that class only, then the
+exposed (``xraycore.fit_exposure``, the settings ``ood-expose`` uses) to the films of that class only, then the
 flag rate is measured on the other class, as the 224 px copies and brought in at full resolution, beside the
 internal validation images and the site sample. Takes about 25 minutes on 2 cores.
 
-Usage: python benchmarks/ood_sources.py [--model models/default] [--n 500]
+Usage: python experiments/ood_sources.py [--model models/default] [--n 500]
 """
 from __future__ import annotations
 
@@ -19,10 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import DATA, REPO  # noqa: E402
-from benchmarks.site_check import flag_rate  # noqa: E402
-from xraycore.runs import directory as runs  # noqa: E402
-from xraycore.training.outlier_exposure import fit_exposure  # noqa: E402
-from xraycore.inference.predictor import Predictor  # noqa: E402
+from experiments.site_check import flag_rate  # noqa: E402
+from xraycore import Predictor, Run, fit_exposure  # noqa: E402
 
 
 def main() -> None:
@@ -38,7 +36,7 @@ def main() -> None:
             shutil.copytree(args.model, model)
             fit_exposure(model, train, DATA / "covid_qu" / seen, say=lambda _: None)
             predictor = Predictor(model, device="cpu")
-            val = runs.Run(model).predictions("val") or {"file": []}
+            val = Run(model).predictions("val") or {"file": []}
             train_files = {p.name: p for p in train.rglob("*.jpeg")}
             others = sorted((DATA / "covid_qu" / unseen).iterdir())[: args.n]
             print(json.dumps({"model": args.model, "exposed_to": f"covid_qu/{seen}", "measured_on": f"covid_qu/{unseen}",

@@ -8,7 +8,7 @@ split the print is found on pneumonia films only, so the unit's look is confound
 partial (faint prints are missed); a match above the threshold was a visible print in every case looked at.
 Optionally writes the matched files, e.g. to train without them (`--write-matches FILE`).
 
-Usage: python benchmarks/overlay_confounder.py [FOLDER ...] [--threshold 0.55] [--write-matches FILE]
+Usage: python experiments/overlay_confounder.py [FOLDER ...] [--threshold 0.55] [--write-matches FILE]
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import DATA  # noqa: E402
-from xraycore.data.folders import list_images  # noqa: E402
+from xraycore.data import list_images  # noqa: E402
 
 SIDE = 224  # the films are compared at the size the training split ships at
 TEMPLATE_FILM = "PNEUMONIA/person1026_virus_1718.jpeg"  # a training film with a clear "KV59" print
