@@ -24,6 +24,7 @@ from tests.helpers.orthanc import AET, orthanc_binary, start_orthanc  # noqa: E4
 from xraycore.app import catalog  # noqa: E402
 from xraycore.reading_room import dicom_out
 from xraycore.reading_room import pacs
+from xraycore.reading_room import pacs_scan
 from xraycore.inference import provenance
 from xraycore.reading_room import pdf_report as report_pdf
 from xraycore.io.intended_use import SkipNonFrontal  # noqa: E402
@@ -113,9 +114,9 @@ def main() -> None:
                 node = pacs.Node("127.0.0.1", server.dicom_port, AET)
                 started = time.perf_counter()
                 studies = pacs.find_studies(node, "20260101")
-                items = list(pacs.scan(node, predictor, studies, skip=SkipNonFrontal(), store_results=True, model=model))
+                items = list(pacs_scan.scan(node, predictor, studies, skip=SkipNonFrontal(), store_results=True, model=model))
                 elapsed = time.perf_counter() - started
-                scored = [item for item in items if isinstance(item, pacs.Scored)]
+                scored = [item for item in items if isinstance(item, pacs_scan.Scored)]
                 result["pacs_round_trip"] = {"images": len(scored), "stored": sum(bool(s.stored) for s in scored),
                                              "total_s": round(elapsed, 1),
                                              "per_image_s": round(elapsed / max(1, len(scored)), 2)}

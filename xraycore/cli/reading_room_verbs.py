@@ -19,6 +19,7 @@ def cmd_pacs(args: argparse.Namespace) -> int:
     No patient attribute is asked for or printed: images are named by study position, date, series and number.
     """
     from xraycore.reading_room import pacs
+    from xraycore.reading_room import pacs_scan
     from xraycore.reading_room import pacs_nodes
     from xraycore.io.intended_use import SkipNonFrontal
     from xraycore.inference.predictor import Predictor
@@ -34,7 +35,7 @@ def cmd_pacs(args: argparse.Namespace) -> int:
         + (f" since {since}" if since else ""))
     skip = None if args.include_non_frontal else SkipNonFrontal()
     scored = failures = stored = already = 0
-    for item in pacs.scan(node, predictor, studies, modalities=modalities, skip=skip, store_results=args.store_results,
+    for item in pacs_scan.scan(node, predictor, studies, modalities=modalities, skip=skip, store_results=args.store_results,
                           model=model):
         if isinstance(item, pacs.Notice):
             say(item.message)
