@@ -25,7 +25,7 @@ from xraycore import Predictor  # noqa: E402
 from xraycore.app import catalog  # noqa: E402
 from xraycore.inference import provenance  # noqa: E402
 from xraycore.io.intended_use import SkipNonFrontal  # noqa: E402
-from xraycore.reading_room import dicom_out, pacs  # noqa: E402
+from xraycore.reading_room import dicom_out, pacs, pacs_scan  # noqa: E402
 from xraycore.reading_room import pdf_report as report_pdf  # noqa: E402
 
 BATCH = 8  # as pages/diagnose.py
@@ -112,9 +112,9 @@ def main() -> None:
                 node = pacs.Node("127.0.0.1", server.dicom_port, AET)
                 started = time.perf_counter()
                 studies = pacs.find_studies(node, "20260101")
-                items = list(pacs.scan(node, predictor, studies, skip=SkipNonFrontal(), store_results=True, model=model))
+                items = list(pacs_scan.scan(node, predictor, studies, skip=SkipNonFrontal(), store_results=True, model=model))
                 elapsed = time.perf_counter() - started
-                scored = [item for item in items if isinstance(item, pacs.Scored)]
+                scored = [item for item in items if isinstance(item, pacs_scan.Scored)]
                 result["pacs_round_trip"] = {"images": len(scored), "stored": sum(bool(s.stored) for s in scored),
                                              "total_s": round(elapsed, 1),
                                              "per_image_s": round(elapsed / max(1, len(scored)), 2)}

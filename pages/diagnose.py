@@ -21,7 +21,8 @@ from xraycore.clinical import releases
 from xraycore.clinical import triage
 from xraycore.app import auth as webauth
 from xraycore.evaluation.point_evidence import ordered_evidence
-from xraycore.inference.predictor import Predictor, bytes_source
+from xraycore.inference.prediction import bytes_source
+from xraycore.inference.predictor import Predictor
 from xraycore.runs.directory import ModelDirectoryError
 
 BATCH_SIZE = 8  # images per forward pass: the progress bar moves at least this often

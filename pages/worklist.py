@@ -14,6 +14,7 @@ import streamlit as st
 from xraycore.access import policy as access
 from xraycore.app import catalog
 from xraycore.reading_room import pacs
+from xraycore.reading_room import pacs_scan
 from xraycore.reading_room import pacs_nodes
 from xraycore.inference import provenance
 from xraycore.app import auth as webauth
@@ -147,7 +148,7 @@ if st.button("Score these studies", type="primary", key="worklist_score", icon="
         progress = st.progress(0.0, text="Fetching and scoring…")
         expected = max(1, sum(s.images or 0 for s in studies))
         skip = SkipNonFrontal()
-        items = pacs.scan(target, predictor, studies, modalities=tuple(modalities), skip=skip, identity=identity)
+        items = pacs_scan.scan(target, predictor, studies, modalities=tuple(modalities), skip=skip, identity=identity)
         try:
             entries, notices = worklist.collect(items, on_item=lambda n: progress.progress(
                 min(1.0, n / expected), text=f"Scored {n} image(s)"))

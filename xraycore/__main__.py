@@ -1,4 +1,4 @@
-"""``python -m xraycore``: see cli.py."""
+"""``python -m xraycore``: see xraycore/cli/main.py."""
 import sys
 
 from xraycore.cli.main import main

@@ -26,7 +26,8 @@ from xraycore.reading_room import pacs
 from xraycore.runs import directory as runs
 from xraycore.evaluation import site_calibration
 from xraycore.access.policy import ADMIN, READER, RESEARCHER, AccessDenied, Identity
-from xraycore.inference.predictor import Predictor, bytes_source
+from xraycore.inference.prediction import bytes_source
+from xraycore.inference.predictor import Predictor
 
 REPO = Path(__file__).resolve().parents[2]
 READER_ID = Identity("Rita Reader", "rita@ward.example", frozenset({READER}))

@@ -28,7 +28,8 @@ from xraycore.models import registry as models
 from xraycore.clinical import operating_points as operating
 from xraycore.runs import directory as runs
 from xraycore.training.config import TrainConfig, read_file
-from xraycore.inference.predictor import OUT_OF_DOMAIN_WARNING, Prediction, Predictor, bytes_source
+from xraycore.inference.prediction import OUT_OF_DOMAIN_WARNING, Prediction, bytes_source
+from xraycore.inference.predictor import Predictor
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
 HUB_FALLBACK = ("random initialisation: no PyPI package ships ImageNet weights for resnet18; the model hub is "

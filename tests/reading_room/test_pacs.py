@@ -22,6 +22,7 @@ from tests.app.test_app import app_env, runs_root, start_app  # noqa: F401 - fix
 from xraycore.cli import main as cli
 from xraycore.io import intended_use
 from xraycore.reading_room import pacs
+from xraycore.reading_room import pacs_scan
 from xraycore.reading_room import pacs_nodes
 from xraycore.inference import provenance
 from xraycore.inference.predictor import Predictor
@@ -123,7 +124,7 @@ def test_pacs_scores_chest_studies_and_stores_the_results_back(orthanc, frontal_
     # A study with no image at all (an SR only): the PACS's modality filter leaves it out; asked for, it says so.
     node = pacs.Node("127.0.0.1", orthanc.dicom_port, AET)
     assert report_only not in {study.uid for study in pacs.find_studies(node, SINCE)}
-    items = list(pacs.scan(node, Predictor(frontal_model, device="cpu"), [pacs.Study(index=7, uid=report_only)]))
+    items = list(pacs_scan.scan(node, Predictor(frontal_model, device="cpu"), [pacs.Study(index=7, uid=report_only)]))
     assert [item.message for item in items] == ["study 7 / series 50 SR: a structured report, not an image: skipped",
                                                 "study 7: no chest image series to score"]
 
@@ -171,8 +172,8 @@ def test_store_failure_and_unreadable_images_never_stop_the_batch(orthanc, front
 
     monkeypatch.setattr(pacs, "store", refusing)
     predictor = Predictor(frontal_model, device="cpu")
-    items = list(pacs.scan(node, predictor, [target], store_results=True, model=provenance.of_model(frontal_model)))
-    scored = [item for item in items if isinstance(item, pacs.Scored)]
+    items = list(pacs_scan.scan(node, predictor, [target], store_results=True, model=provenance.of_model(frontal_model)))
+    scored = [item for item in items if isinstance(item, pacs_scan.Scored)]
     notices = [item.message for item in items if isinstance(item, pacs.Notice)]
     assert len(scored) == 2 and [s.prediction.ok for s in scored] == [True, False]
     assert "blank" in scored[1].prediction.error
@@ -189,9 +190,9 @@ def test_a_50_megabyte_image_is_scored_without_stopping_the_rest(orthanc, fronta
     node = pacs.Node("127.0.0.1", orthanc.dicom_port, AET)
     [target] = [s for s in pacs.find_studies(node, "20260301") if s.uid == study]
     started = time.perf_counter()
-    items = list(pacs.scan(node, Predictor(frontal_model, device="cpu"), [target]))
+    items = list(pacs_scan.scan(node, Predictor(frontal_model, device="cpu"), [target]))
     elapsed = time.perf_counter() - started
-    scored = [item for item in items if isinstance(item, pacs.Scored)]
+    scored = [item for item in items if isinstance(item, pacs_scan.Scored)]
     assert [s.prediction.ok for s in scored] == [True, True], [s.prediction.error for s in scored]
     print(f"50 MB image fetched and scored with a small one in {elapsed:.1f} s")
 

@@ -32,6 +32,7 @@ from xraycore.app import catalog
 from xraycore.cli import main as cli
 from xraycore.reading_room import dicom_out
 from xraycore.reading_room import pacs
+from xraycore.reading_room import pacs_scan
 from xraycore.reading_room import pacs_nodes
 from xraycore.inference import provenance
 from xraycore.app import auth as webauth
@@ -112,7 +113,7 @@ def test_an_anonymous_visitor_is_refused_every_pacs_action_before_any_connection
         "find series": lambda: pacs.find_series(node, study, identity=ANONYMOUS),
         "retrieve": lambda: pacs.retrieve(node, series, identity=ANONYMOUS),
         "open in Diagnose": lambda: worklist.fetch(node, entry, identity=ANONYMOUS),
-        "scan": lambda: list(pacs.scan(node, Predictor.__new__(Predictor), [study], identity=ANONYMOUS)),
+        "scan": lambda: list(pacs_scan.scan(node, Predictor.__new__(Predictor), [study], identity=ANONYMOUS)),
         "store": lambda: pacs.store(node, [result], identity=ANONYMOUS),
         "store back": lambda: worklist.send_back(node, [entry], 0.5, "internal", MODEL, identity=ANONYMOUS),
         "SR of a PACS film": lambda: dicom_out.display_report(dicom_out.PacsFilm(x_ray()), display_result(), 0.5,
@@ -318,13 +319,13 @@ def test_results_are_filed_once_our_own_come_back_quietly_and_every_exchange_is_
     [target] = [s for s in pacs.find_studies(node, "20260401", identity=ADMIN_ID) if s.uid == study]
     predictor, model = Predictor(frontal_model, device="cpu"), provenance.of_model(frontal_model)
 
-    first = list(pacs.scan(node, predictor, [target], store_results=True, model=model, identity=ADMIN_ID))
-    assert [item.stored for item in first if isinstance(item, pacs.Scored)] == [["SR", "overlay"]] * 2
-    again = list(pacs.scan(node, predictor, [target], store_results=True, model=model, identity=ADMIN_ID))
+    first = list(pacs_scan.scan(node, predictor, [target], store_results=True, model=model, identity=ADMIN_ID))
+    assert [item.stored for item in first if isinstance(item, pacs_scan.Scored)] == [["SR", "overlay"]] * 2
+    again = list(pacs_scan.scan(node, predictor, [target], store_results=True, model=model, identity=ADMIN_ID))
     # Our SR and heat-map series: one line, no "not an image: skipped" per series; nothing stored twice.
     assert [item.message for item in again if isinstance(item, pacs.Notice)] == [
         "left out 4 series of this workbench's own results (SR and heat maps)"]
-    rescored = [item for item in again if isinstance(item, pacs.Scored)]
+    rescored = [item for item in again if isinstance(item, pacs_scan.Scored)]
     assert [(s.stored, s.already) for s in rescored] == [([], ["SR", "overlay"])] * 2
     assert rescored[0].to_json()["already_stored"] == ["SR", "overlay"]
     entries, _ = worklist.collect(rescored)  # the Worklist's "Send results" on the same images: already there

@@ -27,7 +27,8 @@ from xraycore.clinical import triage
 from xraycore.inference.backends.choice import installed
 from xraycore.data.folders import IMAGE_SUFFIXES
 from xraycore.evaluation.external import EVALUATIONS_DIR
-from xraycore.inference.predictor import ENSEMBLE_FILE, OUT_OF_DOMAIN_WARNING, Prediction
+from xraycore.inference.model_directory import ENSEMBLE_FILE
+from xraycore.inference.prediction import OUT_OF_DOMAIN_WARNING, Prediction
 from xraycore.clinical.releases import BUNDLED_MODEL_DIR, MODEL_DIR_ENV, bundled_model_dir  # noqa: F401 - the pages ask here
 from xraycore.clinical.triage import UNRELIABLE_NOTE, flag, triage_key, triage_score  # noqa: F401 - one triage, asked for here
 

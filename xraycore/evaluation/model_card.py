@@ -246,7 +246,7 @@ def bundle_ensemble(member_refs: Sequence[str | Path], destination: Path, comman
     ensemble's own temperature and F-beta threshold are fitted on the averaged validation logits, exactly as
     training fits a single network's. ``tta`` makes flip test-time augmentation the ensemble's default.
     """
-    from xraycore.inference.predictor import ENSEMBLE_FILE, ENSEMBLE_MEMBERS_DIR
+    from xraycore.inference.model_directory import ENSEMBLE_FILE, ENSEMBLE_MEMBERS_DIR
 
     member_runs = [runs.open_run(Path(ref)) for ref in member_refs]
     if len(member_runs) < 2:

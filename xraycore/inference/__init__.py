@@ -1,11 +1,21 @@
 """Films in, Predictions out: the Predictor, model directories, backends, export, self-check.
 
-    export      Export a model directory to TorchScript or ONNX, and prove the export answers like PyTorch
-    predictor   The Predictor: a model directory (a run or `models/default`) → a Prediction per image
-    provenance  Which model produced a result: name, version and the sha256 of its weights
-    selfcheck   Self-check after installing: does this installation give the answers the model was shipped
-                with?
-    backends/   see its own index
+    export           Export a model directory to TorchScript or ONNX, and prove the export answers like
+                     PyTorch
+    model_directory  Model directories as the Predictor opens them: checked once (every JSON file parses), and
+                     resolved into the networks they hold (one, or the members an ensemble.json lists, each
+                     with its own temperature)
+    networks         The networks of a model directory, loaded on a backend: each with the preprocessing its
+                     training used and its out-of-domain detector, and the choice of backend (torch or ONNX
+                     Runtime) that runs them
+    prediction       What scoring one film gives: the Prediction (the result type the app, the CLI and the
+                     reading room show), how a film to score may be handed in (a Source), and what an audit
+                     line keeps of a batch
+    predictor        The Predictor: a model directory (a run or `models/default`) → a Prediction per image
+    provenance       Which model produced a result: name, version and the sha256 of its weights
+    selfcheck        Self-check after installing: does this installation give the answers the model was
+                     shipped with?
+    backends/        see its own index
 
 The functions and classes named below are importable from this package too; each is imported from its
 module on first use, so importing the package is cheap and pulls in no torch.
@@ -18,8 +28,10 @@ from typing import Any
 
 _EXPORTS = {
     "export": ("export_model", "export_onnx"),
-    "predictor": ("Prediction", "Engine", "Network", "network_runs", "load_networks", "choose_backend",
-        "open_model", "Predictor", "softmax", "operating_point_of", "score_counts", "bytes_source"),
+    "model_directory": ("open_model", "network_config", "network_runs"),
+    "networks": ("Engine", "Network", "load_networks", "choose_backend"),
+    "prediction": ("Prediction", "score_counts", "bytes_source"),
+    "predictor": ("Predictor", "softmax", "operating_point_of"),
     "provenance": ("ModelProvenance", "software_version", "file_sha256", "weights_sha256", "of_model"),
     "selfcheck": ("ReferenceMissing", "Check", "grid", "score", "write_reference", "load_reference", "run",
         "summary"),

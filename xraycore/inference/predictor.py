@@ -4,20 +4,18 @@ Same path as training, run forwards: read → grey uint8 at the run's load size 
 logits → temperature → probabilities → the call at the saved operating point; optionally a
 Grad-CAM overlay, flip test-time augmentation and an out-of-domain score.
 
-Two backends run the networks (see :mod:`xraycore.backend`): torch (``runtime_torch``) and ONNX Runtime
-(``runtime_onnx``), chosen automatically unless asked. Preprocessing, temperature, ensembling, the
-out-of-domain ratio and the call are this module's, in numpy, so both answer alike. Importing it imports
-no torch: a serving install has none.
+Two backends run the networks (see :mod:`xraycore.inference.backends`): torch (``torch_runtime``) and ONNX
+Runtime (``onnx_runtime``), chosen automatically unless asked (:func:`networks.choose_backend`). The model
+directory is opened by :mod:`model_directory`, its networks loaded by :mod:`networks`, and the result type is
+:mod:`prediction`'s. Preprocessing, temperature, ensembling, the out-of-domain ratio and the call are numpy,
+so both backends answer alike. Importing it imports no torch: a serving install has none.
 """
 from __future__ import annotations
 
-import io as _stdio
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterable, Iterator, Mapping, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
-from safetensors import SafetensorError
 
 from xraycore.inference.backends import choice as backends
 from xraycore.access import policy as access
@@ -29,8 +27,11 @@ from xraycore.clinical import releases
 from xraycore.runs import directory as runs
 from xraycore.clinical import triage
 from xraycore.data import decode
-from xraycore.inference.backends.choice import ONNXRUNTIME, TORCH, BackendUnavailable, EngineOutput
-from xraycore.io.reader import XrayImage, XrayReadError, read_xray, to_uint8
+from xraycore.inference.backends.choice import ONNXRUNTIME, TORCH, BackendUnavailable
+from xraycore.inference.model_directory import network_runs, open_model
+from xraycore.inference.networks import Network, choose_backend, load_networks
+from xraycore.inference.prediction import OUT_OF_DOMAIN_WARNING, Prediction, Source, score_counts
+from xraycore.io.reader import XrayImage, XrayReadError, read_xray
 from xraycore.ood.distance import OodModel
 
 if TYPE_CHECKING:
@@ -38,251 +39,8 @@ if TYPE_CHECKING:
 
     from xraycore.models import registry as models
 
-Source = bytes | str | Path | BinaryIO
 READ_MAX_SIDE = 1024  # JPEGs decode at >= this size: ample for the network input and a screen-sized overlay
 OVERLAY_MAX_SIDE = 1024  # overlays are for screens: blending a 3000 px radiograph costs more than the network
-OUT_OF_DOMAIN_WARNING = "unlike the images this model was trained on (out of domain): treat the answer with caution"
-
-
-@dataclass
-class Prediction:
-    """What the app and the CLI show for one image. ``error`` set means nothing else is."""
-
-    name: str
-    probabilities: dict[str, float] = field(default_factory=dict)
-    label: str | None = None
-    positive_class: str | None = None
-    positive_probability: float | None = None
-    threshold: float | None = None
-    operating_point: str | None = None  # the name of the operating point that made the call
-    logits: list[float] | None = None  # before the temperature: what site calibration fits on
-    out_of_domain: bool | None = None
-    ood_score: float | None = None
-    not_assessed: str | None = None  # why there is no call (triage.not_assessed_reason): label None then
-    guards: list[str] = field(default_factory=list)  # the DICOM says: outside the intended population; shown first
-    warnings: list[str] = field(default_factory=list)
-    metadata: dict[str, Any] = field(default_factory=dict)
-    image: np.ndarray | None = None  # the grey image as read, float [0, 1]
-    heatmap: np.ndarray | None = None
-    cam_method: str | None = None  # the method that made the heat map (explain.ONE_PASS: CAM from the forward)
-    overlay: np.ndarray | None = None
-    backend: str | None = None  # which inference backend answered (torch or onnxruntime)
-    error: str | None = None
-    error_kind: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    def to_json(self) -> dict[str, Any]:
-        """The CLI's JSON line: file, probability, label (or file, error), plus the details."""
-        if not self.ok:
-            return {"file": self.name, "error": self.error, "error_kind": self.error_kind}
-        probability = self.positive_probability if self.positive_probability is not None else max(self.probabilities.values())
-        return {  # a film not assessed (not a chest X-ray) has no call and no probability: label null, and why
-            "file": self.name, "probability": None if self.not_assessed else round(probability, 6), "label": self.label,
-            "not_assessed": self.not_assessed, "probabilities": {k: round(v, 6) for k, v in self.probabilities.items()},
-            "threshold": self.threshold, "operating_point": self.operating_point, "out_of_domain": self.out_of_domain,
-            "ood_score": None if self.ood_score is None else round(self.ood_score, 3),
-            "warnings": [*self.guards, *self.warnings], "guards": self.guards,
-            "backend": self.backend, "cam_method": self.cam_method,
-        }
-
-
-ENSEMBLE_FILE = "ensemble.json"  # a model directory whose members are model directories
-ENSEMBLE_MEMBERS_DIR = "members"
-
-
-class Engine(Protocol):
-    """What a backend runs for one network (runtime_torch.TorchEngine, runtime_onnx.OnnxEngine)."""
-
-    name: str
-    ood_widths: list[int]
-    one_pass_cam: bool
-
-    def cam_methods(self) -> list[str]: ...
-
-    def forward(self, batch: np.ndarray, tta: bool, cam: str | None, class_index: int | None) -> EngineOutput: ...
-
-
-class Network:
-    """One trained network of a model directory, with the preprocessing its training used.
-
-    Same path as training, run forwards: grey uint8 at the run's load size (re-encoded like the training
-    JPEGs when resized here) → intensity normalisation → network input (numpy, identical on both backends)
-    → the engine's one forward: logits, out-of-domain features and optionally CAMs. ``temperature`` divides
-    this network's logits before an ensemble averages them (1 when the network is the whole model: the
-    operating point's temperature applies then).
-    """
-
-    def __init__(self, run: runs.Run, backend: str = TORCH, device: str | None = None, temperature: float = 1.0) -> None:
-        self.run = run
-        config = _network_config(run)
-        self.engine: Engine = _engine(backend, run, config, device)  # first: a network this version cannot build is named as such
-        self.backbone: str = config["backbone"]
-        self.class_names: list[str] = list(config["class_names"])
-        self.image_size = int(config["image_size"])
-        self.load_size = int(config.get("load_size") or self.image_size)
-        self.mean, self.std = tuple(config["mean"]), tuple(config["std"])
-        self.input_jpeg_quality: int | None = config.get("input_jpeg_quality")  # see data.stored_jpeg_quality
-        self.intensity: str = decode.require_intensity(config.get("intensity", "none"))
-        self.crop_margin = float(config.get("crop_margin", 0.0))
-        self.temperature = temperature
-        self.ood = _load_ood(run, self.engine.ood_widths)
-
-    @property
-    def model(self) -> torch.nn.Module:
-        """The torch module (torch backend only)."""
-        if not hasattr(self.engine, "model"):
-            raise AttributeError(f"the {self.engine.name} backend holds no torch model; use backend='torch'")
-        return self.engine.model
-
-    @property
-    def spec(self) -> models.BackboneSpec:
-        from xraycore.models import registry as models
-
-        return models.get_spec(self.backbone)
-
-    def prepare(self, image: XrayImage) -> np.ndarray:
-        """Grey float image → normalised float32 (3, H, W) network input, exactly as validation images in training."""
-        grey = to_uint8(image.pixels)
-        if grey.shape != (self.load_size, self.load_size):  # resized here: give it the training images' encoding
-            grey = decode.match_stored_encoding(decode.resize_uint8(grey, self.load_size), self.input_jpeg_quality)
-        grey = decode.prepare_grey(grey, self.intensity, self.crop_margin)
-        return decode.network_input(grey, self.image_size, self.mean, self.std)
-
-    def to_tensor(self, image: XrayImage) -> torch.Tensor:
-        """:meth:`prepare` as a torch tensor (torch installs only)."""
-        import torch
-
-        return torch.from_numpy(self.prepare(image))
-
-    def forward(self, batch: np.ndarray, tta: bool, cam: str | None, class_index: int | None) -> EngineOutput:
-        """Logits / temperature, out-of-domain features and (optionally) CAMs from ONE forward pass over the batch."""
-        output = self.engine.forward(batch, tta, cam, class_index)
-        return output._replace(logits=output.logits / self.temperature)
-
-    def ood_ratio(self, feats: np.ndarray) -> np.ndarray | None:
-        """Out-of-domain ratio to this network's own flag threshold (> 1: flagged; see OodModel.ratio), or None."""
-        return None if self.ood is None else self.ood.ratio(feats)
-
-
-def _engine(backend: str, run: runs.Run, config: Mapping[str, Any], device: str | None) -> Engine:
-    """The backend's engine for one network; each runtime module is imported only when chosen."""
-    if backend == ONNXRUNTIME:
-        from xraycore.inference.backends.onnx_runtime import OnnxEngine
-
-        return OnnxEngine(run, config)
-    from xraycore.models import registry as models
-    from xraycore.inference.backends.torch_runtime import TorchEngine
-
-    return TorchEngine.load(run, config, models.pick_device(device))
-
-
-def network_runs(run: runs.Run) -> list[tuple[runs.Run, float]]:
-    """The networks of a model directory with the temperature each is divided by: itself (1), or the members an
-    ensemble.json lists (each by its own internal temperature, so the ensemble averages calibrated logits)."""
-    spec = run.read_json(ENSEMBLE_FILE, None)
-    if spec is None:
-        return [(run, 1.0)]
-    if not isinstance(spec, dict) or not isinstance(spec.get("members"), list):
-        raise runs.ModelDirectoryError(run.path / ENSEMBLE_FILE, "does not list the ensemble's members")
-    members = []
-    for name in spec["members"]:  # plain names of folders under members/, never paths
-        member = open_model(run.path / ENSEMBLE_MEMBERS_DIR / runs._plain_name(name, "ensemble member"))
-        members.append((member, float(member.operating_point.get("temperature", 1.0))))
-    return members
-
-
-def load_networks(run: runs.Run, backend: str = TORCH, device: str | None = None) -> list[Network]:
-    """The networks of a model directory (see :func:`network_runs`) on ``backend``."""
-    networks = [Network(member, backend, device, temperature) for member, temperature in network_runs(run)]
-    if len({tuple(n.class_names) for n in networks}) != 1:
-        raise ValueError("the members of an ensemble must share their classes")
-    return networks
-
-
-def choose_backend(requested: str | None, device: str | None, network_dirs: list[Path]) -> tuple[str, str]:
-    """(backend, why): ``requested`` when it can answer (else BackendUnavailable saying why); automatically,
-    torch when a GPU is asked for or present, else ONNX Runtime on the CPU when every network has an
-    exported graph, else torch."""
-    requested = backends.check_request(requested)
-    has_torch, on_gpu = backends.installed(TORCH), device not in (None, "cpu")
-    if requested == TORCH:
-        if not has_torch:
-            raise BackendUnavailable("the torch backend needs the full install (torch): pip install '.[full]'")
-        return TORCH, "asked for"
-    if requested == ONNXRUNTIME and on_gpu:
-        raise BackendUnavailable(f"ONNX Runtime runs on the CPU here: device {device!r} needs the torch backend")
-    if requested == backends.AUTO and has_torch and (on_gpu or _gpu_present()):
-        return TORCH, f"GPU ({device or 'found'})"
-    missing = backends.graph_missing(network_dirs)
-    if missing is None:
-        return ONNXRUNTIME, "asked for" if requested == ONNXRUNTIME else "exported graph, CPU"
-    if requested == ONNXRUNTIME:
-        raise BackendUnavailable(f"ONNX Runtime cannot answer: {missing}")
-    if not has_torch:
-        raise BackendUnavailable(backends.no_torch_message(missing))
-    return TORCH, missing
-
-
-def _gpu_present() -> bool:
-    """An NVIDIA GPU the driver lists (no torch import needed to tell): training's GPUs stay torch's."""
-    gpus = Path("/proc/driver/nvidia/gpus")
-    return gpus.is_dir() and any(gpus.iterdir())
-
-
-MODEL_JSON_FILES = (runs.CONFIG_FILE, runs.OPERATING_POINT_FILE, operating.POINTS_FILE, ENSEMBLE_FILE,
-                    intended_use.INTENDED_USE_FILE)
-NETWORK_CONFIG_KEYS = ("backbone", "class_names", "image_size", "mean", "std")
-
-
-def open_model(path: str | Path) -> runs.Run:
-    """A model directory whose JSON files all parse; ModelDirectoryError naming the first that does not.
-
-    Checked once here, so the many later reads of config.json and the operating point cannot fail halfway.
-    """
-    run = runs.Run(Path(path))
-    if not run.file(runs.CONFIG_FILE).is_file():
-        raise runs.ModelDirectoryError(run.file(runs.CONFIG_FILE), "is missing (is this a model directory?)")
-    for name in MODEL_JSON_FILES:
-        try:
-            content = run.read_json(name, {})
-        except ValueError:  # UnicodeDecodeError is a ValueError too: binary junk
-            raise runs.ModelDirectoryError(run.file(name), "is damaged: it is not valid JSON") from None
-        except OSError:
-            raise runs.ModelDirectoryError(run.file(name), "cannot be read (is it a file you may read?)") from None
-        if not isinstance(content, dict):
-            raise runs.ModelDirectoryError(run.file(name), "is damaged: it is not a JSON object")
-    return run
-
-
-def _network_config(run: runs.Run) -> dict[str, Any]:
-    config = run.config
-    missing = [key for key in NETWORK_CONFIG_KEYS if key not in config]
-    if missing:
-        raise runs.ModelDirectoryError(run.file(runs.CONFIG_FILE), f"lacks {', '.join(missing)}")
-    return config
-
-
-def _load_ood(run: runs.Run, widths: list[int]) -> OodModel | None:
-    """The out-of-domain detector, checked against the network's feature blocks (a swapped file fails here,
-    not halfway through a batch)."""
-    path = run.file(runs.OOD_FILE)
-    if not path.exists():
-        return None
-    try:
-        ood = OodModel.from_arrays(runs.load_arrays(path))
-    except (SafetensorError, OSError, KeyError, IndexError):
-        raise runs.ModelDirectoryError(path, "(the out-of-domain detector) is damaged or cut short") from None
-    square = all(block.mean.ndim == 1 and block.precision.shape == (block.mean.size,) * 2 for block in ood.blocks)
-    # An older detector scores the pre-logit features only, which always come last.
-    fits = ood.widths == widths or (len(ood.widths) == 1 and ood.widths[0] == widths[-1])
-    discriminator_fits = ood.discriminator is None or all(
-        getattr(ood.discriminator, key).shape == (sum(ood.widths),) for key in ("mean", "scale", "weights"))
-    if not (square and fits and discriminator_fits):
-        raise runs.ModelDirectoryError(path, "(the out-of-domain detector) belongs to another network")
-    return ood
 
 
 class Predictor:
@@ -299,7 +57,7 @@ class Predictor:
         self.backend, self.backend_reason = choose_backend(backend, device, [m.path for m, _ in network_runs(self.run)])
         try:
             self.networks = load_networks(self.run, self.backend, device)
-        except runs.ModelDirectoryError as error:  # a graph of older weights (runtime_onnx.StaleGraph): torch answers
+        except runs.ModelDirectoryError as error:  # a graph of older weights (onnx_runtime.StaleGraph): torch answers
             if self.backend != ONNXRUNTIME or backends.check_request(backend) != backends.AUTO or not backends.installed(TORCH):
                 raise
             self.backend, self.backend_reason = TORCH, backends.fell_back(str(error))
@@ -530,7 +288,7 @@ def _resize_heatmaps(heatmaps: np.ndarray, size: tuple[int, int] | None) -> np.n
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """metrics.softmax without scipy (a serving install has none): softmax of ``logits / temperature``."""
+    """metrics.core.softmax without scipy (a serving install has none): softmax of ``logits / temperature``."""
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
     scaled = np.asarray(logits, dtype=np.float64) / temperature
@@ -546,16 +304,3 @@ def operating_point_of(run: runs.Run, name: str | None = None) -> dict[str, Any]
         if name is not None:
             raise
         return {**run.operating_point, "name": operating.INTERNAL}
-
-
-def score_counts(predictions: Sequence[Prediction]) -> dict[str, int]:
-    """What an audit line keeps of a batch: how many images, unreadable, called positive, out of domain."""
-    scored = [p for p in predictions if p.ok]
-    return {"images": len(predictions), "unreadable": len(predictions) - len(scored),
-            "positive": sum(p.positive_class is not None and p.label == p.positive_class for p in scored),
-            "out_of_domain": sum(bool(p.out_of_domain) for p in scored)}
-
-
-def bytes_source(data: bytes) -> BinaryIO:
-    """Uploaded files stay in memory: wrap their bytes, never write them to disk."""
-    return _stdio.BytesIO(data)

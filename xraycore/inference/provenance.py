@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from xraycore.runs import directory as runs
-from xraycore.inference.predictor import ENSEMBLE_FILE, ENSEMBLE_MEMBERS_DIR
+from xraycore.inference.model_directory import ENSEMBLE_FILE, ENSEMBLE_MEMBERS_DIR
 
 CHUNK = 1 << 20
 

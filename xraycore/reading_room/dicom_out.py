@@ -34,7 +34,7 @@ from xraycore.inference.provenance import ModelProvenance
 
 if TYPE_CHECKING:
     from xraycore.app.catalog import DisplayResult
-    from xraycore.inference.predictor import Prediction
+    from xraycore.inference.prediction import Prediction
 
 NOT_FOR_DIAGNOSTIC_USE = ("Not for diagnostic use: produced by research software (a decision aid, not a medical "
                           "device). The radiologist decides.")

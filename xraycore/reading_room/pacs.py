@@ -1,10 +1,10 @@
-"""A PACS connection (DICOM networking through pynetdicom): find chest studies, fetch them, score them, file
-the results back.
+"""A PACS connection (DICOM networking through pynetdicom): check a node, find chest studies and their series,
+fetch images, store results back.
 
 C-FIND at study level (since a date, by modality), then at series level (modality and body part: SR, PDF
 and other non-image series, and non-chest series, are left out with a message); C-GET per series into
-memory (nothing is written to disk); every image scored through the Predictor; optionally the SR and the
-overlay capture (dicom_out) stored back with C-STORE.
+memory (nothing is written to disk); C-STORE of the SR and the overlay capture (dicom_out). Scoring what
+was fetched, and filing its results back, is :mod:`pacs_scan`'s: this module stays networking only.
 
 Privacy: queries never ask for the patient's name or ID, and messages name studies by their position in
 the list, date and modality, never by a patient attribute. The retrieved images do carry the patient
@@ -22,9 +22,8 @@ reached or refuses the association at all raises :class:`PacsError` with a plain
 from __future__ import annotations
 
 import datetime as _dt
-import io
-from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Sequence
 
 from pydicom import Dataset
 from pydicom.uid import (DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian,
@@ -37,16 +36,12 @@ from pynetdicom.sop_class import (ComprehensiveSRStorage, ComputedRadiographyIma
                                   StudyRootQueryRetrieveInformationModelGet, Verification)
 
 from xraycore.access import policy as access
-from xraycore.reading_room import dicom_out
 from xraycore.reading_room import pacs_net
 from xraycore.reading_room import pacs_nodes
 from xraycore.reading_room import pacs_results
-from xraycore.io.intended_use import SkipNonFrontal
 from xraycore.io.reader import CHEST_BODY_PARTS
 from xraycore.reading_room.pacs_net import PacsError  # noqa: F401 - pacs.PacsError for callers
-from xraycore.reading_room.pacs_nodes import DEFAULT_CALLING_AET, TIMEOUT_S, Node  # noqa: F401 - pacs.Node for callers
-from xraycore.inference.predictor import Prediction, Predictor
-from xraycore.inference.provenance import ModelProvenance
+from xraycore.reading_room.pacs_nodes import Node  # pacs.Node for callers too
 
 DEFAULT_MODALITIES = ("DX", "CR")
 # What a chest radiograph arrives as; anything else a series holds is refused by the association.
@@ -101,29 +96,6 @@ class Notice:
     """Something left out or gone wrong in a batch, said plainly; the batch goes on."""
 
     message: str
-
-
-@dataclass
-class Scored:
-    """One image of the worklist and its prediction, with its header (no pixels) for filing results."""
-
-    series: Series
-    sop_uid: str
-    prediction: Prediction
-    header: Dataset | None = None
-    stored: list[str] = field(default_factory=list)  # "SR", "overlay": what was stored back
-    already: list[str] = field(default_factory=list)  # what the PACS held already (not sent again)
-
-    def to_json(self) -> dict[str, Any]:
-        """predict --json's line, plus where the image lives in the PACS (UIDs, never a patient attribute)."""
-        line = self.prediction.to_json()
-        line.update({"study_uid": self.series.study.uid, "series_uid": self.series.uid, "sop_uid": self.sop_uid})
-        if self.stored:
-            line["stored"] = list(self.stored)
-        if self.already:
-            line["already_stored"] = list(self.already)
-        return line
-
 
 # --------------------------------------------------------------------------- checking a node
 
@@ -181,7 +153,7 @@ def _find_studies(node: Node, since: str | None, modalities: Sequence[str]) -> l
     return [Study(index=i, uid=str(d.StudyInstanceUID), date=str(d.get("StudyDate") or ""),
                   time=str(d.get("StudyTime") or ""),
                   modalities=tuple(str(m) for m in _values(d.get("ModalitiesInStudy"))),
-                  description=str(d.get("StudyDescription") or "")[:64], images=_int(d.get("NumberOfStudyRelatedInstances")))
+                  description=str(d.get("StudyDescription") or "")[:64], images=dicom_int(d.get("NumberOfStudyRelatedInstances")))
             for i, d in enumerate(rows, start=1)]
 
 
@@ -207,18 +179,18 @@ def _find_series(node: Node, study: Study) -> list[Series]:
     query.SeriesDescription = ""
     series = [Series(study=study, uid=str(d.SeriesInstanceUID), modality=str(d.get("Modality") or "").upper(),
                      body_part=str(d.get("BodyPartExamined") or "").strip().upper(), number=str(d.get("SeriesNumber") or ""),
-                     images=_int(d.get("NumberOfSeriesRelatedInstances")),
+                     images=dicom_int(d.get("NumberOfSeriesRelatedInstances")),
                      manufacturer=str(d.get("Manufacturer") or ""), description=str(d.get("SeriesDescription") or ""))
               for d in pacs_net.find(node, query) if d.get("SeriesInstanceUID")]
-    return sorted(series, key=lambda s: (_int(s.number) or 0, s.uid))
+    return sorted(series, key=lambda s: (dicom_int(s.number) or 0, s.uid))
 
 
 def chest_image_series(series: Sequence[Series], modalities: Sequence[str]) -> tuple[list[Series], list[Notice]]:
     """The series worth scoring, and a notice for each one left out (not an image, not the chest). This
-    workbench's own results are left out without a notice: :func:`scan` counts them."""
+    workbench's own results are left out without a notice: :func:`pacs_scan.scan` counts them."""
     keep, notices = [], []
     for item in series:
-        if _is_own(item):
+        if is_own_series(item):
             continue
         if item.modality in NON_IMAGE_MODALITIES:
             notices.append(Notice(f"{item.label}: {NON_IMAGE_MODALITIES[item.modality]}, not an image: skipped"))
@@ -277,20 +249,13 @@ def _retrieve(node: Node, series: Series, sop_uid: str | None) -> tuple[list[Dat
             if code is None:
                 notices.append(Notice(f"{series.label}: the PACS stopped answering while sending images"))
                 break
-            failed = max(failed, _int(status.get("NumberOfFailedSuboperations")) or 0)
+            failed = max(failed, dicom_int(status.get("NumberOfFailedSuboperations")) or 0)
             if code not in (0x0000, 0xFF00, 0xB000):
                 notices.append(Notice(f"{series.label}: the PACS refused to send it (status 0x{code:04X})"))
         if failed:
             notices.append(Notice(f"{series.label}: {failed} object(s) were not sent: not a kind of image read "
                                   "here (a report, a PDF, ...)"))
     return received, notices
-
-
-def _file_bytes(dataset: Dataset) -> bytes:
-    """A received dataset as a DICOM file in memory, as read_xray takes it."""
-    buffer = io.BytesIO()
-    dataset.save_as(buffer, enforce_file_format=True)
-    return buffer.getvalue()
 
 
 # --------------------------------------------------------------------------- storing back
@@ -320,7 +285,7 @@ def _store(node: Node, datasets: Sequence[Dataset]) -> list[str | None]:
     outcomes: list[str | None] = []
     with pacs_net.association(node, ae) as assoc:
         for dataset in datasets:
-            kind = _kind(dataset)
+            kind = result_kind(dataset)
             if not pacs_net.accepted(assoc, str(dataset.SOPClassUID)):
                 outcomes.append(f"the PACS does not accept {kind} objects")
                 continue
@@ -338,110 +303,15 @@ def _store(node: Node, datasets: Sequence[Dataset]) -> list[str | None]:
     return outcomes
 
 
-def _kind(dataset: Dataset) -> str:
+def result_kind(dataset: Dataset) -> str:
+    """What a result dataset is called in messages and in Scored.stored: "SR", "overlay" (else "result")."""
     return {ComprehensiveSRStorage: "SR", SecondaryCaptureImageStorage: "overlay"}.get(str(dataset.SOPClassUID),
                                                                                     "result")
 
 
-# --------------------------------------------------------------------------- the whole round
-
-def scan(node: Node, predictor: Predictor, studies: Sequence[Study], *, modalities: Sequence[str] = DEFAULT_MODALITIES,
-         skip: SkipNonFrontal | None = None, cam: str | None = "gradcam", store_results: bool = False,
-         model: ModelProvenance | None = None, identity: access.Identity | None = None) -> Iterator[Scored | Notice]:
-    """Fetch and score every chest image of ``studies``, series by series; store results back when asked.
-
-    Yields a Scored per image (its prediction may be an error) and a Notice for everything left out; this
-    workbench's own result series are left out quietly and counted in one notice at the end. Scoring is
-    audited like Diagnose's ('score': model, operating point, counts), as who asks (``identity``; from a
-    terminal, the OS user).
-    """
-    if store_results and model is None:
-        raise ValueError("storing results needs the model's provenance (provenance.of_model)")
-    identity = access.acting(identity, "pacs.query")
-    own = 0
-    for study in studies:
-        try:
-            found = find_series(node, study, identity=identity)
-        except PacsError as error:
-            yield Notice(f"{study.label}: its series could not be listed: {error}")
-            continue
-        own += sum(_is_own(item) for item in found)
-        series_list, notices = chest_image_series(found, modalities)
-        yield from notices
-        if not series_list:
-            yield Notice(f"{study.label}: no chest image series to score")
-            continue
-        for series in series_list:
-            yield from _scan_series(node, predictor, series, skip, cam, store_results, model, identity)
-    if own:
-        yield Notice(f"left out {own} series of this workbench's own results (SR and heat maps)")
-
-
-def _scan_series(node: Node, predictor: Predictor, series: Series, skip: SkipNonFrontal | None, cam: str | None,
-                 store_results: bool, model: ModelProvenance | None, identity: access.Identity
-                 ) -> Iterator[Scored | Notice]:
-    try:
-        datasets, notices = retrieve(node, series, identity=identity)
-    except PacsError as error:
-        yield Notice(f"{series.label}: could not be fetched: {error}")
-        return
-    yield from notices
-    if not datasets:
-        yield Notice(f"{series.label}: the PACS sent no image")
-        return
-    datasets.sort(key=lambda d: (_int(d.get("InstanceNumber")) or 0, str(d.get("SOPInstanceUID") or "")))
-    named: dict[str, Dataset] = {}
-    for position, dataset in enumerate(datasets, start=1):
-        name = f"{series.label} / image {_int(dataset.get('InstanceNumber')) or position}"
-        named[name if name not in named else f"{name} ({position})"] = dataset  # numbers may repeat
-    sources = ((name, _file_bytes(dataset)) for name, dataset in named.items())
-    for prediction in predictor.predict_sources(sources, skip=skip, cam=cam, identity=identity):
-        dataset = named[prediction.name]
-        header = dicom_out.read_source(dataset) if prediction.ok and _has_uids(dataset) else None
-        scored = Scored(series=series, sop_uid=str(dataset.get("SOPInstanceUID") or ""), prediction=prediction,
-                        header=header)
-        if store_results and prediction.ok:
-            yield from _store_back(node, scored, model, identity)
-        yield scored
-    if skip is not None:
-        for name in list(skip.skipped):
-            if name in named:
-                yield Notice(f"{name}: not a frontal view: skipped")
-
-
-def _store_back(node: Node, scored: Scored, model: ModelProvenance | None, identity: access.Identity
-                ) -> Iterator[Notice]:
-    """File the SR and the overlay of one scored image; a failure is a notice, never the end of the batch."""
-    name = scored.prediction.name
-    if scored.header is None:
-        yield Notice(f"{name}: no result stored: the image lacks the UIDs a result must refer to")
-        return
-    try:
-        results = dicom_out.results_for(scored.header, dicom_out.Finding.from_prediction(scored.prediction),
-                                        scored.prediction.overlay, model)
-    except dicom_out.DicomOutError as error:
-        yield Notice(f"{name}: no result stored: {error}")
-        return
-    try:
-        outcomes = store(node, results, identity=identity)
-    except PacsError as error:
-        yield Notice(f"{name}: results not stored: {error}")
-        return
-    for dataset, failure in zip(results, outcomes):
-        if failure is None:
-            scored.stored.append(_kind(dataset))
-        elif failure == ALREADY_STORED:
-            scored.already.append(_kind(dataset))
-        else:
-            yield Notice(f"{name}: {failure}")
-
-
-def _is_own(series: Series) -> bool:
+def is_own_series(series: Series) -> bool:
+    """A series of this workbench's own results (SR, heat maps): never scored, counted by pacs_scan.scan."""
     return pacs_results.is_own(series.modality, series.manufacturer, series.description)
-
-
-def _has_uids(dataset: Dataset) -> bool:
-    return all(dataset.get(key) for key in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID"))
 
 
 def _values(value: Any) -> list[Any]:
@@ -451,7 +321,8 @@ def _values(value: Any) -> list[Any]:
     return [value] if isinstance(value, str) else list(value)
 
 
-def _int(value: Any) -> int | None:
+def dicom_int(value: Any) -> int | None:
+    """A DICOM integer string (IS) as an int; None when absent or not a number."""
     try:
         return int(value)
     except (TypeError, ValueError):

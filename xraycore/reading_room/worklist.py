@@ -18,6 +18,7 @@ from xraycore.app import catalog
 from xraycore.reading_room import dicom_out
 from xraycore.explain import cam as explain
 from xraycore.reading_room import pacs
+from xraycore.reading_room import pacs_scan
 from xraycore.inference.provenance import ModelProvenance
 
 
@@ -36,9 +37,9 @@ class Entry:
         return self.result.name
 
 
-def collect(items: Iterable[pacs.Scored | pacs.Notice], on_item: Callable[[int], None] | None = None
+def collect(items: Iterable[pacs_scan.Scored | pacs.Notice], on_item: Callable[[int], None] | None = None
             ) -> tuple[list[Entry], list[str]]:
-    """Entries and notices of a pacs.scan, shrunk for the session as they arrive."""
+    """Entries and notices of a pacs_scan.scan, shrunk for the session as they arrive."""
     entries: list[Entry] = []
     notices: list[str] = []
     for item in items:

@@ -31,7 +31,8 @@ from xraycore.runs import directory as runs
 from xraycore.io import reader as xio
 from xraycore.data.folders import list_images
 from xraycore.ood.distance import fit_discriminator
-from xraycore.inference.predictor import Network, Predictor
+from xraycore.inference.networks import Network
+from xraycore.inference.predictor import Predictor
 
 FULL_RESOLUTION_SIDE = 1024  # a film enlarged to this is resized and re-encoded by the loader, as a real one is
 SCORED_TRAINING_IMAGES = 2000  # training images the discriminator sees at most (a random sample)
