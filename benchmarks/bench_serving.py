@@ -34,7 +34,8 @@ from xraycore.models import registry as models
 from xraycore.data.folders import is_image_file  # noqa: E402
 from xraycore.inference.export import export_model  # noqa: E402
 from xraycore.io.reader import read_xray  # noqa: E402
-from xraycore.inference.predictor import READ_MAX_SIDE, Predictor, softmax  # noqa: E402
+from xraycore.inference.predictor import READ_MAX_SIDE, Predictor  # noqa: E402
+from xraycore.metrics.decision import softmax  # noqa: E402
 
 
 def interleaved_best(runs: dict[str, Callable[[], object]], repeats: int = 3) -> dict[str, float]:

@@ -24,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import DATA  # noqa: E402
-from xraycore.metrics import core as metrics  # noqa: E402
+from xraycore import metrics  # noqa: E402
 from xraycore.clinical import operating_points as operating
 from xraycore.runs import directory as runs
 from xraycore.data.folders import patient_id  # noqa: E402
@@ -59,7 +59,7 @@ def check(model: str, site: Path, beta: float, tta: bool, ood: bool, covid_n: in
     result = {
         "model": model, "tta": tta, "internal_auroc": internal.get("auroc"), "site_n": int(y.size),
         "site_auroc": metrics.roc_auc(y, score),
-        "at_internal_point": rates(y, operating.is_positive(score, predictor.threshold).astype(int)),
+        "at_internal_point": rates(y, metrics.is_positive(score, predictor.threshold).astype(int)),
         "site_calibrated_cross_fitted": operating.cross_fitted_rates(y, scored.logits, positive, beta, groups,
                                                                      folds=2, repeats=1),
         "site_calibrated_5fold": operating.cross_fitted_rates(y, scored.logits, positive, beta, groups),

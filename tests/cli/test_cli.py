@@ -22,7 +22,7 @@ import torch
 from tests.helpers.corpus import PHI, make_corpus
 from tests.helpers.synthetic import make_dataset
 from xraycore.cli import main as cli
-from xraycore.metrics import core as metrics
+from xraycore import metrics
 from xraycore.models import registry as models
 from xraycore.training import presets
 from xraycore.runs import directory as runs

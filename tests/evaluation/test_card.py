@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from xraycore.metrics import core as metrics
+from xraycore import metrics
 from xraycore.runs import directory as runs
 from xraycore.evaluation.model_card import bundle_model
 from xraycore.inference.predictor import Predictor

@@ -25,6 +25,7 @@ from xraycore.access import audit
 from xraycore.explain import cam as explain
 from xraycore.io import intended_use
 from xraycore.clinical import operating_points as operating
+from xraycore.metrics.decision import is_positive, softmax
 from xraycore.clinical import releases
 from xraycore.runs import directory as runs
 from xraycore.clinical import triage
@@ -504,7 +505,7 @@ class Predictor:
         if self.positive_index is not None:
             positive_probability = float(probs[self.positive_index])
             negative = [c for c in self.class_names if c != self.positive_class][0]
-            label = self.positive_class if operating.is_positive(positive_probability, self.threshold) else negative
+            label = self.positive_class if is_positive(positive_probability, self.threshold) else negative
         else:
             positive_probability, label = None, self.class_names[int(np.argmax(probs))]
         out_of_domain = None if ood_score is None else bool(ood_score > 1.0)
@@ -527,15 +528,6 @@ def _resize_heatmaps(heatmaps: np.ndarray, size: tuple[int, int] | None) -> np.n
     if size is None or tuple(heatmaps.shape[-2:]) == tuple(size):
         return heatmaps
     return np.stack([explain.resize_bilinear(heat, size) for heat in heatmaps])
-
-
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """metrics.softmax without scipy (a serving install has none): softmax of ``logits / temperature``."""
-    if temperature <= 0:
-        raise ValueError(f"temperature must be positive, got {temperature}")
-    scaled = np.asarray(logits, dtype=np.float64) / temperature
-    exponentials = np.exp(scaled - scaled.max(axis=-1, keepdims=True))
-    return exponentials / exponentials.sum(axis=-1, keepdims=True)
 
 
 def operating_point_of(run: runs.Run, name: str | None = None) -> dict[str, Any]:

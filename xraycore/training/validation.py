@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader
 
 from xraycore import data as xdata
 from xraycore.training import distributed
-from xraycore.metrics import core as metrics
+from xraycore import metrics
 from xraycore.models import registry as models
 from xraycore.runs import directory as runs
 from xraycore.training import run_view as trainview
