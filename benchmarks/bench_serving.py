@@ -30,7 +30,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import DATA, REPO, report  # noqa: E402
 from xraycore.explain import cam as explain  # noqa: E402
-from xraycore.models import registry as models
+from xraycore import models
 from xraycore.data.folders import is_image_file  # noqa: E402
 from xraycore.inference.export import export_model  # noqa: E402
 from xraycore.io.reader import read_xray  # noqa: E402

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import DATA, report  # noqa: E402
-from xraycore.models import registry as models  # noqa: E402
+from xraycore import models  # noqa: E402
 from xraycore.runs import directory as runs
 from xraycore.training.config import TrainConfig  # noqa: E402
 from xraycore.data.dataset import XrayDataset  # noqa: E402

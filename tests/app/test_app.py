@@ -24,7 +24,7 @@ from xraycore.app import catalog
 from xraycore.training import durations as estimate
 from xraycore.training import jobs
 from xraycore import metrics
-from xraycore.models import registry as models
+from xraycore import models
 from xraycore.clinical import operating_points as operating
 from xraycore.runs import directory as runs
 from xraycore.training.config import TrainConfig, read_file

@@ -447,7 +447,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_presets(args: argparse.Namespace) -> int:
-    from xraycore.models import registry as models
+    from xraycore import models
     from xraycore.training import presets
 
     if args.backbones:

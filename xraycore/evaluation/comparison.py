@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from xraycore import metrics
-from xraycore.models import registry as models
+from xraycore import models
 from xraycore.training import presets
 from xraycore.runs.directory import STATUS_FILE, Run, list_runs, open_run
 

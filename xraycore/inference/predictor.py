@@ -37,7 +37,7 @@ from xraycore.ood.distance import OodModel
 if TYPE_CHECKING:
     import torch
 
-    from xraycore.models import registry as models
+    from xraycore import models
 
 Source = bytes | str | Path | BinaryIO
 READ_MAX_SIDE = 1024  # JPEGs decode at >= this size: ample for the network input and a screen-sized overlay
@@ -140,7 +140,7 @@ class Network:
 
     @property
     def spec(self) -> models.BackboneSpec:
-        from xraycore.models import registry as models
+        from xraycore import models
 
         return models.get_spec(self.backbone)
 
@@ -174,7 +174,7 @@ def _engine(backend: str, run: runs.Run, config: Mapping[str, Any], device: str 
         from xraycore.inference.backends.onnx_runtime import OnnxEngine
 
         return OnnxEngine(run, config)
-    from xraycore.models import registry as models
+    from xraycore import models
     from xraycore.inference.backends.torch_runtime import TorchEngine
 
     return TorchEngine.load(run, config, models.pick_device(device))
