@@ -31,7 +31,8 @@ from xraycore.runs import directory as runs
 from xraycore.clinical import triage
 from xraycore.data import decode
 from xraycore.inference.backends.choice import ONNXRUNTIME, TORCH, BackendUnavailable, EngineOutput
-from xraycore.io.reader import XrayImage, XrayReadError, read_xray, to_uint8
+from xraycore.io.image import XrayImage, XrayReadError, to_uint8
+from xraycore.io.reader import read_xray
 from xraycore.ood.distance import OodModel
 
 if TYPE_CHECKING:

@@ -174,8 +174,8 @@ def binary_report(
 ) -> dict[str, Any]:
     """All numbers for one operating point, as plain Python values ready for JSON.
 
-    ``auroc``/``auprc`` are None when only one class is present. :func:`~xraycore.metrics.bootstrap.report_with_ci` adds
-    intervals.
+    ``auroc``/``auprc`` are None when only one class is present.
+    :func:`~xraycore.metrics.bootstrap.report_with_ci` adds intervals.
     """
     truth = check_binary_labels(y_true)
     scores = check_scores(y_score, truth.size)

@@ -32,7 +32,8 @@ class OodFeatures:
     mean and standard deviation per channel of the registry's ``ood_layers``, then the classifier's input.
 
     Use as a context manager around one or more forwards; ``features(k)`` is the (N, D) tensor of the
-    k-th forward and ``widths`` the sizes of its blocks (what ood.fit_ood fits one distance on).
+    k-th forward and ``widths`` the sizes of its blocks (what xraycore.ood.distance.fit_ood fits one distance
+    on).
     """
 
     def __init__(self, model: nn.Module, spec_or_name: BackboneSpec | str | None) -> None:

@@ -32,7 +32,8 @@ IMAGENET: Normalisation = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 INCEPTION: Normalisation = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # 0.5 / 0.5: Inception- and TF-trained weights
 # Scratch-CNN normalisation: the images are greyscale X-rays, so centre them on mid-grey.
 SIMPLE_CNN: Normalisation = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
-# The modes of TrainConfig.normalisation (config.NORMALISATIONS) other than "backbone" (the spec's own).
+# The modes of TrainConfig.normalisation (xraycore.training.config.NORMALISATIONS) other than "backbone"
+# (the spec's own).
 INPUT_NORMALISATIONS: dict[str, Normalisation] = {
     "imagenet": IMAGENET,
     "half": ((0.5, 0.5, 0.5), (1.0, 1.0, 1.0)),  # pixels/255 - 0.5 (study 004)
@@ -64,8 +65,8 @@ class BackboneSpec:
     # empty: every block. See ood_scored_blocks.
     ood_scored: tuple[str, ...] = ()
     # The default head global-average-pools cam_layer's output straight into the linear classifier, so
-    # Grad-CAM equals CAM from the forward pass (explain.one_pass_cam); tests/explain/test_one_pass_cam.py
-    # holds it.
+    # Grad-CAM equals CAM from the forward pass (xraycore.explain.cam.one_pass_cam);
+    # tests/explain/test_one_pass_cam.py holds it.
     one_pass_cam: bool = True
 
     @property
@@ -212,7 +213,7 @@ PROBE_SIZE = max(spec.min_input_size for spec in _SPECS)
 
 def ood_scored_blocks(spec_or_name: BackboneSpec | str | None) -> list[int] | None:
     """Indices of the out-of-domain feature blocks (ood_layers, then PRE_LOGITS) the registry's
-    ``ood_scored`` names, for ood.fit_ood; None: every block."""
+    ``ood_scored`` names, for xraycore.ood.distance.fit_ood; None: every block."""
     spec = as_spec(spec_or_name) if spec_or_name is not None else None
     if spec is None or not spec.ood_scored:
         return None

