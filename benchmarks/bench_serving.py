@@ -32,8 +32,9 @@ from benchmarks.common import DATA, REPO, report  # noqa: E402
 from xraycore import Predictor, export_model, read_xray  # noqa: E402
 from xraycore.data import is_image_file  # noqa: E402
 from xraycore.explain import cam as explain  # noqa: E402
-from xraycore.inference.predictor import READ_MAX_SIDE, softmax  # noqa: E402
-from xraycore.models import registry as models  # noqa: E402
+from xraycore.inference.predictor import READ_MAX_SIDE  # noqa: E402
+from xraycore.metrics.decision import softmax  # noqa: E402
+from xraycore import models  # noqa: E402
 
 
 def interleaved_best(runs: dict[str, Callable[[], object]], repeats: int = 3) -> dict[str, float]:

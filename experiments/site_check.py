@@ -58,7 +58,7 @@ def check(model: str, site: Path, beta: float, tta: bool, ood: bool, covid_n: in
     result = {
         "model": model, "tta": tta, "internal_auroc": internal.get("auroc"), "site_n": int(y.size),
         "site_auroc": metrics.roc_auc(y, score),
-        "at_internal_point": rates(y, operating.is_positive(score, predictor.threshold).astype(int)),
+        "at_internal_point": rates(y, metrics.is_positive(score, predictor.threshold).astype(int)),
         "site_calibrated_cross_fitted": operating.cross_fitted_rates(y, scored.logits, positive, beta, groups,
                                                                      folds=2, repeats=1),
         "site_calibrated_5fold": operating.cross_fitted_rates(y, scored.logits, positive, beta, groups),

@@ -29,7 +29,7 @@ if note := catalog.full_install_note("choosing an operating point"):  # checked 
 from xraycore.evaluation import comparison  # noqa: E402
 from xraycore.evaluation import external as evaluate
 from xraycore.evaluation import figures
-from xraycore.metrics import core as metrics
+from xraycore import metrics
 from xraycore.clinical import operating_points as operating
 from xraycore.runs import directory as runs
 from xraycore.evaluation import site_calibration

@@ -28,7 +28,7 @@ from xraycore.training import config  # noqa: E402
 from xraycore.training import durations as estimate
 from xraycore.evaluation import figures
 from xraycore.training import jobs
-from xraycore.models import registry as models
+from xraycore import models
 from xraycore.training import presets
 from xraycore.runs import directory as runs
 from xraycore.app import train_form as trainform

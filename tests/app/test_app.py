@@ -23,8 +23,8 @@ from tests.helpers.synthetic import xray_like
 from xraycore.app import catalog
 from xraycore.training import durations as estimate
 from xraycore.training import jobs
-from xraycore.metrics import core as metrics
-from xraycore.models import registry as models
+from xraycore import metrics
+from xraycore import models
 from xraycore.clinical import operating_points as operating
 from xraycore.runs import directory as runs
 from xraycore.training.config import TrainConfig, read_file

@@ -22,8 +22,8 @@ import torch
 from tests.helpers.corpus import PHI, make_corpus
 from tests.helpers.synthetic import make_dataset
 from xraycore.cli import main as cli
-from xraycore.metrics import core as metrics
-from xraycore.models import registry as models
+from xraycore import metrics
+from xraycore import models
 from xraycore.training import presets
 from xraycore.runs import directory as runs
 from xraycore.training import studies

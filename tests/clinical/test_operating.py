@@ -12,7 +12,7 @@ import pytest
 
 from tests.clinical.test_safety_operating import make_site_sample, sharpen
 from xraycore.evaluation import external as evaluate
-from xraycore.metrics import core as metrics
+from xraycore import metrics
 from xraycore.clinical import operating_points as operating
 from xraycore.runs import directory as runs
 from xraycore.evaluation import site_calibration
@@ -28,8 +28,8 @@ def model_dir(tiny_run, tmp_path) -> Path:
 
 
 def test_is_positive_calls_a_score_at_the_threshold_positive():
-    assert operating.is_positive(0.5, 0.5) and not operating.is_positive(0.4999, 0.5)
-    assert operating.is_positive(np.array([0.2, 0.5, 0.7]), 0.5).tolist() == [False, True, True]
+    assert metrics.is_positive(0.5, 0.5) and not metrics.is_positive(0.4999, 0.5)
+    assert metrics.is_positive(np.array([0.2, 0.5, 0.7]), 0.5).tolist() == [False, True, True]
 
 
 def test_a_run_without_named_points_answers_with_its_internal_point(model_dir):
@@ -84,7 +84,7 @@ def test_cross_fitted_rates_see_what_the_calibration_sample_hides():
     y = np.repeat([0, 1], 60)
     noise = np.stack([np.zeros(120), rng.normal(0, 1, 120)], axis=1)
     point = operating.fit_site_point(y, noise, positive_index=1, beta=1.0)
-    in_sample = float(np.mean(operating.is_positive(metrics.softmax(noise, point["temperature"])[:, 1],
+    in_sample = float(np.mean(metrics.is_positive(metrics.softmax(noise, point["temperature"])[:, 1],
                                                     point["threshold"]) == y))
     crossed = operating.cross_fitted_rates(y, noise, positive_index=1, beta=1.0)
     assert crossed["accuracy"] < in_sample and crossed["accuracy"] < 0.6

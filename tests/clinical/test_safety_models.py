@@ -315,7 +315,7 @@ def test_compare_intervals_on_a_handful_of_films_are_never_a_single_point():
     from xraycore.clinical.fit_bootstrap import widened_to_counts
 
     truth, scores = np.array([0, 0, 1, 1]), np.array([0.1, 0.2, 0.8, 0.9])
-    from xraycore.metrics import core as metrics
+    from xraycore import metrics
 
     _, raw = metrics.report_with_ci(truth, scores, 0.5)
     assert raw["accuracy"][1:] == (1.0, 1.0)  # what Compare showed: 1.000-1.000

@@ -20,7 +20,8 @@ from xraycore.evaluation import model_card as card
 from xraycore.cli import main as cli
 from xraycore.evaluation import external as evaluate
 from xraycore.clinical import fit_bootstrap
-from xraycore.metrics import core as metrics
+from xraycore import metrics
+from xraycore.metrics.calibration import TEMPERATURE_BOUNDS
 from xraycore.clinical import operating_points as operating
 from xraycore.runs import directory as runs
 from xraycore.evaluation import site_calibration
@@ -261,7 +262,7 @@ def test_a_sound_site_calibration_of_enough_films_is_saved(sharp_model, site_sam
     model_dir = sharp_model
     point = site_calibration.calibrate_folder(model_dir, site_sample, "site-a")
     assert point["n_positive"] == point["n_negative"] == 50 and point["warning"] is None
-    low, high = metrics.TEMPERATURE_BOUNDS
+    low, high = TEMPERATURE_BOUNDS
     assert low * 1.05 < point["temperature"] < high / 1.05
     assert operating.active_name(model_dir) == "site-a"
     accuracy, lower, upper = point["site_ci95"]["accuracy"]

@@ -19,7 +19,7 @@ from PIL import Image
 from xraycore.data import augment
 from xraycore.data.augment import AUGMENTATIONS, BatchAugmentation, RandomBlurSharpen, build_augmentation
 from xraycore.data.dataset import to_network_input
-from xraycore.models.registry import pick_device
+from xraycore.models.builder import pick_device
 
 SIDE = 64
 CENTRE = (SIDE - 1) / 2

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from xraycore.metrics import core as metrics
+from xraycore import metrics
 from xraycore.runs import directory as runs
 from xraycore.evaluation.model_card import bundle_model
 from xraycore.inference.predictor import Predictor
@@ -29,7 +29,7 @@ def test_bundle_has_serving_files_and_an_honest_card(tiny_run, tmp_path):
     a, b = Predictor(tiny_run), Predictor(dest)
     image = np.full((48, 48), 0.5, dtype=np.float32)
     image[10:30, 10:30] = 0.9
-    from xraycore.io.reader import XrayImage
+    from xraycore.io.image import XrayImage
 
     xr = XrayImage(pixels=image, metadata={"warnings": []})
     assert a.predict_images([xr])[0].probabilities == b.predict_images([xr])[0].probabilities
@@ -53,7 +53,7 @@ def test_bundle_is_portable_not_a_run(tiny_run, tmp_path):
 def test_ensemble_averages_calibrated_member_logits(tiny_run, tiny_dataset, tmp_path):
     """Two members (the same run twice, one with its logits scaled) make an ensemble that loads like a model."""
     from xraycore.evaluation.model_card import bundle_ensemble
-    from xraycore.io.reader import XrayImage
+    from xraycore.io.image import XrayImage
 
     second = tmp_path / "second"
     import shutil

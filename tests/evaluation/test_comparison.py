@@ -11,7 +11,7 @@ import pytest
 from tests.helpers.synthetic import make_dataset
 from xraycore.evaluation import comparison
 from xraycore.evaluation import figures
-from xraycore.metrics import core as metrics
+from xraycore import metrics
 from xraycore.runs import directory as runs
 from xraycore.training.config import TrainConfig
 from xraycore.evaluation.study_report import build_study_html, write_study_report

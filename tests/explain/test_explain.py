@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from xraycore.explain import cam as explain
-from xraycore.models import registry as models
+from xraycore import models
 from xraycore.explain.cam import CAM_METHODS, compute_cam, overlay
 
 GRADIENT_METHODS = [name for name in CAM_METHODS if name != "eigencam"]  # eigencam ignores the class

@@ -11,12 +11,13 @@ import pytest
 import torch
 
 from xraycore.explain import cam as explain
-from xraycore.models import registry as models
+from xraycore import models
+from xraycore.models.registry import REGISTRY
 from xraycore.inference.backends.torch_runtime import TorchEngine
 
 SIZE = 96
-ONE_PASS = [name for name, spec in models.REGISTRY.items() if spec.one_pass_cam]
-BACKWARD = [name for name, spec in models.REGISTRY.items() if not spec.one_pass_cam]
+ONE_PASS = [name for name, spec in REGISTRY.items() if spec.one_pass_cam]
+BACKWARD = [name for name, spec in REGISTRY.items() if not spec.one_pass_cam]
 
 
 def _engine(name: str, head: models.HeadSpec = models.HeadSpec()) -> TorchEngine:
@@ -43,7 +44,7 @@ def test_one_pass_cam_equals_grad_cam(name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", [name for name in BACKWARD if not models.REGISTRY[name].heavy])
+@pytest.mark.parametrize("name", [name for name in BACKWARD if not REGISTRY[name].heavy])
 def test_heads_without_the_algebra_take_the_backward_pass(name):
     got = _engine(name).forward(_batch(), tta=False, cam="gradcam", class_index=1)
     assert got.cam_method == "gradcam" and got.heatmaps.shape == (2, SIZE, SIZE)

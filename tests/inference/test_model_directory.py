@@ -16,7 +16,7 @@ from PIL import Image
 from tests.app.test_app import app_env, runs_root, start_app  # noqa: F401 - fixtures shared with the app tests
 from tests.io.test_io import assert_plain_message
 from xraycore.cli import main as cli
-from xraycore.models import registry as models
+from xraycore import models
 from xraycore.runs import directory as runs
 from xraycore.inference.predictor import Predictor
 from xraycore.runs.directory import ModelDirectoryError

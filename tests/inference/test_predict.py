@@ -125,7 +125,8 @@ def test_stored_jpeg_quality_is_read_from_the_quantisation_tables(tmp_path):
 def test_training_records_the_encoding_and_prediction_reencodes_only_resized_inputs(tiny_run):
     from xraycore.data.dataset import to_network_input
     from xraycore.data.decode import match_stored_encoding, resize_uint8
-    from xraycore.io.reader import read_xray, to_uint8
+    from xraycore.io.image import to_uint8
+    from xraycore.io.reader import read_xray
 
     run = runs.open_run(tiny_run)
     assert run.config["input_jpeg_quality"] == 95  # tests.helpers.synthetic saves its 48 px JPEGs at quality 95

@@ -23,7 +23,8 @@ from xraycore.cli import main as cli
 from xraycore.io import dicom as dicom_io
 from xraycore.io import intended_use
 from xraycore.io.dicom import dicom_guards
-from xraycore.io.reader import ERROR_KINDS, XrayReadError, read_xray
+from xraycore.io.image import ERROR_KINDS, XrayReadError
+from xraycore.io.reader import read_xray
 from xraycore.inference.predictor import Predictor
 
 # The files that ship inside pydicom's wheel, found next to one of them: get_testdata_files() would also try to

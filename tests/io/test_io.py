@@ -17,7 +17,8 @@ from PIL import Image, ImageFile
 from tests.helpers.corpus import CASE_NAMES, PHI, PHI_UIDS, SIDE, _bomb_png, chest_like, make_corpus
 from xraycore.io import dicom as dicom_io
 from xraycore.io import reader as xio
-from xraycore.io.reader import COLOURFULNESS_WARNING, ERROR_KINDS, MAX_PIXELS, XrayImage, XrayReadError, looks_like_colour_photo, read_xray, to_uint8
+from xraycore.io.image import COLOURFULNESS_WARNING, ERROR_KINDS, MAX_PIXELS, XrayImage, XrayReadError, looks_like_colour_photo, to_uint8
+from xraycore.io.reader import read_xray
 
 SAFE_METADATA_KEYS = {"format", "width", "height", "bit_depth", "mode", "photometric", "modality", "view_position",
                       "body_part", "frames", "compression", "colourfulness", "warnings", "original_size", "dicom_guards"}
@@ -363,7 +364,7 @@ def test_a_decoder_bug_is_not_taken_for_a_damaged_file(corpus, monkeypatch):
         read_xray(corpus["chest_8bit"].path)
 
 
-@pytest.mark.parametrize("case_name, module, function", [("chest_8bit", xio, "_finish"),
+@pytest.mark.parametrize("case_name, module, function", [("chest_8bit", xio, "finish_image"),
                                                          ("dicom_monochrome2_16bit", dicom_io, "dicom_guards")])
 def test_a_bug_in_our_own_code_surfaces_as_itself(corpus, monkeypatch, case_name, module, function):
     def buggy(*args, **kwargs):

@@ -12,9 +12,10 @@ from torch import nn
 
 from xraycore import data
 from xraycore.training import config
-from xraycore.models import registry as models
+from xraycore import models
 from xraycore.models import weights
-from xraycore.models.registry import HeadSpec, build_model
+from xraycore.models.builder import HeadSpec, build_model
+from xraycore.models.registry import INPUT_NORMALISATIONS, PROBE_SIZE, REGISTRY
 
 # Every backbone named in docs/presets.md.
 PRESET_BACKBONES = {
@@ -46,7 +47,7 @@ def test_registry_covers_every_preset_backbone():
 
 def test_registry_facts_equal_timms_pretrained_cfg():
     """The registry writes size and normalisation out (no timm lookups at import); timm's cfg is the source."""
-    for spec in models.REGISTRY.values():
+    for spec in REGISTRY.values():
         if spec.builder is not None:
             continue
         cfg = timm.models.get_pretrained_cfg(spec.timm_id)
@@ -64,8 +65,8 @@ def test_input_normalisation_follows_the_configs_mode():
     assert models.input_normalisation("xception", "backbone") == ((0.5,) * 3, (0.5,) * 3)
     assert models.input_normalisation("xception", "imagenet") == models.input_normalisation("resnet18")
     assert models.input_normalisation("resnet18", "half") == ((0.5,) * 3, (1.0,) * 3)  # pixels/255 - 0.5
-    assert set(config.NORMALISATIONS) == {"backbone", *models.INPUT_NORMALISATIONS}
-    assert models.INPUT_NORMALISATIONS["imagenet"] == (data.IMAGENET_MEAN, data.IMAGENET_STD)  # serving's default
+    assert set(config.NORMALISATIONS) == {"backbone", *INPUT_NORMALISATIONS}
+    assert INPUT_NORMALISATIONS["imagenet"] == (data.IMAGENET_MEAN, data.IMAGENET_STD)  # serving's default
     with pytest.raises(ValueError, match="normalisation must be one of"):
         models.input_normalisation("resnet18", "dataset")
 
@@ -73,7 +74,7 @@ def test_input_normalisation_follows_the_configs_mode():
 def test_min_input_size_comes_from_the_registry():
     assert models.min_input_size("inception_v3") == models.min_input_size("xception") == 96
     assert models.min_input_size("resnet18") == 32
-    assert models.PROBE_SIZE == 96  # ood_feature_widths' one forward must run every backbone
+    assert PROBE_SIZE == 96  # ood_feature_widths' one forward must run every backbone
 
 
 def test_unknown_backbone_lists_the_known_ones():
@@ -204,7 +205,7 @@ def _file_sha256(path) -> str:
 
 def test_local_weights_with_other_key_names_load_in_order(tmp_path):
     torch.manual_seed(1)
-    source_model = models.get_spec("resnet18").create(num_classes=1000)
+    source_model = models.create_network(models.get_spec("resnet18"), num_classes=1000)
     # torchvision-like checkpoint: same tensors in the same order, unrelated key names.
     renamed = {f"tensor_{i:03d}": t for i, t in enumerate(source_model.state_dict().values())}
     path = tmp_path / "imagenet.pth"
@@ -232,7 +233,7 @@ def test_local_safetensors_checkpoint_restores_the_whole_model(tmp_path):
 
 def test_weights_of_another_architecture_are_refused(tmp_path):
     path = tmp_path / "effnet.pth"
-    torch.save(models.get_spec("efficientnet_b0").create(num_classes=2).state_dict(), path)
+    torch.save(models.create_network(models.get_spec("efficientnet_b0"), num_classes=2).state_dict(), path)
     with pytest.raises(ValueError, match="does not fit this model"):
         build_model("resnet18", 2, pretrained=str(path))
 

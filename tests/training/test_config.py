@@ -16,7 +16,7 @@ from xraycore.access import policy as access
 from xraycore.cli import main as cli
 from xraycore.training import config
 from xraycore.training import jobs
-from xraycore.models import registry as models
+from xraycore import models
 from xraycore.training import presets
 from xraycore.runs import directory as runs
 from xraycore.app import train_form as trainform

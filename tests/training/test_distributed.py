@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch.utils.data import DistributedSampler
 
 from tests.helpers.synthetic import make_dataset
-from xraycore.models import registry as models
+from xraycore import models
 from xraycore.runs import directory as runs
 from xraycore.training.config import TrainConfig
 from xraycore.data.dataset import XrayDataset

@@ -12,7 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from xraycore.models import registry as models
+from xraycore import models
+from xraycore.models.registry import REGISTRY
 from xraycore.runs import directory as runs
 from xraycore.training.config import TrainConfig
 from xraycore.ood.distance import fit_ood
@@ -148,7 +149,7 @@ def test_registry_names_the_scored_out_of_domain_blocks_by_layer():
     assert models.ood_scored_blocks("resnet18") is None  # no choice: every block
     for name in models.list_backbones():  # every entry names only blocks it has (else ValueError)
         scored = models.ood_scored_blocks(name)
-        assert scored is None or max(scored) <= len(models.REGISTRY[name].ood_layers)
+        assert scored is None or max(scored) <= len(REGISTRY[name].ood_layers)
 
 
 def test_ood_features_are_captured_from_the_registry_layers_in_one_forward():

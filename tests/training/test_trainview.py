@@ -15,7 +15,7 @@ from xraycore.evaluation import comparison
 from xraycore.training import durations as estimate
 from xraycore.evaluation import figures
 from xraycore.training import jobs
-from xraycore.models import registry as models
+from xraycore import models
 from xraycore.training import presets
 from xraycore.runs import directory as runs
 from xraycore.app import train_form as trainform

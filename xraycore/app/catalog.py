@@ -21,6 +21,7 @@ from PIL import Image
 
 from xraycore.access import policy as access
 from xraycore.clinical import operating_points as operating
+from xraycore.metrics.decision import is_positive
 from xraycore.clinical import releases
 from xraycore.runs import directory as runs
 from xraycore.clinical import triage
@@ -221,7 +222,7 @@ class DisplayResult:
             return None
         if self.positive_class is None or threshold is None or self.positive_probability is None:
             return max(self.probabilities, key=self.probabilities.get)
-        if operating.is_positive(self.positive_probability, threshold):
+        if is_positive(self.positive_probability, threshold):
             return self.positive_class
         return next(name for name in self.class_names if name != self.positive_class)
 

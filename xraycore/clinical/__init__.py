@@ -20,8 +20,8 @@ from typing import Any
 
 _EXPORTS = {
     "fit_bootstrap": ("wilson_interval", "widened_to_counts", "procedure_intervals"),
-    "operating_points": ("is_positive", "names", "active_name", "shipped_name", "get", "mark_shipped", "save",
-        "activate", "reset", "save_threshold", "fingerprint", "fit_site_point", "cross_fitted_rates",
+    "operating_points": ("names", "active_name", "shipped_name", "get", "mark_shipped", "save", "activate",
+        "reset", "save_threshold", "fingerprint", "fit_site_point", "cross_fitted_rates",
         "describe_cross_fit", "sample_warning", "temperature_at_bound", "site_refusal", "fit_failure"),
     "releases": ("bundled_model_dir", "releases_file", "is_bundled", "weights_digest", "is_released",
         "may_preview", "offered", "require_released", "release", "withdraw", "listing", "main"),

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from xraycore.metrics import core as metrics
+from xraycore import metrics
 from xraycore.clinical import operating_points as operating
 
 RATES = ("accuracy", "precision", "recall", "specificity", "f1", "fbeta")
@@ -101,7 +101,7 @@ def procedure_intervals(y_true: np.ndarray, logits: np.ndarray, positive_index: 
     fitted = operating.fit_site_point(truth, logits, positive_index, beta)
     score = metrics.softmax(logits, fitted["temperature"])[:, positive_index]
     report = metrics.binary_report(truth, score, fitted["threshold"], beta)
-    rows = metrics._bootstrap_indices(truth, n_resamples, seed, stratified=True)
+    rows = metrics.bootstrap_indices(truth, n_resamples, seed, stratified=True)
     sampled = {name: np.full(n_resamples, np.nan) for name in (*RATES, "threshold")}
     for row, indices in enumerate(rows):
         out_of_bag = np.setdiff1d(np.arange(truth.size), indices)
@@ -109,10 +109,10 @@ def procedure_intervals(y_true: np.ndarray, logits: np.ndarray, positive_index: 
         sampled["threshold"][row] = point["threshold"]
         if out_of_bag.size:
             held = metrics.softmax(logits[out_of_bag], point["temperature"])[:, positive_index]
-            rates = _rates(truth[out_of_bag], operating.is_positive(held, point["threshold"]).astype(int), beta)
+            rates = _rates(truth[out_of_bag], metrics.is_positive(held, point["threshold"]).astype(int), beta)
             for name in RATES:
                 sampled[name][row] = rates[name]
-    called = operating.is_positive(score, fitted["threshold"]).astype(int)
+    called = metrics.is_positive(score, fitted["threshold"]).astype(int)
     floors = {name: wilson_interval(*count, confidence) for name, count in _counts(truth, called).items()}
     intervals = {name: _hull(report[name], sampled[name], floors.get(name), confidence) for name in RATES}
     intervals["threshold"] = _hull(fitted["threshold"], sampled["threshold"], None, confidence)

@@ -28,6 +28,7 @@ import numpy as np
 from xraycore.access import policy as access
 from xraycore.access import audit
 from xraycore.runs import directory as runs
+from xraycore.metrics.decision import is_positive, softmax  # numpy only: the serving install loads this module
 
 POINTS_FILE = "operating_points.json"
 INTERNAL = "internal"
@@ -35,16 +36,6 @@ SHIPPED_KEY = "shipped_active"
 SITE_KIND = "site calibration"
 MIN_SAMPLE_PER_CLASS = 50  # below this a site calibration's threshold and its CI are too loose to trust
 NAME_MAX_LENGTH = 64
-
-
-def is_positive(scores: float | np.ndarray, threshold: float) -> np.bool_ | np.ndarray:
-    """The call at an operating point: positive when the score reaches the threshold (``score >= threshold``).
-
-    The one rule for Diagnose, the worklist and every metric (numpy only: serving installs use it too).
-    A score equal to the threshold is positive, so an F-beta threshold chosen at an observed score
-    (metrics.best_fbeta_threshold) calls that very image positive, as its F-beta assumed.
-    """
-    return np.greater_equal(scores, threshold)
 
 
 def _now() -> str:
@@ -234,11 +225,13 @@ def fit_site_point(y_true: np.ndarray, logits: np.ndarray, positive_index: int, 
     labels = np.where(y_true == 1, positive_index, 1 - positive_index) if logits.shape[1] == 2 else None
     if labels is None:
         raise ValueError("site calibration needs a two-class model")
-    from xraycore.metrics import core as metrics  # lazy: scipy and scikit-learn, which a serving install (and Diagnose) never needs
+    # lazy: scipy and scikit-learn, which a serving install (and Diagnose) never needs
+    from xraycore.metrics.calibration import fit_temperature
+    from xraycore.metrics.classification import best_fbeta_threshold
 
-    temperature = metrics.fit_temperature(logits, labels)
-    probability = metrics.softmax(logits, temperature)[:, positive_index]
-    threshold, _ = metrics.best_fbeta_threshold(y_true, probability, beta)
+    temperature = fit_temperature(logits, labels)
+    probability = softmax(logits, temperature)[:, positive_index]
+    threshold, _ = best_fbeta_threshold(y_true, probability, beta)
     return {"temperature": temperature, "threshold": threshold, "beta": beta}
 
 
@@ -251,8 +244,6 @@ def cross_fitted_rates(y_true: np.ndarray, logits: np.ndarray, positive_index: i
     these are not. None when a class has fewer images than ``folds``. Pure: arrays in, rates out."""
     from sklearn.model_selection import StratifiedGroupKFold  # lazy, as in fit_site_point
 
-    from xraycore.metrics import core as metrics
-
     y_true = np.asarray(y_true, dtype=int)
     logits = np.asarray(logits, dtype=np.float64)
     if min(int(y_true.sum()), int((1 - y_true).sum())) < folds:
@@ -264,7 +255,7 @@ def cross_fitted_rates(y_true: np.ndarray, logits: np.ndarray, positive_index: i
         splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
         for fit, held in splitter.split(logits, y_true, groups):
             point = fit_site_point(y_true[fit], logits[fit], positive_index, beta)
-            probability = metrics.softmax(logits[held], point["temperature"])[:, positive_index]
+            probability = softmax(logits[held], point["temperature"])[:, positive_index]
             calls[held] = is_positive(probability, point["threshold"])
         tp, tn = int(((calls == 1) & (y_true == 1)).sum()), int(((calls == 0) & (y_true == 0)).sum())
         each.append((float((tp + tn) / y_true.size), tp / int(y_true.sum()), tn / int((1 - y_true).sum())))

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from xraycore.io.reader import COLOUR_PHOTO_WARNING
+from xraycore.io.image import COLOUR_PHOTO_WARNING
 
 NOT_CHEST = "not a chest X-ray"
 NOT_ASSESSED = "not assessed"

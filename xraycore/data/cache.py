@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from xraycore.runs import directory as runs
-from xraycore.io.reader import XrayReadError
+from xraycore.io.image import XrayReadError
 from xraycore.data import decode
 from xraycore.data.folders import Sample
 

@@ -141,7 +141,8 @@ def normalise_intensity(grey: np.ndarray, method: str = "none") -> np.ndarray:
 
 
 def _decode_with_reader(path: str, size: int) -> np.ndarray:
-    from xraycore.io.reader import read_xray, to_uint8  # lazy: only the unusual files need it
+    from xraycore.io.image import to_uint8  # lazy: only the unusual files need them
+    from xraycore.io.reader import read_xray
 
     return resize_uint8(to_uint8(read_xray(path).pixels), size)
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from xraycore.metrics import core as metrics
-from xraycore.models import registry as models
+from xraycore import metrics
+from xraycore import models
 from xraycore.training import presets
 from xraycore.runs.directory import STATUS_FILE, Run, list_runs, open_run
 

@@ -99,7 +99,7 @@ def evaluate_folder(model_dir: str | Path, data_dir: str | Path, *, threshold: f
     Multi-class models also get the multi-class report when the folder names match their classes.
     ``prevalence`` adds the precision and NPV expected where the positive class is that common.
     """
-    from xraycore.metrics import core as metrics  # lazy: scikit-learn takes seconds to import, and the app's Diagnose page never needs it
+    from xraycore import metrics  # lazy: scikit-learn takes seconds to import, and the app's Diagnose page never needs it
 
     predictor = predictor or Predictor(model_dir, threshold=threshold, operating_point=operating_point)
     positive = positive or predictor.positive_class or "PNEUMONIA"

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from xraycore.io import intended_use
-from xraycore.metrics import core as metrics
+from xraycore import metrics
 from xraycore.clinical import operating_points as operating
 from xraycore.runs import directory as runs
 from xraycore.inference.backends.choice import GRAPH_FILE

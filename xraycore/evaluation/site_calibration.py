@@ -18,7 +18,8 @@ import numpy as np
 from xraycore.access import policy as access
 from xraycore.access import audit
 from xraycore.evaluation import comparison
-from xraycore.metrics import core as metrics
+from xraycore import metrics
+from xraycore.metrics.calibration import TEMPERATURE_BOUNDS
 from xraycore.clinical import operating_points as operating
 from xraycore.runs import directory as runs
 from xraycore.data import folders
@@ -55,7 +56,7 @@ def fit_site_calibration(predictor: Predictor, scored: ScoredFolder, beta: float
     point.update(
         kind=operating.SITE_KIND, source=f"site calibration on {len(y_true)} images of {sample_name}",
         n=len(y_true), n_positive=n_positive, n_negative=n_negative, tta=tta, positive_class=positive,
-        positive_index=predictor.positive_index, temperature_bounds=list(metrics.TEMPERATURE_BOUNDS),
+        positive_index=predictor.positive_index, temperature_bounds=list(TEMPERATURE_BOUNDS),
         temperature_at_bound=_at_search_bound(y_true, scored.logits, predictor.positive_index, point["temperature"]),
         data_fingerprint=operating.fingerprint(scored.digests),
         site_report={k: report[k] for k in ("accuracy", "recall", "specificity", "precision", "auroc", "confusion_matrix")},
@@ -73,8 +74,8 @@ def _at_search_bound(y_true: np.ndarray, logits: np.ndarray, positive_index: int
     value: the fit ran into the bound (or the likelihood is flat there because the scores saturate, as with
     perfectly separated films, and the minimiser stopped short of it). Either way the fit did not converge."""
     labels = np.where(np.asarray(y_true) == 1, positive_index, 1 - positive_index)
-    fitted = metrics._nll(logits, labels, temperature)
-    return any(metrics._nll(logits, labels, bound) <= fitted + 1e-9 for bound in metrics.TEMPERATURE_BOUNDS)
+    fitted = metrics.temperature_nll(logits, labels, temperature)
+    return any(metrics.temperature_nll(logits, labels, bound) <= fitted + 1e-9 for bound in TEMPERATURE_BOUNDS)
 
 
 def preview(predictor: Predictor, items: list[Labelled], beta: float, sample_name: str,

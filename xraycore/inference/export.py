@@ -22,7 +22,8 @@ import torch
 from xraycore.runs import directory as runs
 from xraycore.inference.backends.choice import GRAPH_FILE, weights_digest
 from xraycore.inference.networks import Network
-from xraycore.inference.predictor import Predictor, softmax
+from xraycore.inference.predictor import Predictor
+from xraycore.metrics.decision import softmax
 from xraycore.inference.backends.torch_runtime import TorchEngine
 
 OPSET = 17

@@ -17,14 +17,14 @@ from xraycore.data import decode
 from xraycore.inference.backends import choice as backends
 from xraycore.inference.backends.choice import ONNXRUNTIME, TORCH, BackendUnavailable, EngineOutput
 from xraycore.inference.model_directory import network_config, network_runs
-from xraycore.io.reader import XrayImage, to_uint8
+from xraycore.io.image import XrayImage, to_uint8
 from xraycore.ood.distance import OodModel
 from xraycore.runs import directory as runs
 
 if TYPE_CHECKING:
     import torch
 
-    from xraycore.models import registry as models
+    from xraycore import models
 
 
 class Engine(Protocol):
@@ -107,7 +107,7 @@ def _engine(backend: str, run: runs.Run, config: Mapping[str, Any], device: str 
         from xraycore.inference.backends.onnx_runtime import OnnxEngine
 
         return OnnxEngine(run, config)
-    from xraycore.models import registry as models
+    from xraycore import models
     from xraycore.inference.backends.torch_runtime import TorchEngine
 
     return TorchEngine.load(run, config, models.pick_device(device))

@@ -31,13 +31,15 @@ from xraycore.inference.backends.choice import ONNXRUNTIME, TORCH, BackendUnavai
 from xraycore.inference.model_directory import network_runs, open_model
 from xraycore.inference.networks import Network, choose_backend, load_networks
 from xraycore.inference.prediction import OUT_OF_DOMAIN_WARNING, Prediction, Source, score_counts
-from xraycore.io.reader import XrayImage, XrayReadError, read_xray
+from xraycore.io.image import XrayImage, XrayReadError
+from xraycore.io.reader import read_xray
+from xraycore.metrics.decision import is_positive, softmax
 from xraycore.ood.distance import OodModel
 
 if TYPE_CHECKING:
     import torch
 
-    from xraycore.models import registry as models
+    from xraycore import models
 
 READ_MAX_SIDE = 1024  # JPEGs decode at >= this size: ample for the network input and a screen-sized overlay
 OVERLAY_MAX_SIDE = 1024  # overlays are for screens: blending a 3000 px radiograph costs more than the network
@@ -262,7 +264,7 @@ class Predictor:
         if self.positive_index is not None:
             positive_probability = float(probs[self.positive_index])
             negative = [c for c in self.class_names if c != self.positive_class][0]
-            label = self.positive_class if operating.is_positive(positive_probability, self.threshold) else negative
+            label = self.positive_class if is_positive(positive_probability, self.threshold) else negative
         else:
             positive_probability, label = None, self.class_names[int(np.argmax(probs))]
         out_of_domain = None if ood_score is None else bool(ood_score > 1.0)
@@ -285,15 +287,6 @@ def _resize_heatmaps(heatmaps: np.ndarray, size: tuple[int, int] | None) -> np.n
     if size is None or tuple(heatmaps.shape[-2:]) == tuple(size):
         return heatmaps
     return np.stack([explain.resize_bilinear(heat, size) for heat in heatmaps])
-
-
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """metrics.core.softmax without scipy (a serving install has none): softmax of ``logits / temperature``."""
-    if temperature <= 0:
-        raise ValueError(f"temperature must be positive, got {temperature}")
-    scaled = np.asarray(logits, dtype=np.float64) / temperature
-    exponentials = np.exp(scaled - scaled.max(axis=-1, keepdims=True))
-    return exponentials / exponentials.sum(axis=-1, keepdims=True)
 
 
 def operating_point_of(run: runs.Run, name: str | None = None) -> dict[str, Any]:

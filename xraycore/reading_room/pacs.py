@@ -39,7 +39,7 @@ from xraycore.access import policy as access
 from xraycore.reading_room import pacs_net
 from xraycore.reading_room import pacs_nodes
 from xraycore.reading_room import pacs_results
-from xraycore.io.reader import CHEST_BODY_PARTS
+from xraycore.io.image import CHEST_BODY_PARTS
 from xraycore.reading_room.pacs_net import PacsError  # noqa: F401 - pacs.PacsError for callers
 from xraycore.reading_room.pacs_nodes import Node  # pacs.Node for callers too
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from xraycore.models import registry as models
+from xraycore import models
 from xraycore.runs import directory as runs
 from xraycore.data import folders
 from xraycore.training.config import TrainConfig

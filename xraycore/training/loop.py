@@ -30,7 +30,7 @@ from xraycore.training import checkpoint
 from xraycore import data as xdata
 from xraycore.training import distributed
 from xraycore.training import durations as estimate
-from xraycore.models import registry as models
+from xraycore import models
 from xraycore.runs import directory as runs
 from xraycore.training import stopping
 from xraycore.training import run_view as trainview

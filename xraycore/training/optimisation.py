@@ -13,7 +13,7 @@ from timm.data import Mixup
 from timm.scheduler import CosineLRScheduler, StepLRScheduler
 from timm.scheduler.scheduler import Scheduler
 
-from xraycore.models import registry as models
+from xraycore import models
 from xraycore.training.config import TrainConfig
 
 

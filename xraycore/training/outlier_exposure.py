@@ -28,6 +28,7 @@ from xraycore.access import policy as access
 from xraycore.access import audit
 from xraycore.inference import provenance
 from xraycore.runs import directory as runs
+from xraycore.io import image as xray_image
 from xraycore.io import reader as xio
 from xraycore.data.folders import list_images
 from xraycore.ood.distance import fit_discriminator
@@ -75,13 +76,13 @@ def images_in(folder: str | Path) -> list[Path]:
 
 def processed_bytes(path: Path, processing: str) -> bytes:
     """The file's image after ``processing``, as PNG bytes (in memory)."""
-    grey = xio.to_uint8(xio.read_xray(path).pixels)
+    grey = xray_image.to_uint8(xio.read_xray(path).pixels)
     buffer = _io.BytesIO()
     PROCESSING[processing](Image.fromarray(grey)).save(buffer, "PNG")
     return buffer.getvalue()
 
 
-def processed(path: Path, processing: str | None) -> xio.XrayImage:
+def processed(path: Path, processing: str | None) -> xray_image.XrayImage:
     """The file read as the app reads an upload, after ``processing`` (None: as it is)."""
     if processing is None:
         return xio.read_xray(path)
@@ -110,7 +111,7 @@ def _scored(network: Network, predictor: Predictor, paths: Sequence[Path], proce
         for path in paths[start:start + batch_size]:
             try:
                 prepared.append(network.prepare(processed(path, processing)))
-            except xio.XrayReadError:
+            except xray_image.XrayReadError:
                 prepared.append(None)
         readable = [image for image in prepared if image is not None]
         batch = iter(network.forward(np.stack(readable), False, None, predictor.positive_index).features
@@ -180,11 +181,12 @@ class FeatureCache:
 
 
 def _reading_code_digest() -> str:
-    """sha256 of the modules between a file and the network's input: this one (``PROCESSING``), io, decode."""
+    """sha256 of the modules between a file and the network's input: this one (``PROCESSING``), io's reader and
+    image, decode."""
     from xraycore.data import decode
 
     digest = hashlib.sha256()
-    for module in (__file__, xio.__file__, decode.__file__):
+    for module in (__file__, xio.__file__, xray_image.__file__, decode.__file__):
         digest.update(Path(module).read_bytes())
     return digest.hexdigest()
 

@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Sequence
 
-from xraycore.models import registry as models
+from xraycore import models
 from xraycore.training.config import TrainConfig, flatten
 
 PRESET_DIR = Path(__file__).parent / "presets"

@@ -15,8 +15,8 @@ from torch.utils.data import DataLoader
 
 from xraycore import data as xdata
 from xraycore.training import distributed
-from xraycore.metrics import core as metrics
-from xraycore.models import registry as models
+from xraycore import metrics
+from xraycore import models
 from xraycore.runs import directory as runs
 from xraycore.training import run_view as trainview
 from xraycore.training.checkpoint import sync_weights

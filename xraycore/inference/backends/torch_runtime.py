@@ -13,7 +13,7 @@ import torch
 from safetensors import SafetensorError
 
 from xraycore.explain import cam as explain
-from xraycore.models import registry as models
+from xraycore import models
 from xraycore.runs import directory as runs
 from xraycore.inference.backends.choice import EngineOutput
 
