@@ -57,7 +57,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 def cmd_presets(args: argparse.Namespace) -> int:
     """The named recipes, one preset in full (--show), or the backbones (--backbones)."""
-    from xraycore.models import registry as models
+    from xraycore import models
     from xraycore.training import presets
 
     if args.backbones:

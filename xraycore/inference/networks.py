@@ -73,7 +73,7 @@ class Network:
 
     @property
     def spec(self) -> models.BackboneSpec:
-        from xraycore.models import registry as models
+        from xraycore import models
 
         return models.get_spec(self.backbone)
 
