@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from xraycore.models import registry as models
 from xraycore.runs import directory as runs
+from xraycore.common.tensor_files import load_arrays, load_weights
 from xraycore.training.config import TrainConfig
 from xraycore.ood.distance import fit_ood
 from xraycore.training.optimisation import backbone_frozen, make_scheduler, phase_lr, set_phase
@@ -280,7 +281,7 @@ def assert_resumes_exactly(settings: dict, tmp_path: Path, run_id: str, kept: di
     assert stopped.status()["state"] == "stopped"
     resume(run_id, root=tmp_path / "stopped")
     assert stopped.status()["state"] == "finished"
-    resumed = runs.load_weights(stopped.path / runs.LAST_WEIGHTS_FILE)
+    resumed = load_weights(stopped.path / runs.LAST_WEIGHTS_FILE)
     for name, tensor in kept.items():
         torch.testing.assert_close(resumed[name], tensor, atol=1e-5, rtol=0, msg=name)
 
@@ -294,7 +295,7 @@ def test_ema_keeps_the_moving_average_and_a_stopped_run_resumes_it_exactly(tiny_
                     epochs=3, batch_size=8, val_fraction=0.25, fit_ood=False, lr=3e-3, ema_decay=0.9)
     reference = runs.Run(train(TrainConfig(**settings, out=str(tmp_path / "reference"))))
     state = torch.load(reference.path / runs.CHECKPOINT_FILE, map_location="cpu", weights_only=True)
-    kept = runs.load_weights(reference.path / runs.LAST_WEIGHTS_FILE)
+    kept = load_weights(reference.path / runs.LAST_WEIGHTS_FILE)
     assert all(torch.equal(kept[name], state["ema"][name]) for name in kept), "the average is what is kept"
     assert any(not torch.equal(state["ema"][name], state["model"][name]) for name in kept
                if state["model"][name].is_floating_point()), "the average is not the raw weights"
@@ -338,7 +339,7 @@ def test_mixup_blends_images_and_labels_and_a_stopped_run_resumes_it_exactly(tin
                     epochs=3, batch_size=8, val_fraction=0.25, fit_ood=False, lr=3e-3, mixup=0.4, cutmix=1.0)
     reference = runs.Run(train(TrainConfig(**settings, out=str(tmp_path / "reference"))))
     plain = runs.Run(train(TrainConfig(**{**settings, "mixup": 0.0, "cutmix": 0.0}, out=str(tmp_path / "plain"))))
-    kept, unmixed = (runs.load_weights(run.path / runs.LAST_WEIGHTS_FILE) for run in (reference, plain))
+    kept, unmixed = (load_weights(run.path / runs.LAST_WEIGHTS_FILE) for run in (reference, plain))
     assert any(not torch.equal(kept[name], unmixed[name]) for name in kept if kept[name].is_floating_point())
     assert_resumes_exactly(settings, tmp_path, "mix", kept)
 
@@ -498,7 +499,7 @@ def test_training_with_outliers_exposes_its_own_run(tiny_dataset, tmp_path):
         Image.fromarray(np.random.default_rng(i).integers(0, 255, (48, 48), dtype=np.uint8)).save(elsewhere / f"{i}.png")
     run = train(TrainConfig(data=str(tiny_dataset), backbone="simple_cnn", pretrained="none", image_size=48, epochs=1,
                             batch_size=8, val_fraction=0.25, out=str(tmp_path / "runs"), ood_outliers=str(elsewhere)))
-    detector = OodModel.from_arrays(runs.load_arrays(run / runs.OOD_FILE))
+    detector = OodModel.from_arrays(load_arrays(run / runs.OOD_FILE))
     assert detector.discriminator is not None
     exposure = runs.Run(run).read_json(runs.SUMMARY_FILE)["ood_exposure"]
     assert exposure["outliers"] == "elsewhere" and exposure["n_outliers"] == 12
@@ -509,7 +510,7 @@ def test_training_with_outliers_exposes_its_own_run(tiny_dataset, tmp_path):
     kept = train(TrainConfig(data=str(tiny_dataset), backbone="simple_cnn", pretrained="none", image_size=48, epochs=1,
                              batch_size=8, val_fraction=0.25, out=str(tmp_path / "runs"), ood_outliers=str(lonely)))
     assert runs.Run(kept).status()["state"] == "finished"
-    assert OodModel.from_arrays(runs.load_arrays(kept / runs.OOD_FILE)).discriminator is None
+    assert OodModel.from_arrays(load_arrays(kept / runs.OOD_FILE)).discriminator is None
     assert "out-of-domain exposure not done" in (kept / runs.LOG_FILE).read_text()
     with pytest.raises(ValueError, match="is not a folder"):  # before any training, not after it
         train(TrainConfig(data=str(tiny_dataset), backbone="simple_cnn", pretrained="none", image_size=48,

@@ -28,6 +28,7 @@ import numpy as np
 from xraycore.access import policy as access
 from xraycore.access import audit
 from xraycore.runs import directory as runs
+from xraycore.common.files import atomic_write_json
 
 POINTS_FILE = "operating_points.json"
 INTERNAL = "internal"
@@ -98,8 +99,8 @@ def get(model_dir: str | Path, name: str | None = None) -> dict[str, Any]:
 
 def _write(model_dir: Path, state: dict[str, Any]) -> None:
     points = {k: v for k, v in state["points"].items() if k != INTERNAL}
-    runs.atomic_write_json(model_dir / POINTS_FILE, {"active": state["active"], SHIPPED_KEY: state["shipped"],
-                                                    "points": points, "history": state["history"]})
+    atomic_write_json(model_dir / POINTS_FILE, {"active": state["active"], SHIPPED_KEY: state["shipped"],
+                                               "points": points, "history": state["history"]})
 
 
 def _named(name: str | None, point: dict[str, Any] | None) -> dict[str, Any]:

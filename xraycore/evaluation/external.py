@@ -14,6 +14,7 @@ from xraycore.access import policy as access
 from xraycore.access import audit
 from xraycore.clinical import operating_points as operating
 from xraycore.runs import directory as runs
+from xraycore.common.files import atomic_write_json, read_json_file
 from xraycore.data import folders
 from xraycore.inference.predictor import Predictor
 
@@ -139,14 +140,14 @@ def save_evaluation(model_dir: str | Path, name: str, data_dir: str | Path, resu
     }
     path = Path(model_dir) / EVALUATIONS_DIR / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    runs.atomic_write_json(path, record)
+    atomic_write_json(path, record)
     return path
 
 
 def list_evaluations(model_dir: str | Path) -> list[dict[str, Any]]:
     """Every saved external evaluation of a model directory, oldest first."""
     folder = Path(model_dir) / EVALUATIONS_DIR
-    records = [runs._read_json_file(path, None) for path in sorted(folder.glob("*.json"))] if folder.is_dir() else []
+    records = [read_json_file(path, None) for path in sorted(folder.glob("*.json"))] if folder.is_dir() else []
     return sorted((r for r in records if isinstance(r, dict)), key=lambda r: r.get("date", ""))
 
 

@@ -27,6 +27,9 @@ from xraycore.io import intended_use
 from xraycore.clinical import operating_points as operating
 from xraycore.clinical import releases
 from xraycore.runs import directory as runs
+from xraycore.common.files import plain_name
+from xraycore.common.model_directory import ModelDirectoryError
+from xraycore.common.tensor_files import load_arrays
 from xraycore.clinical import triage
 from xraycore.data import decode
 from xraycore.inference.backends.choice import ONNXRUNTIME, TORCH, BackendUnavailable, EngineOutput
@@ -186,10 +189,10 @@ def network_runs(run: runs.Run) -> list[tuple[runs.Run, float]]:
     if spec is None:
         return [(run, 1.0)]
     if not isinstance(spec, dict) or not isinstance(spec.get("members"), list):
-        raise runs.ModelDirectoryError(run.path / ENSEMBLE_FILE, "does not list the ensemble's members")
+        raise ModelDirectoryError(run.path / ENSEMBLE_FILE, "does not list the ensemble's members")
     members = []
     for name in spec["members"]:  # plain names of folders under members/, never paths
-        member = open_model(run.path / ENSEMBLE_MEMBERS_DIR / runs._plain_name(name, "ensemble member"))
+        member = open_model(run.path / ENSEMBLE_MEMBERS_DIR / plain_name(name, "ensemble member"))
         members.append((member, float(member.operating_point.get("temperature", 1.0))))
     return members
 
@@ -244,16 +247,16 @@ def open_model(path: str | Path) -> runs.Run:
     """
     run = runs.Run(Path(path))
     if not run.file(runs.CONFIG_FILE).is_file():
-        raise runs.ModelDirectoryError(run.file(runs.CONFIG_FILE), "is missing (is this a model directory?)")
+        raise ModelDirectoryError(run.file(runs.CONFIG_FILE), "is missing (is this a model directory?)")
     for name in MODEL_JSON_FILES:
         try:
             content = run.read_json(name, {})
         except ValueError:  # UnicodeDecodeError is a ValueError too: binary junk
-            raise runs.ModelDirectoryError(run.file(name), "is damaged: it is not valid JSON") from None
+            raise ModelDirectoryError(run.file(name), "is damaged: it is not valid JSON") from None
         except OSError:
-            raise runs.ModelDirectoryError(run.file(name), "cannot be read (is it a file you may read?)") from None
+            raise ModelDirectoryError(run.file(name), "cannot be read (is it a file you may read?)") from None
         if not isinstance(content, dict):
-            raise runs.ModelDirectoryError(run.file(name), "is damaged: it is not a JSON object")
+            raise ModelDirectoryError(run.file(name), "is damaged: it is not a JSON object")
     return run
 
 
@@ -261,7 +264,7 @@ def _network_config(run: runs.Run) -> dict[str, Any]:
     config = run.config
     missing = [key for key in NETWORK_CONFIG_KEYS if key not in config]
     if missing:
-        raise runs.ModelDirectoryError(run.file(runs.CONFIG_FILE), f"lacks {', '.join(missing)}")
+        raise ModelDirectoryError(run.file(runs.CONFIG_FILE), f"lacks {', '.join(missing)}")
     return config
 
 
@@ -272,16 +275,16 @@ def _load_ood(run: runs.Run, widths: list[int]) -> OodModel | None:
     if not path.exists():
         return None
     try:
-        ood = OodModel.from_arrays(runs.load_arrays(path))
+        ood = OodModel.from_arrays(load_arrays(path))
     except (SafetensorError, OSError, KeyError, IndexError):
-        raise runs.ModelDirectoryError(path, "(the out-of-domain detector) is damaged or cut short") from None
+        raise ModelDirectoryError(path, "(the out-of-domain detector) is damaged or cut short") from None
     square = all(block.mean.ndim == 1 and block.precision.shape == (block.mean.size,) * 2 for block in ood.blocks)
     # An older detector scores the pre-logit features only, which always come last.
     fits = ood.widths == widths or (len(ood.widths) == 1 and ood.widths[0] == widths[-1])
     discriminator_fits = ood.discriminator is None or all(
         getattr(ood.discriminator, key).shape == (sum(ood.widths),) for key in ("mean", "scale", "weights"))
     if not (square and fits and discriminator_fits):
-        raise runs.ModelDirectoryError(path, "(the out-of-domain detector) belongs to another network")
+        raise ModelDirectoryError(path, "(the out-of-domain detector) belongs to another network")
     return ood
 
 
@@ -299,7 +302,7 @@ class Predictor:
         self.backend, self.backend_reason = choose_backend(backend, device, [m.path for m, _ in network_runs(self.run)])
         try:
             self.networks = load_networks(self.run, self.backend, device)
-        except runs.ModelDirectoryError as error:  # a graph of older weights (runtime_onnx.StaleGraph): torch answers
+        except ModelDirectoryError as error:  # a graph of older weights (runtime_onnx.StaleGraph): torch answers
             if self.backend != ONNXRUNTIME or backends.check_request(backend) != backends.AUTO or not backends.installed(TORCH):
                 raise
             self.backend, self.backend_reason = TORCH, backends.fell_back(str(error))

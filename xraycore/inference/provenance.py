@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from xraycore.runs import directory as runs
+from xraycore.common.files import plain_name
+from xraycore.common.model_directory import ModelDirectoryError
 from xraycore.inference.predictor import ENSEMBLE_FILE, ENSEMBLE_MEMBERS_DIR
 
 CHUNK = 1 << 20
@@ -59,12 +61,12 @@ def weights_sha256(model_dir: str | Path) -> str:
     ensemble = path / ENSEMBLE_FILE
     if ensemble.is_file():
         members = json.loads(ensemble.read_text(encoding="utf-8")).get("members", [])
-        combined = "\n".join(weights_sha256(path / ENSEMBLE_MEMBERS_DIR / runs._plain_name(name, "ensemble member"))
+        combined = "\n".join(weights_sha256(path / ENSEMBLE_MEMBERS_DIR / plain_name(name, "ensemble member"))
                              for name in members)
         return hashlib.sha256(combined.encode()).hexdigest()
     weights = path / runs.WEIGHTS_FILE
     if not weights.is_file():
-        raise runs.ModelDirectoryError(weights, "is missing: the model has no trained weights")
+        raise ModelDirectoryError(weights, "is missing: the model has no trained weights")
     return file_sha256(weights)
 
 

@@ -21,7 +21,8 @@ import numpy as np
 from PIL import Image
 
 from xraycore.app import catalog
-from xraycore.runs import directory as runs
+from xraycore.common.files import atomic_write_json
+from xraycore.common.model_directory import ModelDirectoryError, read_model_json
 from xraycore.inference.predictor import Predictor
 from xraycore.inference.provenance import software_version, weights_sha256
 
@@ -86,18 +87,18 @@ def write_reference(model_dir: str | Path, samples: Sequence[Path] | None = None
                     for label, values in found.items()},
     }
     path = Path(model_dir) / REFERENCE_FILE
-    runs.atomic_write_json(path, reference)
+    atomic_write_json(path, reference)
     return path
 
 
 def load_reference(model_dir: str | Path) -> dict[str, Any]:
     path = Path(model_dir) / REFERENCE_FILE
-    reference = runs.read_model_json(model_dir, REFERENCE_FILE)
+    reference = read_model_json(model_dir, REFERENCE_FILE)
     if reference is None:
         raise ReferenceMissing(f"{path} is missing: this model has no reference values to check against "
                                "(a maintainer writes them with `python -m xraycore selfcheck --write-reference`)")
     if not isinstance(reference, dict) or not isinstance(reference.get("samples"), dict):
-        raise runs.ModelDirectoryError(path, "is damaged: it lists no samples")
+        raise ModelDirectoryError(path, "is damaged: it lists no samples")
     return reference
 
 

@@ -20,7 +20,7 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from xraycore.runs import directory as runs
+from xraycore.common.tensor_files import load_weights
 
 HUB_HOST = "huggingface.co"
 OFFLINE_ENV_VARS = ("XRAY_OFFLINE", "HF_HUB_OFFLINE")
@@ -157,11 +157,11 @@ def wheel_file(name: str, wheel: WheelWeights | None) -> tuple[Path | None, str 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors from a .safetensors file or a torch checkpoint, never executing pickled code
-    (the one safe loader lives in runs.load_weights)."""
+    (the one safe loader is xraycore.common.tensor_files.load_weights)."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"Weights file not found: {path}")
-    return runs.load_weights(path)
+    return load_weights(path)
 
 
 def _match_tensors(

@@ -32,6 +32,7 @@ from xraycore.training import config
 from xraycore.training import job_queue as jobqueue
 from xraycore.training import presets
 from xraycore.runs import directory as runs
+from xraycore.common.files import atomic_write_json
 from xraycore.runs.liveness import process_alive, started_at
 
 JOBS_DIR = ".jobs"  # inside the runs root; list_runs skips dot-directories
@@ -304,13 +305,13 @@ def _start(command: list[str], job_id: str, root: Path, threads: int | None, stu
         job = Job(id=job_id, pid=0, command=command, root=str(root),
                   started=dt.datetime.now().astimezone().isoformat(timespec="seconds"), study=study, owner=owner,
                   seq=jobqueue.next_sequence(jobs_dir), ahead=jobqueue.ahead_of_new(jobs_dir), cwd=str(PACKAGE_PARENT))
-        runs.atomic_write_json(record_path, asdict(job))
+        atomic_write_json(record_path, asdict(job))
         with open(jobs_dir / f"{job_id}.log", "ab") as log:
             process = subprocess.Popen([sys.executable, "-m", "xraycore.training.job_queue", str(record_path)], stdout=log,
                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
                                        env=job_environment(threads), cwd=PACKAGE_PARENT)
         job = Job(**{**asdict(job), "pid": process.pid, "pid_started": started_at(process.pid)})
-        runs.atomic_write_json(record_path, asdict(job))
+        atomic_write_json(record_path, asdict(job))
     return job
 
 

@@ -32,6 +32,8 @@ from xraycore.training import distributed
 from xraycore.training import durations as estimate
 from xraycore.models import registry as models
 from xraycore.runs import directory as runs
+from xraycore.common.files import atomic_write_text
+from xraycore.common.tensor_files import save_weights
 from xraycore.training import stopping
 from xraycore.training import run_view as trainview
 from xraycore.training.config import MONITORS, TrainConfig, from_record
@@ -297,7 +299,7 @@ def _open_or_create_run(session: Session, weights_source: str, run_id: str | Non
                 run.log("resumed")
             else:  # nothing was kept: the same run, from the beginning, with the weights it starts from now
                 run.write_json(runs.CONFIG_FILE, {**run.config, "weights_source": weights_source})
-                runs.atomic_write_text(run.path / METRICS_FILE, "")
+                atomic_write_text(run.path / METRICS_FILE, "")
                 run.set_status("running", pid=os.getpid(), epoch=0, message="started again (no epoch had completed)")
                 run.log("started again from the beginning: no epoch had completed")
         else:
@@ -536,8 +538,8 @@ def _end_epoch(session: Session, loop: _Loop, val_set: xdata.XrayDataset, weight
         return
     run.append_metrics(row)
     if improved:
-        runs.save_weights(run.path / WEIGHTS_FILE, model.state_dict())
-    runs.save_weights(run.path / LAST_WEIGHTS_FILE, model.state_dict())
+        save_weights(run.path / WEIGHTS_FILE, model.state_dict())
+    save_weights(run.path / LAST_WEIGHTS_FILE, model.state_dict())
     checkpoint.save(run.path / CHECKPOINT_FILE, {
         "model": session.model.state_dict(), "optimizer": loop.optimizer.state_dict(), "epoch": epoch,
         "best": loop.best, "bad_epochs": loop.bad_epochs,

@@ -28,6 +28,7 @@ from xraycore.access import policy as access
 from xraycore.access import audit
 from xraycore.inference import provenance
 from xraycore.runs import directory as runs
+from xraycore.common.tensor_files import save_arrays
 from xraycore.io import reader as xio
 from xraycore.data.folders import list_images
 from xraycore.ood.distance import fit_discriminator
@@ -231,7 +232,7 @@ def fit_exposure(model: str | Path, inliers: str | Path, outliers: str | Path, *
         heldout_features = features(network, predictor, heldout, cache=cache)
         discriminator = fit_discriminator(home, away, network.ood.own_features(heldout_features), quantile, strength)
         detector = network.ood.with_discriminator(discriminator)
-        runs.save_arrays(network.run.path / runs.OOD_FILE, detector.to_arrays())
+        save_arrays(network.run.path / runs.OOD_FILE, detector.to_arrays())
         report = {"network": network.run.path.name, "inliers": Path(inliers).name, "n_inliers": len(training),
                   "outliers": Path(outliers).name, "n_outliers": len(fitted_on), "n_outliers_held_out": len(unseen),
                   "processing": list(PROCESSING), "processed_share": processed_share, "quantile": quantile,

@@ -13,6 +13,7 @@ from typing import Callable
 
 from xraycore.training import distributed
 from xraycore.runs import directory as runs
+from xraycore.common.files import atomic_write_json
 from xraycore.training import stopping
 from xraycore.training.config import TrainConfig, from_record
 
@@ -59,7 +60,7 @@ def launch(configs: list[TrainConfig], progress: Callable[[dict], None], run_id:
         root = Path(planned[0].out) if planned[0].out else None
         path = plan_path(study, root)
         path.parent.mkdir(parents=True, exist_ok=True)
-        runs.atomic_write_json(path, {"study": study, "runs": [c.to_dict() for c in planned]})  # grouped
+        atomic_write_json(path, {"study": study, "runs": [c.to_dict() for c in planned]})  # grouped
     return _train_in_turn(planned, progress, run_id=run_id if len(planned) == 1 else None)
 
 

@@ -17,7 +17,7 @@ from xraycore import data as xdata
 from xraycore.training import distributed
 from xraycore.metrics import core as metrics
 from xraycore.models import registry as models
-from xraycore.runs import directory as runs
+from xraycore.common.tensor_files import load_weights, save_arrays
 from xraycore.training import run_view as trainview
 from xraycore.training.checkpoint import sync_weights
 from xraycore.ood.distance import fit_ood
@@ -86,7 +86,7 @@ def finish(session: Session, stopped: bool) -> None:
                            "validation and test images so the run stays usable, then it ends")
         else:
             run.set_status("running", progress=progress)
-        model.load_state_dict(runs.load_weights(run.path / WEIGHTS_FILE))
+        model.load_state_dict(load_weights(run.path / WEIGHTS_FILE))
     if ctx.enabled:
         sync_weights(model)
 
@@ -133,7 +133,7 @@ def finish(session: Session, stopped: bool) -> None:
     if train_feats is not None and len(train_feats) > 2 and val_feats is not None:
         ood = fit_ood(train_feats, val_feats, widths=ood_widths,
                       scored=models.ood_scored_blocks(session.spec))
-        runs.save_arrays(run.path / OOD_FILE, ood.to_arrays())
+        save_arrays(run.path / OOD_FILE, ood.to_arrays())
         summary["ood_threshold"] = ood.threshold
     run.write_json(SUMMARY_FILE, summary)
     state = "stopped" if stopped else "finished"
