@@ -23,7 +23,8 @@ from xraycore.models import registry as models  # noqa: E402
 from xraycore.runs import directory as runs
 from xraycore.training.config import TrainConfig  # noqa: E402
 from xraycore.data.dataset import XrayDataset  # noqa: E402
-from xraycore.training.loop import prepare_data, train  # noqa: E402
+from xraycore.training.loop import train  # noqa: E402
+from xraycore.training.run_data import prepare_data  # noqa: E402
 
 
 def bare_loop(images: torch.Tensor, labels: torch.Tensor, backbone: str, batch: int, epochs: int,

@@ -35,7 +35,8 @@ from xraycore.runs import directory as runs
 from xraycore.common.tensor_files import load_weights
 from xraycore.training.config import TrainConfig
 from xraycore.data.dataset import XrayDataset
-from xraycore.training.loop import prepare_data, train
+from xraycore.training.loop import train
+from xraycore.training.run_data import prepare_data
 
 pytestmark = pytest.mark.slow  # torchrun: real rank processes
 

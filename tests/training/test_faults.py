@@ -29,7 +29,8 @@ from xraycore.common.tensor_files import load_weights
 from xraycore.training import studies
 from xraycore.evaluation.model_card import model_card
 from xraycore.training.config import TrainConfig
-from xraycore.training.loop import STOP_FILE, resume, train
+from xraycore.runs.directory import STOP_FILE
+from xraycore.training.loop import resume, train
 
 REPO = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "XRAY_OFFLINE": "1"}

@@ -216,7 +216,7 @@ def test_watch_data_is_scored_every_epoch_and_never_trained_on(tiny_dataset, tmp
 
 def test_split_seed_keeps_the_validation_split_while_the_training_seed_changes(tiny_dataset):
     """Ensemble members trained with different seeds must share their validation images."""
-    from xraycore.training.loop import prepare_data
+    from xraycore.training.run_data import prepare_data
 
     def val_files(**seeds) -> list[str]:
         splits = prepare_data(TrainConfig(data=str(tiny_dataset / "train"), image_size=32, val_fraction=0.25, **seeds))
@@ -229,7 +229,8 @@ def test_split_seed_keeps_the_validation_split_while_the_training_seed_changes(t
 def test_status_reports_batches_speed_and_time_left_and_a_stop_within_the_batch(tiny_dataset, tmp_path):
     """What the Train page reads while a run trains: the epoch count from the start, batch k of n with images/s
     and time left during an epoch, and 'stopping' written in the very batch the STOP file was seen."""
-    from xraycore.training.loop import STOP_FILE, train
+    from xraycore.runs.directory import STOP_FILE
+    from xraycore.training.loop import train
 
     config = TrainConfig(data=str(tiny_dataset / "train"), backbone="simple_cnn", pretrained="none", image_size=32,
                          epochs=3, batch_size=8, val_fraction=0.25, fit_ood=False, out=str(tmp_path))
@@ -270,7 +271,8 @@ def test_status_reports_batches_speed_and_time_left_and_a_stop_within_the_batch(
 def assert_resumes_exactly(settings: dict, tmp_path: Path, run_id: str, kept: dict[str, torch.Tensor]) -> None:
     """A run of ``settings`` stopped at the first batch of epoch 2 and continued ends on ``kept``, the
     weights an uninterrupted run kept."""
-    from xraycore.training.loop import STOP_FILE, resume, train
+    from xraycore.runs.directory import STOP_FILE
+    from xraycore.training.loop import resume, train
 
     def ask_to_stop_in_epoch_2(event: dict) -> None:
         if event["kind"] == "batch" and event["epoch"] == 2 and event["step"] == 1:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import fcntl
 import os
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -24,6 +23,7 @@ from xraycore.access import policy as access
 from xraycore.access import audit
 from xraycore.runs import directory as runs
 from xraycore.common.files import atomic_write_json, read_json_file
+from xraycore.common.timestamps import utc_timestamp
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MODEL_DIR_ENV = "XRAY_MODEL_DIR"
@@ -136,12 +136,12 @@ def _change(model_dir: str | os.PathLike[str], releasing: bool, identity: access
             old = state["models"].get(real)
             if releasing:
                 state["models"][real] = {"name": Path(real).name, "sha256": digest, "released_by": line.identity.user,
-                                         "released": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+                                         "released": utc_timestamp()}
             elif old is None:
                 raise ValueError(f"{Path(real).name!r} is not released, so there is nothing to withdraw.")
             else:
                 state["models"].pop(real)
-            state["history"].append({"time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            state["history"].append({"time": utc_timestamp(),
                                      "user": line.identity.user, "action": action.split(".")[1], "model": real,
                                      "sha256": digest})
             atomic_write_json(releases_file(root), state)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,8 @@ from xraycore.access import audit
 from xraycore.clinical import operating_points as operating
 from xraycore.runs import directory as runs
 from xraycore.common.files import atomic_write_json, read_json_file
+from xraycore.common.hashing import sha256_of_file
+from xraycore.common.timestamps import utc_timestamp
 from xraycore.data import folders
 from xraycore.inference.predictor import Predictor
 
@@ -76,7 +77,7 @@ def score_labelled(predictor: Predictor, items: list[Labelled], positive: str, t
 def _content_digest(source: Any) -> str:
     """sha256 of an image's bytes, whether it is a path, bytes or an (uploaded) file object."""
     if isinstance(source, (str, Path)):
-        return hashlib.sha256(Path(source).read_bytes()).hexdigest()
+        return sha256_of_file(source)
     if isinstance(source, (bytes, bytearray)):
         return hashlib.sha256(source).hexdigest()
     position = source.tell()
@@ -130,7 +131,7 @@ def save_evaluation(model_dir: str | Path, name: str, data_dir: str | Path, resu
     bootstrap CIs, n, prevalence, date, the data's fingerprint and which operating point answered."""
     name = operating._check_name(name)
     record = {
-        "name": name, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "name": name, "date": utc_timestamp(),
         "data": Path(data_dir).name, "data_fingerprint": result.get("data_fingerprint"),
         "n": result["n"], "prevalence": result["prevalence"], "operating_point": result.get("operating_point"),
         "threshold": result["threshold"], "note": note,

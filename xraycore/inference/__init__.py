@@ -20,7 +20,7 @@ _EXPORTS = {
     "export": ("export_model", "export_onnx"),
     "predictor": ("Prediction", "Engine", "Network", "network_runs", "load_networks", "choose_backend",
         "open_model", "Predictor", "softmax", "operating_point_of", "score_counts", "bytes_source"),
-    "provenance": ("ModelProvenance", "software_version", "file_sha256", "weights_sha256", "of_model"),
+    "provenance": ("ModelProvenance", "software_version", "weights_sha256", "of_model"),
     "selfcheck": ("ReferenceMissing", "Check", "grid", "score", "write_reference", "load_reference", "run",
         "summary"),
 }

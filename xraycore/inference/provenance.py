@@ -14,11 +14,9 @@ from pathlib import Path
 
 from xraycore.runs import directory as runs
 from xraycore.common.files import plain_name
+from xraycore.common.hashing import sha256_of_file
 from xraycore.common.model_directory import ModelDirectoryError
 from xraycore.inference.predictor import ENSEMBLE_FILE, ENSEMBLE_MEMBERS_DIR
-
-CHUNK = 1 << 20
-
 
 @dataclass(frozen=True)
 class ModelProvenance:
@@ -47,14 +45,6 @@ def software_version() -> str:
         return "xraycore (version unknown)"
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def weights_sha256(model_dir: str | Path) -> str:
     """sha256 of model.safetensors; for an ensemble, sha256 over its members' weight hashes in order."""
     path = Path(model_dir)
@@ -67,7 +57,7 @@ def weights_sha256(model_dir: str | Path) -> str:
     weights = path / runs.WEIGHTS_FILE
     if not weights.is_file():
         raise ModelDirectoryError(weights, "is missing: the model has no trained weights")
-    return file_sha256(weights)
+    return sha256_of_file(weights)
 
 
 def of_model(model_dir: str | Path) -> ModelProvenance:

@@ -12,7 +12,6 @@ another CPU, thread count or BLAS, far too narrow for other weights or preproces
 """
 from __future__ import annotations
 
-import datetime as _dt
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -23,6 +22,7 @@ from PIL import Image
 from xraycore.app import catalog
 from xraycore.common.files import atomic_write_json
 from xraycore.common.model_directory import ModelDirectoryError, read_model_json
+from xraycore.common.timestamps import utc_timestamp
 from xraycore.inference.predictor import Predictor
 from xraycore.inference.provenance import software_version, weights_sha256
 
@@ -78,7 +78,7 @@ def write_reference(model_dir: str | Path, samples: Sequence[Path] | None = None
     if failed:
         raise ValueError(f"these samples could not be read, so no reference was written: {', '.join(failed)}")
     reference = {
-        "weights_sha256": weights_sha256(model_dir), "written": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "weights_sha256": weights_sha256(model_dir), "written": utc_timestamp(),
         "software": software_version(), "cam": CAM, "heatmap_grid": HEATMAP_GRID,
         "tolerance": {"probability": PROBABILITY_TOLERANCE, "heatmap_mean_abs": HEATMAP_TOLERANCE},
         "samples": {label: {"positive_class": values["positive_class"],

