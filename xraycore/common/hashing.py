@@ -1,7 +1,8 @@
 """The one sha256 of a file's bytes.
 
 Weights are hashed by the audit trail, provenance, the ONNX export and its stale-graph check, the
-wheel-weights check and outlier exposure's cache key; images by external evaluations. They all call
+wheel-weights check and outlier exposure's cache key; images by external evaluations and the finder of
+byte-identical training files (data.folders). They all call
 :func:`sha256_of_file`, so a digest written by one is the digest another compares with. Digests are
 remembered per (real path, size, modification time, inode): scoring a thousand films does not re-hash the
 weights each time, and a file replaced in place (``os.replace`` gives a new inode) is hashed again.

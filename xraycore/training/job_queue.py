@@ -7,8 +7,8 @@ jobs that began and still live hold the slots; of the ones still waiting, the lo
 first. So the queue needs no scheduler, survives a restart of the app and keeps its order; stopping a
 waiting job (SIGTERM to its session) just removes it.
 
-Standard library and psutil only (:mod:`liveness`): a waiting job must not load torch, and the app's first page
-load imports this.
+Standard library and psutil only (:mod:`xraycore.runs.liveness`, :mod:`xraycore.common.timestamps`): a waiting
+job must not load torch, and the app's first page load imports this.
 """
 from __future__ import annotations
 

@@ -10,7 +10,8 @@ directory itself (status, metrics), exactly as for a run started from a terminal
 Jobs queue (:mod:`job_queue`): at most ``$XRAY_MAX_TRAINING_JOBS`` (default 1) train at once, the others
 wait in launch order. Launching and continuing need the researcher role, stopping a job needs its owner or an
 admin, deleting a run an admin; each is one audit line. Nothing here imports Streamlit; everything a user typed is
-validated (and must lie under the allowed roots, see :func:`access.inside_roots`) before it reaches a command.
+validated (and must lie under the allowed roots, see :func:`xraycore.access.policy.inside_roots`) before it
+reaches a command; the command itself is built by :mod:`job_command`.
 """
 from __future__ import annotations
 

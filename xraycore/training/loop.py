@@ -144,7 +144,7 @@ def _hear_late_stop(session: Session) -> None:
 
 
 def _expose_to_outliers(session: Session) -> None:
-    """The finished run's out-of-domain check learns the --ood-outliers films (see exposure.expose). The run is
+    """The finished run's out-of-domain check learns the --ood-outliers films (see outlier_exposure.expose). The run is
     finished and stays so: when this fails, it keeps the distance check alone and says why."""
     from xraycore.training.outlier_exposure import fit_exposure
 

@@ -3,7 +3,7 @@ trained one after the other, and continued by name after a stop or a crash.
 
 :func:`launch` writes a study's plan (``<runs root>/.studies/<study>.json``: the config of every planned run)
 before training, so :func:`resume_study` knows what is left: finished runs are kept, stopped ones continue,
-the rest start. Comparing the runs of a study is :mod:`comparison`'s job.
+the rest start. Comparing the runs of a study is :mod:`xraycore.evaluation.comparison`'s job.
 """
 from __future__ import annotations
 
