@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import DATA, report  # noqa: E402
 from xraycore import Run, TrainConfig, build_model, train  # noqa: E402
 from xraycore.data import XrayDataset  # noqa: E402
-from xraycore.training.loop import prepare_data  # noqa: E402
+from xraycore.training.run_data import prepare_data  # noqa: E402
 
 
 def bare_loop(images: torch.Tensor, labels: torch.Tensor, backbone: str, batch: int, epochs: int,

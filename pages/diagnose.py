@@ -23,7 +23,7 @@ from xraycore.app import auth as webauth
 from xraycore.evaluation.point_evidence import ordered_evidence
 from xraycore.inference.prediction import bytes_source
 from xraycore.inference.predictor import Predictor
-from xraycore.runs.directory import ModelDirectoryError
+from xraycore.common.model_directory import ModelDirectoryError
 
 BATCH_SIZE = 8  # images per forward pass: the progress bar moves at least this often
 PER_PAGE = 10  # detail cards shown at once; the summary table always lists every image

@@ -29,6 +29,7 @@ from xraycore.training import durations as estimate
 from xraycore.evaluation import figures
 from xraycore.training import jobs
 from xraycore import models
+from xraycore.training import job_command
 from xraycore.training import presets
 from xraycore.runs import directory as runs
 from xraycore.app import train_form as trainform
@@ -207,7 +208,7 @@ def launch_form() -> None:
     if st.session_state["train_preset"]:
         preset_panel(st.session_state["train_preset"])
     settings_form()
-    gpus = jobs.available_gpus()
+    gpus = job_command.available_gpus()
     if gpus > 1:
         st.number_input("Processes (one per GPU, via torchrun)", min_value=1, max_value=gpus, step=1,
                         key="train_processes")

@@ -21,7 +21,7 @@ from xraycore.app import auth as webauth
 from xraycore.reading_room import worklist
 from xraycore.io.intended_use import SkipNonFrontal
 from xraycore.inference.predictor import Predictor
-from xraycore.runs.directory import ModelDirectoryError
+from xraycore.common.model_directory import ModelDirectoryError
 
 STUDIES_KEY = "worklist_studies"
 ENTRIES_KEY = "worklist_entries"

@@ -28,6 +28,7 @@ from xraycore.evaluation import site_calibration
 from xraycore.access.policy import ADMIN, READER, RESEARCHER, AccessDenied, Identity
 from xraycore.inference.prediction import bytes_source
 from xraycore.inference.predictor import Predictor
+from xraycore.common.hashing import sha256_of_file
 
 REPO = Path(__file__).resolve().parents[2]
 READER_ID = Identity("Rita Reader", "rita@ward.example", frozenset({READER}))
@@ -167,7 +168,7 @@ def test_every_action_writes_exactly_one_audit_line(model_dir, tiny_dataset, log
     assert first["counts"]["images"] == 2 and second["counts"] == {
         "images": 2, "unreadable": 1, "positive": second["counts"]["positive"], "out_of_domain": 0}
     assert first["operating_point"] == "internal" and first["threshold"] == pytest.approx(predictor.threshold)
-    assert first["model"]["sha256"] == audit.file_sha256(model_dir / runs.WEIGHTS_FILE)
+    assert first["model"]["sha256"] == sha256_of_file(model_dir / runs.WEIGHTS_FILE)
     assert "scan0" not in log.read_text(), "no file names"
 
     log.unlink()

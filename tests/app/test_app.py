@@ -25,6 +25,7 @@ from xraycore.training import durations as estimate
 from xraycore.training import jobs
 from xraycore import metrics
 from xraycore import models
+from xraycore.training import job_command
 from xraycore.clinical import operating_points as operating
 from xraycore.runs import directory as runs
 from xraycore.training.config import TrainConfig, read_file
@@ -603,18 +604,18 @@ def test_compare_two_runs(app_env):
 
 
 def test_build_command_single_process_and_torchrun():
-    single = jobs.build_command(Path("/runs/.jobs/run-1.train-config.json"), "run-1", python="py")
+    single = job_command.build_command(Path("/runs/.jobs/run-1.train-config.json"), "run-1", python="py")
     assert single == ["py", "-m", "xraycore", "train", "--config", "/runs/.jobs/run-1.train-config.json",
                       "--run-id", "run-1", "--quiet"]
-    several = jobs.build_command(Path("c.json"), "run-1", processes=4, python="py")
+    several = job_command.build_command(Path("c.json"), "run-1", processes=4, python="py")
     assert several[:7] == ["py", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "4", "-m"]
     assert several[7:] == ["xraycore", "train", "--config", "c.json", "--run-id", "run-1", "--quiet"]
     with pytest.raises(ValueError):
-        jobs.build_command(Path("c.json"), "../escape")
+        job_command.build_command(Path("c.json"), "../escape")
 
 
 def test_job_environment_and_inputs(tmp_path, monkeypatch):
-    env = jobs.job_environment(1, base={"PATH": "/bin"})
+    env = job_command.job_environment(1, base={"PATH": "/bin"})
     assert env["OMP_WAIT_POLICY"] == "PASSIVE" and env["OMP_NUM_THREADS"] == "1" and env["PATH"] == "/bin"
     assert jobs.augment_specs(["rotate", "hflip"], [{"name": "rotate", "degrees": 6}]) == [
         {"name": "rotate", "degrees": 6}, "hflip"]

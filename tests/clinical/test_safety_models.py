@@ -27,6 +27,7 @@ from xraycore.inference import provenance
 from xraycore.clinical import releases
 from xraycore.reading_room import pdf_report as report_pdf
 from xraycore.runs import directory as runs
+from xraycore.common.tensor_files import load_weights, save_weights
 from xraycore.clinical import triage
 from xraycore.app import auth as webauth
 from xraycore.inference.predictor import Predictor
@@ -83,10 +84,10 @@ def test_changed_weights_withdraw_a_release(tiny_run, tmp_path, monkeypatch):
     releases.release(root / "run-b", identity=ADMIN, root=root)
     assert releases.is_released(root / "run-b", root)
     weights = root / "run-b" / runs.WEIGHTS_FILE
-    tensors = runs.load_weights(weights)
+    tensors = load_weights(weights)
     first = next(iter(tensors))
     tensors[first] = tensors[first] + 1.0  # a retrained directory: same place, other weights
-    runs.save_weights(weights, tensors)
+    save_weights(weights, tensors)
     assert not releases.is_released(root / "run-b", root)
     assert [c.path.name for c in catalog.model_choices(root, READER)] == ["run-a"]
 

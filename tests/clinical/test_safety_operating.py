@@ -24,6 +24,7 @@ from xraycore import metrics
 from xraycore.metrics.calibration import TEMPERATURE_BOUNDS
 from xraycore.clinical import operating_points as operating
 from xraycore.runs import directory as runs
+from xraycore.common.tensor_files import load_arrays, save_arrays
 from xraycore.evaluation import site_calibration
 from xraycore.inference.predictor import Predictor
 
@@ -46,10 +47,10 @@ def make_site_sample(root: Path, per_class: int = 50, swapped: int = 4, seed: in
 def sharpen(model: Path, factor: float = 100.0) -> Path:
     """Scale the tiny run's classifier head by ``factor``: its logits are ~0.05 apart, so any temperature fit on
     them runs into the lower bound (0.05) and fails; a sharper head calls the same films with real confidence."""
-    arrays = runs.load_arrays(model / runs.WEIGHTS_FILE)
+    arrays = load_arrays(model / runs.WEIGHTS_FILE)
     for key in ("classifier.weight", "classifier.bias"):
         arrays[key] = arrays[key] * factor
-    runs.save_arrays(model / runs.WEIGHTS_FILE, arrays)
+    save_arrays(model / runs.WEIGHTS_FILE, arrays)
     return model
 
 

@@ -398,7 +398,7 @@ def test_the_predictors_input_is_what_training_validated_on(tiny_run: Path) -> N
     from xraycore.training.config import from_record
     from xraycore.io.reader import read_xray
     from xraycore.inference.predictor import Predictor
-    from xraycore.training.loop import prepare_data
+    from xraycore.training.run_data import prepare_data
 
     run = xruns.Run(tiny_run)
     config = from_record(run.config["train"])

@@ -14,6 +14,8 @@ from PIL import Image
 from tests.helpers.synthetic import xray_like
 from xraycore.explain import cam as explain
 from xraycore.runs import directory as runs
+from xraycore.common.model_directory import ModelDirectoryError
+from xraycore.common.tensor_files import load_weights, save_weights
 from xraycore.inference.backends.choice import BackendUnavailable
 from xraycore.inference.export import export_model
 from xraycore.inference.predictor import Predictor
@@ -75,12 +77,12 @@ def test_methods_the_graph_cannot_give_are_answered_by_torch(tiny_exported):
 def test_graph_of_other_weights_is_never_served(tiny_exported, tmp_path):
     model = tmp_path / "retrained"
     shutil.copytree(tiny_exported, model)
-    weights = runs.load_weights(model / runs.WEIGHTS_FILE)
-    runs.save_weights(model / runs.WEIGHTS_FILE, {name: tensor + 0.01 if tensor.is_floating_point() else tensor
-                                                  for name, tensor in weights.items()})
+    weights = load_weights(model / runs.WEIGHTS_FILE)
+    save_weights(model / runs.WEIGHTS_FILE, {name: tensor + 0.01 if tensor.is_floating_point() else tensor
+                                             for name, tensor in weights.items()})
     fallback = Predictor(model)
     assert fallback.backend == "torch" and "was not exported from this model.safetensors" in fallback.backend_reason
-    with pytest.raises(runs.ModelDirectoryError, match="Export it again"):
+    with pytest.raises(ModelDirectoryError, match="Export it again"):
         Predictor(model, backend="onnxruntime")
 
 

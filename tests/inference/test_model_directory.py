@@ -18,8 +18,9 @@ from tests.io.test_io import assert_plain_message
 from xraycore.cli import main as cli
 from xraycore import models
 from xraycore.runs import directory as runs
+from xraycore.common.model_directory import ModelDirectoryError
+from xraycore.common.tensor_files import save_weights
 from xraycore.inference.predictor import Predictor
-from xraycore.runs.directory import ModelDirectoryError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -31,7 +32,7 @@ def _truncate(path: Path) -> None:
 
 def _swap_in_another_backbone(model: Path) -> None:
     other, _ = models.build_model("mobilenetv2_100", 2, pretrained="none")
-    runs.save_weights(model / runs.WEIGHTS_FILE, other.state_dict())
+    save_weights(model / runs.WEIGHTS_FILE, other.state_dict())
 
 
 def _bundled_member(backbone: str) -> Path:

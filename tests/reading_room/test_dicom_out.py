@@ -19,6 +19,7 @@ from xraycore.app import catalog
 from xraycore.cli import main as cli
 from xraycore.reading_room import dicom_out
 from xraycore.inference import provenance
+from xraycore.common.hashing import sha256_of_file
 
 DCIODVFY = shutil.which("dciodvfy")
 
@@ -195,6 +196,6 @@ def test_provenance_names_the_weights_when_no_training_date_travels(tiny_run, tm
     shutil.copytree(tiny_run, bundle)
     (bundle / "status.json").unlink()  # bundles carry no status.json
     model = provenance.of_model(bundle)
-    assert model.weights_sha256 == provenance.file_sha256(bundle / "model.safetensors")
+    assert model.weights_sha256 == sha256_of_file(bundle / "model.safetensors")
     assert model.version == f"weights {model.weights_sha256[:12]}" and model.name == "bundle (simple_cnn)"
     assert provenance.of_model(tiny_run).version[:4].isdigit()  # a run: when it finished training

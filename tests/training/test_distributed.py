@@ -32,9 +32,11 @@ from torch.utils.data import DistributedSampler
 from tests.helpers.synthetic import make_dataset
 from xraycore import models
 from xraycore.runs import directory as runs
+from xraycore.common.tensor_files import load_weights
 from xraycore.training.config import TrainConfig
 from xraycore.data.dataset import XrayDataset
-from xraycore.training.loop import prepare_data, train
+from xraycore.training.loop import train
+from xraycore.training.run_data import prepare_data
 
 pytestmark = pytest.mark.slow  # torchrun: real rank processes
 
@@ -122,8 +124,8 @@ def test_frozen_backbone_run_matches_a_single_process(frozen_ddp, data, tmp_path
     ddp_val, single_val = distributed_run.predictions("val"), single_run.predictions("val")
     assert ddp_val["file"] == single_val["file"]
     np.testing.assert_allclose(ddp_val["logits"], single_val["logits"], atol=TOLERANCE)
-    ddp_weights = runs.load_weights(distributed_run.path / "last.safetensors")
-    single_weights = runs.load_weights(single_run.path / "last.safetensors")
+    ddp_weights = load_weights(distributed_run.path / "last.safetensors")
+    single_weights = load_weights(single_run.path / "last.safetensors")
     head = [name for name in ddp_weights if name.startswith("classifier")]
     assert head and not torch.equal(ddp_weights[head[0]], _initial_weights()[head[0]]), "the head must have trained"
     for name in ddp_weights:
@@ -138,7 +140,7 @@ def test_full_training_matches_two_ranks_emulated_in_one_process(data, tmp_path)
     losses, weights = emulate_two_ranks(TrainConfig(data=str(data), **SETTINGS))
 
     assert [row["train_loss"] for row in distributed_run.metrics()] == pytest.approx(losses, abs=TOLERANCE)
-    trained = runs.load_weights(distributed_run.path / "last.safetensors")
+    trained = load_weights(distributed_run.path / "last.safetensors")
     for name, tensor in weights.items():
         torch.testing.assert_close(trained[name], tensor.to(trained[name].dtype), atol=TOLERANCE, rtol=0)
 

@@ -25,10 +25,12 @@ from xraycore.cli import main as cli
 from xraycore.evaluation import comparison
 from xraycore.training import jobs
 from xraycore.runs import directory as runs
+from xraycore.common.tensor_files import load_weights
 from xraycore.training import studies
 from xraycore.evaluation.model_card import model_card
 from xraycore.training.config import TrainConfig
-from xraycore.training.loop import STOP_FILE, resume, train
+from xraycore.runs.directory import STOP_FILE
+from xraycore.training.loop import resume, train
 
 REPO = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "XRAY_OFFLINE": "1"}
@@ -98,7 +100,7 @@ def test_killed_run_is_interrupted_and_resume_ends_where_an_uninterrupted_run_en
     for resumed_row, reference_row in zip(resumed_rows, reference_rows):  # approx takes flat dicts only
         assert resumed_row == pytest.approx(reference_row, abs=TOLERANCE)
     for weights in ("last.safetensors", "model.safetensors"):
-        resumed_weights, reference_weights = runs.load_weights(run.path / weights), runs.load_weights(reference.path / weights)
+        resumed_weights, reference_weights = load_weights(run.path / weights), load_weights(reference.path / weights)
         for name, tensor in reference_weights.items():
             torch.testing.assert_close(resumed_weights[name], tensor, atol=TOLERANCE, rtol=0, msg=f"{weights}: {name}")
     np.testing.assert_allclose(run.predictions("val")["probs"], reference.predictions("val")["probs"], atol=TOLERANCE)
@@ -190,7 +192,7 @@ def test_stop_file_ends_the_run_as_stopped_with_its_best_checkpoint_and_it_can_b
     run = runs.Run(train(config, progress=ask_to_stop_in_epoch_2))
     assert run.status()["state"] == "stopped"
     assert [row["epoch"] for row in run.metrics()] == [1]
-    best, last = runs.load_weights(run.path / "model.safetensors"), runs.load_weights(run.path / "last.safetensors")
+    best, last = load_weights(run.path / "model.safetensors"), load_weights(run.path / "last.safetensors")
     assert all(torch.equal(best[name], last[name]) for name in best), "the kept checkpoint is epoch 1's"
     predictions = run.predictions("val")
     assert predictions is not None and len(predictions["file"]) == run.config["counts"]["val"]

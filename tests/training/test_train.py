@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from xraycore import models
 from xraycore.models.registry import REGISTRY
 from xraycore.runs import directory as runs
+from xraycore.common.tensor_files import load_arrays, load_weights
 from xraycore.training.config import TrainConfig
 from xraycore.ood.distance import fit_ood
 from xraycore.training.optimisation import backbone_frozen, make_scheduler, phase_lr, set_phase
@@ -216,7 +217,7 @@ def test_watch_data_is_scored_every_epoch_and_never_trained_on(tiny_dataset, tmp
 
 def test_split_seed_keeps_the_validation_split_while_the_training_seed_changes(tiny_dataset):
     """Ensemble members trained with different seeds must share their validation images."""
-    from xraycore.training.loop import prepare_data
+    from xraycore.training.run_data import prepare_data
 
     def val_files(**seeds) -> list[str]:
         splits = prepare_data(TrainConfig(data=str(tiny_dataset / "train"), image_size=32, val_fraction=0.25, **seeds))
@@ -229,7 +230,8 @@ def test_split_seed_keeps_the_validation_split_while_the_training_seed_changes(t
 def test_status_reports_batches_speed_and_time_left_and_a_stop_within_the_batch(tiny_dataset, tmp_path):
     """What the Train page reads while a run trains: the epoch count from the start, batch k of n with images/s
     and time left during an epoch, and 'stopping' written in the very batch the STOP file was seen."""
-    from xraycore.training.loop import STOP_FILE, train
+    from xraycore.runs.directory import STOP_FILE
+    from xraycore.training.loop import train
 
     config = TrainConfig(data=str(tiny_dataset / "train"), backbone="simple_cnn", pretrained="none", image_size=32,
                          epochs=3, batch_size=8, val_fraction=0.25, fit_ood=False, out=str(tmp_path))
@@ -270,7 +272,8 @@ def test_status_reports_batches_speed_and_time_left_and_a_stop_within_the_batch(
 def assert_resumes_exactly(settings: dict, tmp_path: Path, run_id: str, kept: dict[str, torch.Tensor]) -> None:
     """A run of ``settings`` stopped at the first batch of epoch 2 and continued ends on ``kept``, the
     weights an uninterrupted run kept."""
-    from xraycore.training.loop import STOP_FILE, resume, train
+    from xraycore.runs.directory import STOP_FILE
+    from xraycore.training.loop import resume, train
 
     def ask_to_stop_in_epoch_2(event: dict) -> None:
         if event["kind"] == "batch" and event["epoch"] == 2 and event["step"] == 1:
@@ -281,7 +284,7 @@ def assert_resumes_exactly(settings: dict, tmp_path: Path, run_id: str, kept: di
     assert stopped.status()["state"] == "stopped"
     resume(run_id, root=tmp_path / "stopped")
     assert stopped.status()["state"] == "finished"
-    resumed = runs.load_weights(stopped.path / runs.LAST_WEIGHTS_FILE)
+    resumed = load_weights(stopped.path / runs.LAST_WEIGHTS_FILE)
     for name, tensor in kept.items():
         torch.testing.assert_close(resumed[name], tensor, atol=1e-5, rtol=0, msg=name)
 
@@ -295,7 +298,7 @@ def test_ema_keeps_the_moving_average_and_a_stopped_run_resumes_it_exactly(tiny_
                     epochs=3, batch_size=8, val_fraction=0.25, fit_ood=False, lr=3e-3, ema_decay=0.9)
     reference = runs.Run(train(TrainConfig(**settings, out=str(tmp_path / "reference"))))
     state = torch.load(reference.path / runs.CHECKPOINT_FILE, map_location="cpu", weights_only=True)
-    kept = runs.load_weights(reference.path / runs.LAST_WEIGHTS_FILE)
+    kept = load_weights(reference.path / runs.LAST_WEIGHTS_FILE)
     assert all(torch.equal(kept[name], state["ema"][name]) for name in kept), "the average is what is kept"
     assert any(not torch.equal(state["ema"][name], state["model"][name]) for name in kept
                if state["model"][name].is_floating_point()), "the average is not the raw weights"
@@ -339,7 +342,7 @@ def test_mixup_blends_images_and_labels_and_a_stopped_run_resumes_it_exactly(tin
                     epochs=3, batch_size=8, val_fraction=0.25, fit_ood=False, lr=3e-3, mixup=0.4, cutmix=1.0)
     reference = runs.Run(train(TrainConfig(**settings, out=str(tmp_path / "reference"))))
     plain = runs.Run(train(TrainConfig(**{**settings, "mixup": 0.0, "cutmix": 0.0}, out=str(tmp_path / "plain"))))
-    kept, unmixed = (runs.load_weights(run.path / runs.LAST_WEIGHTS_FILE) for run in (reference, plain))
+    kept, unmixed = (load_weights(run.path / runs.LAST_WEIGHTS_FILE) for run in (reference, plain))
     assert any(not torch.equal(kept[name], unmixed[name]) for name in kept if kept[name].is_floating_point())
     assert_resumes_exactly(settings, tmp_path, "mix", kept)
 
@@ -499,7 +502,7 @@ def test_training_with_outliers_exposes_its_own_run(tiny_dataset, tmp_path):
         Image.fromarray(np.random.default_rng(i).integers(0, 255, (48, 48), dtype=np.uint8)).save(elsewhere / f"{i}.png")
     run = train(TrainConfig(data=str(tiny_dataset), backbone="simple_cnn", pretrained="none", image_size=48, epochs=1,
                             batch_size=8, val_fraction=0.25, out=str(tmp_path / "runs"), ood_outliers=str(elsewhere)))
-    detector = OodModel.from_arrays(runs.load_arrays(run / runs.OOD_FILE))
+    detector = OodModel.from_arrays(load_arrays(run / runs.OOD_FILE))
     assert detector.discriminator is not None
     exposure = runs.Run(run).read_json(runs.SUMMARY_FILE)["ood_exposure"]
     assert exposure["outliers"] == "elsewhere" and exposure["n_outliers"] == 12
@@ -510,7 +513,7 @@ def test_training_with_outliers_exposes_its_own_run(tiny_dataset, tmp_path):
     kept = train(TrainConfig(data=str(tiny_dataset), backbone="simple_cnn", pretrained="none", image_size=48, epochs=1,
                              batch_size=8, val_fraction=0.25, out=str(tmp_path / "runs"), ood_outliers=str(lonely)))
     assert runs.Run(kept).status()["state"] == "finished"
-    assert OodModel.from_arrays(runs.load_arrays(kept / runs.OOD_FILE)).discriminator is None
+    assert OodModel.from_arrays(load_arrays(kept / runs.OOD_FILE)).discriminator is None
     assert "out-of-domain exposure not done" in (kept / runs.LOG_FILE).read_text()
     with pytest.raises(ValueError, match="is not a folder"):  # before any training, not after it
         train(TrainConfig(data=str(tiny_dataset), backbone="simple_cnn", pretrained="none", image_size=48,

@@ -15,7 +15,7 @@ from typing import Any
 
 _EXPORTS = {
     "audit": ("log_path", "record", "append", "Pending", "performing", "guarded", "parse_since", "read",
-        "file_sha256", "model_info"),
+        "model_info"),
     "policy": ("AccessDenied", "Identity", "can", "require", "everyone_roles", "local_identity",
         "anonymous_identity", "terminal_identity", "in_app_session", "acting", "RoleConfig", "parse_roles",
         "roles_file", "load_roles", "identity_from_claims", "is_loopback", "allowed_roots", "inside_roots"),

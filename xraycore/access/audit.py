@@ -19,9 +19,12 @@ import os
 import re
 import sys
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
+
+from xraycore.common.hashing import sha256_of_file
+from xraycore.common.timestamps import utc_now, utc_timestamp
 
 if TYPE_CHECKING:
     from xraycore.access.policy import Identity
@@ -43,10 +46,6 @@ def log_path() -> Path:
     return (Path(runs_dir) if runs_dir else Path.cwd() / "runs") / LOG_NAME
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-
-
 def record(action: str, identity: Identity | None, *, outcome: str = OK, model: dict[str, Any] | None = None,
            operating_point: str | None = None, threshold: float | None = None,
            counts: dict[str, int] | None = None, old: Any = None,
@@ -54,7 +53,7 @@ def record(action: str, identity: Identity | None, *, outcome: str = OK, model: 
            path: Path | None = None) -> dict[str, Any]:
     """Append one line and return it. Only these fields exist, so nothing else can slip in."""
     entry: dict[str, Any] = {
-        "time": _now(),
+        "time": utc_timestamp("milliseconds"),
         "user": identity.user if identity is not None else None,
         "role": identity.role if identity is not None else None,
         "via": identity.via if identity is not None else None,
@@ -136,7 +135,7 @@ def parse_since(text: str) -> datetime:
     ValueError in words that fit any caller (the CLI's option, the Audit page's field)."""
     relative = _RELATIVE.match(text)
     if relative:
-        return datetime.now(timezone.utc) - timedelta(**{_UNITS[relative.group(2)]: int(relative.group(1))})
+        return utc_now() - timedelta(**{_UNITS[relative.group(2)]: int(relative.group(1))})
     try:
         moment = datetime.fromisoformat(text.strip())
     except ValueError as error:
@@ -186,22 +185,6 @@ def _matches(entry: dict[str, Any], since: datetime | None, user: str | None, ac
 # --------------------------------------------------------------------------- the model a line names
 
 
-_HASHES: dict[tuple[str, int, int], str] = {}
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a weights file, remembered per (path, size, mtime) so scoring does not re-hash."""
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _HASHES:
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        _HASHES[key] = digest.hexdigest()
-    return _HASHES[key]
-
-
 def _json_file(path: Path) -> dict[str, Any]:
     try:
         loaded = json.loads(path.read_text(encoding="utf-8"))
@@ -218,10 +201,10 @@ def model_info(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
     weights = model_dir / "model.safetensors"
     ensemble = _json_file(model_dir / "ensemble.json")
     if weights.is_file():
-        sha256 = file_sha256(weights)
+        sha256 = sha256_of_file(weights)
     elif ensemble.get("members"):
         members = [model_dir / "members" / str(name) / "model.safetensors" for name in ensemble["members"]]
-        digests = "\n".join(file_sha256(p) if p.is_file() else "missing" for p in members)
+        digests = "\n".join(sha256_of_file(p) if p.is_file() else "missing" for p in members)
         sha256 = hashlib.sha256(digests.encode()).hexdigest()
     else:
         sha256 = None

@@ -19,7 +19,6 @@ threshold and temperature: no point may be saved under its name, so its values c
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -29,6 +28,8 @@ from xraycore.access import policy as access
 from xraycore.access import audit
 from xraycore.runs import directory as runs
 from xraycore.metrics.decision import is_positive, softmax  # numpy only: the serving install loads this module
+from xraycore.common.files import atomic_write_json
+from xraycore.common.timestamps import utc_timestamp
 
 POINTS_FILE = "operating_points.json"
 INTERNAL = "internal"
@@ -38,8 +39,6 @@ MIN_SAMPLE_PER_CLASS = 50  # below this a site calibration's threshold and its C
 NAME_MAX_LENGTH = 64
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def _check_name(name: str) -> str:
@@ -89,8 +88,8 @@ def get(model_dir: str | Path, name: str | None = None) -> dict[str, Any]:
 
 def _write(model_dir: Path, state: dict[str, Any]) -> None:
     points = {k: v for k, v in state["points"].items() if k != INTERNAL}
-    runs.atomic_write_json(model_dir / POINTS_FILE, {"active": state["active"], SHIPPED_KEY: state["shipped"],
-                                                    "points": points, "history": state["history"]})
+    atomic_write_json(model_dir / POINTS_FILE, {"active": state["active"], SHIPPED_KEY: state["shipped"],
+                                               "points": points, "history": state["history"]})
 
 
 def _named(name: str | None, point: dict[str, Any] | None) -> dict[str, Any]:
@@ -100,7 +99,7 @@ def _named(name: str | None, point: dict[str, Any] | None) -> dict[str, Any]:
 
 def _history_entry(action: str, name: str, old: dict, new: dict, user: str) -> dict[str, Any]:
     """``old`` and ``new``: the point in use before and after the change (:func:`_named`)."""
-    return {"time": _now(), "user": user, "action": action, "name": name, "old": old, "new": new}
+    return {"time": utc_timestamp(), "user": user, "action": action, "name": name, "old": old, "new": new}
 
 
 def mark_shipped(model_dir: str | Path, *, identity: access.Identity | None = None) -> str:
@@ -143,7 +142,7 @@ def _save(model_dir: str | Path, name: str, point: dict[str, Any], *, activate: 
         raise ValueError("threshold must be between 0 and 1")
     internal = state["points"][INTERNAL]
     stored = {**{k: internal[k] for k in ("positive_class", "positive_index") if k in internal}, **point,
-              "saved": _now(), "saved_by": user}
+              "saved": utc_timestamp(), "saved_by": user}
     if refusal := site_refusal(stored):
         raise ValueError(refusal)
     before = state["active"]

@@ -16,13 +16,14 @@ from __future__ import annotations
 import fcntl
 import os
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
 from xraycore.access import policy as access
 from xraycore.access import audit
 from xraycore.runs import directory as runs
+from xraycore.common.files import atomic_write_json, read_json_file
+from xraycore.common.timestamps import utc_timestamp
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MODEL_DIR_ENV = "XRAY_MODEL_DIR"
@@ -60,7 +61,7 @@ def weights_digest(model_dir: str | os.PathLike[str]) -> str | None:
 
 def load(root: Path | None = None) -> dict[str, Any]:
     """{"models": {real path: {"sha256", "name", "released_by", "released"}}, "history": [...]}."""
-    stored = runs._read_json_file(releases_file(root), None)
+    stored = read_json_file(releases_file(root), None)
     if not isinstance(stored, dict):
         return {"models": {}, "history": []}
     models = stored.get("models") if isinstance(stored.get("models"), dict) else {}
@@ -135,15 +136,15 @@ def _change(model_dir: str | os.PathLike[str], releasing: bool, identity: access
             old = state["models"].get(real)
             if releasing:
                 state["models"][real] = {"name": Path(real).name, "sha256": digest, "released_by": line.identity.user,
-                                         "released": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+                                         "released": utc_timestamp()}
             elif old is None:
                 raise ValueError(f"{Path(real).name!r} is not released, so there is nothing to withdraw.")
             else:
                 state["models"].pop(real)
-            state["history"].append({"time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            state["history"].append({"time": utc_timestamp(),
                                      "user": line.identity.user, "action": action.split(".")[1], "model": real,
                                      "sha256": digest})
-            runs.atomic_write_json(releases_file(root), state)
+            atomic_write_json(releases_file(root), state)
         line.note(old={"released": old is not None}, new={"released": releasing})
         return state["models"].get(real, {"name": Path(real).name, "sha256": digest})
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,9 @@ from xraycore.access import policy as access
 from xraycore.access import audit
 from xraycore.clinical import operating_points as operating
 from xraycore.runs import directory as runs
+from xraycore.common.files import atomic_write_json, read_json_file
+from xraycore.common.hashing import sha256_of_file
+from xraycore.common.timestamps import utc_timestamp
 from xraycore.data import folders
 from xraycore.inference.predictor import Predictor
 
@@ -75,7 +77,7 @@ def score_labelled(predictor: Predictor, items: list[Labelled], positive: str, t
 def _content_digest(source: Any) -> str:
     """sha256 of an image's bytes, whether it is a path, bytes or an (uploaded) file object."""
     if isinstance(source, (str, Path)):
-        return hashlib.sha256(Path(source).read_bytes()).hexdigest()
+        return sha256_of_file(source)
     if isinstance(source, (bytes, bytearray)):
         return hashlib.sha256(source).hexdigest()
     position = source.tell()
@@ -129,7 +131,7 @@ def save_evaluation(model_dir: str | Path, name: str, data_dir: str | Path, resu
     bootstrap CIs, n, prevalence, date, the data's fingerprint and which operating point answered."""
     name = operating._check_name(name)
     record = {
-        "name": name, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "name": name, "date": utc_timestamp(),
         "data": Path(data_dir).name, "data_fingerprint": result.get("data_fingerprint"),
         "n": result["n"], "prevalence": result["prevalence"], "operating_point": result.get("operating_point"),
         "threshold": result["threshold"], "note": note,
@@ -139,14 +141,14 @@ def save_evaluation(model_dir: str | Path, name: str, data_dir: str | Path, resu
     }
     path = Path(model_dir) / EVALUATIONS_DIR / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    runs.atomic_write_json(path, record)
+    atomic_write_json(path, record)
     return path
 
 
 def list_evaluations(model_dir: str | Path) -> list[dict[str, Any]]:
     """Every saved external evaluation of a model directory, oldest first."""
     folder = Path(model_dir) / EVALUATIONS_DIR
-    records = [runs._read_json_file(path, None) for path in sorted(folder.glob("*.json"))] if folder.is_dir() else []
+    records = [read_json_file(path, None) for path in sorted(folder.glob("*.json"))] if folder.is_dir() else []
     return sorted((r for r in records if isinstance(r, dict)), key=lambda r: r.get("date", ""))
 
 

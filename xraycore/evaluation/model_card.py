@@ -17,6 +17,8 @@ from xraycore.io import intended_use
 from xraycore import metrics
 from xraycore.clinical import operating_points as operating
 from xraycore.runs import directory as runs
+from xraycore.common.files import atomic_write_text
+from xraycore.common.tensor_files import load_arrays, save_arrays
 from xraycore.inference.backends.choice import GRAPH_FILE
 
 # What serving needs; config.json and the prediction files are rewritten without machine paths. An exported
@@ -210,8 +212,8 @@ def _bundle_files(run: runs.Run, destination: Path) -> runs.Run:
     if (destination / runs.OOD_FILE).exists():  # written again in today's layout (half the bytes of older runs')
         from xraycore.ood.distance import OodModel
 
-        detector = OodModel.from_arrays(runs.load_arrays(destination / runs.OOD_FILE))
-        runs.save_arrays(destination / runs.OOD_FILE, detector.to_arrays())
+        detector = OodModel.from_arrays(load_arrays(destination / runs.OOD_FILE))
+        save_arrays(destination / runs.OOD_FILE, detector.to_arrays())
     return bundled
 
 
@@ -226,7 +228,7 @@ def bundle_model(run_ref: str | Path, destination: Path, command: str, extra: di
     bundled = _bundle_files(run, destination)
     if (destination / operating.POINTS_FILE).exists():  # the point active now is the one the bundle ships with
         operating.mark_shipped(destination)
-    runs.atomic_write_text(destination / "MODEL_CARD.md", model_card(bundled, command, extra))
+    atomic_write_text(destination / "MODEL_CARD.md", model_card(bundled, command, extra))
     return destination
 
 
@@ -301,5 +303,5 @@ def bundle_ensemble(member_refs: Sequence[str | Path], destination: Path, comman
     ensemble.write_json(runs.SUMMARY_FILE, {
         "temperature": temperature, "split": configs[0].get("split"),
         "val": metrics.binary_report(y_val, probability[:, positive], threshold, beta)})
-    runs.atomic_write_text(destination / "MODEL_CARD.md", model_card(ensemble, command, extra))
+    atomic_write_text(destination / "MODEL_CARD.md", model_card(ensemble, command, extra))
     return destination

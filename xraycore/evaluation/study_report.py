@@ -22,7 +22,8 @@ from markupsafe import Markup
 from xraycore.evaluation import figures
 from xraycore import metrics
 from xraycore.training import presets
-from xraycore.runs.directory import Run, atomic_write_text, runs_root
+from xraycore.runs.directory import Run, runs_root
+from xraycore.common.files import atomic_write_text
 from xraycore.evaluation.comparison import TABLE_METRICS, comparison_table, config_differences, confusion_of, curves, evaluate_run, fold_number, fold_summary, reported_numbers, resolve_runs, run_label, scores
 
 CURVE_METRICS = ("train_loss", "val_loss", "val_auroc", "val_accuracy")

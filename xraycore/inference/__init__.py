@@ -32,7 +32,7 @@ _EXPORTS = {
     "networks": ("Engine", "Network", "load_networks", "choose_backend"),
     "prediction": ("Prediction", "score_counts", "bytes_source"),
     "predictor": ("Predictor", "operating_point_of"),
-    "provenance": ("ModelProvenance", "software_version", "file_sha256", "weights_sha256", "of_model"),
+    "provenance": ("ModelProvenance", "software_version", "weights_sha256", "of_model"),
     "selfcheck": ("ReferenceMissing", "Check", "grid", "score", "write_reference", "load_reference", "run",
         "summary"),
 }

@@ -20,10 +20,11 @@ import numpy as np
 import torch
 
 from xraycore.runs import directory as runs
-from xraycore.inference.backends.choice import GRAPH_FILE, weights_digest
+from xraycore.inference.backends.choice import GRAPH_FILE
 from xraycore.inference.networks import Network
 from xraycore.inference.predictor import Predictor
 from xraycore.metrics.decision import softmax
+from xraycore.common.hashing import sha256_of_file
 from xraycore.inference.backends.torch_runtime import TorchEngine
 
 OPSET = 17
@@ -94,7 +95,7 @@ def export_onnx(network: Network, temperature: float, output: Path, atol: float 
                           dynamic_axes={name: {0: "batch"} for name in ["image", *names]}, opset_version=OPSET,
                           dynamo=False)
     model = onnx.load(str(output))
-    metadata = {"xraycore.weights_sha256": weights_digest(network.run.file(runs.WEIGHTS_FILE)),
+    metadata = {"xraycore.weights_sha256": sha256_of_file(network.run.file(runs.WEIGHTS_FILE)),
                 "xraycore.image_size": str(size), "xraycore.ood_widths": json.dumps(list(engine.ood_widths)),
                 "xraycore.backbone": network.backbone, "xraycore.class_names": ",".join(network.class_names),
                 "xraycore.temperature_at_export": f"{temperature:.6g}"}

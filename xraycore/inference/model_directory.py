@@ -12,6 +12,8 @@ from typing import Any
 from xraycore.clinical import operating_points as operating
 from xraycore.io import intended_use
 from xraycore.runs import directory as runs
+from xraycore.common.files import plain_name
+from xraycore.common.model_directory import ModelDirectoryError
 
 ENSEMBLE_FILE = "ensemble.json"  # a model directory whose members are model directories
 ENSEMBLE_MEMBERS_DIR = "members"
@@ -27,16 +29,16 @@ def open_model(path: str | Path) -> runs.Run:
     """
     run = runs.Run(Path(path))
     if not run.file(runs.CONFIG_FILE).is_file():
-        raise runs.ModelDirectoryError(run.file(runs.CONFIG_FILE), "is missing (is this a model directory?)")
+        raise ModelDirectoryError(run.file(runs.CONFIG_FILE), "is missing (is this a model directory?)")
     for name in MODEL_JSON_FILES:
         try:
             content = run.read_json(name, {})
         except ValueError:  # UnicodeDecodeError is a ValueError too: binary junk
-            raise runs.ModelDirectoryError(run.file(name), "is damaged: it is not valid JSON") from None
+            raise ModelDirectoryError(run.file(name), "is damaged: it is not valid JSON") from None
         except OSError:
-            raise runs.ModelDirectoryError(run.file(name), "cannot be read (is it a file you may read?)") from None
+            raise ModelDirectoryError(run.file(name), "cannot be read (is it a file you may read?)") from None
         if not isinstance(content, dict):
-            raise runs.ModelDirectoryError(run.file(name), "is damaged: it is not a JSON object")
+            raise ModelDirectoryError(run.file(name), "is damaged: it is not a JSON object")
     return run
 
 
@@ -45,7 +47,7 @@ def network_config(run: runs.Run) -> dict[str, Any]:
     config = run.config
     missing = [key for key in NETWORK_CONFIG_KEYS if key not in config]
     if missing:
-        raise runs.ModelDirectoryError(run.file(runs.CONFIG_FILE), f"lacks {', '.join(missing)}")
+        raise ModelDirectoryError(run.file(runs.CONFIG_FILE), f"lacks {', '.join(missing)}")
     return config
 
 
@@ -56,9 +58,9 @@ def network_runs(run: runs.Run) -> list[tuple[runs.Run, float]]:
     if spec is None:
         return [(run, 1.0)]
     if not isinstance(spec, dict) or not isinstance(spec.get("members"), list):
-        raise runs.ModelDirectoryError(run.path / ENSEMBLE_FILE, "does not list the ensemble's members")
+        raise ModelDirectoryError(run.path / ENSEMBLE_FILE, "does not list the ensemble's members")
     members = []
     for name in spec["members"]:  # plain names of folders under members/, never paths
-        member = open_model(run.path / ENSEMBLE_MEMBERS_DIR / runs._plain_name(name, "ensemble member"))
+        member = open_model(run.path / ENSEMBLE_MEMBERS_DIR / plain_name(name, "ensemble member"))
         members.append((member, float(member.operating_point.get("temperature", 1.0))))
     return members

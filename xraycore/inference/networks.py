@@ -20,6 +20,8 @@ from xraycore.inference.model_directory import network_config, network_runs
 from xraycore.io.image import XrayImage, to_uint8
 from xraycore.ood.distance import OodModel
 from xraycore.runs import directory as runs
+from xraycore.common.model_directory import ModelDirectoryError
+from xraycore.common.tensor_files import load_arrays
 
 if TYPE_CHECKING:
     import torch
@@ -120,16 +122,16 @@ def _load_ood(run: runs.Run, widths: list[int]) -> OodModel | None:
     if not path.exists():
         return None
     try:
-        ood = OodModel.from_arrays(runs.load_arrays(path))
+        ood = OodModel.from_arrays(load_arrays(path))
     except (SafetensorError, OSError, KeyError, IndexError):
-        raise runs.ModelDirectoryError(path, "(the out-of-domain detector) is damaged or cut short") from None
+        raise ModelDirectoryError(path, "(the out-of-domain detector) is damaged or cut short") from None
     square = all(block.mean.ndim == 1 and block.precision.shape == (block.mean.size,) * 2 for block in ood.blocks)
     # An older detector scores the pre-logit features only, which always come last.
     fits = ood.widths == widths or (len(ood.widths) == 1 and ood.widths[0] == widths[-1])
     discriminator_fits = ood.discriminator is None or all(
         getattr(ood.discriminator, key).shape == (sum(ood.widths),) for key in ("mean", "scale", "weights"))
     if not (square and fits and discriminator_fits):
-        raise runs.ModelDirectoryError(path, "(the out-of-domain detector) belongs to another network")
+        raise ModelDirectoryError(path, "(the out-of-domain detector) belongs to another network")
     return ood
 
 

@@ -25,6 +25,7 @@ from xraycore.io import intended_use
 from xraycore.clinical import operating_points as operating
 from xraycore.clinical import releases
 from xraycore.runs import directory as runs
+from xraycore.common.model_directory import ModelDirectoryError
 from xraycore.clinical import triage
 from xraycore.data import decode
 from xraycore.inference.backends.choice import ONNXRUNTIME, TORCH, BackendUnavailable
@@ -59,7 +60,7 @@ class Predictor:
         self.backend, self.backend_reason = choose_backend(backend, device, [m.path for m, _ in network_runs(self.run)])
         try:
             self.networks = load_networks(self.run, self.backend, device)
-        except runs.ModelDirectoryError as error:  # a graph of older weights (onnx_runtime.StaleGraph): torch answers
+        except ModelDirectoryError as error:  # a graph of older weights (onnx_runtime.StaleGraph): torch answers
             if self.backend != ONNXRUNTIME or backends.check_request(backend) != backends.AUTO or not backends.installed(TORCH):
                 raise
             self.backend, self.backend_reason = TORCH, backends.fell_back(str(error))

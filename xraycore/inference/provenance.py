@@ -14,9 +14,9 @@ from pathlib import Path
 
 from xraycore.runs import directory as runs
 from xraycore.inference.model_directory import ENSEMBLE_FILE, ENSEMBLE_MEMBERS_DIR
-
-CHUNK = 1 << 20
-
+from xraycore.common.files import plain_name
+from xraycore.common.hashing import sha256_of_file
+from xraycore.common.model_directory import ModelDirectoryError
 
 @dataclass(frozen=True)
 class ModelProvenance:
@@ -45,27 +45,19 @@ def software_version() -> str:
         return "xraycore (version unknown)"
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def weights_sha256(model_dir: str | Path) -> str:
     """sha256 of model.safetensors; for an ensemble, sha256 over its members' weight hashes in order."""
     path = Path(model_dir)
     ensemble = path / ENSEMBLE_FILE
     if ensemble.is_file():
         members = json.loads(ensemble.read_text(encoding="utf-8")).get("members", [])
-        combined = "\n".join(weights_sha256(path / ENSEMBLE_MEMBERS_DIR / runs._plain_name(name, "ensemble member"))
+        combined = "\n".join(weights_sha256(path / ENSEMBLE_MEMBERS_DIR / plain_name(name, "ensemble member"))
                              for name in members)
         return hashlib.sha256(combined.encode()).hexdigest()
     weights = path / runs.WEIGHTS_FILE
     if not weights.is_file():
-        raise runs.ModelDirectoryError(weights, "is missing: the model has no trained weights")
-    return file_sha256(weights)
+        raise ModelDirectoryError(weights, "is missing: the model has no trained weights")
+    return sha256_of_file(weights)
 
 
 def of_model(model_dir: str | Path) -> ModelProvenance:

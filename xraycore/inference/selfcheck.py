@@ -12,7 +12,6 @@ another CPU, thread count or BLAS, far too narrow for other weights or preproces
 """
 from __future__ import annotations
 
-import datetime as _dt
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -21,7 +20,9 @@ import numpy as np
 from PIL import Image
 
 from xraycore.app import catalog
-from xraycore.runs import directory as runs
+from xraycore.common.files import atomic_write_json
+from xraycore.common.model_directory import ModelDirectoryError, read_model_json
+from xraycore.common.timestamps import utc_timestamp
 from xraycore.inference.predictor import Predictor
 from xraycore.inference.provenance import software_version, weights_sha256
 
@@ -77,7 +78,7 @@ def write_reference(model_dir: str | Path, samples: Sequence[Path] | None = None
     if failed:
         raise ValueError(f"these samples could not be read, so no reference was written: {', '.join(failed)}")
     reference = {
-        "weights_sha256": weights_sha256(model_dir), "written": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "weights_sha256": weights_sha256(model_dir), "written": utc_timestamp(),
         "software": software_version(), "cam": CAM, "heatmap_grid": HEATMAP_GRID,
         "tolerance": {"probability": PROBABILITY_TOLERANCE, "heatmap_mean_abs": HEATMAP_TOLERANCE},
         "samples": {label: {"positive_class": values["positive_class"],
@@ -86,18 +87,18 @@ def write_reference(model_dir: str | Path, samples: Sequence[Path] | None = None
                     for label, values in found.items()},
     }
     path = Path(model_dir) / REFERENCE_FILE
-    runs.atomic_write_json(path, reference)
+    atomic_write_json(path, reference)
     return path
 
 
 def load_reference(model_dir: str | Path) -> dict[str, Any]:
     path = Path(model_dir) / REFERENCE_FILE
-    reference = runs.read_model_json(model_dir, REFERENCE_FILE)
+    reference = read_model_json(model_dir, REFERENCE_FILE)
     if reference is None:
         raise ReferenceMissing(f"{path} is missing: this model has no reference values to check against "
                                "(a maintainer writes them with `python -m xraycore selfcheck --write-reference`)")
     if not isinstance(reference, dict) or not isinstance(reference.get("samples"), dict):
-        raise runs.ModelDirectoryError(path, "is damaged: it lists no samples")
+        raise ModelDirectoryError(path, "is damaged: it lists no samples")
     return reference
 
 

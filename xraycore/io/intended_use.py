@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from xraycore.runs import directory as runs
+from xraycore.common.files import atomic_write_json
+from xraycore.common.model_directory import ModelDirectoryError, read_model_json
 
 INTENDED_USE_FILE = "intended_use.json"
 GUARDS = ("non_frontal", "non_chest", "age_outside_range")
@@ -67,17 +68,17 @@ def _names(data: dict, key: str) -> tuple[str, ...]:
 def load(model_dir: str | Path) -> IntendedUse | None:
     """The model directory's intended use; None without the file; ModelDirectoryError when it is damaged."""
     path = Path(model_dir) / INTENDED_USE_FILE
-    data = runs.read_model_json(model_dir, INTENDED_USE_FILE)
+    data = read_model_json(model_dir, INTENDED_USE_FILE)
     if data is None:
         return None
     try:
         return IntendedUse.from_json(data)
     except ValueError as error:
-        raise runs.ModelDirectoryError(path, str(error)) from None
+        raise ModelDirectoryError(path, str(error)) from None
 
 
 def save(model_dir: str | Path, intended: IntendedUse) -> None:
-    runs.atomic_write_json(Path(model_dir) / INTENDED_USE_FILE, intended.to_json())
+    atomic_write_json(Path(model_dir) / INTENDED_USE_FILE, intended.to_json())
 
 
 def guard_warnings(guards: Mapping[str, bool], intended: IntendedUse) -> list[str]:

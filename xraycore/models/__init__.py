@@ -25,8 +25,8 @@ _EXPORTS = {
     "registry": ("BackboneSpec", "list_backbones", "get_spec", "as_spec", "input_normalisation",
         "min_input_size", "ood_scored_blocks"),
     "weights": ("WheelWeights", "offline_forced", "hub_reachable", "hub_unavailable_reason",
-        "download_errors", "file_sha256", "wheel_file", "read_state_dict", "load_local_weights",
-        "weights_label", "weights_fell_back"),
+        "download_errors", "wheel_file", "read_state_dict", "load_local_weights", "weights_label",
+        "weights_fell_back"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_MODULE_OF)

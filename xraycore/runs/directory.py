@@ -5,40 +5,36 @@ A run (and the bundled model in ``models/default/``) is a directory of plain fil
     config.json           every setting of the run
     status.json           state, pid, host, timestamps, progress
     metrics.jsonl         one JSON line per epoch
-    model.safetensors     best checkpoint (last.safetensors / optimizer.pt for resume)
-    <split>_predictions.csv   file, patient, label, prob_<class>..., logit_<class>...
+    model.safetensors     best checkpoint (last.safetensors and train_state.pt for resume)
+    <split>_predictions.csv   file, patient, label, prob_<class>..., logit_<class>... (see predictions_csv)
     operating_point.json  threshold, beta, temperature, positive class
     log.txt               human-readable log
 
-Every whole-file write goes through a temp file + ``os.replace``, so readers (the app, a second
-process) see either the old or the new content, never half of it. Appended files (metrics, log) are
-read tolerantly instead. This module knows nothing of models or training: it stores what it is given.
+Every whole-file write goes through a temp file + ``os.replace`` (:mod:`xraycore.common.files`), so readers
+(the app, a second process) see either the old or the new content, never half of it. Appended files (metrics,
+log) are read tolerantly instead. Weights and arrays are written and read by :mod:`xraycore.common.tensor_files`,
+a model directory's damage is said by :mod:`xraycore.common.model_directory`. This module knows nothing of
+models or training: it stores what it is given.
 """
 from __future__ import annotations
 
-import contextlib
-import csv
 import datetime as dt
-import io
 import json
 import logging
 import os
-import pickle
 import re
 import secrets
 import socket
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePath
-from typing import TYPE_CHECKING, Any, BinaryIO, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
-import safetensors.numpy
 
+from xraycore.common.files import atomic_write_json, atomic_write_text, json_line, plain_name, read_json_file, to_json
+from xraycore.common.timestamps import name_stamp, utc_timestamp
 from xraycore.runs.liveness import process_alive, started_at
-
-if TYPE_CHECKING:
-    import torch
+from xraycore.runs.predictions_csv import predictions_file, read_predictions_csv, write_predictions_csv
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +58,6 @@ TERMINAL_STATES = ("finished", "failed", "interrupted", "stopped")
 STATES = (RUNNING, *TERMINAL_STATES)
 UNKNOWN_STATE = "unknown"  # only ever read, never written: a directory without status.json
 
-CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model")  # where training scripts nest weights
-TORCH_PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
-
-_PLAIN_NAME = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _LABEL_JUNK = re.compile(r"[^A-Za-z0-9_-]+")
 
 
@@ -86,17 +78,7 @@ def sanitize_run_id(run_id: str) -> str:
     Allowed: letters, digits, ``.``, ``_``, ``-``; at most 128 characters; no leading dot and no
     ``..``. That rules out separators, hidden files and every form of path traversal.
     """
-    return _plain_name(run_id, "run id")
-
-
-def _plain_name(name: str, what: str) -> str:
-    if not isinstance(name, str) or not _PLAIN_NAME.fullmatch(name):
-        raise ValueError(
-            f"{name!r} is not a valid {what}: use 1-128 letters, digits, '.', '_' or '-'."
-        )
-    if name.startswith(".") or ".." in name:
-        raise ValueError(f"{name!r} is not a valid {what}: it may not start with '.' or contain '..'.")
-    return name
+    return plain_name(run_id, "run id")
 
 
 def new_run_id(label: str) -> str:
@@ -106,179 +88,7 @@ def new_run_id(label: str) -> str:
     creates the directory exclusively and draws again on the (unlikely) collision.
     """
     slug = _LABEL_JUNK.sub("-", label).strip("-_")[:64] or "run"
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return f"{stamp}-{slug}-{secrets.token_hex(3)}"
-
-
-def _now() -> str:
-    return dt.datetime.now().astimezone().isoformat(timespec="seconds")
-
-
-# --------------------------------------------------------------------------- atomic writes
-
-
-@contextlib.contextmanager
-def atomic_stream(path: Path) -> Iterator[BinaryIO]:
-    """A binary stream whose content replaces ``path`` only when the block completes (temp file in the same
-    folder, fsync, ``os.replace``): readers and a kill mid-write never see a partial file. The one way
-    xraycore replaces a file, also for what is streamed rather than held in memory (caches, checkpoints)."""
-    path = Path(path)
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as temp:
-            yield temp
-            temp.flush()
-            os.fsync(temp.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    with atomic_stream(path) as stream:
-        stream.write(data)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` (UTF-8) so readers never see a partly written file."""
-    _atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def _json_default(value: Any) -> Any:
-    """Let numpy numbers/arrays, paths, sets and datetimes through ``json.dumps``."""
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, PurePath):
-        return str(value)
-    if isinstance(value, (set, frozenset)):
-        return list(value)
-    if isinstance(value, (dt.datetime, dt.date)):
-        return value.isoformat()
-    raise TypeError(f"cannot store a {type(value).__name__} as JSON")
-
-
-def _to_json(obj: Any, indent: int | None = 2) -> str:
-    return json.dumps(obj, indent=indent, sort_keys=True, default=_json_default)
-
-
-def json_line(row: dict) -> str:
-    """One metrics.jsonl line (compact JSON + newline)."""
-    return _to_json(row, indent=None) + "\n"
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    """Write ``obj`` as pretty, key-sorted JSON, atomically. Serialises first, so a bad object
-    changes nothing on disk."""
-    atomic_write_text(path, _to_json(obj) + "\n")
-
-
-def _read_json_file(path: Path, default: Any = None) -> Any:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return default
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON ({error}).") from error
-
-
-class ModelDirectoryError(ValueError):
-    """A model directory that cannot be loaded: one plain sentence naming the file and the remedy.
-
-    A ValueError, so the CLI's ``error: ...`` (exit 2) and the app's message show it instead of a traceback.
-    """
-
-    REMEDY = ("Copy the model directory again from its source (a run of your own: train it again), "
-              "or choose another model.")
-
-    def __init__(self, path: Path, problem: str, remedy: str = REMEDY) -> None:
-        path = Path(path)
-        super().__init__(f"The model in {path.parent} cannot be loaded: {path.name} {problem}. {remedy}")
-        self.path = path
-
-
-def read_model_json(model_dir: str | Path, name: str, default: Any = None) -> Any:
-    """A JSON file of a model directory (``default`` when absent); a damaged one is a ModelDirectoryError."""
-    try:
-        return Run(Path(model_dir)).read_json(name, default)
-    except ValueError:
-        raise ModelDirectoryError(Path(model_dir) / name, "is damaged: it is not valid JSON") from None
-
-
-# --------------------------------------------------------------------------- weights
-
-
-def save_weights(
-    path: Path, state_dict: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
-) -> None:
-    """Save a state dict as safetensors, atomically.
-
-    Every tensor is copied to its own contiguous CPU storage first, because safetensors refuses
-    views and tied weights (two names sharing one storage).
-    """
-    import safetensors.torch  # lazy, as torch: a serving install reads arrays only
-
-    tensors = {name: tensor.detach().to("cpu").contiguous().clone() for name, tensor in state_dict.items()}
-    _atomic_write_bytes(Path(path), safetensors.torch.save(tensors, metadata=metadata))
-
-
-def load_weights(path: Path) -> dict[str, torch.Tensor]:
-    """Load a state dict from ``.safetensors``, or from a torch pickle with ``weights_only=True``.
-
-    Pickles are never unpickled freely: a file that needs anything beyond tensors and plain
-    containers is refused with ValueError instead of running its code. A training checkpoint
-    (``{"state_dict": ..., "epoch": ...}``) is unwrapped to its state dict.
-    """
-    import safetensors.torch
-    import torch
-
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix == ".safetensors":
-        return safetensors.torch.load_file(path, device="cpu")
-    if suffix not in TORCH_PICKLE_SUFFIXES:
-        raise ValueError(
-            f"{path.name}: unsupported weights file type; use .safetensors or one of "
-            f"{', '.join(TORCH_PICKLE_SUFFIXES)}."
-        )
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise ValueError(
-            f"{path.name} was refused: it holds Python objects beyond plain tensors, and loading "
-            "them could run arbitrary code. Re-save it as a state dict "
-            "(torch.save(model.state_dict(), ...)) or as .safetensors."
-        ) from error
-    return _unwrap_state_dict(loaded, path)
-
-
-def save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Plain numpy arrays (e.g. the out-of-domain model) as safetensors, atomically (no torch needed)."""
-    _atomic_write_bytes(Path(path), safetensors.numpy.save({name: np.ascontiguousarray(value)
-                                                            for name, value in arrays.items()}))
-
-
-def load_arrays(path: Path) -> dict[str, np.ndarray]:
-    return safetensors.numpy.load_file(Path(path))
-
-
-def _unwrap_state_dict(loaded: Any, path: Path) -> dict[str, torch.Tensor]:
-    import torch
-
-    if isinstance(loaded, dict):
-        nested = next((loaded[key] for key in CHECKPOINT_KEYS if isinstance(loaded.get(key), dict)), None)
-        if nested is not None:
-            loaded = nested
-    if not isinstance(loaded, dict) or not loaded:
-        raise ValueError(f"{path.name} does not contain a state dict (a mapping of names to tensors).")
-    not_tensors = [str(key) for key, value in loaded.items() if not isinstance(value, torch.Tensor)]
-    if not_tensors:
-        raise ValueError(f"{path.name}: these entries are not tensors: {', '.join(not_tensors[:5])}.")
-    return dict(loaded)
+    return f"{name_stamp()}-{slug}-{secrets.token_hex(3)}"
 
 
 # --------------------------------------------------------------------------- one run
@@ -299,7 +109,7 @@ class Run:
 
     def file(self, name: str) -> Path:
         """Path of a file inside the run; ``name`` must be a plain file name (no separators)."""
-        return self.path / _plain_name(name, "file name")
+        return self.path / plain_name(name, "file name")
 
     # ---- JSON members
 
@@ -308,7 +118,7 @@ class Run:
 
     def read_json(self, name: str, default: Any = None) -> Any:
         """Parsed ``name``, or ``default`` if the file does not exist (ValueError if it is corrupt)."""
-        return _read_json_file(self.file(name), default)
+        return read_json_file(self.file(name), default)
 
     @property
     def config(self) -> dict:
@@ -350,7 +160,7 @@ class Run:
         """
         if state not in STATES:
             raise ValueError(f"unknown run state {state!r}; expected one of {', '.join(STATES)}.")
-        now = _now()
+        now = utc_timestamp()
         status = {**self.read_json(STATUS_FILE, {}), **fields, "state": state, "updated": now}
         status.setdefault("started", now)
         if state == RUNNING:
@@ -399,7 +209,7 @@ class Run:
     def log(self, message: str) -> None:
         """Append a timestamped line to log.txt."""
         with open(self.file(LOG_FILE), "a", encoding="utf-8") as handle:
-            handle.write(f"{_now()} {message.rstrip()}\n")
+            handle.write(f"{utc_timestamp()} {message.rstrip()}\n")
 
     # ---- predictions
 
@@ -414,66 +224,11 @@ class Run:
         logits: np.ndarray | None = None,
     ) -> None:
         """Write ``<split>_predictions.csv``: one row per image, one prob_/logit_ column per class."""
-        class_names = [str(name) for name in class_names]
-        probs = np.asarray(probs, dtype=float)
-        count = len(files)
-        labels = np.asarray(list(labels), dtype=int).reshape(-1)
-        patients = [""] * count if patients is None else [str(patient) for patient in patients]
-        if len(set(class_names)) != len(class_names) or not class_names:
-            raise ValueError("class_names must be non-empty and unique.")
-        _check_shape("probs", probs, (count, len(class_names)))
-        if logits is not None:
-            logits = np.asarray(logits, dtype=float)
-            _check_shape("logits", logits, (count, len(class_names)))
-        if len(labels) != count or len(patients) != count:
-            raise ValueError(f"files, labels and patients must all have {count} entries.")
-
-        header = ["file", "patient", "label", *(f"prob_{name}" for name in class_names)]
-        if logits is not None:
-            header += [f"logit_{name}" for name in class_names]
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(header)
-        for index in range(count):
-            numbers = list(probs[index]) + (list(logits[index]) if logits is not None else [])
-            writer.writerow(
-                [files[index], patients[index], int(labels[index]), *(repr(float(x)) for x in numbers)]
-            )
-        atomic_write_text(self.file(f"{_plain_name(split, 'split name')}_predictions.csv"), buffer.getvalue())
+        write_predictions_csv(self.file(predictions_file(split)), files, labels, probs, class_names, patients, logits)
 
     def predictions(self, split: str = "val") -> dict | None:
         """The predictions written for ``split``, or None if there are none."""
-        path = self.file(f"{_plain_name(split, 'split name')}_predictions.csv")
-        try:
-            with open(path, newline="", encoding="utf-8") as handle:
-                rows = list(csv.reader(handle))
-        except FileNotFoundError:
-            return None
-        if not rows:
-            raise ValueError(f"{path} is empty (no header).")
-        header, body = rows[0], rows[1:]
-        prob_columns = [i for i, name in enumerate(header) if name.startswith("prob_")]
-        logit_columns = [i for i, name in enumerate(header) if name.startswith("logit_")]
-        if "file" not in header or "label" not in header or not prob_columns:
-            raise ValueError(f"{path} lacks the file, label or prob_<class> columns.")
-
-        def column(name: str) -> list[str]:
-            index = header.index(name)
-            return [row[index] for row in body]
-
-        def matrix(indices: list[int]) -> np.ndarray:
-            return np.array([[float(row[i]) for i in indices] for row in body], dtype=float).reshape(
-                len(body), len(indices)
-            )
-
-        return {
-            "file": column("file"),
-            "patient": column("patient") if "patient" in header else [""] * len(body),
-            "label": np.array([int(value) for value in column("label")], dtype=int),
-            "probs": matrix(prob_columns),
-            "logits": matrix(logit_columns) if logit_columns else None,
-            "class_names": [header[i][len("prob_"):] for i in prob_columns],
-        }
+        return read_predictions_csv(self.file(predictions_file(split)))
 
     # ---- overview
 
@@ -494,17 +249,12 @@ class Run:
         }
 
 
-def _check_shape(name: str, array: np.ndarray, expected: tuple[int, int]) -> None:
-    if array.shape != expected:
-        raise ValueError(f"{name} has shape {array.shape}; expected {expected} (images x classes).")
-
-
 # --------------------------------------------------------------------------- many runs
 
 
 def create_run(config: dict, root: Path | None = None, run_id: str | None = None) -> Run:
     """Make a new run directory (never an existing one), write its config and mark it running."""
-    config_text = _to_json(config) + "\n"  # fail on an unstorable config before touching the disk
+    config_text = to_json(config) + "\n"  # fail on an unstorable config before touching the disk
     root = runs_root(root)
     root.mkdir(parents=True, exist_ok=True)
     if run_id is not None:
@@ -585,7 +335,7 @@ def _creation_order(run: Run) -> tuple[float, int, str]:
     """Sort key: the recorded start time (survives copying), then config.json's mtime, then id."""
     config_mtime = (run.path / CONFIG_FILE).stat().st_mtime_ns
     try:
-        started = dt.datetime.fromisoformat(_read_json_file(run.path / STATUS_FILE, {})["started"])
+        started = dt.datetime.fromisoformat(read_json_file(run.path / STATUS_FILE, {})["started"])
         started_at = started.timestamp()
     except (KeyError, TypeError, ValueError, OSError):
         started_at = config_mtime / 1e9

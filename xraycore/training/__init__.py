@@ -1,30 +1,42 @@
 """Training: loop, validation scoring, optimisation, checkpoints, distributed, config, presets, studies,
 background jobs and their queue.
 
-    checkpoint        What `--resume` continues from: one checkpoint file per run, holding the last completed
-                      epoch
-    config            Every setting of a training run, declared once: one dataclass per group a researcher
-                      recognises
-    distributed       PyTorch distributed (torchrun) glue: which process am I, and how to combine results
-    durations         How long a planned run will take here, from the speed finished runs measured on this
-                      machine
-    job_queue         The training queue: at most `$XRAY_MAX_TRAINING_JOBS` (default 1) jobs train at once;
-                      the rest wait in order
-    jobs              Training runs launched from the app as background processes that outlive the page
-    loop              The training loop: data → model → run directory
-    optimisation      How the weights move: the optimiser, the learning-rate schedule (timm.scheduler), the
-                      frozen/fine-tune phases and the loss against mixed images (timm's Mixup / CutMix)
-    outlier_exposure  Outlier exposure: teach a model's out-of-domain check what films from elsewhere look
-                      like
-    presets           The studies of `shared/seeds` as named recipes, stored as data in `presets/*.toml`, and
-                      how a user's options become configs
-    run_view          What the Train page says about runs, as plain text and table rows
-    stopping          One stop request per training process, honoured in every phase of a run and of a study
-    studies           Studies: several runs planned together (the backbones of a preset, the folds of a cross-
-                      validation), trained one after the other, and continued by name after a stop or a crash
-    validation        Scoring the model under training: validation metrics every epoch, and once training ends
-                      the kept epoch's predictions, temperature, operating point, out-of-domain detector and
-                      summary
+    checkpoint          What `--resume` continues from: one checkpoint file per run, holding the last
+                        completed epoch
+    config              Every setting of a training run, declared once: one dataclass per group a researcher
+                        recognises
+    distributed         PyTorch distributed (torchrun) glue: which process am I, and how to combine results
+    durations           How long a planned run will take here, from the speed finished runs measured on this
+                        machine
+    job_command         What a training job runs: `python -m xraycore train --config FILE` (or the same
+                        through torchrun on several GPUs), in an environment that keeps the app responsive
+    job_queue           The training queue: at most `$XRAY_MAX_TRAINING_JOBS` (default 1) jobs train at once;
+                        the rest wait in order
+    jobs                Training runs launched from the app as background processes that outlive the page
+    loop                The training loop: data → model → run directory
+    optimisation        How the weights move: the optimiser, the learning-rate schedule (timm.scheduler), the
+                        frozen/fine-tune phases and the loss against mixed images (timm's Mixup / CutMix)
+    outlier_exposure    Outlier exposure: teach a model's out-of-domain check what films from elsewhere look
+                        like
+    presets             The studies of `shared/seeds` as named recipes, stored as data in `presets/*.toml`,
+                        and how a user's options become configs
+    run_data            The images a run learns from: class folders → patient-grouped split (or fold) → one
+                        decoded cache, plus the `--watch-data` images scored every epoch
+    run_record          What config.json says about a run: rank 0 creates the run directory (or reopens the
+                        one being continued) with every fact of the recipe, the data and the machine, and
+                        later adds which images each rank trained on
+    run_view            What the Train page says about runs, as plain text and table rows
+    session             What one training process holds while it trains a run: the recipe, the images, the
+                        network, the device and, on rank 0, the run directory
+    sharded_prediction  Logits (and out-of-domain features) of a dataset, each rank scoring its share and
+                        every rank getting all of them back in order
+    stopping            One stop request per training process, honoured in every phase of a run and of a study
+    studies             Studies: several runs planned together (the backbones of a preset, the folds of a
+                        cross-validation), trained one after the other, and continued by name after a stop or
+                        a crash
+    validation          Scoring the model under training: validation metrics every epoch, and once training
+                        ends the kept epoch's predictions, temperature, operating point, out-of-domain
+                        detector and summary
 
 The functions and classes named below are importable from this package too; each is imported from its
 module on first use, so importing the package is cheap and pulls in no torch.
@@ -46,24 +58,27 @@ _EXPORTS = {
     "durations": ("Measurement", "measurement_of", "measurements", "best_measurement", "ImageCounts",
         "count_images", "planned_images", "run_seconds", "seconds_left", "format_duration", "plan_rows",
         "total_seconds"),
+    "job_command": ("build_command", "job_environment", "default_threads", "available_gpus"),
     "job_queue": ("max_jobs", "locked", "records", "began", "next_sequence", "waiting", "training",
         "ahead_of_new", "my_turn", "wait_for_turn", "run"),
-    "jobs": ("validate_directory", "validate_file", "augment_name", "augment_specs", "config_path",
-        "build_command", "job_environment", "default_threads", "available_gpus", "Job", "name_taken",
-        "free_run_id", "quick_options", "checked_paths", "resumable", "list_jobs", "queue", "current_job",
-        "may_stop", "owner_of", "stop", "stop_job", "delete_run"),
-    "loop": ("configure_threads", "Splits", "prepare_data", "per_process_batch", "uses_channels_last",
-        "environment_record", "train", "Session"),
+    "jobs": ("validate_directory", "validate_file", "augment_name", "augment_specs", "config_path", "Job",
+        "name_taken", "free_run_id", "quick_options", "checked_paths", "resumable", "list_jobs", "queue",
+        "current_job", "may_stop", "owner_of", "stop", "stop_job", "delete_run"),
+    "loop": ("configure_threads", "train"),
     "optimisation": ("make_optimizer", "warmup_steps", "make_scheduler", "backbone_frozen", "phase_lr",
         "set_phase", "make_mixing", "soft_target_cross_entropy"),
     "outlier_exposure": ("images_in", "processed_bytes", "processed", "features", "FeatureCache", "expose",
         "fit_exposure"),
     "presets": ("names", "load", "expand", "override", "baseline", "changes"),
+    "run_data": ("prepare_data",),
+    "run_record": ("environment_record", "open_or_create_run", "record_sharding"),
     "run_view": ("status_line", "progress_fraction", "weights_note", "local_time", "took", "best_row",
         "runs_table_row", "runs_table"),
+    "session": ("silent", "Splits", "per_process_batch", "uses_channels_last", "Session"),
+    "sharded_prediction": ("predict_indices",),
     "stopping": ("listening", "request", "requested", "consume"),
     "studies": ("planned_runs", "plan_path", "load_plan", "names_a_study", "resume_study", "unfinished"),
-    "validation": ("predict_indices", "epoch_metrics", "finish"),
+    "validation": ("epoch_metrics", "finish"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_MODULE_OF)

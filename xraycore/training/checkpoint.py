@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from xraycore.runs import directory as runs
+from xraycore.common.files import atomic_stream, atomic_write_text, json_line
 from xraycore.runs.directory import CHECKPOINT_FILE, METRICS_FILE
 
 
@@ -26,13 +27,13 @@ def restore(run: runs.Run, model: torch.nn.Module, optimizer: torch.optim.Optimi
         ema.module.load_state_dict(state["ema"])
     done = int(state["epoch"]) + 1
     kept = [row for row in run.metrics() if row.get("epoch", 0) <= done]
-    runs.atomic_write_text(run.path / METRICS_FILE, "".join(runs.json_line(row) for row in kept))
+    atomic_write_text(run.path / METRICS_FILE, "".join(json_line(row) for row in kept))
     return done, state["best"], int(state["bad_epochs"])
 
 
 def save(path: Path, checkpoint: dict[str, Any]) -> None:
     """Weights, optimiser and loop state in one file, replaced atomically: a kill leaves one whole epoch."""
-    with runs.atomic_stream(path) as stream:
+    with atomic_stream(path) as stream:
         torch.save(checkpoint, stream)
 
 

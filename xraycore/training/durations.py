@@ -103,7 +103,7 @@ def count_images(folder: str | Path) -> ImageCounts:
 
 
 def planned_images(config: TrainConfig, counts: ImageCounts) -> tuple[int, int, int]:
-    """(training, validation, test) images one run of ``config`` will use (as train.prepare_data splits)."""
+    """(training, validation, test) images one run of ``config`` will use (as run_data.prepare_data splits)."""
     cap = config.max_per_class
 
     def total(per_class: dict[str, int]) -> int:

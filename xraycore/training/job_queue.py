@@ -7,8 +7,8 @@ jobs that began and still live hold the slots; of the ones still waiting, the lo
 first. So the queue needs no scheduler, survives a restart of the app and keeps its order; stopping a
 waiting job (SIGTERM to its session) just removes it.
 
-Standard library and psutil only (:mod:`liveness`): a waiting job must not load torch, and the app's first page
-load imports this.
+Standard library and psutil only (:mod:`xraycore.runs.liveness`, :mod:`xraycore.common.timestamps`): a waiting
+job must not load torch, and the app's first page load imports this.
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from xraycore.runs.liveness import process_alive
+from xraycore.common.timestamps import utc_timestamp
 
 MAX_JOBS_ENV = "XRAY_MAX_TRAINING_JOBS"
 LOCK_FILE = "queue.lock"
@@ -107,7 +108,7 @@ def wait_for_turn(jobs_dir: Path, job_id: str, poll: float = POLL_SECONDS) -> No
     while True:
         with locked(jobs_dir):
             if my_turn(jobs_dir, job_id, max_jobs()):
-                (jobs_dir / f"{job_id}{BEGAN_SUFFIX}").write_text(time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+                (jobs_dir / f"{job_id}{BEGAN_SUFFIX}").write_text(utc_timestamp())
                 return
         time.sleep(poll)
 

@@ -7,10 +7,11 @@ pid and its start time, command, run id, study). The page can be reloaded or clo
 and any later session finds it again through :func:`list_jobs`. Progress is read from the run
 directory itself (status, metrics), exactly as for a run started from a terminal.
 
-Jobs queue (:mod:`jobqueue`): at most ``$XRAY_MAX_TRAINING_JOBS`` (default 1) train at once, the others
+Jobs queue (:mod:`job_queue`): at most ``$XRAY_MAX_TRAINING_JOBS`` (default 1) train at once, the others
 wait in launch order. Launching and continuing need the researcher role, stopping a job needs its owner or an
 admin, deleting a run an admin; each is one audit line. Nothing here imports Streamlit; everything a user typed is
-validated (and must lie under the allowed roots, see :func:`access.inside_roots`) before it reaches a command.
+validated (and must lie under the allowed roots, see :func:`xraycore.access.policy.inside_roots`) before it
+reaches a command; the command itself is built by :mod:`job_command`.
 """
 from __future__ import annotations
 
@@ -24,14 +25,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-import torch
-
 from xraycore.access import policy as access
 from xraycore.access import audit
 from xraycore.training import config
 from xraycore.training import job_queue as jobqueue
+from xraycore.training.job_command import build_command, default_threads, job_environment
 from xraycore.training import presets
 from xraycore.runs import directory as runs
+from xraycore.common.files import atomic_write_json
+from xraycore.common.timestamps import utc_timestamp
 from xraycore.runs.liveness import process_alive, started_at
 
 JOBS_DIR = ".jobs"  # inside the runs root; list_runs skips dot-directories
@@ -75,9 +77,6 @@ def augment_specs(selected: Sequence[str], preset_specs: Sequence[Any] = ()) -> 
     return [by_name.get(name, name) for name in selected]
 
 
-# --------------------------------------------------------------------------- commands
-
-
 CONFIG_SUFFIX = ".train-config.json"  # beside the job's record; holds no "id", so jobqueue.records skips it
 
 
@@ -86,46 +85,12 @@ def config_path(root: Path, job_id: str) -> Path:
     return root / JOBS_DIR / f"{runs.sanitize_run_id(job_id)}{CONFIG_SUFFIX}"
 
 
-def build_command(config_file: Path, run_id: str, processes: int = 1, python: str = sys.executable) -> list[str]:
-    """The argv of a training job: ``train --config FILE``, in one process or ``processes`` ranks through torchrun.
-
-    torchrun is started as ``python -m torch.distributed.run`` (the module behind the ``torchrun``
-    script), so the job always uses the app's own interpreter and packages.
-    """
-    if processes < 1:
-        raise ValueError("the number of processes must be at least 1")
-    train_verb = ["-m", "xraycore", "train", "--config", str(config_file), "--run-id", runs.sanitize_run_id(run_id),
-                  "--quiet"]
-    if processes == 1:
-        return [python, *train_verb]
-    return [python, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes), *train_verb]
-
-
-def job_environment(threads: int, base: dict[str, str] | None = None) -> dict[str, str]:
-    """The job's environment: OpenMP must not busy-wait, and it gets a fixed thread count so the
-    app stays responsive on a small machine."""
-    env = dict(os.environ if base is None else base)
-    env.update({"OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-                "PYTHONUNBUFFERED": "1"})
-    return env
-
-
-def default_threads() -> int:
-    """Leave one core to the app (and everything else) when there is more than one."""
-    return max(1, (os.cpu_count() or 2) - 1)
-
-
-def available_gpus() -> int:
-    """CUDA devices this machine offers: the most training processes torchrun should start."""
-    return torch.cuda.device_count()
-
-
 # --------------------------------------------------------------------------- jobs
 
 
 @dataclass(frozen=True)
 class Job:
-    """One launched training job (its waiter process, see :mod:`jobqueue`) and where to find its output."""
+    """One launched training job (its waiter process, see :mod:`job_queue`) and where to find its output."""
 
     id: str
     pid: int
@@ -261,7 +226,7 @@ def launch(options: dict[str, Any], run_id: str | None = None, *, processes: int
 def resumable(root: Path | None = None) -> list[str]:
     """What the Train page offers to continue: launched studies with runs left to finish (by name),
     then stopped, killed or failed runs outside a study; one stopped before its first epoch ended starts
-    again from the beginning in its own directory (see train.resume)."""
+    again from the beginning in its own directory (see loop.resume)."""
     from xraycore.training import studies as planned
 
     plans = runs.runs_root(root) / planned.PLANS_DIR
@@ -302,15 +267,15 @@ def _start(command: list[str], job_id: str, root: Path, threads: int | None, stu
     (jobs_dir / f"{job_id}{jobqueue.BEGAN_SUFFIX}").unlink(missing_ok=True)  # a continued run queues afresh
     with jobqueue.locked(jobs_dir):
         job = Job(id=job_id, pid=0, command=command, root=str(root),
-                  started=dt.datetime.now().astimezone().isoformat(timespec="seconds"), study=study, owner=owner,
+                  started=utc_timestamp(), study=study, owner=owner,
                   seq=jobqueue.next_sequence(jobs_dir), ahead=jobqueue.ahead_of_new(jobs_dir), cwd=str(PACKAGE_PARENT))
-        runs.atomic_write_json(record_path, asdict(job))
+        atomic_write_json(record_path, asdict(job))
         with open(jobs_dir / f"{job_id}.log", "ab") as log:
             process = subprocess.Popen([sys.executable, "-m", "xraycore.training.job_queue", str(record_path)], stdout=log,
                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
                                        env=job_environment(threads), cwd=PACKAGE_PARENT)
         job = Job(**{**asdict(job), "pid": process.pid, "pid_started": started_at(process.pid)})
-        runs.atomic_write_json(record_path, asdict(job))
+        atomic_write_json(record_path, asdict(job))
     return job
 
 
@@ -323,7 +288,16 @@ def list_jobs(root: Path | None = None) -> list[Job]:
             found.append(Job(**record))
         except TypeError:
             continue
-    return sorted(found, key=lambda job: (job.started, job.seq), reverse=True)
+    return sorted(found, key=_queued_order, reverse=True)
+
+
+def _queued_order(job: Job) -> tuple[float, int]:
+    """When the job was queued, as an instant: older records hold local time with its offset, newer ones UTC, and
+    their text would not sort by time. A record whose time does not parse sorts oldest."""
+    try:
+        return dt.datetime.fromisoformat(job.started).timestamp(), job.seq
+    except ValueError:
+        return float("-inf"), job.seq
 
 
 def queue(root: Path | None = None) -> list[Job]:

@@ -1,10 +1,12 @@
 """The training loop: data → model → run directory.
 
 One function, :func:`train`, runs a whole recipe (``TrainConfig``) and writes a run through
-``runs``; :func:`resume` continues a killed run from its last completed epoch. The same code runs in
+``xraycore.runs``; :func:`resume` continues a killed run from its last completed epoch. The same code runs in
 one process or under ``torchrun`` (DistributedDataParallel): only rank 0 writes. Its parts live beside it:
-:mod:`optimisation` (optimiser, schedule, phases), :mod:`checkpoint` (what resume reads) and
-:mod:`scoring` (validation every epoch, then the kept epoch's predictions, operating point and summary).
+:mod:`session` (what a training process holds), :mod:`run_data` (folders → split → decoded cache),
+:mod:`run_record` (the run directory and its config.json), :mod:`optimisation` (optimiser, schedule, phases),
+:mod:`checkpoint` (what resume reads), :mod:`sharded_prediction` (scoring across ranks) and :mod:`validation`
+(validation every epoch, then the kept epoch's predictions, operating point and summary).
 
 Reproducibility: every epoch reseeds torch from (seed, epoch) and shuffles with the same
 per-epoch permutation (DistributedSampler's), so a resumed run replays exactly the epochs an
@@ -13,11 +15,10 @@ uninterrupted one would have.
 from __future__ import annotations
 
 import os
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import torch
@@ -32,17 +33,19 @@ from xraycore.training import distributed
 from xraycore.training import durations as estimate
 from xraycore import models
 from xraycore.runs import directory as runs
+from xraycore.common.tensor_files import save_weights
 from xraycore.training import stopping
 from xraycore.training import run_view as trainview
 from xraycore.training.config import MONITORS, TrainConfig, from_record
 from xraycore.training.optimisation import backbone_frozen, make_mixing, make_optimizer, make_scheduler, phase_lr, set_phase, soft_target_cross_entropy
-from xraycore.runs.directory import CHECKPOINT_FILE, LAST_WEIGHTS_FILE, METRICS_FILE, STOP_FILE, WEIGHTS_FILE
-from xraycore.training.validation import epoch_metrics, finish, predict_indices
+from xraycore.runs.directory import CHECKPOINT_FILE, LAST_WEIGHTS_FILE, WEIGHTS_FILE
+from xraycore.training.run_data import prepare_data
+from xraycore.training.run_record import open_or_create_run, record_sharding
+from xraycore.training.session import Progress, Session, silent
+from xraycore.training.sharded_prediction import predict_indices
+from xraycore.training.validation import epoch_metrics, finish
 
-Progress = Callable[[dict[str, Any]], None]
 PROGRESS_SECONDS = 2.0  # status.json's batch progress is rewritten at most this often (and at an epoch's ends)
-def _silent(event: dict[str, Any]) -> None:
-    pass
 
 
 def configure_threads(threads: int | None) -> None:
@@ -52,103 +55,13 @@ def configure_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-# ---------------------------------------------------------------- data
-@dataclass
-class Splits:
-    cache: xdata.ImageCache
-    class_names: list[str]
-    train: list[int]
-    val: list[int]
-    test: list[int]
-    description: str
-    watch: xdata.ImageCache | None = None  # --watch-data: scored every epoch, never trained on
-    watch_labels: list[int] | None = None
-
-
-def prepare_data(config: TrainConfig, progress: Progress = _silent) -> Splits:
-    """Folders → patient-grouped split (or fold) → one decoded cache for every image used."""
-    pattern = config.patient_pattern or xdata.DEFAULT_PATIENT_PATTERN
-    found, class_names = xdata.discover_splits(config.data, config.class_names, pattern=pattern)
-    if not class_names or not any(found.values()):
-        raise ValueError(f"no images in class folders under {config.data}")
-    pool = found.get("train") or found.get("all") or []
-    test = found.get("test", [])
-    if config.max_per_class:
-        pool = xdata.subsample(pool, config.max_per_class, seed=config.seed)
-        test = xdata.subsample(test, config.max_per_class, seed=config.seed) if test else []
-
-    use_folder_val = config.split == "folder" or (
-        config.split == "auto" and len(found.get("val", [])) >= 50 and not config.folds
-    )
-    if config.folds:
-        fold = config.fold or 0
-        train, val = xdata.kfold_splits(pool, config.folds, seed=config.split_seed_or_seed)[fold]
-        description = f"fold {fold + 1} of {config.folds} (stratified, grouped by patient)"
-    elif use_folder_val:
-        train, val = pool, found["val"]
-        description = "train/val folders as given"
-    else:
-        train, val = xdata.split_by_ratio(pool, config.val_fraction, seed=config.split_seed_or_seed)
-        description = f"{config.val_fraction:.0%} validation, stratified and grouped by patient"
-
-    everything = list(dict.fromkeys(train + val + test))  # a sample may not be decoded twice
-    cache_dir = Path(config.cache_dir) if config.cache_dir else None
-    size = config.load_size or config.image_size
-    cache = xdata.ImageCache(
-        everything, size, cache_dir=cache_dir, intensity=config.intensity, margin=config.crop_margin,
-        progress=lambda done, total: progress({"kind": "cache", "done": done, "total": total}),
-    )
-    train_idx = cache.indices_of(train)
-    if config.grow_minority:
-        grown = xdata.grow_minority([cache.samples[i] for i in train_idx], config.grow_minority, seed=config.seed)
-        train_idx = cache.indices_of(grown)
-    watch, watch_labels = _watch_set(config, class_names, size)
-    return Splits(cache, class_names, train_idx, cache.indices_of(val), cache.indices_of(test), description,
-                  watch, watch_labels)
-
-
-def _watch_set(config: TrainConfig, class_names: list[str], size: int) -> tuple[xdata.ImageCache | None, list[int] | None]:
-    """The --watch-data images decoded like the training images, labelled in the run's class order."""
-    if not config.watch_data:
-        return None, None
-    samples, folder_classes = xdata.scan_class_folders(config.watch_data)
-    unknown = sorted(set(folder_classes) - set(class_names))
-    if not samples or unknown:
-        raise ValueError(f"--watch-data needs class folders named like the training classes ({', '.join(class_names)})"
-                         + (f"; it has {', '.join(unknown)}" if unknown else ""))
-    cache = xdata.ImageCache(samples, size, intensity=config.intensity, margin=config.crop_margin)
-    kept = {s.path: s for s in cache.samples}
-    return cache, [class_names.index(folder_classes[kept[s.path].label]) for s in cache.samples]
-
-
-# ---------------------------------------------------------------- devices
-def per_process_batch(config: TrainConfig, ctx: distributed.Context) -> int:
-    """--batch-size is the global batch: each of the world's processes takes its share."""
-    return max(1, config.batch_size // ctx.world_size)
-
-
-def uses_channels_last(config: TrainConfig, device: torch.device) -> bool:
-    """Channels-last speeds convolutions up on CUDA and on oneDNN CPUs (2.6x for MobileNetV2 here); not on MPS."""
-    return config.channels_last and device.type in ("cuda", "cpu")
-
-
 # ---------------------------------------------------------------- the loop
-def environment_record(device: torch.device, ctx: distributed.Context) -> dict[str, Any]:
-    import timm
-
-    return {
-        "device": str(device), "torch": torch.__version__, "timm": timm.__version__,
-        "python": platform.python_version(), "threads": torch.get_num_threads(),
-        "world_size": ctx.world_size, "host": platform.node(),
-    }
-
-
-def train(config: TrainConfig, progress: Progress = _silent, run_id: str | None = None) -> Path:
+def train(config: TrainConfig, progress: Progress = silent, run_id: str | None = None) -> Path:
     """Train one run end to end and return its directory."""
     return _run(config, progress, run_id=run_id, resume_from=None)
 
 
-def resume(run_ref: str | Path, progress: Progress = _silent, root: Path | None = None) -> Path:
+def resume(run_ref: str | Path, progress: Progress = silent, root: Path | None = None) -> Path:
     """Continue a stopped, failed or killed run from its last completed epoch, same config; one that
     never completed an epoch starts again from the beginning in its own directory (so a run stopped
     early is neither lost nor stuck)."""
@@ -159,44 +72,6 @@ def resume(run_ref: str | Path, progress: Progress = _silent, root: Path | None 
         raise RuntimeError(f"run {run.id} records no training settings; it cannot be continued")
     config = from_record(run.config["train"])
     return _run(config, progress, run_id=None, resume_from=run)
-
-
-@dataclass
-class Session:
-    """What one training process holds while it trains a run. Only rank 0 has ``run`` (it writes)."""
-
-    config: TrainConfig
-    splits: Splits
-    spec: models.BackboneSpec
-    model: torch.nn.Module
-    device: torch.device
-    ctx: distributed.Context
-    progress: Progress
-    run: runs.Run | None = None
-
-    @property
-    def batch_size(self) -> int:
-        return per_process_batch(self.config, self.ctx)
-
-    @property
-    def channels_last(self) -> bool:
-        return uses_channels_last(self.config, self.device)
-
-    @property
-    def mean_std(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        return models.input_normalisation(self.spec, self.config.normalisation)
-
-    def say(self, text: str) -> None:
-        if self.ctx.is_main:
-            self.progress({"kind": "message", "text": text})
-
-    def evaluate(self, indices: list[int], with_features: bool = False):
-        """Logits, labels (and features) of some cached images at the evaluation size."""
-        mean, std = self.mean_std
-        dataset = xdata.XrayDataset(self.splits.cache, indices, output_size=self.config.eval_size or self.config.image_size,
-                                    mean=mean, std=std)
-        return predict_indices(self.model, dataset, self.batch_size * 2, self.device, self.ctx,
-                               with_features=with_features, channels_last=self.channels_last, ood_spec=self.spec)
 
 
 def _run(config: TrainConfig, progress: Progress, run_id: str | None, resume_from: runs.Run | None) -> Path:
@@ -229,7 +104,7 @@ def _run(config: TrainConfig, progress: Progress, run_id: str | None, resume_fro
 def _train_session(config: TrainConfig, progress: Progress, run_id: str | None, resume_from: runs.Run | None,
                    device: torch.device, ctx: distributed.Context, spec: models.BackboneSpec, holder: dict) -> Path:
     """Data, model, run directory, epochs, scoring; a stop asked before the data is ready creates no run."""
-    splits = prepare_data(config, progress if ctx.is_main else _silent)
+    splits = prepare_data(config, progress if ctx.is_main else silent)
     if distributed.any_flag(ctx, stopping.requested()):
         if ctx.is_main:
             progress({"kind": "message", "text": "stopped on request before training began"})
@@ -249,7 +124,7 @@ def _train_session(config: TrainConfig, progress: Progress, run_id: str | None, 
     if spec.heavy and device.type == "cpu":
         session.say(f"note: {spec.name} is heavy for a CPU; a full-size run takes hours per epoch here: "
                     "use a GPU, or --smoke to check the recipe")
-    session.run = _open_or_create_run(session, weights_source, run_id, resume_from)
+    session.run = open_or_create_run(session, weights_source, run_id, resume_from)
     _fit(session)
     if ctx.is_main and config.ood_outliers and config.fit_ood and session.run.status().get("state") == "finished":
         _expose_to_outliers(session)
@@ -269,7 +144,7 @@ def _hear_late_stop(session: Session) -> None:
 
 
 def _expose_to_outliers(session: Session) -> None:
-    """The finished run's out-of-domain check learns the --ood-outliers films (see exposure.expose). The run is
+    """The finished run's out-of-domain check learns the --ood-outliers films (see outlier_exposure.expose). The run is
     finished and stays so: when this fails, it keeps the distance check alone and says why."""
     from xraycore.training.outlier_exposure import fit_exposure
 
@@ -281,53 +156,6 @@ def _expose_to_outliers(session: Session) -> None:
         message = f"out-of-domain exposure not done, the distance check alone flags: {error}"
         session.say(message)
         session.run.log(message)
-
-
-def _open_or_create_run(session: Session, weights_source: str, run_id: str | None,
-                        resume_from: runs.Run | None) -> runs.Run | None:
-    """Rank 0 creates (or reopens) the run directory; other ranks learn its path and never write."""
-    config, splits, ctx = session.config, session.splits, session.ctx
-    path = None
-    if ctx.is_main:
-        if resume_from is not None:
-            run = resume_from
-            (run.path / STOP_FILE).unlink(missing_ok=True)  # that request was for the process that stopped
-            if (run.path / CHECKPOINT_FILE).exists():
-                run.set_status("running", pid=os.getpid(), message="resumed")
-                run.log("resumed")
-            else:  # nothing was kept: the same run, from the beginning, with the weights it starts from now
-                run.write_json(runs.CONFIG_FILE, {**run.config, "weights_source": weights_source})
-                runs.atomic_write_text(run.path / METRICS_FILE, "")
-                run.set_status("running", pid=os.getpid(), epoch=0, message="started again (no epoch had completed)")
-                run.log("started again from the beginning: no epoch had completed")
-        else:
-            mean, std = session.mean_std
-            record = {
-                "train": config.to_flat_dict(),  # flat: what every reader of config.json expects
-                "backbone": config.backbone, "class_names": splits.class_names,
-                "positive_class": config.positive_class if config.positive_class in splits.class_names else None,
-                "image_size": config.eval_size or config.image_size, "train_image_size": config.image_size,
-                "load_size": config.load_size or config.image_size,
-                "input_jpeg_quality": xdata.stored_jpeg_quality([splits.cache.samples[i].path for i in splits.train],
-                                                                config.load_size or config.image_size),
-                "mean": list(mean), "std": list(std), "intensity": config.intensity, "crop_margin": config.crop_margin,
-                "head": {"hidden": config.head_hidden, "dropout": config.dropout, "batchnorm": config.head_batchnorm,
-                         "init": config.head_init},
-                "weights_source": weights_source, "split": splits.description,
-                "counts": {name: len(idx) for name, idx in
-                           (("train", splits.train), ("val", splits.val), ("test", splits.test))},
-                "skipped_files": len(splits.cache.skipped),
-                "skipped_by_reason": splits.cache.skipped_by_reason,
-                "effective_batch_size": session.batch_size * ctx.world_size, "per_process_batch_size": session.batch_size,
-                "environment": environment_record(session.device, ctx), "study": config.study, "preset": config.preset,
-            }
-            root = Path(config.out) if config.out else None
-            run = runs.create_run(record, root=root, run_id=run_id or runs.new_run_id(config.backbone))
-            for path_, reason in splits.cache.skipped:
-                run.log(f"skipped unreadable training image {Path(path_).name}: {reason}")
-        path = str(run.path)
-    path = distributed.broadcast_object(ctx, path)
-    return runs.Run(Path(path)) if ctx.is_main else None
 
 
 @dataclass
@@ -428,7 +256,7 @@ def _fit(session: Session) -> None:
         if stopped:
             break
         if epoch == loop.start_epoch:
-            _record_sharding(run, ctx, rows_seen, len(train_set))
+            record_sharding(run, ctx, rows_seen, len(train_set))
         _end_epoch(session, loop, val_set, weights, epoch, len(loader), loss_sum, time.perf_counter() - started)
         loop.epoch_seconds = time.perf_counter() - started
         if config.patience is not None and loop.bad_epochs > config.patience:
@@ -536,8 +364,8 @@ def _end_epoch(session: Session, loop: _Loop, val_set: xdata.XrayDataset, weight
         return
     run.append_metrics(row)
     if improved:
-        runs.save_weights(run.path / WEIGHTS_FILE, model.state_dict())
-    runs.save_weights(run.path / LAST_WEIGHTS_FILE, model.state_dict())
+        save_weights(run.path / WEIGHTS_FILE, model.state_dict())
+    save_weights(run.path / LAST_WEIGHTS_FILE, model.state_dict())
     checkpoint.save(run.path / CHECKPOINT_FILE, {
         "model": session.model.state_dict(), "optimizer": loop.optimizer.state_dict(), "epoch": epoch,
         "best": loop.best, "bad_epochs": loop.bad_epochs,
@@ -561,20 +389,3 @@ def _watch_metrics(session: Session, model: torch.nn.Module, weights: torch.Tens
                                    channels_last=session.channels_last)
     found = epoch_metrics(logits, np.asarray(splits.watch_labels), weights)
     return {"watch_auroc": found["val_auroc"], "watch_accuracy": found["val_accuracy"]}
-
-
-def _record_sharding(run: runs.Run | None, ctx: distributed.Context, rows_seen: list[int], train_size: int) -> None:
-    """Which training images each process really fed the network in one epoch (config.json "data_parallel").
-
-    Under torchrun the ranks must see disjoint shards of the epoch: "overlap" counts images trained on by
-    more than one rank (0 unless the sampler had to pad an uneven split).
-    """
-    shards = distributed.gather_objects(ctx, rows_seen)
-    if not ctx.is_main:
-        return
-    images = [set(shard) for shard in shards]
-    record = {"ranks": ctx.world_size, "samples_per_rank": [len(shard) for shard in shards],
-              "overlap": sum(map(len, images)) - len(set().union(*images)), "training_samples": train_size}
-    if "data_parallel" not in run.config:
-        run.write_json(runs.CONFIG_FILE, {**run.config, "data_parallel": record})
-    run.log("data parallel: " + ", ".join(f"{key}={value}" for key, value in record.items()))

@@ -13,11 +13,8 @@ from __future__ import annotations
 import hashlib
 import io as _io
 import json
-import os
 import random
-import tempfile
 from collections.abc import Callable, Sequence
-from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +23,12 @@ from PIL import Image, ImageFilter, ImageOps
 
 from xraycore.access import policy as access
 from xraycore.access import audit
-from xraycore.inference import provenance
 from xraycore.runs import directory as runs
 from xraycore.io import image as xray_image
+from xraycore.common.files import atomic_stream
+from xraycore.common.hashing import sha256_of_file
+from xraycore.common.tensor_files import save_arrays
+from xraycore.common.timestamps import utc_timestamp
 from xraycore.io import reader as xio
 from xraycore.data.folders import list_images
 from xraycore.ood.distance import fit_discriminator
@@ -151,7 +151,7 @@ class FeatureCache:
     def _digest(self, network: Network, processing: str | None) -> str:
         weights = network.run.file(runs.WEIGHTS_FILE)
         if weights not in self._weights_sha256:
-            self._weights_sha256[weights] = provenance.file_sha256(weights)
+            self._weights_sha256[weights] = sha256_of_file(weights)
         preparation = {key: network.run.config.get(key) for key in (
             "backbone", "image_size", "load_size", "mean", "std", "input_jpeg_quality", "intensity", "crop_margin")}
         widths = network.ood.widths if network.ood is not None else None
@@ -174,10 +174,8 @@ class FeatureCache:
     @staticmethod
     def _save(file: Path, known: dict[str, np.ndarray]) -> None:
         file.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=file.parent, suffix=".npz")
-        os.close(handle)
-        np.savez(temporary, keys=np.array(list(known), dtype=str), features=np.stack(list(known.values())))
-        os.replace(temporary, file)  # a reader never sees half a file
+        with atomic_stream(file) as stream:  # a reader never sees half a file
+            np.savez(stream, keys=np.array(list(known), dtype=str), features=np.stack(list(known.values())))
 
 
 def _reading_code_digest() -> str:
@@ -234,11 +232,11 @@ def fit_exposure(model: str | Path, inliers: str | Path, outliers: str | Path, *
         heldout_features = features(network, predictor, heldout, cache=cache)
         discriminator = fit_discriminator(home, away, network.ood.own_features(heldout_features), quantile, strength)
         detector = network.ood.with_discriminator(discriminator)
-        runs.save_arrays(network.run.path / runs.OOD_FILE, detector.to_arrays())
+        save_arrays(network.run.path / runs.OOD_FILE, detector.to_arrays())
         report = {"network": network.run.path.name, "inliers": Path(inliers).name, "n_inliers": len(training),
                   "outliers": Path(outliers).name, "n_outliers": len(fitted_on), "n_outliers_held_out": len(unseen),
                   "processing": list(PROCESSING), "processed_share": processed_share, "quantile": quantile,
-                  "strength": strength, "date": date.today().isoformat(),
+                  "strength": strength, "date": utc_timestamp(),
                   "flagged_validation": float(np.mean(detector.is_out_of_domain(heldout_features))),
                   "flagged_outliers_in_sample": float(np.mean(discriminator.ratio(away) > 1.0)),
                   "flagged_outliers_held_out": (float(np.mean(detector.is_out_of_domain(

@@ -8,12 +8,12 @@ a quick check. :func:`baseline` and :func:`changes` are what a form needs to pas
 """
 from __future__ import annotations
 
-import time
 import tomllib
 from pathlib import Path
 from typing import Any, Sequence
 
 from xraycore import models
+from xraycore.common.timestamps import name_stamp
 from xraycore.training.config import TrainConfig, flatten
 
 PRESET_DIR = Path(__file__).parent / "presets"
@@ -74,7 +74,7 @@ def expand(given: dict[str, Any], smoke: bool = False) -> list[TrainConfig]:
     preset = load(name)
     backbones = [given["backbone"]] if given.get("backbone") else list(preset["backbones"])
     several = len(backbones) > 1 or preset["config"].get("folds") or given.get("folds")
-    study = given.get("study") or (f"{name}-{time.strftime('%Y%m%d-%H%M%S')}" if several else None)
+    study = given.get("study") or (f"{name}-{name_stamp()}" if several else None)
     configs = []
     for backbone in backbones:
         values = {**preset["config"], **preset["per_backbone"].get(backbone, {}), "backbone": backbone,

@@ -5,7 +5,7 @@ between batches by every rank alike) and SIGTERM or SIGINT (Ctrl-C; the app stop
 now: still loading its data, or between two runs of a study). Both end up as one flag for the whole process, kept
 until the command ends. So a Stop that arrives while a run scores its kept epoch, or between runs, still ends the
 study after the current run instead of being forgotten; and a STOP file is removed as soon as it is seen, so none
-is left in a run that ended. Kept apart from :mod:`train` so the study loop (:mod:`studies`) can ask too.
+is left in a run that ended. Kept apart from :mod:`loop` so the study loop (:mod:`studies`) can ask too.
 """
 from __future__ import annotations
 

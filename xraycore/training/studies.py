@@ -3,7 +3,7 @@ trained one after the other, and continued by name after a stop or a crash.
 
 :func:`launch` writes a study's plan (``<runs root>/.studies/<study>.json``: the config of every planned run)
 before training, so :func:`resume_study` knows what is left: finished runs are kept, stopped ones continue,
-the rest start. Comparing the runs of a study is :mod:`comparison`'s job.
+the rest start. Comparing the runs of a study is :mod:`xraycore.evaluation.comparison`'s job.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Callable
 
 from xraycore.training import distributed
 from xraycore.runs import directory as runs
+from xraycore.common.files import atomic_write_json
 from xraycore.training import stopping
 from xraycore.training.config import TrainConfig, from_record
 
@@ -59,7 +60,7 @@ def launch(configs: list[TrainConfig], progress: Callable[[dict], None], run_id:
         root = Path(planned[0].out) if planned[0].out else None
         path = plan_path(study, root)
         path.parent.mkdir(parents=True, exist_ok=True)
-        runs.atomic_write_json(path, {"study": study, "runs": [c.to_dict() for c in planned]})  # grouped
+        atomic_write_json(path, {"study": study, "runs": [c.to_dict() for c in planned]})  # grouped
     return _train_in_turn(planned, progress, run_id=run_id if len(planned) == 1 else None)
 
 

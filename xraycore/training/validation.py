@@ -1,65 +1,28 @@
 """Scoring the model under training: validation metrics every epoch, and once training ends the kept
 epoch's predictions, temperature, operating point, out-of-domain detector and summary.
 
-Images are sharded across the ranks under torchrun and gathered in order, so every rank computes the same
-numbers; only rank 0 writes.
+Images are sharded across the ranks under torchrun and gathered in order (:mod:`sharded_prediction`), so every
+rank computes the same numbers; only rank 0 writes.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
 
 from xraycore import data as xdata
 from xraycore.training import distributed
 from xraycore import metrics
 from xraycore import models
 from xraycore.runs import directory as runs
+from xraycore.common.tensor_files import load_weights, save_arrays
 from xraycore.training import run_view as trainview
 from xraycore.training.checkpoint import sync_weights
 from xraycore.ood.distance import fit_ood
+from xraycore.training.session import Session
 from xraycore.runs.directory import OOD_FILE, SUMMARY_FILE, WEIGHTS_FILE
-
-if TYPE_CHECKING:
-    from xraycore.training.loop import Session
-
-
-@torch.no_grad()
-def predict_indices(model: torch.nn.Module, dataset: xdata.XrayDataset, batch_size: int,
-                    device: torch.device, ctx: distributed.Context, with_features: bool = False,
-                    channels_last: bool = False, ood_spec: models.BackboneSpec | None = None,
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Logits (and out-of-domain features, see models.OodFeatures) for a dataset, sharded across ranks and
-    gathered in order."""
-    model.eval()
-    mine = list(range(ctx.rank, len(dataset), ctx.world_size))
-    loader = DataLoader(torch.utils.data.Subset(dataset, mine), batch_size=batch_size)
-    logits, feats, labels = [], [], []
-    for images, label, _ in loader:
-        images = images.to(device)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with models.OodFeatures(model, ood_spec) as captured:
-            logits.append(model(images).float().cpu())
-        if with_features:
-            feats.append(captured.features().cpu())
-        labels.append(label)
-    part = (
-        np.asarray(mine, dtype=int),
-        torch.cat(labels).numpy() if labels else np.zeros(0, int),
-        torch.cat(logits).numpy() if logits else np.zeros((0, 0), np.float32),
-        torch.cat(feats).numpy() if feats else None,
-    )
-    parts = distributed.gather_objects(ctx, part)
-    order = np.concatenate([p[0] for p in parts])
-    sort = np.argsort(order, kind="stable")
-    all_labels = np.concatenate([p[1] for p in parts])[sort]
-    all_logits = np.concatenate([p[2] for p in parts if len(p[0])])[sort]
-    all_feats = np.concatenate([p[3] for p in parts if p[3] is not None])[sort] if with_features else None
-    return all_logits, all_labels, all_feats
 
 
 def epoch_metrics(logits: np.ndarray, labels: np.ndarray, weights: torch.Tensor | None) -> dict[str, float]:
@@ -86,7 +49,7 @@ def finish(session: Session, stopped: bool) -> None:
                            "validation and test images so the run stays usable, then it ends")
         else:
             run.set_status("running", progress=progress)
-        model.load_state_dict(runs.load_weights(run.path / WEIGHTS_FILE))
+        model.load_state_dict(load_weights(run.path / WEIGHTS_FILE))
     if ctx.enabled:
         sync_weights(model)
 
@@ -133,7 +96,7 @@ def finish(session: Session, stopped: bool) -> None:
     if train_feats is not None and len(train_feats) > 2 and val_feats is not None:
         ood = fit_ood(train_feats, val_feats, widths=ood_widths,
                       scored=models.ood_scored_blocks(session.spec))
-        runs.save_arrays(run.path / OOD_FILE, ood.to_arrays())
+        save_arrays(run.path / OOD_FILE, ood.to_arrays())
         summary["ood_threshold"] = ood.threshold
     run.write_json(SUMMARY_FILE, summary)
     state = "stopped" if stopped else "finished"

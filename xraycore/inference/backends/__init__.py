@@ -17,8 +17,8 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "choice": ("EngineOutput", "BackendUnavailable", "installed", "weights_digest", "check_request",
-        "graph_missing", "no_torch_message", "fell_back"),
+    "choice": ("EngineOutput", "BackendUnavailable", "installed", "check_request", "graph_missing",
+        "no_torch_message", "fell_back"),
     "onnx_runtime": ("StaleGraph", "OnnxEngine"),
     "torch_runtime": ("TorchEngine", "load_model"),
 }

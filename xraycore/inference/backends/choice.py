@@ -6,7 +6,6 @@ from its current weights, torch otherwise (and whenever a GPU device is asked fo
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import logging
 from pathlib import Path
@@ -42,15 +41,6 @@ def installed(module: str) -> bool:
         return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):  # an import blocker, or a half-removed package
         return False
-
-
-def weights_digest(path: Path) -> str:
-    """sha256 of a weights file: the export records it, so a graph of older weights is never served."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def check_request(requested: str | None) -> str:

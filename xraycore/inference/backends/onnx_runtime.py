@@ -16,7 +16,9 @@ import onnxruntime
 
 from xraycore.explain import cam as explain
 from xraycore.runs import directory as runs
-from xraycore.inference.backends.choice import GRAPH_FILE, ONNXRUNTIME, EngineOutput, weights_digest
+from xraycore.common.model_directory import ModelDirectoryError
+from xraycore.common.hashing import sha256_of_file
+from xraycore.inference.backends.choice import GRAPH_FILE, ONNXRUNTIME, EngineOutput
 
 NAME = ONNXRUNTIME
 INPUT = "image"
@@ -27,7 +29,7 @@ _state = onnxruntime.capi.onnxruntime_pybind11_state
 LOAD_ERRORS = (_state.Fail, _state.InvalidProtobuf, _state.InvalidGraph, _state.NoSuchFile, OSError)
 
 
-class StaleGraph(runs.ModelDirectoryError):
+class StaleGraph(ModelDirectoryError):
     """The exported graph is not of this network's current weights or input size: export it again."""
 
     def __init__(self, path: Path, problem: str) -> None:
@@ -50,10 +52,10 @@ class OnnxEngine:
         try:
             self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except LOAD_ERRORS:
-            raise runs.ModelDirectoryError(path, "is damaged: ONNX Runtime cannot load it (export it again)") from None
+            raise ModelDirectoryError(path, "is damaged: ONNX Runtime cannot load it (export it again)") from None
         meta = self.session.get_modelmeta().custom_metadata_map
         weights = run.file(runs.WEIGHTS_FILE)
-        if not weights.is_file() or meta.get(META_WEIGHTS) != weights_digest(weights):
+        if not weights.is_file() or meta.get(META_WEIGHTS) != sha256_of_file(weights):
             raise StaleGraph(path, f"was not exported from this {runs.WEIGHTS_FILE}")
         if meta.get(META_IMAGE_SIZE) != str(config["image_size"]):
             raise StaleGraph(path, f"takes other inputs than the {config['image_size']} px {runs.CONFIG_FILE} describes")

@@ -15,6 +15,8 @@ from safetensors import SafetensorError
 from xraycore.explain import cam as explain
 from xraycore import models
 from xraycore.runs import directory as runs
+from xraycore.common.model_directory import ModelDirectoryError
+from xraycore.common.tensor_files import load_weights
 from xraycore.inference.backends.choice import EngineOutput
 
 NAME = "torch"
@@ -96,18 +98,18 @@ def load_model(run: runs.Run, config: Mapping[str, Any]) -> torch.nn.Module:
         head = models.HeadSpec(**config.get("head", {}))
         model, _ = models.build_model(config["backbone"], len(config["class_names"]), pretrained="none", head=head)
     except (ValueError, TypeError):
-        raise runs.ModelDirectoryError(run.file(runs.CONFIG_FILE), f"describes a network this version cannot "
-                                       f"build (backbone {config['backbone']!r})") from None
+        raise ModelDirectoryError(run.file(runs.CONFIG_FILE), f"describes a network this version cannot "
+                                  f"build (backbone {config['backbone']!r})") from None
     path = run.file(runs.WEIGHTS_FILE)
     if not path.is_file():
-        raise runs.ModelDirectoryError(path, "is missing: the model has no trained weights")
+        raise ModelDirectoryError(path, "is missing: the model has no trained weights")
     try:
-        weights = runs.load_weights(path)
+        weights = load_weights(path)
     except (SafetensorError, OSError, ValueError):
-        raise runs.ModelDirectoryError(path, "is damaged or cut short: it cannot be read as weights") from None
+        raise ModelDirectoryError(path, "is damaged or cut short: it cannot be read as weights") from None
     try:
         model.load_state_dict(weights)
     except RuntimeError:  # missing, unexpected or differently shaped tensors
-        raise runs.ModelDirectoryError(path, f"holds the weights of another network, not of the {config['backbone']} "
-                                       f"that {runs.CONFIG_FILE} describes") from None
+        raise ModelDirectoryError(path, f"holds the weights of another network, not of the {config['backbone']} "
+                                  f"that {runs.CONFIG_FILE} describes") from None
     return model
