@@ -324,7 +324,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if dicom_dir and prediction.ok and prediction.metadata.get("format") == "dicom":
             _write_dicom_results(dicom_dir, prediction, model)
         if args.report:
-            from xraycore.app.catalog import for_display
+            from xraycore.inference.display import for_display
 
             kept.append(for_display(prediction))
         if args.json:
@@ -409,10 +409,10 @@ def cmd_pacs(args: argparse.Namespace) -> int:
 
 def cmd_selfcheck(args: argparse.Namespace) -> int:
     """Plain PASS/FAIL lines and a verdict; exit status 1 on any mismatch."""
-    from xraycore.app import catalog
+    from xraycore.clinical.releases import bundled_model_dir
     from xraycore.inference import selfcheck
 
-    model = Path(args.model) if args.model else catalog.bundled_model_dir()
+    model = Path(args.model) if args.model else bundled_model_dir()
     if args.write_reference:
         samples = None
         if args.samples:

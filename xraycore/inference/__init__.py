@@ -1,8 +1,12 @@
 """Films in, Predictions out: the Predictor, model directories, backends, export, self-check.
 
+    display     A scored film as a reader sees it: a Prediction shrunk for a session, probabilities in words,
+                the table
     export      Export a model directory to TorchScript or ONNX, and prove the export answers like PyTorch
     predictor   The Predictor: a model directory (a run or `models/default`) → a Prediction per image
     provenance  Which model produced a result: name, version and the sha256 of its weights
+    samples     The sample scans shipped with the model: what Diagnose offers to try, and what the self-check
+                scores
     selfcheck   Self-check after installing: does this installation give the answers the model was shipped
                 with?
     backends/   see its own index
@@ -17,10 +21,13 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
+    "display": ("downscale", "DisplayResult", "for_display", "format_probability", "summary_rows",
+        "summary_csv", "rows_to_csv"),
     "export": ("export_model", "export_onnx"),
     "predictor": ("Prediction", "Engine", "Network", "network_runs", "load_networks", "choose_backend",
         "open_model", "Predictor", "softmax", "operating_point_of", "score_counts", "bytes_source"),
     "provenance": ("ModelProvenance", "software_version", "file_sha256", "weights_sha256", "of_model"),
+    "samples": ("samples_dir", "sample_images", "sample_label"),
     "selfcheck": ("ReferenceMissing", "Check", "grid", "score", "write_reference", "load_reference", "run",
         "summary"),
 }

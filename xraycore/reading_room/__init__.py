@@ -34,7 +34,8 @@ _EXPORTS = {
         "name_of", "require_configured", "exchange", "add_node", "remove_node"),
     "pacs_results": ("is_own", "already_stored"),
     "pdf_report": ("build",),
-    "worklist": ("Entry", "collect", "ordered", "rows", "results_of", "Sent", "send_back", "fetch"),
+    "worklist": ("Entry", "study_rows", "collect", "ordered", "rows", "results_of", "Sent", "send_back",
+        "fetch"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_MODULE_OF)
