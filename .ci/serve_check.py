@@ -14,7 +14,7 @@ sys.path.insert(0, str(REPO))
 def main(model: str) -> int:
     present = [name for name in ("torch", "timm", "pytorch_grad_cam", "sklearn", "scipy") if importlib.util.find_spec(name)]
     assert not present, f"the serving install must not hold {present}"
-    from xraycore.app.catalog import sample_images
+    from xraycore.inference.samples import sample_images
     from xraycore.inference.predictor import Predictor
 
     predictor = Predictor(model)

@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import DATA, REPO, report  # noqa: E402
 from tests.helpers.orthanc import AET, orthanc_binary, start_orthanc  # noqa: E402
 from xraycore import Predictor  # noqa: E402
-from xraycore.app import catalog  # noqa: E402
 from xraycore.inference import provenance  # noqa: E402
+from xraycore.inference import display  # noqa: E402
 from xraycore.io.intended_use import SkipNonFrontal  # noqa: E402
 from xraycore.reading_room import dicom_out, pacs, pacs_scan  # noqa: E402
 from xraycore.reading_room import pdf_report as report_pdf  # noqa: E402
@@ -76,7 +76,7 @@ def main() -> None:
     kept = []
     for index, prediction in enumerate(predictor.predict_sources(((str(f), f) for f in files), cam="gradcam",
                                                                  batch_size=BATCH), start=1):
-        kept.append(catalog.for_display(prediction))
+        kept.append(display.for_display(prediction))
         if index == min(BATCH, len(files)):
             first_batch = time.perf_counter() - started
     total = time.perf_counter() - started

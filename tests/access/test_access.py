@@ -266,6 +266,7 @@ def test_app_code_that_forgets_the_identity_is_refused(model_dir, log):
     def page(model: str) -> None:
         import streamlit as st
 
+        import xraycore.app.auth  # noqa: F401 - as app.py and every page do first: says what an app session is
         from xraycore.clinical import operating_points as operating
 
         try:

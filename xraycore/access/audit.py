@@ -1,9 +1,10 @@
 """The audit trail: one JSON line per action that scores images or changes shared state.
 
 Each line holds when, who (user, role, how they were known), the action and its outcome (ok, refused,
-failed), and what it touched: the model (name, version, weights sha256), the operating point, counts,
-old → new values, a run or job id. Never a patient name or ID, an upload's file name or pixels: callers
-pass counts and settings only, and :func:`record` accepts nothing else.
+failed), and what it touched: the model (name, network, version, weights sha256: :func:`model_info`, the
+one model identity), the operating point, counts, old → new values, a run or job id. Never a patient name
+or ID, an upload's file name or pixels: callers pass counts and settings only, and :func:`record` accepts
+nothing else.
 
 The log is append-only (``runs/audit.jsonl``, or ``$XRAY_AUDIT_LOG``): every line goes out in one
 ``os.write`` on a file opened with O_APPEND, then fsync, so concurrent writers never interleave and a
@@ -27,7 +28,7 @@ from xraycore.common.hashing import sha256_of_file
 from xraycore.common.timestamps import utc_now, utc_timestamp
 
 if TYPE_CHECKING:
-    from xraycore.access.policy import Identity
+    from xraycore.access.identity import Identity
 
 AUDIT_LOG_ENV = "XRAY_AUDIT_LOG"
 LOG_NAME = "audit.jsonl"
@@ -116,17 +117,6 @@ def performing(action: str, identity: Identity, **fields: Any) -> Iterator[Pendi
             record(action, identity, outcome=outcome, **{**pending.fields, "detail": detail})
 
 
-@contextmanager
-def guarded(action: str, identity: Identity | None, permission: str, **fields: Any) -> Iterator[Pending]:
-    """Check who asks (refused → one 'refused' line and AccessDenied), then :func:`performing`."""
-    from xraycore.access import policy as access
-
-    who = access.acting(identity, action, **fields)
-    access.require(who, permission, action, **fields)
-    with performing(action, who, **fields) as pending:
-        yield pending
-
-
 # --------------------------------------------------------------------------- reading
 
 
@@ -167,6 +157,17 @@ def read(path: Path | None = None, *, since: datetime | None = None, user: str |
     return entries
 
 
+def table_row(entry: dict[str, Any]) -> dict[str, Any]:
+    """One line as the Audit page's table shows it: the model by name and the first 12 hex of its weights."""
+    model = entry.get("model") or {}
+    return {"time": entry.get("time"), "user": entry.get("user"), "role": entry.get("role"),
+            "action": entry.get("action"), "outcome": entry.get("outcome"), "model": model.get("name"),
+            "weights sha256": str(model.get("sha256") or "")[:12], "operating point": entry.get("operating_point"),
+            "target": entry.get("target"), "counts": str(entry["counts"]) if "counts" in entry else None,
+            "old → new": f"{entry.get('old')} → {entry.get('new')}" if "old" in entry or "new" in entry else None,
+            "detail": entry.get("detail")}
+
+
 def _matches(entry: dict[str, Any], since: datetime | None, user: str | None, action: str | None) -> bool:
     if user is not None and str(entry.get("user") or "").lower() != user.strip().lower():
         return False
@@ -193,19 +194,37 @@ def _json_file(path: Path) -> dict[str, Any]:
     return loaded if isinstance(loaded, dict) else {}
 
 
+ENSEMBLE_FILE, MEMBERS_DIR, WEIGHTS_FILE = "ensemble.json", "members", "model.safetensors"
+
+
 def model_info(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """{"name", "version", "sha256"} of a model directory: its folder name, the version its config gives
-    (else when its training ended), and the sha256 of its weights (of every member's, for an ensemble)."""
-    model_dir = Path(model_dir)
+    """Which model: {"name", "network", "version", "sha256"} of a model directory. The one model identity:
+    audit lines carry it as is, and every result that leaves the app (DICOM SR and overlay, PDF, CSV, the
+    self-check) quotes it through :func:`xraycore.inference.provenance.of_model`, so both name a model alike.
+
+    name     the directory's name (real path: "." and links resolved)
+    network  its backbone (config.json), "ensemble", or "unknown network"
+    version  the version its config gives, else when its training ended (status.json), else
+             "weights <first 12 hex of the sha256>" (a bundle carries no status.json); None without weights
+    sha256   of model.safetensors; for an ensemble, of its members' weight hashes, one a line, in order;
+             None when weights (or a member's) are missing
+    """
+    model_dir = Path(model_dir).resolve()
     config, status = _json_file(model_dir / "config.json"), _json_file(model_dir / "status.json")
-    weights = model_dir / "model.safetensors"
-    ensemble = _json_file(model_dir / "ensemble.json")
-    if weights.is_file():
-        sha256 = sha256_of_file(weights)
-    elif ensemble.get("members"):
-        members = [model_dir / "members" / str(name) / "model.safetensors" for name in ensemble["members"]]
-        digests = "\n".join(sha256_of_file(p) if p.is_file() else "missing" for p in members)
-        sha256 = hashlib.sha256(digests.encode()).hexdigest()
-    else:
-        sha256 = None
-    return {"name": model_dir.name, "version": config.get("version") or status.get("ended"), "sha256": sha256}
+    is_ensemble = (model_dir / ENSEMBLE_FILE).is_file()
+    sha256 = _weights_sha256(model_dir)
+    network = config.get("backbone") or ("ensemble" if is_ensemble else "unknown network")
+    version = config.get("version") or status.get("ended") or (f"weights {sha256[:12]}" if sha256 else None)
+    return {"name": model_dir.name, "network": str(network), "version": None if version is None else str(version),
+            "sha256": sha256}
+
+
+def _weights_sha256(model_dir: Path) -> str | None:
+    members = _json_file(model_dir / ENSEMBLE_FILE).get("members")
+    if isinstance(members, list) and members:  # members are networks, never ensembles themselves
+        weights = [model_dir / MEMBERS_DIR / str(name) / WEIGHTS_FILE for name in members]
+        if not all(path.is_file() for path in weights):
+            return None
+        return hashlib.sha256("\n".join(sha256_of_file(path) for path in weights).encode()).hexdigest()
+    weights_file = model_dir / WEIGHTS_FILE
+    return sha256_of_file(weights_file) if weights_file.is_file() else None

@@ -1,10 +1,12 @@
 """The Streamlit side: everything that imports streamlit lives here (pages/ and app.py call it).
 
-    auth        The app's side of access control: who is using this session, which pages they see, what every
-                page says
-    catalog     What the app offers and how it keeps results: models to choose, sample images, compact results
-    train_form  The Train page's form as plain data, so the page only lays out widgets and every translation
-                is tested here
+    auth         The app's side of access control: who is using this session, which pages they see, what every
+                 page says
+    catalog      What the app offers and how it keeps results: models to choose, sample images, compact
+                 results
+    model_cache  The model every page answers with, loaded once per server: its Predictor and its provenance
+    train_form   The Train page's form as plain data, so the page only lays out widgets and every translation
+                 is tested here
 
 The functions and classes named below are importable from this package too; each is imported from its
 module on first use, so importing the package is cheap and pulls in no torch.
@@ -16,13 +18,13 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "auth": ("PageSpec", "auth_configured", "reachable_beyond_loopback", "beyond_loopback", "identify",
-        "refusal_text", "require", "navigation", "banner"),
+    "auth": ("in_script_run", "PageSpec", "auth_configured", "reachable_beyond_loopback", "beyond_loopback",
+        "identify", "refusal_text", "require", "navigation", "banner"),
     "catalog": ("full_install_missing", "full_install_note", "ModelChoice", "is_model_dir", "usable_runs",
         "model_choices", "default_model_dir", "chosen_model_dir", "typed_model_dir", "model_version",
-        "results_version", "samples_dir", "sample_images", "sample_label", "downscale", "DisplayResult",
-        "for_display", "format_probability", "lead_warnings", "other_warnings", "probability_label",
-        "colour_legend", "session_results", "summary_rows", "summary_csv", "rows_to_csv"),
+        "results_version", "lead_warnings", "other_warnings", "probability_label", "colour_legend",
+        "session_results"),
+    "model_cache": ("load_predictor", "model_provenance", "weights_version"),
     "train_form": ("shown", "key", "widget_state", "setting_values", "launch_options", "from_preset",
         "initial_state", "from_run"),
 }

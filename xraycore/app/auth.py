@@ -11,7 +11,9 @@ Three ways to run, decided per script run:
   is offered (and xraycore refuses it anyway).
 
 Pages a role may not use are left out of the navigation; their URLs still resolve, to a refusal. Each
-page also calls :func:`require` first. Imports Streamlit, never torch: app.py imports this first.
+page also calls :func:`require` first. Imports Streamlit, never torch: app.py imports this first, and
+importing it tells :mod:`xraycore.access.policy` how to recognise an app session (:func:`in_script_run`), so
+that an action app code starts without saying who asks is refused rather than run as the terminal user.
 """
 from __future__ import annotations
 
@@ -25,6 +27,16 @@ from streamlit import config as st_config
 from xraycore.access import policy as access
 
 FORWARDING_HEADERS = ("x-forwarded-for", "x-forwarded-host", "forwarded", "x-real-ip")
+
+
+def in_script_run() -> bool:
+    """True inside a Streamlit script run (a page, a fragment, a callback): there, who asks must be given."""
+    from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_run_ctx
+
+    return get_script_run_ctx(suppress_warning=True) is not None
+
+
+access.set_app_session_probe(in_script_run)  # at import: before any page can act
 
 
 @dataclass(frozen=True)

@@ -2,42 +2,35 @@
 
 The pages stay thin by asking this module: which models a person is offered (the bundled default, then the runs
 that finished or were stopped with their best checkpoint kept; for a reader only those released for reading, see
-:mod:`releases`), which answers by default, which sample scans ship with
-the app, and how a :class:`predict.Prediction` shrinks into a :class:`DisplayResult` small enough
-to keep in a browser session (images at most 512 px, no full-resolution copy, no file metadata).
+:mod:`releases`), which answers by default, which sample scans ship with the app
+(:mod:`xraycore.inference.samples`), and how a result is kept in a browser session
+(:mod:`xraycore.inference.display`: the library's one result shape, re-used here, never defined here).
 No Streamlit here.
 """
 from __future__ import annotations
 
-import csv
-import io
-import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
-
-import numpy as np
-from PIL import Image
+from typing import Iterable
 
 from xraycore.access import policy as access
 from xraycore.clinical import operating_points as operating
 from xraycore.metrics.decision import is_positive
 from xraycore.clinical import releases
 from xraycore.runs import directory as runs
-from xraycore.clinical import triage
 from xraycore.inference.backends.choice import installed
-from xraycore.data.folders import IMAGE_SUFFIXES
 from xraycore.evaluation.external import EVALUATIONS_DIR
+from xraycore.inference.display import (  # noqa: F401 - the pages ask here; the library's one result shape
+    DISPLAY_MAX_SIDE, DisplayResult, downscale, for_display, format_probability, rows_to_csv, summary_csv,
+    summary_rows,
+)
 from xraycore.inference.model_directory import ENSEMBLE_FILE
-from xraycore.inference.prediction import OUT_OF_DOMAIN_WARNING, Prediction
+from xraycore.inference.prediction import OUT_OF_DOMAIN_WARNING
+from xraycore.inference.samples import (  # noqa: F401 - the pages ask here; selfcheck uses the same samples
+    BUNDLED_SAMPLES_DIR, SAMPLE_CLASSES, SAMPLES_DIR_ENV, sample_images, sample_label, samples_dir,
+)
 from xraycore.clinical.releases import BUNDLED_MODEL_DIR, MODEL_DIR_ENV, bundled_model_dir  # noqa: F401 - the pages ask here
 from xraycore.clinical.triage import UNRELIABLE_NOTE, flag, triage_key, triage_score  # noqa: F401 - one triage, asked for here
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-SAMPLES_DIR_ENV = "XRAY_SAMPLES_DIR"
-BUNDLED_SAMPLES_DIR = REPO_ROOT / "models" / "samples"
-SAMPLE_CLASSES = ("NORMAL", "PNEUMONIA")
-DISPLAY_MAX_SIDE = 512  # what a session keeps per image: enough for the screen, bounded for 50 scans
 
 
 # --------------------------------------------------------------------------- install
@@ -140,118 +133,7 @@ def results_version(run_dir: Path, split: str = "val") -> float:
     return (prediction_file.stat().st_mtime if prediction_file.exists() else 0.0) + model_version(run_dir)
 
 
-# --------------------------------------------------------------------------- samples
-
-
-def samples_dir() -> Path:
-    """``$XRAY_SAMPLES_DIR`` if set, else the sample scans bundled next to the package."""
-    from_env = os.environ.get(SAMPLES_DIR_ENV)
-    return Path(from_env) if from_env else BUNDLED_SAMPLES_DIR
-
-
-def sample_images() -> list[Path]:
-    """Bundled example scans under ``<samples>/{NORMAL,PNEUMONIA}/``; empty if none ship."""
-    root = samples_dir()
-    return [path for class_name in SAMPLE_CLASSES if (root / class_name).is_dir()
-            for path in sorted((root / class_name).iterdir())
-            if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES]
-
-
-def sample_label(path: Path) -> str:
-    """``PNEUMONIA/person3_virus_1.jpeg``: the class folder tells what the scan shows."""
-    return f"{path.parent.name}/{path.name}"
-
-
 # --------------------------------------------------------------------------- results
-
-
-def downscale(image: np.ndarray, max_side: int = DISPLAY_MAX_SIDE) -> np.ndarray:
-    """A grey float [0, 1] (or uint8) image as uint8, its long side at most ``max_side``."""
-    pixels = np.asarray(image)
-    if pixels.dtype != np.uint8:
-        pixels = np.uint8(np.round(255 * np.clip(pixels.astype(np.float32), 0.0, 1.0)))
-    picture = Image.fromarray(pixels)
-    if max(picture.size) > max_side:
-        picture.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-    return np.asarray(picture)
-
-
-@dataclass
-class DisplayResult:
-    """One scored image as a session keeps it: the answer, the warnings and small pictures only."""
-
-    name: str
-    class_names: list[str] = field(default_factory=list)
-    probabilities: dict[str, float] = field(default_factory=dict)
-    positive_class: str | None = None
-    positive_probability: float | None = None
-    guards: list[str] = field(default_factory=list)  # outside the intended population: shown before the answer
-    warnings: list[str] = field(default_factory=list)
-    out_of_domain: bool | None = None
-    not_assessed: str | None = None  # why there is no call (not a chest X-ray): see triage
-    image: np.ndarray | None = None  # uint8 grey, <= DISPLAY_MAX_SIDE
-    heatmap: np.ndarray | None = None  # float16 [0, 1], <= DISPLAY_MAX_SIDE
-    cam_method: str | None = None  # what made the heat map (explain.METHOD_LABELS says it in words)
-    backend: str | None = None  # which inference backend answered
-    error: str | None = None
-    is_dicom: bool = False  # results can be filed back into its study (dicom_out)
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    @property
-    def normal_class(self) -> str | None:
-        """The multi-class label set's 'normal' class (NORMAL / Normal), if it has one."""
-        if len(self.class_names) <= 2:
-            return None
-        return next((name for name in self.class_names if name.strip().lower() == "normal"), None)
-
-    @property
-    def not_normal_probability(self) -> float | None:
-        """Multi-class models with a normal class (Kermany NORMAL/BACTERIAL/VIRAL, COVID-QU's four):
-        the probability of any finding, the number a reader asks first."""
-        normal = self.normal_class
-        return None if normal is None or not self.ok else 1.0 - self.probabilities[normal]
-
-    def call(self, threshold: float | None) -> str | None:
-        """The class called at ``threshold``: positive when its probability reaches it (binary
-        models); the most probable class for multi-class models (no threshold applies). None: failed, or not
-        assessed (:func:`triage.call_text` says which in words)."""
-        if not self.ok or self.not_assessed:
-            return None
-        if self.positive_class is None or threshold is None or self.positive_probability is None:
-            return max(self.probabilities, key=self.probabilities.get)
-        if is_positive(self.positive_probability, threshold):
-            return self.positive_class
-        return next(name for name in self.class_names if name != self.positive_class)
-
-
-def for_display(prediction: Prediction, max_side: int = DISPLAY_MAX_SIDE) -> DisplayResult:
-    """Shrink a Prediction: drop the full-resolution image, the ready-made overlay and the metadata."""
-    if not prediction.ok:
-        return DisplayResult(name=prediction.name, error=prediction.error)
-    return DisplayResult(
-        name=prediction.name, class_names=list(prediction.probabilities),
-        probabilities=dict(prediction.probabilities), positive_class=prediction.positive_class,
-        positive_probability=prediction.positive_probability, guards=list(prediction.guards),
-        warnings=list(prediction.warnings),
-        out_of_domain=prediction.out_of_domain, not_assessed=prediction.not_assessed, is_dicom=prediction.metadata.get("format") == "dicom",
-        image=None if prediction.image is None else downscale(prediction.image, max_side),
-        heatmap=None if prediction.heatmap is None else _downscale_heatmap(prediction.heatmap, max_side),
-        cam_method=prediction.cam_method, backend=prediction.backend,
-    )
-
-
-def format_probability(probability: float | None) -> str:
-    """A probability as a percentage with at least one significant digit: "< 0.1%", "12.3%", "> 99.9%"."""
-    if probability is None:
-        return "n/a"
-    if probability < 0.0005:  # would print as 0.0%
-        return "< 0.1%"
-    if probability >= 0.9995:  # would print as 100.0%
-        return "> 99.9%"
-    return f"{probability:.1%}"
 
 
 def lead_warnings(result: DisplayResult) -> list[str]:
@@ -274,16 +156,6 @@ def colour_legend(target: str | None) -> str:
     return f"Colour scale: blue = low, red = high contribution to P({target})"
 
 
-def _downscale_heatmap(heatmap: np.ndarray, max_side: int) -> np.ndarray:
-    """A [0, 1] heat map as float16, its long side at most ``max_side`` (bilinear: it stays smooth)."""
-    heat = np.asarray(heatmap, dtype=np.float32)
-    if max(heat.shape) > max_side:
-        scale = max_side / max(heat.shape)
-        size = (max(1, round(heat.shape[1] * scale)), max(1, round(heat.shape[0] * scale)))
-        heat = np.asarray(Image.fromarray(heat).resize(size, Image.Resampling.BILINEAR))
-    return heat.astype(np.float16)
-
-
 def session_results(stored: dict | None, model: tuple, method: str | None, keys: Iterable[str]) -> dict:
     """What a session keeps: this model's results per heat-map method, for the images still wanted only (another
     model's, or a removed image's, are dropped). ``results`` is ``method``'s, filled in place as images are scored,
@@ -295,48 +167,3 @@ def session_results(stored: dict | None, model: tuple, method: str | None, keys:
     return {"model": model, "method": method, "by_method": by_method, "results": results}
 
 
-def summary_rows(results: Iterable[DisplayResult], threshold: float | None) -> list[dict]:
-    """One row per image for the table and its CSV: the name as uploaded, a flag (failed, not assessed, out of
-    domain), the call in words (:func:`triage.call_text`: never None), the probability a reader asks first as text
-    (:func:`format_probability` of :func:`triage_score`, marked when out of domain), the threshold (4 decimals), the
-    probabilities, warnings or the read error. Nothing read from inside the file (no DICOM tags)."""
-    rows = []
-    for result in results:
-        row: dict = {"file": result.name, "flag": flag(result), "call": triage.call_text(result, threshold),
-                     "probability": triage.probability_text(result, format_probability(triage_score(result))),
-                     "threshold": round(threshold, 4) if result.positive_class and threshold is not None else None}
-        assessed = not result.not_assessed  # a film with no call shows no probability either, in any column
-        if result.not_normal_probability is not None:
-            row[f"P(not {result.normal_class})"] = round(result.not_normal_probability, 4) if assessed else None
-        for name in result.class_names:
-            row[f"P({name})"] = round(result.probabilities[name], 4) if assessed else None
-        row["warnings"] = "; ".join([*result.guards, *result.warnings])
-        row["error"] = result.error or ""
-        rows.append(row)
-    return rows
-
-
-def summary_csv(results: Sequence[DisplayResult], threshold: float | None, *, model: str, model_version: str,
-                operating_point: str | None, date: str) -> str:
-    """The summary as CSV: :func:`summary_rows` (numbers, not the text probability) plus out of domain (yes, no,
-    blank when failed or not checked), the operating point, the model's name and version and the date (ISO)."""
-    rows = []
-    for result, row in zip(results, summary_rows(results, threshold)):
-        row.pop("probability")
-        checked = result.ok and result.out_of_domain is not None
-        rows.append({**row, "out_of_domain": ("yes" if result.out_of_domain else "no") if checked else "",
-                     "operating_point": operating_point or "", "model": model, "model_version": model_version,
-                     "date": date})
-    return rows_to_csv(rows)
-
-
-def rows_to_csv(rows: Sequence[dict]) -> str:
-    """CSV text with the union of the rows' columns (multi-class and failed rows differ)."""
-    columns: list[str] = []
-    for row in rows:
-        columns += [key for key in row if key not in columns]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()

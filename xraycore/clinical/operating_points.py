@@ -105,7 +105,7 @@ def _history_entry(action: str, name: str, old: dict, new: dict, user: str) -> d
 def mark_shipped(model_dir: str | Path, *, identity: access.Identity | None = None) -> str:
     """Record the active point as the shipped one, what :func:`reset` restores (a bundle is marked when made;
     a bundle calibrated before it ships is marked again). Admin only, one audit line. Returns its name."""
-    with audit.guarded("operating_point.mark_shipped", identity, access.CHANGE_OPERATING_POINT,
+    with access.guarded("operating_point.mark_shipped", identity, access.CHANGE_OPERATING_POINT,
                        model=audit.model_info(model_dir)) as line:
         model_dir = Path(model_dir)
         state = load(model_dir)
@@ -122,7 +122,7 @@ def save(model_dir: str | Path, name: str, point: dict[str, Any], *, activate: b
     A shared clinical setting: ``identity`` must hold the admin permission (see :mod:`access`); the
     attempt, allowed or refused, is one audit line, whose ``old`` is the point in use before.
     """
-    with audit.guarded("operating_point.save", identity, access.CHANGE_OPERATING_POINT,
+    with access.guarded("operating_point.save", identity, access.CHANGE_OPERATING_POINT,
                        model=audit.model_info(model_dir), operating_point=str(name)) as line:
         return _save(model_dir, name, point, activate=activate, user=user or line.identity.user, line=line)
 
@@ -174,7 +174,7 @@ def reset(model_dir: str | Path, *, user: str | None = None, identity: access.Id
 
 def _activate(model_dir: str | Path, name: str, user: str | None, identity: access.Identity | None,
               action: str) -> None:
-    with audit.guarded(action, identity, access.CHANGE_OPERATING_POINT, model=audit.model_info(model_dir),
+    with access.guarded(action, identity, access.CHANGE_OPERATING_POINT, model=audit.model_info(model_dir),
                        operating_point=str(name)) as line:
         model_dir = Path(model_dir)
         state = load(model_dir)
@@ -193,7 +193,7 @@ def _activate(model_dir: str | Path, name: str, user: str | None, identity: acce
 def save_threshold(model_dir: str | Path, *, identity: access.Identity | None = None, **fields: Any) -> None:
     """The Operating point page's Save: merge ``fields`` (threshold, beta, source) into the model's own
     operating_point.json. A shared clinical setting like :func:`save`: admin only, one audit line."""
-    with audit.guarded("operating_point.save", identity, access.CHANGE_OPERATING_POINT,
+    with access.guarded("operating_point.save", identity, access.CHANGE_OPERATING_POINT,
                        model=audit.model_info(model_dir), operating_point=INTERNAL) as line:
         run = runs.Run(Path(model_dir))
         old = dict(run.operating_point)

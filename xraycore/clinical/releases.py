@@ -124,7 +124,7 @@ def withdraw(model_dir: str | os.PathLike[str], *, identity: access.Identity | N
 def _change(model_dir: str | os.PathLike[str], releasing: bool, identity: access.Identity | None,
             root: Path | None) -> dict[str, Any]:
     action = "model.release" if releasing else "model.withdraw"
-    with audit.guarded(action, identity, access.RELEASE_MODELS, model=audit.model_info(model_dir)) as line:
+    with access.guarded(action, identity, access.RELEASE_MODELS, model=audit.model_info(model_dir)) as line:
         real = _real(model_dir)
         if is_bundled(real):
             raise ValueError("The bundled default model is released as shipped; it is not released or withdrawn here.")

@@ -1,5 +1,7 @@
 """Numbers about models: external evaluations, comparisons, figures, study reports, model cards.
 
+    compare_tables    The Compare page's tables as rows: what to expect on new patients, across folds,
+                      reported, configured
     comparison        Comparing runs: the numbers behind the Compare page and the HTML study report
     external          Score a model on a labelled folder: the numbers a reviewer asks for, site calibration,
                       and the external evaluations a model directory keeps as records
@@ -21,6 +23,8 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
+    "compare_tables": ("expectation_rows", "has_external", "fold_rows", "reported_rows",
+        "config_difference_rows"),
     "comparison": ("run_label", "fold_number", "positive_index", "negative_label", "scores", "evaluate_run",
         "confusion_of", "comparison_table", "curves", "training_settings", "config_differences",
         "study_names", "study_runs", "resolve_runs", "fold_summary", "reported_numbers", "display_rows"),

@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 
 from xraycore.access import policy as access
-from xraycore.access import audit
 from xraycore.clinical import operating_points as operating
 from xraycore.runs import directory as runs
 from xraycore.common.files import atomic_write_json, read_json_file

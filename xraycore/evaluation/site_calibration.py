@@ -101,7 +101,7 @@ def calibrate_folder(model_dir: str | Path, data_dir: str | Path, name: str, *, 
     (:func:`operating.site_refusal`) raises ValueError with its one sentence and stores nothing.
     A shared clinical setting: admin only, checked before any image is read; one 'calibration' audit line.
     """
-    with audit.guarded("calibration", identity, access.CHANGE_OPERATING_POINT, model=audit.model_info(model_dir),
+    with access.guarded("calibration", identity, access.CHANGE_OPERATING_POINT, model=audit.model_info(model_dir),
                        operating_point=str(name)) as line:
         predictor = Predictor(model_dir, operating_point=operating.INTERNAL)
         items = folder_items(data_dir)
@@ -119,7 +119,7 @@ def save_site_calibration(model_dir: str | Path, name: str, point: dict[str, Any
                           identity: access.Identity | None = None) -> dict[str, Any]:
     """Store a calibration fitted with :func:`fit_site_calibration` (the app previews it first): admin only,
     one 'calibration' audit line."""
-    with audit.guarded("calibration", identity, access.CHANGE_OPERATING_POINT, model=audit.model_info(model_dir),
+    with access.guarded("calibration", identity, access.CHANGE_OPERATING_POINT, model=audit.model_info(model_dir),
                        operating_point=str(name)) as line:
         return _store(model_dir, name, point, activate, line.identity.user, line)
 

@@ -1,5 +1,7 @@
 """Films in, Predictions out: the Predictor, model directories, backends, export, self-check.
 
+    display          A scored film as a reader sees it: a Prediction shrunk for a session, probabilities in
+                     words, the table
     export           Export a model directory to TorchScript or ONNX, and prove the export answers like
                      PyTorch
     model_directory  Model directories as the Predictor opens them: checked once (every JSON file parses), and
@@ -13,6 +15,8 @@
                      line keeps of a batch
     predictor        The Predictor: a model directory (a run or `models/default`) → a Prediction per image
     provenance       Which model produced a result: name, version and the sha256 of its weights
+    samples          The sample scans shipped with the model: what Diagnose offers to try, and what the self-
+                     check scores
     selfcheck        Self-check after installing: does this installation give the answers the model was
                      shipped with?
     backends/        see its own index
@@ -27,12 +31,15 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
+    "display": ("downscale", "DisplayResult", "for_display", "format_probability", "summary_rows",
+        "summary_csv", "rows_to_csv"),
     "export": ("export_model", "export_onnx"),
     "model_directory": ("open_model", "network_config", "network_runs"),
     "networks": ("Engine", "Network", "load_networks", "choose_backend"),
     "prediction": ("Prediction", "score_counts", "bytes_source"),
     "predictor": ("Predictor", "operating_point_of"),
     "provenance": ("ModelProvenance", "software_version", "weights_sha256", "of_model"),
+    "samples": ("samples_dir", "sample_images", "sample_label"),
     "selfcheck": ("ReferenceMissing", "Check", "grid", "score", "write_reference", "load_reference", "run",
         "summary"),
 }

@@ -3,19 +3,20 @@
 Every result that leaves the app (a DICOM SR, a secondary capture, a PDF report) names the exact weights
 behind it, so a reader can tell two answers of "the default model" apart after it was retrained, and
 ``selfcheck`` can prove the weights on disk are the ones the reference values were made with.
+
+Which model it is comes from :func:`xraycore.access.audit.model_info`, the one model identity: the audit
+line of a scoring and the SR, PDF and CSV of its results name the same model the same way (the directory's
+name, its network, version and weights sha256). It lives with the audit trail because every room writes
+audit lines, clinical and training included, and those rooms sit below inference.
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from xraycore.access import audit
 from xraycore.runs import directory as runs
-from xraycore.inference.model_directory import ENSEMBLE_FILE, ENSEMBLE_MEMBERS_DIR
-from xraycore.common.files import plain_name
-from xraycore.common.hashing import sha256_of_file
 from xraycore.common.model_directory import ModelDirectoryError
 
 @dataclass(frozen=True)
@@ -23,7 +24,7 @@ class ModelProvenance:
     """Name, version and weights of a model directory, as results quote them."""
 
     name: str  # the directory's name and its network, e.g. "default (mobilenetv2_100)"
-    version: str  # when it was trained (status.json "ended"), else "weights <first 12 hex of the sha256>"
+    version: str  # its config's version, else when it was trained, else "weights <first 12 hex of the sha256>"
     weights_sha256: str
     software: str  # "xraycore 0.3.0"
 
@@ -46,27 +47,16 @@ def software_version() -> str:
 
 
 def weights_sha256(model_dir: str | Path) -> str:
-    """sha256 of model.safetensors; for an ensemble, sha256 over its members' weight hashes in order."""
-    path = Path(model_dir)
-    ensemble = path / ENSEMBLE_FILE
-    if ensemble.is_file():
-        members = json.loads(ensemble.read_text(encoding="utf-8")).get("members", [])
-        combined = "\n".join(weights_sha256(path / ENSEMBLE_MEMBERS_DIR / plain_name(name, "ensemble member"))
-                             for name in members)
-        return hashlib.sha256(combined.encode()).hexdigest()
-    weights = path / runs.WEIGHTS_FILE
-    if not weights.is_file():
-        raise ModelDirectoryError(weights, "is missing: the model has no trained weights")
-    return sha256_of_file(weights)
+    """sha256 of model.safetensors; for an ensemble, sha256 over its members' weight hashes in order
+    (:func:`audit.model_info`); ModelDirectoryError when the weights are missing."""
+    return of_model(model_dir).weights_sha256
 
 
 def of_model(model_dir: str | Path) -> ModelProvenance:
-    """The provenance of a model directory (hashes its weights: call once per model, not per image)."""
-    run = runs.Run(Path(model_dir))
-    config = run.read_json(runs.CONFIG_FILE, {}) or {}
-    status = run.read_json(runs.STATUS_FILE, {}) or {}
-    backbone = config.get("backbone") or ("ensemble" if (run.path / ENSEMBLE_FILE).is_file() else "unknown network")
-    sha = weights_sha256(run.path)
-    ended = str(status.get("ended") or "")  # bundles carry no status.json: their weights name the version
-    return ModelProvenance(name=f"{run.path.resolve().name} ({backbone})", version=ended or f"weights {sha[:12]}",
-                           weights_sha256=sha, software=software_version())
+    """The provenance of a model directory (hashes its weights once per file version: call once per model)."""
+    identity = audit.model_info(model_dir)
+    if identity["sha256"] is None:
+        raise ModelDirectoryError(Path(model_dir) / runs.WEIGHTS_FILE,
+                                       "is missing: the model has no trained weights")
+    return ModelProvenance(name=f"{identity['name']} ({identity['network']})", version=identity["version"],
+                           weights_sha256=identity["sha256"], software=software_version())

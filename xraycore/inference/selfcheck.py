@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
-from xraycore.app import catalog
+from xraycore.inference import samples as bundled_samples
 from xraycore.common.files import atomic_write_json
 from xraycore.common.model_directory import ModelDirectoryError, read_model_json
 from xraycore.common.timestamps import utc_timestamp
@@ -58,7 +58,7 @@ def score(model_dir: str | Path, samples: Sequence[Path]) -> dict[str, dict[str,
     predictor = Predictor(model_dir)
     found: dict[str, dict[str, Any]] = {}
     for path, prediction in zip(samples, predictor.predict_files(samples, cam=CAM)):
-        label = catalog.sample_label(path)
+        label = bundled_samples.sample_label(path)
         if not prediction.ok:
             found[label] = {"error": prediction.error}
             continue
@@ -70,7 +70,7 @@ def score(model_dir: str | Path, samples: Sequence[Path]) -> dict[str, dict[str,
 
 def write_reference(model_dir: str | Path, samples: Sequence[Path] | None = None) -> Path:
     """Record this installation's answers on the samples as the model's reference (maintainers)."""
-    samples = list(samples if samples is not None else catalog.sample_images())
+    samples = list(samples if samples is not None else bundled_samples.sample_images())
     if not samples:
         raise ValueError("no sample scans to take reference values from (models/samples or $XRAY_SAMPLES_DIR)")
     found = score(model_dir, samples)
@@ -111,7 +111,7 @@ def run(model_dir: str | Path, samples_dir: str | Path | None = None) -> list[Ch
                         f"{sha[:16]}… matches the reference" if sha == expected_sha else
                         f"{sha[:16]}… differs from the reference {expected_sha[:16]}…: these are not the weights the "
                         "reference values were made with"))
-    root = Path(samples_dir) if samples_dir else catalog.samples_dir()
+    root = Path(samples_dir) if samples_dir else bundled_samples.samples_dir()
     present = {label: root / label for label in reference["samples"] if (root / label).is_file()}
     found = score(model_dir, list(present.values())) if present else {}
     tolerance = reference.get("tolerance", {})

@@ -38,7 +38,8 @@ _EXPORTS = {
     "pacs_results": ("is_own", "already_stored"),
     "pacs_scan": ("Scored", "scan"),
     "pdf_report": ("build",),
-    "worklist": ("Entry", "collect", "ordered", "rows", "results_of", "Sent", "send_back", "fetch"),
+    "worklist": ("Entry", "study_rows", "collect", "ordered", "rows", "results_of", "Sent", "send_back",
+        "fetch"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_MODULE_OF)

@@ -33,7 +33,7 @@ from xraycore.access import policy as access
 from xraycore.inference.provenance import ModelProvenance
 
 if TYPE_CHECKING:
-    from xraycore.app.catalog import DisplayResult
+    from xraycore.inference.display import DisplayResult
     from xraycore.inference.prediction import Prediction
 
 NOT_FOR_DIAGNOSTIC_USE = ("Not for diagnostic use: produced by research software (a decision aid, not a medical "

@@ -97,7 +97,7 @@ def load_nodes(path: Path | None = None) -> dict[str, Node]:
     if not path.is_file():
         return {}
     try:
-        data = access._read_toml(path)
+        data = access.read_toml(path)
     except ValueError as error:  # tomllib.TOMLDecodeError and toml's decoder error are ValueErrors
         raise ValueError(f"the PACS nodes file {path} is not valid TOML: {error}") from None
     return {str(name): parse_node(str(name), fields) for name, fields in dict(data.get("nodes", {})).items()}
@@ -148,7 +148,7 @@ def require_configured(node: Node, identity: access.Identity) -> str:
 def exchange(action: str, node: Node, identity: access.Identity | None, permission: str) -> Iterator[audit.Pending]:
     """Who asks may do this with this node (a configured one), checked before any connection;
     one audit line naming the node (refused, ok or failed)."""
-    with audit.guarded(action, identity, permission) as line:
+    with access.guarded(action, identity, permission) as line:
         line.note(target=require_configured(node, line.identity))
         yield line
 
@@ -158,7 +158,7 @@ def exchange(action: str, node: Node, identity: access.Identity | None, permissi
 
 def add_node(name: str, node: Node, identity: access.Identity | None = None, path: Path | None = None) -> Node:
     """Add (or replace) the node ``name``: PACS settings only (admins; the terminal user), audited."""
-    with audit.guarded("pacs.nodes.add", identity, access.PACS_SETTINGS, target=str(name)[:40]) as line:
+    with access.guarded("pacs.nodes.add", identity, access.PACS_SETTINGS, target=str(name)[:40]) as line:
         node = parse_node(name, {"host": node.host, "port": node.port, "called_aet": node.called_aet,
                                  "calling_aet": node.calling_aet, "timeout": node.timeout})
         nodes = load_nodes(path)
@@ -170,7 +170,7 @@ def add_node(name: str, node: Node, identity: access.Identity | None = None, pat
 
 def remove_node(name: str, identity: access.Identity | None = None, path: Path | None = None) -> None:
     """Remove the node ``name``: PACS settings only, audited; ValueError when there is none of that name."""
-    with audit.guarded("pacs.nodes.remove", identity, access.PACS_SETTINGS, target=str(name)[:40]) as line:
+    with access.guarded("pacs.nodes.remove", identity, access.PACS_SETTINGS, target=str(name)[:40]) as line:
         nodes = load_nodes(path)
         if name not in nodes:
             raise ValueError(f"no PACS node named {name!r} is configured")

@@ -5,7 +5,7 @@ operating point (name and threshold), the out-of-domain flag, the warnings (the 
 guards first), the model's name, version and weights sha256, and the disclaimer. A film that is not a chest
 X-ray gets no probability and no call ("not assessed"). A batch starts with a summary page in triage order
 (:mod:`triage`: in-domain films most probable first, then out of domain, not assessed, failed). Built from the small results a
-session keeps (catalog.DisplayResult): no file metadata, so no patient identifier can reach the paper.
+session keeps (:class:`xraycore.inference.display.DisplayResult`): no file metadata, so no patient identifier can reach the paper.
 """
 from __future__ import annotations
 
@@ -18,10 +18,9 @@ import numpy as np
 from fpdf import FPDF
 from PIL import Image
 
-from xraycore.app import catalog
 from xraycore.explain import cam as explain
 from xraycore.clinical import triage
-from xraycore.app.catalog import DisplayResult
+from xraycore.inference.display import DisplayResult
 from xraycore.inference.provenance import ModelProvenance
 
 DISCLAIMER = ("Not for diagnostic use. This report was produced by research software, a decision aid that is not a "
@@ -83,7 +82,7 @@ def build(results: Sequence[DisplayResult], *, threshold: float | None, operatin
     """The PDF: one page per scored image, after a summary page when there are several results."""
     pdf = _Report()
     created = (when or _dt.datetime.now()).strftime("%Y-%m-%d %H:%M")
-    ordered = sorted(results, key=catalog.triage_key)
+    ordered = sorted(results, key=triage.triage_key)
     if len(ordered) != 1:
         _summary_page(pdf, ordered, threshold, operating_point, model, created)
     for result in ordered:
@@ -121,11 +120,11 @@ def _summary_page(pdf: _Report, results: Sequence[DisplayResult], threshold: flo
                    first_row_as_headings=True) as table:
         table.row(["file", "probability", "call", "flag", "note"])
         for result in results:
-            score = catalog.triage_score(result)
+            score = triage.triage_score(result)
             note = result.error or "; ".join([*result.guards, *result.warnings])
             probability = "" if score is None else f"{score:.1%}" + (" (unreliable)" if result.out_of_domain else "")
             table.row([pdf.text_of(result.name), probability, pdf.text_of(triage.call_text(result, threshold)),
-                       catalog.flag(result),
+                       triage.flag(result),
                        pdf.text_of(note[:160] + ("…" if len(note) > 160 and pdf.unicode else ""))])
 
 

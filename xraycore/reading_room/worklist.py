@@ -1,6 +1,6 @@
 """The triage worklist behind the Worklist page: a PACS's chest images, scored, most probable first.
 
-Each entry keeps what a browser session can afford (catalog.DisplayResult: small pictures, no metadata)
+Each entry keeps what a browser session can afford (display.DisplayResult: small pictures, no metadata)
 plus the image's header without pixels, which carries the patient module its results must copy when
 they are sent back. Headers never reach the page's table: rows name images by study position, date,
 series and number. No Streamlit here.
@@ -14,7 +14,8 @@ import numpy as np
 from pydicom import Dataset
 
 from xraycore.access import policy as access
-from xraycore.app import catalog
+from xraycore.clinical import triage
+from xraycore.inference import display
 from xraycore.reading_room import dicom_out
 from xraycore.explain import cam as explain
 from xraycore.reading_room import pacs
@@ -28,13 +29,27 @@ class Entry:
 
     series: pacs.Series
     sop_uid: str
-    result: catalog.DisplayResult
+    result: display.DisplayResult
     header: Dataset | None = None
     stored: bool = False
 
     @property
     def name(self) -> str:
         return self.result.name
+
+
+def study_rows(studies: Sequence[pacs.Study]) -> list[dict[str, Any]]:
+    """The table of studies found: place in the list, date, time, modalities, images, description (no patient
+    attribute: the query asks for none)."""
+    return [{"study": study.index, "date": _day(study.date),
+             "time": ":".join([study.time[:2], study.time[2:4]]) if len(study.time) >= 4 else "",
+             "modalities": ", ".join(study.modalities), "images": study.images, "description": study.description}
+            for study in studies]
+
+
+def _day(date: str) -> str:
+    """A DICOM date (YYYYMMDD) as ISO; anything else as it came."""
+    return f"{date[:4]}-{date[4:6]}-{date[6:8]}" if len(date) == 8 else date
 
 
 def collect(items: Iterable[pacs_scan.Scored | pacs.Notice], on_item: Callable[[int], None] | None = None
@@ -46,7 +61,7 @@ def collect(items: Iterable[pacs_scan.Scored | pacs.Notice], on_item: Callable[[
         if isinstance(item, pacs.Notice):
             notices.append(item.message)
             continue
-        entries.append(Entry(series=item.series, sop_uid=item.sop_uid, result=catalog.for_display(item.prediction),
+        entries.append(Entry(series=item.series, sop_uid=item.sop_uid, result=display.for_display(item.prediction),
                              header=item.header, stored=bool(item.stored)))
         if on_item is not None:
             on_item(len(entries))
@@ -55,12 +70,12 @@ def collect(items: Iterable[pacs_scan.Scored | pacs.Notice], on_item: Callable[[
 
 def ordered(entries: Sequence[Entry]) -> list[Entry]:
     """Triage order: most probable first, failed images last."""
-    return sorted(entries, key=lambda entry: catalog.triage_key(entry.result))
+    return sorted(entries, key=lambda entry: triage.triage_key(entry.result))
 
 
 def rows(entries: Sequence[Entry], threshold: float | None) -> list[dict[str, Any]]:
     """The table: the image's place in the PACS, flag, call, probabilities, warnings (no patient attribute)."""
-    table = catalog.summary_rows([entry.result for entry in entries], threshold)
+    table = display.summary_rows([entry.result for entry in entries], threshold)
     for row, entry in zip(table, entries):
         row["file"] = entry.name
         row["results sent"] = "yes" if entry.stored else ""

@@ -198,7 +198,7 @@ def launch(options: dict[str, Any], run_id: str | None = None, *, processes: int
     runs can be found and compared. ``smoke`` trains the CLI's quick check (``--smoke``, see
     :func:`quick_options`). Needs the researcher role; one 'run.launch' audit line.
     """
-    with audit.guarded("run.launch", identity, access.TRAIN, target=run_id) as line:
+    with access.guarded("run.launch", identity, access.TRAIN, target=run_id) as line:
         root = runs.runs_root(root).resolve()
         backbone = str(options.get("backbone") or options.get("preset") or "run")
         run_id = runs.sanitize_run_id(run_id) if run_id else runs.new_run_id(backbone)
@@ -244,7 +244,7 @@ def resume(ref: str, *, threads: int | None = None, root: Path | None = None,
     (queued like a launch; researcher role; one 'run.resume' audit line)."""
     from xraycore.training import studies
 
-    with audit.guarded("run.resume", identity, access.TRAIN, target=str(ref)) as line:
+    with access.guarded("run.resume", identity, access.TRAIN, target=str(ref)) as line:
         root = runs.runs_root(root).resolve()
         study = ref if studies.names_a_study(ref, root) else None
         if study is None and not runs.is_run_dir(ref, root):
@@ -361,7 +361,7 @@ def stop_job(job: Job, identity: access.Identity | None = None) -> None:
 
 def delete_run(ref: str, identity: access.Identity | None = None, root: Path | None = None) -> None:
     """Delete a run directory for good (admin only; never one still training; one 'run.delete' audit line)."""
-    with audit.guarded("run.delete", identity, access.DELETE_RUNS, target=str(ref)) as line:
+    with access.guarded("run.delete", identity, access.DELETE_RUNS, target=str(ref)) as line:
         root = runs.runs_root(root)
         run = runs.Run(root / runs.sanitize_run_id(ref))
         if not (run.path / runs.CONFIG_FILE).is_file():

@@ -193,7 +193,7 @@ def expose(model: str | Path, inliers: str | Path, outliers: str | Path, *, iden
            **options: Any) -> list[dict[str, Any]]:
     """:func:`fit_exposure` on a model in use. It changes which patients' films the model declines to answer
     for, so it is a shared clinical setting: admin only, one 'ood_exposure' audit line."""
-    with audit.guarded("ood_exposure", identity, access.CHANGE_OPERATING_POINT, model=audit.model_info(model),
+    with access.guarded("ood_exposure", identity, access.CHANGE_OPERATING_POINT, model=audit.model_info(model),
                        target=Path(outliers).name) as line:
         reports = fit_exposure(model, inliers, outliers, **options)
         line.note(counts={"networks": len(reports), "outliers": reports[0]["n_outliers"]},

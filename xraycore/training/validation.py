@@ -12,11 +12,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from xraycore import data as xdata
-from xraycore.training import distributed
 from xraycore import metrics
 from xraycore import models
-from xraycore.runs import directory as runs
 from xraycore.common.tensor_files import load_weights, save_arrays
 from xraycore.training import run_view as trainview
 from xraycore.training.checkpoint import sync_weights
