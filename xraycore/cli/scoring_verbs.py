@@ -70,7 +70,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if dicom_dir and prediction.ok and prediction.metadata.get("format") == "dicom":
             _write_dicom_results(dicom_dir, prediction, model)
         if args.report:
-            from xraycore.app.catalog import for_display
+            from xraycore.inference.display import for_display
 
             kept.append(for_display(prediction))
         if args.json:

@@ -12,7 +12,6 @@ A module of its own because :mod:`metrics` (pure, fixed-threshold metrics) is al
 """
 from __future__ import annotations
 
-from typing import Any
 
 import numpy as np
 

@@ -1,5 +1,5 @@
-"""Helpers every room may import and that import no room of ours: files written atomically, safe JSON, tensor
-files, the model-directory error, the file hash and the UTC clock.
+"""Leaf helpers every room may use (imports nothing else of xraycore): files written atomically, safe JSON and
+tensor files, the one file hash, the one clock, model-directory errors.
 
     files            Files written so that a killed process never leaves a lie, and JSON read so that a
                      damaged file is one plain sentence
@@ -22,7 +22,7 @@ from typing import Any
 _EXPORTS = {
     "files": ("plain_name", "atomic_stream", "atomic_write_bytes", "atomic_write_text", "to_json",
         "json_line", "atomic_write_json", "read_json_file"),
-    "hashing": ("sha256_of_file",),
+    "hashing": ("sha256_of_file", "sha256_of_content"),
     "model_directory": ("ModelDirectoryError", "read_model_json"),
     "tensor_files": ("save_weights", "load_weights", "save_arrays", "load_arrays"),
     "timestamps": ("utc_now", "utc_timestamp", "name_stamp"),

@@ -24,7 +24,7 @@ def utc_now() -> dt.datetime:
 def utc_timestamp(timespec: Timespec = "seconds") -> str:
     """Now in ISO-8601 UTC, e.g. ``2026-12-06T18:09:01+00:00`` (``timespec="milliseconds"``:
     ``2026-12-06T18:09:01.123+00:00``)."""
-    return utc_now().isoformat(timespec=timespec)
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec=timespec)
 
 
 def name_stamp() -> str:

@@ -2,7 +2,6 @@
 external evaluations a model directory keeps as records."""
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ from xraycore.access import policy as access
 from xraycore.clinical import operating_points as operating
 from xraycore.runs import directory as runs
 from xraycore.common.files import atomic_write_json, read_json_file
-from xraycore.common.hashing import sha256_of_file
+from xraycore.common.hashing import sha256_of_content
 from xraycore.common.timestamps import utc_timestamp
 from xraycore.data import folders
 from xraycore.inference.predictor import Predictor
@@ -75,15 +74,7 @@ def score_labelled(predictor: Predictor, items: list[Labelled], positive: str, t
 
 def _content_digest(source: Any) -> str:
     """sha256 of an image's bytes, whether it is a path, bytes or an (uploaded) file object."""
-    if isinstance(source, (str, Path)):
-        return sha256_of_file(source)
-    if isinstance(source, (bytes, bytearray)):
-        return hashlib.sha256(source).hexdigest()
-    position = source.tell()
-    source.seek(0)
-    digest = hashlib.sha256(source.read()).hexdigest()
-    source.seek(position)
-    return digest
+    return sha256_of_content(source)
 
 
 def score_folder(predictor: Predictor, data_dir: str | Path, positive: str, tta: bool | None = None) -> ScoredFolder:

@@ -26,7 +26,7 @@ from xraycore.access import audit
 from xraycore.runs import directory as runs
 from xraycore.io import image as xray_image
 from xraycore.common.files import atomic_stream
-from xraycore.common.hashing import sha256_of_file
+from xraycore.common.hashing import sha256_of_content, sha256_of_file
 from xraycore.common.tensor_files import save_arrays
 from xraycore.common.timestamps import utc_timestamp
 from xraycore.io import reader as xio
@@ -183,10 +183,8 @@ def _reading_code_digest() -> str:
     image, decode."""
     from xraycore.data import decode
 
-    digest = hashlib.sha256()
-    for module in (__file__, xio.__file__, xray_image.__file__, decode.__file__):
-        digest.update(Path(module).read_bytes())
-    return digest.hexdigest()
+    modules = (__file__, xio.__file__, xray_image.__file__, decode.__file__)
+    return sha256_of_content("\n".join(sha256_of_file(module) for module in modules).encode())
 
 
 def expose(model: str | Path, inliers: str | Path, outliers: str | Path, *, identity: access.Identity | None = None,
