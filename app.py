@@ -1,6 +1,6 @@
 """Pneumonia-detection workbench: ``streamlit run app.py``.
 
-The entry point only decides who is using the session (sign-in, roles: ``xraycore.webauth``), lays out
+The entry point only decides who is using the session (sign-in, roles: ``xraycore.app.auth``), lays out
 the navigation they may use and the model choice every page shares (sidebar); each page in ``pages/``
 is a thin layer of widgets over ``xraycore``.
 """

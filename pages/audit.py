@@ -1,6 +1,6 @@
 """Audit: the trail of who scored, changed, launched or was refused what (admins only).
 
-Reads ``xraycore.audit`` (the same lines ``python -m xraycore audit`` prints); newest first.
+Reads ``xraycore.access.audit`` (the same lines ``python -m xraycore audit`` prints); newest first.
 """
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """Diagnose: drop in chest X-rays, get the pneumonia probability, the call and where the model looked.
 
 Uploaded scans stay in memory (their bytes are handed to the Predictor, never written to disk).
-A session keeps one small :class:`catalog.DisplayResult` per image and heat-map method, so 50 scans stay cheap
-and switching back to a method already seen scores nothing again;
+A session keeps one small :class:`xraycore.inference.display.DisplayResult` per image and heat-map method, so
+50 scans stay cheap and switching back to a method already seen scores nothing again;
 opacity changes redraw the overlay from the stored heat map without another forward pass.
 """
 from __future__ import annotations

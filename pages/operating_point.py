@@ -1,12 +1,12 @@
 """Operating point: see the threshold the model calls pneumonia at, choose another, and calibrate it on a
 site's own labelled sample.
 
-The page opens on the *active* point, named, with its own figures (a site calibration's are the site's,
-cross-fitted first). Every number comes from ``xraycore.metrics`` / ``xraycore.site_calibration``, every chart
-from ``xraycore.figures``. Saving stores a *named* point (``xraycore.operating``, admin only, audited) at the
-temperature it was shown with; the point the model shipped active is never overwritten and "Reset" restores
-it. Diagnose uses the active point from its next rerun on (its Predictor cache is keyed by the points file's
-modification time). What an action answers stays on the page until the next action.
+The page opens on the *active* point, named, with its own figures (a site calibration's are the site's, cross-fitted
+first). Every number comes from ``xraycore.metrics`` / ``xraycore.evaluation.site_calibration``, every chart from
+``xraycore.evaluation.figures``. Saving stores a *named* point (``xraycore.clinical.operating_points``, admin only,
+audited) at the temperature it was shown with; the point the model shipped active is never overwritten and "Reset"
+restores it. Diagnose uses the active point from its next rerun on (its Predictor cache is keyed by the points
+file's modification time). What an action answers stays on the page until the next action.
 """
 from __future__ import annotations
 

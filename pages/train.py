@@ -2,10 +2,10 @@
 follow it batch by batch, stop it, continue it, start again from an earlier run's settings.
 
 The form is generated from the training config's groups (one expander each; labels, help and choices from
-``xraycore.config``, widget values from ``xraycore.trainform``), so it offers exactly what the CLI's ``train``
-does. A launch saves the settings in the job's folder and trains exactly those (``train --config``).
+``xraycore.training.config``, widget values from ``xraycore.app.train_form``), so it offers exactly what the
+CLI's ``train`` does. A launch saves the settings in the job's folder and trains exactly those (``train --config``).
 
-The run is a separate process (``xraycore.jobs``): reloading or closing this page does not touch it,
+The run is a separate process (``xraycore.training.jobs``): reloading or closing this page does not touch it,
 and the page reads its progress from the run directory every two seconds (the job, the queue, what can
 be continued or deleted and the runs table all refresh together). Jobs beyond the allowed number wait in
 a queue shown here; xraycore checks who may launch, stop or delete (the buttons only follow what it would

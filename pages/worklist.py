@@ -3,7 +3,7 @@
 Pick a configured PACS node (never a typed host: administrators keep the list, here or in
 ``.streamlit/pacs_nodes.toml``), list the studies (no patient attribute is asked for), score every frontal
 chest image, open one in Diagnose, send the results (SR and overlay) back into their studies. The work is
-in ``xraycore.pacs``, ``xraycore.pacs_nodes`` and ``xraycore.worklist``; this page holds widgets only.
+in ``xraycore.reading_room.pacs``, ``.pacs_nodes``, ``.pacs_scan`` and ``.worklist``; this page holds widgets only.
 """
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ except ModelDirectoryError as error:
 
 
 def node_settings(nodes: dict[str, pacs.Node]) -> None:
-    """Administrators add or remove a configured node (xraycore.pacs_nodes checks the role and audits)."""
+    """Administrators add or remove a configured node (xraycore.reading_room.pacs_nodes checks the role and audits)."""
     with st.expander("PACS nodes (administrators)", icon=":material/settings:", expanded=not nodes):
         with st.form("pacs_node_add", clear_on_submit=True):
             left, middle, right = st.columns([2, 3, 1])

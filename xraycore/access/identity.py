@@ -41,7 +41,7 @@ STOP_ANY_JOB = "jobs.stop_any"
 PACS_STORE = "pacs.store"
 PACS_SETTINGS = "pacs.settings"
 READ_AUDIT = "audit.read"
-PREVIEW_MODELS = "models.preview"  # score with a model not released for reading, under a banner (releases.py)
+PREVIEW_MODELS = "models.preview"  # score with a model not released for reading, under a banner (clinical/releases.py)
 RELEASE_MODELS = "models.release"  # release a model for reading, or withdraw it
 
 _GRANTS: dict[str, frozenset[str]] = {

@@ -152,7 +152,7 @@ def probability_label(label: str, result: DisplayResult) -> str:
 
 
 def colour_legend(target: str | None) -> str:
-    """The overlay's colour scale in words (the jet colour map of :func:`explain.overlay`)."""
+    """The overlay's colour scale in words (the jet colour map of :func:`xraycore.explain.cam.overlay`)."""
     return f"Colour scale: blue = low, red = high contribution to P({target})"
 
 

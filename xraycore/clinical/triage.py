@@ -8,8 +8,8 @@ A colour holiday photo used to get a red "PNEUMONIA 93.2%" and sort second. Now:
 * a batch sorts in groups: chest films in the model's domain (most probable first), then those outside it (their
   probability marked as not reliable), then the films not assessed, then the files that could not be read.
 
-Pure Python over the results' attributes (a :class:`predict.Prediction` or a :class:`catalog.DisplayResult`):
-no Streamlit, no torch.
+Pure Python over the results' attributes (a :class:`~xraycore.inference.prediction.Prediction` or a
+:class:`~xraycore.inference.display.DisplayResult`): no Streamlit, no torch.
 """
 from __future__ import annotations
 

@@ -175,7 +175,7 @@ def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-ENSEMBLE_FILE, MEMBERS_DIR = "ensemble.json", "members"  # as predict.py lays an ensemble out
+ENSEMBLE_FILE, MEMBERS_DIR = "ensemble.json", "members"  # as inference/model_directory.py lays an ensemble out
 
 
 def training_settings(run: Run) -> dict[str, Any]:

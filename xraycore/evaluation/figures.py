@@ -1,6 +1,6 @@
 """Plotly figures from plain arrays, shared by the Streamlit pages and the HTML report.
 
-Every builder takes numbers that :mod:`xraycore.metrics` (or :mod:`xraycore.study`) already
+Every builder takes numbers that :mod:`xraycore.metrics` (or :mod:`xraycore.evaluation.comparison`) already
 computed and only draws them, so the app and the report can never disagree about a value.
 Nothing here reads files.
 """

@@ -1,11 +1,11 @@
 """What a model's figures rest on, the ACTIVE operating point's first: Diagnose's sidebar and Compare's table.
 
-:func:`evaluate.evidence` lists the internal validation (at the internal point) and the saved external
+:func:`external.evidence` lists the internal validation (at the internal point) and the saved external
 evaluations. When the active point is a site calibration (``kermany-site`` for the bundled model) the calls
 every reader gets are made at *that* point, so its figures lead: measured on the site's own sample and
 cross-fitted (fitted on part of the sample, measured on the rest: :func:`operating.cross_fitted_rates`), as
-recorded in ``operating_points.json``. Then the rest, in :func:`evaluate.evidence`'s order. Reads
-``operating.py``'s functions only; no scikit-learn, so a serving install shows it too.
+recorded in ``operating_points.json``. Then the rest, in :func:`external.evidence`'s order. Reads
+``clinical/operating_points.py``'s functions only; no scikit-learn, so a serving install shows it too.
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def active_point_row(model_dir: str | Path) -> dict[str, Any] | None:
 
 
 def ordered_evidence(model_dir: str | Path) -> list[dict[str, Any]]:
-    """:func:`evaluate.evidence`'s rows behind the active point's: the figures of the point in use first, each
+    """:func:`external.evidence`'s rows behind the active point's: the figures of the point in use first, each
     row marked ``active`` when it was measured at the active point."""
     try:
         active_name = operating.active_name(model_dir)

@@ -1,12 +1,12 @@
 """Export a model directory to TorchScript or ONNX, and prove the export answers like PyTorch.
 
-ONNX: one graph per network (each member of an ensemble gets its own, in its directory), the one the
-onnxruntime backend serves (:mod:`xraycore.runtime_onnx`). Input ``image``: the normalised (N, 3, H, W)
-network input (``data.network_input``). Outputs, all from one run: ``logits`` (raw: divide by the operating
-point's temperature and take the softmax; the temperature is left out because a named operating point
-can change it after the export), ``features`` (what the out-of-domain detector scores) and, for heads
-where Grad-CAM equals CAM, ``class_maps`` (N, classes, h, w) = Σ_k w_ck A_k / (h·w). The graph's metadata
-records the weights' sha256, so a graph of older weights is never served.
+ONNX: one graph per network (each member of an ensemble gets its own, in its directory), the one the onnxruntime
+backend serves (:mod:`xraycore.inference.backends.onnx_runtime`). Input ``image``: the normalised (N, 3, H, W)
+network input (``data.decode.network_input``). Outputs, all from one run: ``logits`` (raw: divide by the operating
+point's temperature and take the softmax; the temperature is left out because a named operating point can change it
+after the export), ``features`` (what the out-of-domain detector scores) and, for heads where Grad-CAM equals CAM,
+``class_maps`` (N, classes, h, w) = Σ_k w_ck A_k / (h·w). The graph's metadata records the weights' sha256, so a
+graph of older weights is never served.
 
 TorchScript: the network with its temperature, returning calibrated probabilities.
 """

@@ -22,7 +22,7 @@ from xraycore.training.config import TrainConfig
 
 # Validation and the final scoring only run forward passes: about a third of a training step's cost per image.
 FORWARD_SHARE = 1 / 3
-OOD_TRAIN_IMAGES = 3000  # the most training images the out-of-domain fit scores (train._finish)
+OOD_TRAIN_IMAGES = 3000  # the most training images the out-of-domain fit scores (training.validation.finish)
 NO_MEASUREMENT = "no measurement yet"
 
 

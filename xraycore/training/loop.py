@@ -1,7 +1,7 @@
 """The training loop: data → model → run directory.
 
 One function, :func:`train`, runs a whole recipe (``TrainConfig``) and writes a run through
-``xraycore.runs``; :func:`resume` continues a killed run from its last completed epoch. The same code runs in
+``xraycore.runs.directory``; :func:`resume` continues a killed run from its last completed epoch. The same code runs in
 one process or under ``torchrun`` (DistributedDataParallel): only rank 0 writes. Its parts live beside it:
 :mod:`session` (what a training process holds), :mod:`run_data` (folders → split → decoded cache),
 :mod:`run_record` (the run directory and its config.json), :mod:`optimisation` (optimiser, schedule, phases),
@@ -49,7 +49,9 @@ PROGRESS_SECONDS = 2.0  # status.json's batch progress is rewritten at most this
 
 
 def configure_threads(threads: int | None) -> None:
-    """Background runs share 2 cores with the app: OpenMP must not busy-wait (see README)."""
+    """Background runs share the CPU cores with the app: OMP_WAIT_POLICY=PASSIVE stops OpenMP threads from
+    busy-waiting (spinning) between parallel regions, which would starve the app; ``threads`` caps torch's
+    intra-op threads."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if threads:
         torch.set_num_threads(threads)
