@@ -1,6 +1,6 @@
 """Pneumonia-detection workbench: ``streamlit run app.py``.
 
-The entry point only decides who is using the session (sign-in, roles: ``xraycore.webauth``), lays out
+The entry point only decides who is using the session (sign-in, roles: ``xraycore.app.auth``), lays out
 the navigation they may use and the model choice every page shares (sidebar); each page in ``pages/``
 is a thin layer of widgets over ``xraycore``.
 """
@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from xraycore import access, webauth  # no torch: the sign-in page and the navigation appear at once
+from xraycore.access import policy as access  # no torch: the sign-in page and the navigation appear at once
+from xraycore.app import auth as webauth
 
 st.set_page_config(page_title="Chest X-ray workbench", page_icon=":material/radiology:", layout="wide")
 
@@ -28,7 +29,7 @@ navigation = webauth.navigation(PAGES, identity)
 webauth.banner(identity)
 
 if identity is not None and identity.role is not None:
-    from xraycore import catalog
+    from xraycore.app import catalog
 
     choices = catalog.model_choices(identity=identity)  # a reader: the released models only
     with st.sidebar:

@@ -14,8 +14,8 @@ sys.path.insert(0, str(REPO))
 def main(model: str) -> int:
     present = [name for name in ("torch", "timm", "pytorch_grad_cam", "sklearn", "scipy") if importlib.util.find_spec(name)]
     assert not present, f"the serving install must not hold {present}"
-    from xraycore.catalog import sample_images
-    from xraycore.predict import Predictor
+    from xraycore.inference.samples import sample_images
+    from xraycore.inference.predictor import Predictor
 
     predictor = Predictor(model)
     assert predictor.backend == "onnxruntime", predictor.backend_reason

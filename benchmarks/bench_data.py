@@ -20,9 +20,7 @@ from torchvision import datasets, transforms
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import DATA, report  # noqa: E402
-from xraycore.data.cache import ImageCache  # noqa: E402
-from xraycore.data.dataset import training_input  # noqa: E402
-from xraycore.data.folders import scan_class_folders  # noqa: E402
+from xraycore.data import ImageCache, scan_class_folders, training_input  # noqa: E402
 
 
 def epoch(loader) -> int:

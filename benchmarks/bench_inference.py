@@ -19,9 +19,8 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import DATA, REPO, best_of, report  # noqa: E402
+from xraycore import Predictor, read_xray  # noqa: E402
 from xraycore import models  # noqa: E402
-from xraycore.io import read_xray  # noqa: E402
-from xraycore.predict import Predictor  # noqa: E402
 
 
 def main() -> None:

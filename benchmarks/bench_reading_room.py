@@ -20,10 +20,13 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import DATA, REPO, report  # noqa: E402
-from tests.orthanc import AET, orthanc_binary, start_orthanc  # noqa: E402
-from xraycore import catalog, dicom_out, pacs, provenance, report_pdf  # noqa: E402
-from xraycore.intended_use import SkipNonFrontal  # noqa: E402
-from xraycore.predict import Predictor  # noqa: E402
+from tests.helpers.orthanc import AET, orthanc_binary, start_orthanc  # noqa: E402
+from xraycore import Predictor  # noqa: E402
+from xraycore.inference import provenance  # noqa: E402
+from xraycore.inference import display  # noqa: E402
+from xraycore.io.intended_use import SkipNonFrontal  # noqa: E402
+from xraycore.reading_room import dicom_out, pacs, pacs_scan  # noqa: E402
+from xraycore.reading_room import pdf_report as report_pdf  # noqa: E402
 
 BATCH = 8  # as pages/diagnose.py
 
@@ -73,7 +76,7 @@ def main() -> None:
     kept = []
     for index, prediction in enumerate(predictor.predict_sources(((str(f), f) for f in files), cam="gradcam",
                                                                  batch_size=BATCH), start=1):
-        kept.append(catalog.for_display(prediction))
+        kept.append(display.for_display(prediction))
         if index == min(BATCH, len(files)):
             first_batch = time.perf_counter() - started
     total = time.perf_counter() - started
@@ -109,9 +112,9 @@ def main() -> None:
                 node = pacs.Node("127.0.0.1", server.dicom_port, AET)
                 started = time.perf_counter()
                 studies = pacs.find_studies(node, "20260101")
-                items = list(pacs.scan(node, predictor, studies, skip=SkipNonFrontal(), store_results=True, model=model))
+                items = list(pacs_scan.scan(node, predictor, studies, skip=SkipNonFrontal(), store_results=True, model=model))
                 elapsed = time.perf_counter() - started
-                scored = [item for item in items if isinstance(item, pacs.Scored)]
+                scored = [item for item in items if isinstance(item, pacs_scan.Scored)]
                 result["pacs_round_trip"] = {"images": len(scored), "stored": sum(bool(s.stored) for s in scored),
                                              "total_s": round(elapsed, 1),
                                              "per_image_s": round(elapsed / max(1, len(scored)), 2)}

@@ -29,11 +29,12 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import DATA, REPO, report  # noqa: E402
-from xraycore import explain, models  # noqa: E402
-from xraycore.data.folders import is_image_file  # noqa: E402
-from xraycore.export import export_model  # noqa: E402
-from xraycore.io import read_xray  # noqa: E402
-from xraycore.predict import READ_MAX_SIDE, Predictor, softmax  # noqa: E402
+from xraycore import Predictor, export_model, read_xray  # noqa: E402
+from xraycore.data import is_image_file  # noqa: E402
+from xraycore.explain import cam as explain  # noqa: E402
+from xraycore.inference.predictor import READ_MAX_SIDE  # noqa: E402
+from xraycore.metrics.decision import softmax  # noqa: E402
+from xraycore import models  # noqa: E402
 
 
 def interleaved_best(runs: dict[str, Callable[[], object]], repeats: int = 3) -> dict[str, float]:

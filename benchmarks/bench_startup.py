@@ -71,7 +71,7 @@ def main() -> None:
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
-    from xraycore.export import export_model
+    from xraycore import export_model
 
     with tempfile.TemporaryDirectory() as folder, sync_playwright() as playwright:
         model = Path(folder) / "model"

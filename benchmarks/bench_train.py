@@ -19,16 +19,15 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import DATA, report  # noqa: E402
-from xraycore import models, runs  # noqa: E402
-from xraycore.config import TrainConfig  # noqa: E402
-from xraycore.data.dataset import XrayDataset  # noqa: E402
-from xraycore.train import prepare_data, train  # noqa: E402
+from xraycore import Run, TrainConfig, build_model, train  # noqa: E402
+from xraycore.data import XrayDataset  # noqa: E402
+from xraycore.training.run_data import prepare_data  # noqa: E402
 
 
 def bare_loop(images: torch.Tensor, labels: torch.Tensor, backbone: str, batch: int, epochs: int,
               channels_last: bool) -> float:
     torch.manual_seed(0)
-    model, _ = models.build_model(backbone, 2)
+    model, _ = build_model(backbone, 2)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -61,7 +60,7 @@ def main() -> None:
                              epochs=args.epochs, batch_size=args.batch, max_per_class=args.images, loss="ce",
                              val_fraction=0.2, fit_ood=False, out=out, monitor="val_loss")
         path = train(config)
-        rows = runs.Run(Path(path)).metrics()
+        rows = Run(Path(path)).metrics()
         product = max(row["images_per_second"] for row in rows)
         # the very training images of the product's run, decoded and normalised once, for the bare loop
         splits = prepare_data(config.replace(image_size=args.size))

@@ -1,4 +1,5 @@
-"""Shared bits of the benchmark scripts: machine description, timing, result lines."""
+"""Shared bits of the benchmark scripts (and of experiments/): where the data is, machine description, timing,
+result lines."""
 from __future__ import annotations
 
 import json

@@ -1,12 +1,14 @@
 """Audit: the trail of who scored, changed, launched or was refused what (admins only).
 
-Reads ``xraycore.audit`` (the same lines ``python -m xraycore audit`` prints); newest first.
+Reads ``xraycore.access.audit`` (the same lines ``python -m xraycore audit`` prints); newest first.
 """
 from __future__ import annotations
 
 import streamlit as st
 
-from xraycore import access, audit, webauth
+from xraycore.access import policy as access
+from xraycore.access import audit
+from xraycore.app import auth as webauth
 
 SHOWN = 500  # newest lines in the table; the CLI reads everything
 
@@ -33,12 +35,6 @@ except ValueError as error:
 if not entries:
     st.info("No audit lines match.")
     st.stop()
-rows = [{"time": e.get("time"), "user": e.get("user"), "role": e.get("role"), "action": e.get("action"),
-         "outcome": e.get("outcome"), "model": (e.get("model") or {}).get("name"),
-         "weights sha256": str((e.get("model") or {}).get("sha256") or "")[:12],
-         "operating point": e.get("operating_point"), "target": e.get("target"),
-         "counts": str(e["counts"]) if "counts" in e else None,
-         "old → new": f"{e.get('old')} → {e.get('new')}" if "old" in e or "new" in e else None,
-         "detail": e.get("detail")} for e in reversed(entries[-SHOWN:])]
+rows = [audit.table_row(entry) for entry in reversed(entries[-SHOWN:])]
 st.caption(f"{len(entries)} line(s); the newest {min(len(entries), SHOWN)} shown.")
 st.dataframe(rows, hide_index=True, width="stretch")

@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import streamlit as st
 
-from xraycore import access, catalog, webauth
+from xraycore.access import policy as access
+from xraycore.app import catalog
+from xraycore.app import auth as webauth
 
 if note := catalog.full_install_note("comparing training runs"):  # checked before importing what only the full install has
     st.title("Compare")
     st.info(note)
     st.stop()
 
-from xraycore import comparison, figures, runs  # noqa: E402
-from xraycore.point_evidence import ordered_evidence  # noqa: E402
+from xraycore.evaluation import comparison  # noqa: E402
+from xraycore.evaluation import compare_tables  # noqa: E402
+from xraycore.evaluation import figures  # noqa: E402
+from xraycore.runs import directory as runs  # noqa: E402
 
 SPLIT = "val"
 PER_ROW = 3  # confusion matrices per row
@@ -65,32 +69,24 @@ st.plotly_chart(figures.metric_bars_figure(rows, ["precision", "recall", "specif
                 key="compare_bars")
 
 st.subheader("What to expect on new patients: internal validation beside external evaluations")
-expected = [{"model": comparison.run_label(run), "in use": "yes" if row["active"] else "",
-             **{key: row[key] for key in ("data", "n", "operating_point", "date")},
-             **{key: None if row[key] is None else round(row[key], 3)
-                for key in ("auroc", "accuracy", "sensitivity", "specificity")}}
-            for run in chosen for row in ordered_evidence(run.path)]
+expected = compare_tables.expectation_rows(chosen)
 if expected:
     st.dataframe(expected, hide_index=True, width="stretch", placeholder="")
-if not any(row["data"].startswith("external") for row in expected):
+if not compare_tables.has_external(expected):
     st.caption("No external evaluation is recorded for these models: `python -m xraycore evaluate --model DIR "
                "--data FOLDER --save NAME` keeps one.")
 
 folded = [run for run in chosen if comparison.fold_number(run) is not None]
 if len(folded) >= 2:
     st.subheader("Across folds (mean ± standard deviation)")
-    summary = comparison.fold_summary(folded, SPLIT)
-    st.dataframe([{"metric": key, "mean": value["mean"], "std": value["std"],
-                   "mean ± std": f"{value['mean']:.3f} ± {value['std']:.3f}"} for key, value in summary.items()],
-                 hide_index=True)
+    st.dataframe(compare_tables.fold_rows(folded, SPLIT), hide_index=True)
 
-reported = {comparison.run_label(run): comparison.reported_numbers(run) for run in chosen}
-reported = {label: numbers for label, numbers in reported.items() if numbers}
+reported = compare_tables.reported_rows(chosen)
 if reported:
     st.subheader("Reported by the source study")
     st.caption("Measured by the study's authors on their own test data, with their full recipe: "
                "not on this validation split, and not comparable to a shortened run.")
-    st.dataframe([{"run": label, **numbers} for label, numbers in reported.items()], hide_index=True)
+    st.dataframe(reported, hide_index=True)
 
 st.subheader("Confusion matrices")
 for start in range(0, len(chosen), PER_ROW):
@@ -110,9 +106,8 @@ st.plotly_chart(figures.training_curves_figure({comparison.run_label(run): run.m
                 key="compare_curves")
 
 st.subheader("Configuration differences")
-differences = comparison.config_differences(chosen)
+differences = compare_tables.config_difference_rows(chosen)
 if differences:
-    st.dataframe([{"setting": key, **{label: str(value) for label, value in values.items()}}
-                  for key, values in differences.items()], hide_index=True, width="stretch")
+    st.dataframe(differences, hide_index=True, width="stretch")
 else:
     st.caption("The runs were configured identically.")

@@ -1,8 +1,8 @@
 """Diagnose: drop in chest X-rays, get the pneumonia probability, the call and where the model looked.
 
 Uploaded scans stay in memory (their bytes are handed to the Predictor, never written to disk).
-A session keeps one small :class:`catalog.DisplayResult` per image and heat-map method, so 50 scans stay cheap
-and switching back to a method already seen scores nothing again;
+A session keeps one small :class:`xraycore.inference.display.DisplayResult` per image and heat-map method, so
+50 scans stay cheap and switching back to a method already seen scores nothing again;
 opacity changes redraw the overlay from the stored heat map without another forward pass.
 """
 from __future__ import annotations
@@ -12,10 +12,19 @@ from pathlib import Path
 
 import streamlit as st
 
-from xraycore import access, backend, catalog, explain, provenance, releases, triage, webauth
-from xraycore.point_evidence import ordered_evidence
-from xraycore.predict import Predictor, bytes_source
-from xraycore.runs import ModelDirectoryError
+from xraycore.access import policy as access
+from xraycore.inference.backends import choice as backend
+from xraycore.app import catalog
+from xraycore.app import model_cache
+from xraycore.explain import cam as explain
+from xraycore.inference import provenance
+from xraycore.clinical import releases
+from xraycore.clinical import triage
+from xraycore.app import auth as webauth
+from xraycore.evaluation.point_evidence import ordered_evidence
+from xraycore.inference.prediction import bytes_source
+from xraycore.inference.predictor import Predictor
+from xraycore.common.model_directory import ModelDirectoryError
 
 BATCH_SIZE = 8  # images per forward pass: the progress bar moves at least this often
 PER_PAGE = 10  # detail cards shown at once; the summary table always lists every image
@@ -24,12 +33,6 @@ WORKLIST_OPEN_KEY = "worklist_open"  # images the Worklist page opened here (nam
 
 
 BACKEND_LABELS = {backend.AUTO: "automatic", backend.ONNXRUNTIME: "ONNX Runtime", backend.TORCH: "PyTorch"}
-
-
-@st.cache_resource(max_entries=2, show_spinner="Loading the model…")
-def load_predictor(model_path: str, version: float, engine: str) -> Predictor:
-    """One Predictor per model, operating-point version (a saved threshold makes a new one) and backend asked for."""
-    return Predictor(model_path, backend=engine)
 
 
 def show_model(description: dict) -> None:
@@ -84,12 +87,6 @@ def show_release(model_path: Path, released: bool, identity: access.Identity) ->
 
 def _number(value: object) -> str:
     return f"{value:.3f}" if isinstance(value, (int, float)) else "n/a"
-
-
-@st.cache_resource(max_entries=4, show_spinner=False)
-def model_provenance(model_path: str, version: float) -> provenance.ModelProvenance:
-    """Name, version and weights sha256 (hashed once per model): quoted by every report and DICOM result."""
-    return provenance.of_model(model_path)
 
 
 def wanted_sources(uploads: list, samples: list[Path]) -> dict[str, tuple[str, object]]:
@@ -230,7 +227,7 @@ engine = st.sidebar.selectbox("Inference backend", engines, format_func=BACKEND_
                               help="Automatic: ONNX Runtime on the CPU when the model has an exported graph "
                                    "(python -m xraycore export --format onnx), PyTorch otherwise or on a GPU.")
 try:
-    predictor = load_predictor(str(model_path), catalog.model_version(model_path), engine)
+    predictor = model_cache.load_predictor(model_path, engine)
 except (ModelDirectoryError, backend.BackendUnavailable) as error:
     st.error(str(error))
     st.stop()
@@ -261,14 +258,14 @@ if not sources:
 
 # Imported once there is something to report on, not before the uploader: highdicom and fpdf2 take ~0.7 s to
 # import on 2 cores, a third of the start-up budget (#18).
-from xraycore import dicom_out, report_pdf  # noqa: E402
+from xraycore.reading_room import dicom_out  # noqa: E402
+from xraycore.reading_room import pdf_report as report_pdf
 
 model_key = (str(model_path), catalog.model_version(model_path), predictor.backend)
 results = score_missing(predictor, sources, model_key, cam)
 keys = sorted(sources, key=lambda key: catalog.triage_key(results[key]))  # triage: groups, most probable first
 ordered = [results[key] for key in keys]
-model = model_provenance(str(model_path), (Path(model_path) / "model.safetensors").stat().st_mtime
-                         if (Path(model_path) / "model.safetensors").exists() else 0.0)
+model = model_cache.model_provenance(model_path)
 point = predictor.operating_point if threshold == predictor.threshold else \
     f"{predictor.operating_point}, threshold changed for this session"
 

@@ -1,12 +1,12 @@
 """Operating point: see the threshold the model calls pneumonia at, choose another, and calibrate it on a
 site's own labelled sample.
 
-The page opens on the *active* point, named, with its own figures (a site calibration's are the site's,
-cross-fitted first). Every number comes from ``xraycore.metrics`` / ``xraycore.site_calibration``, every chart
-from ``xraycore.figures``. Saving stores a *named* point (``xraycore.operating``, admin only, audited) at the
-temperature it was shown with; the point the model shipped active is never overwritten and "Reset" restores
-it. Diagnose uses the active point from its next rerun on (its Predictor cache is keyed by the points file's
-modification time). What an action answers stays on the page until the next action.
+The page opens on the *active* point, named, with its own figures (a site calibration's are the site's, cross-fitted
+first). Every number comes from ``xraycore.metrics`` / ``xraycore.evaluation.site_calibration``, every chart from
+``xraycore.evaluation.figures``. Saving stores a *named* point (``xraycore.clinical.operating_points``, admin only,
+audited) at the temperature it was shown with; the point the model shipped active is never overwritten and "Reset"
+restores it. Diagnose uses the active point from its next rerun on (its Predictor cache is keyed by the points
+file's modification time). What an action answers stays on the page until the next action.
 """
 from __future__ import annotations
 
@@ -17,15 +17,23 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from xraycore import access, catalog, webauth
+from xraycore.access import policy as access
+from xraycore.app import catalog
+from xraycore.app import auth as webauth
 
 if note := catalog.full_install_note("choosing an operating point"):  # checked before importing what only the full install has
     st.title("Operating point")
     st.info(note)
     st.stop()
 
-from xraycore import comparison, evaluate, figures, metrics, operating, runs, site_calibration  # noqa: E402
-from xraycore.predict import Predictor  # noqa: E402
+from xraycore.evaluation import comparison  # noqa: E402
+from xraycore.evaluation import external as evaluate
+from xraycore.evaluation import figures
+from xraycore import metrics
+from xraycore.clinical import operating_points as operating
+from xraycore.runs import directory as runs
+from xraycore.evaluation import site_calibration
+from xraycore.inference.predictor import Predictor  # noqa: E402
 
 SPLIT = "val"
 CI_RESAMPLES = 1000

@@ -2,10 +2,10 @@
 follow it batch by batch, stop it, continue it, start again from an earlier run's settings.
 
 The form is generated from the training config's groups (one expander each; labels, help and choices from
-``xraycore.config``, widget values from ``xraycore.trainform``), so it offers exactly what the CLI's ``train``
-does. A launch saves the settings in the job's folder and trains exactly those (``train --config``).
+``xraycore.training.config``, widget values from ``xraycore.app.train_form``), so it offers exactly what the
+CLI's ``train`` does. A launch saves the settings in the job's folder and trains exactly those (``train --config``).
 
-The run is a separate process (``xraycore.jobs``): reloading or closing this page does not touch it,
+The run is a separate process (``xraycore.training.jobs``): reloading or closing this page does not touch it,
 and the page reads its progress from the run directory every two seconds (the job, the queue, what can
 be continued or deleted and the runs table all refresh together). Jobs beyond the allowed number wait in
 a queue shown here; xraycore checks who may launch, stop or delete (the buttons only follow what it would
@@ -15,16 +15,27 @@ from __future__ import annotations
 
 import streamlit as st
 
-from xraycore import access, catalog, webauth
+from xraycore.access import policy as access
+from xraycore.app import catalog
+from xraycore.app import auth as webauth
 
 if note := catalog.full_install_note("training"):  # checked before importing what only the full install has
     st.title("Train")
     st.info(note)
     st.stop()
 
-from xraycore import config, estimate, figures, jobs, models, presets, runs, trainform, trainview  # noqa: E402
+from xraycore.training import config  # noqa: E402
+from xraycore.training import durations as estimate
+from xraycore.evaluation import figures
+from xraycore.training import jobs
+from xraycore import models
+from xraycore.training import job_command
+from xraycore.training import presets
+from xraycore.runs import directory as runs
+from xraycore.app import train_form as trainform
+from xraycore.training import run_view as trainview
 from xraycore.data.augment import AUGMENTATIONS  # noqa: E402
-from xraycore.trainform import PRESET_BACKBONES  # noqa: E402
+from xraycore.app.train_form import PRESET_BACKBONES  # noqa: E402
 
 OPEN_GROUPS = ("dataset", "model", "optimisation")  # the groups shown unfolded; the rest in closed expanders
 NOTICE = "train_notice"  # (kind, text) of the last action's outcome: kept until the next action, across refreshes
@@ -197,7 +208,7 @@ def launch_form() -> None:
     if st.session_state["train_preset"]:
         preset_panel(st.session_state["train_preset"])
     settings_form()
-    gpus = jobs.available_gpus()
+    gpus = job_command.available_gpus()
     if gpus > 1:
         st.number_input("Processes (one per GPU, via torchrun)", min_value=1, max_value=gpus, step=1,
                         key="train_processes")

@@ -3,7 +3,7 @@
 Pick a configured PACS node (never a typed host: administrators keep the list, here or in
 ``.streamlit/pacs_nodes.toml``), list the studies (no patient attribute is asked for), score every frontal
 chest image, open one in Diagnose, send the results (SR and overlay) back into their studies. The work is
-in ``xraycore.pacs``, ``xraycore.pacs_nodes`` and ``xraycore.worklist``; this page holds widgets only.
+in ``xraycore.reading_room.pacs``, ``.pacs_nodes``, ``.pacs_scan`` and ``.worklist``; this page holds widgets only.
 """
 from __future__ import annotations
 
@@ -11,25 +11,21 @@ import datetime as dt
 
 import streamlit as st
 
-from xraycore import access, catalog, pacs, pacs_nodes, provenance, webauth, worklist
-from xraycore.intended_use import SkipNonFrontal
-from xraycore.predict import Predictor
-from xraycore.runs import ModelDirectoryError
+from xraycore.access import policy as access
+from xraycore.app import catalog
+from xraycore.app import model_cache
+from xraycore.reading_room import pacs
+from xraycore.reading_room import pacs_scan
+from xraycore.reading_room import pacs_nodes
+from xraycore.app import auth as webauth
+from xraycore.reading_room import worklist
+from xraycore.io.intended_use import SkipNonFrontal
+from xraycore.common.model_directory import ModelDirectoryError
 
 STUDIES_KEY = "worklist_studies"
 ENTRIES_KEY = "worklist_entries"
 NOTICES_KEY = "worklist_notices"
 OPEN_KEY = "worklist_open"  # name -> image bytes (in memory) that Diagnose adds to its sources
-
-
-@st.cache_resource(max_entries=2, show_spinner="Loading the model…")
-def load_predictor(model_path: str, version: float) -> Predictor:
-    return Predictor(model_path)
-
-
-@st.cache_resource(max_entries=4, show_spinner=False)
-def model_provenance(model_path: str, version: float) -> provenance.ModelProvenance:
-    return provenance.of_model(model_path)
 
 
 identity = webauth.require(access.PACS_QUERY)
@@ -42,7 +38,7 @@ if model_path is None:
     st.info("No model is available yet. Train one on the Train page (or install the bundled model in models/default).")
     st.stop()
 try:
-    predictor = load_predictor(str(model_path), catalog.model_version(model_path))
+    predictor = model_cache.load_predictor(model_path)
 except ModelDirectoryError as error:
     st.error(str(error))
     st.stop()
@@ -50,7 +46,7 @@ except ModelDirectoryError as error:
 
 
 def node_settings(nodes: dict[str, pacs.Node]) -> None:
-    """Administrators add or remove a configured node (xraycore.pacs_nodes checks the role and audits)."""
+    """Administrators add or remove a configured node (xraycore.reading_room.pacs_nodes checks the role and audits)."""
     with st.expander("PACS nodes (administrators)", icon=":material/settings:", expanded=not nodes):
         with st.form("pacs_node_add", clear_on_submit=True):
             left, middle, right = st.columns([2, 3, 1])
@@ -101,10 +97,6 @@ with st.form("pacs_connection"):
     find = st.form_submit_button("Find studies", icon=":material/search:")
 
 
-def _day(date: str) -> str:
-    return f"{date[:4]}-{date[4:6]}-{date[6:8]}" if len(date) == 8 else date
-
-
 def node() -> pacs.Node | None:
     """The configured node the form names, or None after saying it is gone."""
     if node_name not in nodes:
@@ -132,16 +124,14 @@ if not studies:
     st.stop()
 
 st.subheader(f"{len(studies)} stud{'y' if len(studies) == 1 else 'ies'}")
-st.dataframe([{"study": s.index, "date": _day(s.date), "time": ":".join([s.time[:2], s.time[2:4]]) if len(s.time) >= 4
-               else "", "modalities": ", ".join(s.modalities),
-               "images": s.images, "description": s.description} for s in studies], hide_index=True, width="stretch")
+st.dataframe(worklist.study_rows(studies), hide_index=True, width="stretch")
 
 if st.button("Score these studies", type="primary", key="worklist_score", icon=":material/radiology:"):
     if (target := node()) is not None:
         progress = st.progress(0.0, text="Fetching and scoring…")
         expected = max(1, sum(s.images or 0 for s in studies))
         skip = SkipNonFrontal()
-        items = pacs.scan(target, predictor, studies, modalities=tuple(modalities), skip=skip, identity=identity)
+        items = pacs_scan.scan(target, predictor, studies, modalities=tuple(modalities), skip=skip, identity=identity)
         try:
             entries, notices = worklist.collect(items, on_item=lambda n: progress.progress(
                 min(1.0, n / expected), text=f"Scored {n} image(s)"))
@@ -186,7 +176,7 @@ with right:
     if st.button("Send results to the PACS", key="worklist_send", icon=":material/upload:", disabled=not can_store,
                  help=None if can_store else "Sending results back needs the admin role."):
         if (target := node()) is not None:
-            model = model_provenance(str(model_path), catalog.model_version(model_path))
+            model = model_cache.model_provenance(model_path)
             sent = worklist.send_back(target, entries, threshold, predictor.operating_point, model, identity=identity)
             if sent.stored:
                 st.success(f"Results stored for {sent.stored} image(s).")

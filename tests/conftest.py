@@ -12,7 +12,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # compare runs to 1e-5 (two threads under load changed last digits), and subprocesses inherit it.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from tests.synthetic import make_dataset  # noqa: E402
+from tests.helpers.synthetic import make_dataset  # noqa: E402
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -33,8 +33,8 @@ def tiny_dataset(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_run(tiny_dataset, tmp_path_factory) -> Path:
     """A finished run of the scratch CNN on the tiny dataset (trained once per test session)."""
-    from xraycore.config import TrainConfig
-    from xraycore.train import train
+    from xraycore.training.config import TrainConfig
+    from xraycore.training.loop import train
 
     config = TrainConfig(data=str(tiny_dataset), backbone="simple_cnn", pretrained="none",
                          image_size=48, epochs=3, batch_size=8, lr=3e-3, val_fraction=0.25,
@@ -47,7 +47,7 @@ def tiny_exported(tiny_run, tmp_path_factory) -> Path:
     """A copy of tiny_run with its ONNX graph exported (tiny_run itself stays torch-only for other tests)."""
     import shutil
 
-    from xraycore.export import export_model
+    from xraycore.inference.export import export_model
 
     model = tmp_path_factory.mktemp("exported") / "model"
     shutil.copytree(tiny_run, model)

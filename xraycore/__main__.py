@@ -1,7 +1,7 @@
-"""``python -m xraycore``: see cli.py."""
+"""``python -m xraycore``: see xraycore/cli/main.py."""
 import sys
 
-from .cli import main
+from xraycore.cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -23,7 +23,7 @@ from kornia.augmentation.random_generator import PlainUniformGenerator
 from kornia.filters import get_gaussian_kernel1d
 from kornia.geometry.conversions import normalize_homography
 
-from .decode import IMAGENET_MEAN, IMAGENET_STD
+from xraycore.data.decode import IMAGENET_MEAN, IMAGENET_STD
 
 Spec = str | dict[str, Any]
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .folders import list_images
+from xraycore.data.folders import list_images
 
 
 def _place(source: Path, destination: Path, link: bool) -> None:

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import runs
-from ..io import XrayReadError
-from . import decode
-from .folders import Sample
+from xraycore.io.image import XrayReadError
+from xraycore.common.files import atomic_stream, atomic_write_text
+from xraycore.data import decode
+from xraycore.data.folders import Sample
 
 # How a skipped file is counted in a run's record ("skipped_by_reason"), by XrayReadError kind.
 SKIP_REASONS = {
@@ -129,14 +129,14 @@ class ImageCache:
     def _save(self, files: tuple[Path, Path], kept: list[int]) -> None:
         """Write both files atomically; the .json is written last and marks completion.
 
-        The .npy is streamed (runs.atomic_write_* would hold a second copy of the array in memory).
+        The .npy is streamed (atomic_write_text or atomic_write_json would hold a second copy of the array in memory).
         """
         images_file, index_file = files
         images_file.parent.mkdir(parents=True, exist_ok=True)
-        with runs.atomic_stream(images_file) as stream:
+        with atomic_stream(images_file) as stream:
             np.save(stream, self.images)
         index = {"kept": kept, "skipped": self.skipped, "skipped_by_reason": self.skipped_by_reason}
-        runs.atomic_write_text(index_file, json.dumps(index))
+        atomic_write_text(index_file, json.dumps(index))
 
     @staticmethod
     def _load(images_file: Path, index_file: Path

@@ -14,9 +14,9 @@ import torch
 import torch.utils.data
 from torchvision.transforms import v2
 
-from .augment import BatchAugmentation
-from .cache import ImageCache
-from .decode import IMAGENET_MEAN, IMAGENET_STD
+from xraycore.data.augment import BatchAugmentation
+from xraycore.data.cache import ImageCache
+from xraycore.data.decode import IMAGENET_MEAN, IMAGENET_STD
 
 
 def to_network_input(

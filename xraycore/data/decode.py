@@ -23,26 +23,27 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 DECODER_VERSION = "pillow-draft-bilinear-1"
 
 # What Pillow raises for a file it cannot decode (UnidentifiedImageError and "image file is truncated" are
-# OSErrors; broken PNG chunks raise SyntaxError; malformed tiles ValueError). Such a file goes to io.read_xray,
-# which either reads it or says why not with a typed XrayReadError.
+# OSErrors; broken PNG chunks raise SyntaxError; malformed tiles ValueError). Such a file goes to
+# xraycore.io.reader.read_xray, which either reads it or says why not with a typed XrayReadError.
 _PILLOW_FILE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, Image.DecompressionBombError)
 
 _EXIF_ORIENTATION = 0x0112
 
 
 def _needs_full_reader(image: Image.Image) -> bool:
-    """Images the fast path would read differently from io.read_xray (and so from prediction):
+    """Images the fast path would read differently from xraycore.io.reader.read_xray (and so from prediction):
     high bit depth (convert("L") would clip), alpha or palette modes, EXIF-rotated photos."""
     return image.mode not in {"L", "RGB"} or image.getexif().get(_EXIF_ORIENTATION, 1) not in (None, 1)
 
 
 def decode_to_uint8(path: str, size: int) -> np.ndarray:
-    """One file as a uint8 greyscale size x size array; raises io.XrayReadError when the file cannot be used.
+    """One file as a uint8 greyscale size x size array; raises xraycore.io.image.XrayReadError when the file
+    cannot be used.
 
     Plain 8-bit grey or RGB files (nearly every training image) take a fast Pillow path: JPEGs are
     decoded at reduced scale (draft mode), several times faster than a full decode. Everything else
-    (DICOM, 16-bit, alpha, EXIF rotation, and files Pillow fails on) goes through io.read_xray, exactly
-    as at prediction time. Images are stretched to size x size without keeping the aspect ratio: the
+    (DICOM, 16-bit, alpha, EXIF rotation, and files Pillow fails on) goes through xraycore.io.reader.read_xray,
+    exactly as at prediction time. Images are stretched to size x size without keeping the aspect ratio: the
     Kermany set ships already stretched that way.
     """
     grey = None
@@ -141,7 +142,8 @@ def normalise_intensity(grey: np.ndarray, method: str = "none") -> np.ndarray:
 
 
 def _decode_with_reader(path: str, size: int) -> np.ndarray:
-    from xraycore.io import read_xray, to_uint8  # lazy: only the unusual files need it
+    from xraycore.io.image import to_uint8  # lazy: only the unusual files need them
+    from xraycore.io.reader import read_xray
 
     return resize_uint8(to_uint8(read_xray(path).pixels), size)
 

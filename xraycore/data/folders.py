@@ -4,13 +4,14 @@ Everything here reads only names and bytes (no decoding, no torch), so the readi
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+from xraycore.common.hashing import sha256_of_file
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"}
 
@@ -133,7 +134,7 @@ def find_duplicate_files(paths: Iterable[str | Path]) -> list[list[str]]:
     for same_size in (group for group in by_size.values() if len(group) > 1):
         by_hash: dict[str, list[str]] = defaultdict(list)
         for path in same_size:
-            by_hash[hashlib.sha1(Path(path).read_bytes()).hexdigest()].append(path)
+            by_hash[sha256_of_file(path)].append(path)
         duplicates.extend(group for group in by_hash.values() if len(group) > 1)
     return duplicates
 

@@ -10,7 +10,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from .folders import Sample
+from xraycore.data.folders import Sample
 
 
 def _labels_and_groups(samples: Sequence[Sample]) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,100 @@
+"""Issue 34, item 3 in Chromium: an admin opens the Operating point page of (a copy of) the bundled model.
+
+It must open on the active point (kermany-site), named, at its threshold; a save keeps that point's temperature,
+its confirmation stays and the confirmation box clears; Reset restores kermany-site. The provider, the browser
+and the sign-in are test_access_browser.py's; only the server differs: it serves a copy of models/default.
+"""
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.browser.test_access_browser import ROLES, browser, provider, sign_in  # noqa: F401 - shared fixtures
+from tests.browser.test_browser import free_port, stop_server, wait_for_health
+from xraycore.access import policy as access
+from xraycore.access import audit
+from xraycore.clinical import operating_points as operating
+
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:get_jwt_config:DeprecationWarning")]
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SHIPPED = "kermany-site"
+
+
+@pytest.fixture(scope="module")
+def app_server(provider, tmp_path_factory):  # noqa: F811 - the name test_access_browser's `browser` asks for
+    """The app with sign-in through the provider, serving a private copy of the bundled model."""
+    from types import SimpleNamespace
+
+    base = tmp_path_factory.mktemp("bundled")
+    model = shutil.copytree(os.path.join(REPO, "models", "default"), base / "default")
+    port = free_port()
+    secrets_file = base / "secrets.toml"
+    secrets_file.write_text(f'[auth]\nredirect_uri = "http://127.0.0.1:{port}/oauth2callback"\n'
+                            f'cookie_secret = "{secrets.token_hex(16)}"\nclient_id = "xray-workbench"\n'
+                            f'client_secret = "{secrets.token_hex(8)}"\n'
+                            f'server_metadata_url = "{provider}/.well-known/openid-configuration"\n')
+    roles = base / "roles.toml"
+    roles.write_text(ROLES)
+    env = {**os.environ, "XRAY_RUNS_DIR": str(base / "runs"), "XRAY_MODEL_DIR": str(model),
+           "XRAY_SAMPLES_DIR": str(base / "no-samples"), access.ROLES_FILE_ENV: str(roles),
+           audit.AUDIT_LOG_ENV: str(base / "audit.jsonl"), "AUTHLIB_INSECURE_TRANSPORT": "1",
+           "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+    server_log = base / "streamlit.log"
+    with open(server_log, "wb") as output:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", os.path.join(REPO, "app.py"), "--server.headless", "true",
+             "--server.port", str(port), "--secrets.files", str(secrets_file), "--browser.gatherUsageStats", "false"],
+            cwd=REPO, env=env, stdout=output, stderr=subprocess.STDOUT)
+    try:
+        wait_for_health(port, server, server_log)
+        yield SimpleNamespace(url=f"http://127.0.0.1:{port}", model=model)
+    finally:
+        stop_server(server)
+
+
+def test_the_operating_point_page_shows_saves_and_resets_the_point_in_use(browser, app_server):  # noqa: F811
+    from playwright.sync_api import expect
+
+    shipped = operating.get(app_server.model, SHIPPED)
+    figures = f"threshold {shipped['threshold']:.3f}, temperature {shipped['temperature']:.3f}"
+    page = sign_in(browser, app_server, "ada")
+    page.get_by_role("link", name="Operating point").click()
+    expect(page.get_by_text(f"active operating point {SHIPPED}: {figures}")).to_be_visible()
+    expect(page.get_by_text("accuracy (cross-fitted)")).to_be_visible()
+    expect(page.get_by_role("slider", name=re.compile("Threshold"))).to_have_value(f"{shipped['threshold']:.3f}")
+
+    confirm = page.get_by_role("checkbox", name=re.compile("^Every reader's Diagnose will call at"))
+    page.get_by_text(re.compile(r"^Every reader's Diagnose will call at")).click()
+    expect(confirm).to_be_checked()
+    page.get_by_role("button", name="Save and activate", exact=True).click()
+    saved = page.get_by_text(re.compile(rf"^Saved and activated 'chosen-\d{{8}}': {re.escape(figures)}"))
+    expect(saved).to_be_visible()
+    _settled(page)  # the page's reruns have finished (a rerun shows the old box beside the new one for a moment)
+    expect(confirm).to_have_count(1)
+    expect(confirm).not_to_be_checked()
+    time.sleep(3)  # it used to flash and vanish
+    expect(saved).to_be_visible()
+    point = operating.get(app_server.model)
+    assert point["name"].startswith("chosen-") and point["temperature"] == shipped["temperature"]
+
+    page.get_by_role("button", name=re.compile(r"^Reset to the shipped point")).click()
+    expect(page.get_by_text(f"Reset to the shipped point '{SHIPPED}': {figures}.")).to_be_visible()
+    assert operating.active_name(app_server.model) == SHIPPED
+    page.context.close()
+
+
+def _settled(page) -> None:
+    """Streamlit has finished running the script: its running indicator is gone, twice, half a second apart."""
+    from playwright.sync_api import expect
+
+    for _ in range(2):
+        page.wait_for_timeout(500)
+        expect(page.locator('[data-testid="stStatusWidget"]')).to_have_count(0)

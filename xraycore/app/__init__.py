@@ -1,0 +1,43 @@
+"""The Streamlit side: everything that imports streamlit lives here (pages/ and app.py call it).
+
+    auth         The app's side of access control: who is using this session, which pages they see, what every
+                 page says
+    catalog      What the app offers and how it keeps results: models to choose, sample images, compact
+                 results
+    model_cache  The model every page answers with, loaded once per server: its Predictor and its provenance
+    train_form   The Train page's form as plain data, so the page only lays out widgets and every translation
+                 is tested here
+
+The functions and classes named below are importable from this package too; each is imported from its
+module on first use, so importing the package is cheap and pulls in no torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "auth": ("in_script_run", "PageSpec", "auth_configured", "reachable_beyond_loopback", "beyond_loopback",
+        "identify", "refusal_text", "require", "navigation", "banner"),
+    "catalog": ("full_install_missing", "full_install_note", "ModelChoice", "is_model_dir", "usable_runs",
+        "model_choices", "default_model_dir", "chosen_model_dir", "typed_model_dir", "model_version",
+        "results_version", "lead_warnings", "other_warnings", "probability_label", "colour_legend",
+        "session_results"),
+    "model_cache": ("load_predictor", "model_provenance", "weights_version"),
+    "train_form": ("shown", "key", "widget_state", "setting_values", "launch_options", "from_preset",
+        "initial_state", "from_run"),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str) -> Any:
+    """A public name, imported from its module on first use: importing the package itself costs nothing."""
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_MODULE_OF[name]}", __name__), name)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_MODULE_OF, *_EXPORTS})

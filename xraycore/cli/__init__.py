@@ -1,0 +1,55 @@
+"""``python -m xraycore VERB``: the parser and one module per group of verbs.
+
+    clinical_verbs      The clinical-governance verbs: `calibrate` (a site's operating point), `operating-
+                        point` (which one answers), `release` (which models readers see) and `audit` (who did
+                        what)
+    data_verbs          The data verb: `build-dataset`: a class-folder dataset made from folders already on
+                        disk (symlinks, or copies), printed as its counts per class
+    main                `python -m xraycore VERB ...`: everything the app does, from a terminal
+    messages            Where the CLI's words go: results meant for people or programs on stdout, messages and
+                        progress on stderr
+    model_verbs         The model-directory verbs: `export`, `bundle`, `ood-expose` and `selfcheck`: what a
+                        maintainer does to a model before it ships, and what an installation checks after
+    parser              The argument parser of `python -m xraycore`: one small function per verb, in the order
+                        `--help` lists them
+    progress_bars       Progress reporting for the CLI: the trainer's events drawn as tqdm bars on stderr
+    reading_room_verbs  The reading-room verb: `pacs`: find chest studies on a PACS, score every image,
+                        optionally file the results (SR and overlay) back
+    scoring_verbs       The scoring verbs: `predict` (files → one answer per file, optionally overlays, DICOM
+                        results and a PDF) and `evaluate` (a labelled folder → the numbers)
+    training_verbs      The training verbs: `train`, `runs`, `presets` and `report`: start or resume runs and
+                        studies, then look at what they made
+
+The functions and classes named below are importable from this package too; each is imported from its
+module on first use, so importing the package is cheap and pulls in no torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "clinical_verbs": ("cmd_calibrate", "cmd_operating_point", "cmd_release", "cmd_audit"),
+    "data_verbs": ("cmd_build",),
+    "messages": ("say",),
+    "model_verbs": ("cmd_selfcheck", "cmd_export", "cmd_bundle", "cmd_ood_expose"),
+    "parser": ("split_names", "build_parser"),
+    "progress_bars": ("TqdmProgress",),
+    "reading_room_verbs": ("cmd_pacs",),
+    "scoring_verbs": ("cmd_evaluate", "cmd_predict"),
+    "training_verbs": ("cmd_train", "cmd_runs", "cmd_presets", "cmd_report"),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str) -> Any:
+    """A public name, imported from its module on first use: importing the package itself costs nothing."""
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_MODULE_OF[name]}", __name__), name)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_MODULE_OF, *_EXPORTS})

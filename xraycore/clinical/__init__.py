@@ -1,0 +1,43 @@
+"""Which threshold answers: operating points, site calibration fits, releases, triage.
+
+    fit_bootstrap     Confidence intervals for a site calibration that can show how uncertain a small sample
+                      is
+    operating_points  Named operating points of a model directory: which temperature and threshold make the
+                      call
+    releases          Which models readers may answer with: the bundled default, plus the models an admin has
+                      released for reading
+    triage            Which films get a call, and the order a batch is read in: one decision for Diagnose, the
+                      CLI, the PDF and the Worklist
+
+The functions and classes named below are importable from this package too; each is imported from its
+module on first use, so importing the package is cheap and pulls in no torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "fit_bootstrap": ("wilson_interval", "widened_to_counts", "procedure_intervals"),
+    "operating_points": ("names", "active_name", "shipped_name", "get", "mark_shipped", "save", "activate",
+        "reset", "save_threshold", "fingerprint", "fit_site_point", "cross_fitted_rates",
+        "describe_cross_fit", "sample_warning", "temperature_at_bound", "site_refusal", "fit_failure"),
+    "releases": ("bundled_model_dir", "releases_file", "is_bundled", "weights_digest", "is_released",
+        "may_preview", "offered", "require_released", "release", "withdraw", "listing", "main"),
+    "triage": ("not_assessed_reason", "not_assessed_text", "group", "triage_score", "triage_key", "flag",
+        "call_text", "probability_text"),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str) -> Any:
+    """A public name, imported from its module on first use: importing the package itself costs nothing."""
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_MODULE_OF[name]}", __name__), name)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_MODULE_OF, *_EXPORTS})

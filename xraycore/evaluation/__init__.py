@@ -1,0 +1,54 @@
+"""Numbers about models: external evaluations, comparisons, figures, study reports, model cards.
+
+    compare_tables    The Compare page's tables as rows: what to expect on new patients, across folds,
+                      reported, configured
+    comparison        Comparing runs: the numbers behind the Compare page and the HTML study report
+    external          Score a model on a labelled folder: the numbers a reviewer asks for, site calibration,
+                      and the external evaluations a model directory keeps as records
+    figures           Plotly figures from plain arrays, shared by the Streamlit pages and the HTML report
+    model_card        Turn a finished run into a shippable model directory with a model card
+    point_evidence    What a model's figures rest on, the ACTIVE operating point's first: Diagnose's sidebar
+                      and Compare's table
+    site_calibration  Site calibration and the Operating point page's records: what the page used to build
+                      itself
+    study_report      One self-contained HTML file per study: `python -m xraycore report STUDY`
+
+The functions and classes named below are importable from this package too; each is imported from its
+module on first use, so importing the package is cheap and pulls in no torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "compare_tables": ("expectation_rows", "has_external", "fold_rows", "reported_rows",
+        "config_difference_rows"),
+    "comparison": ("run_label", "fold_number", "positive_index", "negative_label", "scores", "evaluate_run",
+        "confusion_of", "comparison_table", "curves", "training_settings", "config_differences",
+        "study_names", "study_runs", "resolve_runs", "fold_summary", "reported_numbers", "display_rows"),
+    "external": ("ScoredFolder", "folder_items", "score_labelled", "score_folder", "evaluate_folder",
+        "save_evaluation", "list_evaluations", "evidence"),
+    "figures": ("confusion_matrix_figure", "roc_figure", "pr_figure", "reliability_figure",
+        "threshold_figure", "training_curves_figure", "curve_axis_range", "metric_bars_figure"),
+    "model_card": ("validation_figures", "intended_population_section", "evidence_section",
+        "operating_points_section", "bundle_model", "bundle_ensemble"),
+    "point_evidence": ("active_point_row", "ordered_evidence"),
+    "site_calibration": ("check_classes", "fit_site_calibration", "preview", "calibrate_folder",
+        "save_site_calibration", "chosen_point", "validation_scores"),
+    "study_report": ("build_study_html", "write_study_report"),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str) -> Any:
+    """A public name, imported from its module on first use: importing the package itself costs nothing."""
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_MODULE_OF[name]}", __name__), name)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_MODULE_OF, *_EXPORTS})

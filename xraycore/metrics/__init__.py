@@ -1,0 +1,48 @@
+"""Pure metric functions over numpy arrays: classification, ranking, calibration, bootstrap.
+
+    bootstrap       How sure a metric is: percentile bootstrap intervals, stratified, for any metric or the
+                    standard set at once
+    calibration     Whether the probabilities mean what they say: reliability bins, expected calibration
+                    error, temperature
+    classification  Metrics of a call: confusion counts, the rates made from them, F-beta, threshold sweeps
+                    and reports
+    decision        From logits to a call: the softmax and the one threshold rule, numpy only
+    inputs          The conventions every metric follows, and the input checks that hold them: labels, scores,
+                    probabilities
+    ranking         Threshold-free metrics of a score's ranking: ROC and precision-recall curves, AUROC and
+                    AUPRC
+
+The functions and classes named below are importable from this package too; each is imported from its
+module on first use, so importing the package is cheap and pulls in no torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "bootstrap": ("bootstrap_indices", "bootstrap_ci", "bootstrap_report", "report_with_ci"),
+    "calibration": ("reliability_bins", "expected_calibration_error", "temperature_nll", "fit_temperature"),
+    "classification": ("rates_from_counts", "confusion_counts", "confusion_matrix", "binary_counts",
+        "accuracy", "precision", "recall", "specificity", "f1", "fbeta", "threshold_sweep",
+        "best_fbeta_threshold", "binary_report", "predictive_values", "classification_report",
+        "multiclass_report", "one_vs_rest", "mean_std"),
+    "decision": ("is_positive", "softmax"),
+    "inputs": ("check_labels", "check_binary_labels", "check_scores", "check_label_pair",
+        "check_probability_matrix", "has_both_classes"),
+    "ranking": ("roc_curve", "pr_curve", "roc_auc", "average_precision"),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str) -> Any:
+    """A public name, imported from its module on first use: importing the package itself costs nothing."""
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_MODULE_OF[name]}", __name__), name)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_MODULE_OF, *_EXPORTS})

