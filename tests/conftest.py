@@ -24,6 +24,16 @@ def private_audit_log(tmp_path_factory) -> Path:
     return Path(os.environ["XRAY_AUDIT_LOG"])
 
 
+@pytest.fixture
+def log(tmp_path, monkeypatch) -> Path:
+    """A private audit log, so a test can count its own lines."""
+    from xraycore.access import audit
+
+    path = tmp_path / "audit.jsonl"
+    monkeypatch.setenv(audit.AUDIT_LOG_ENV, str(path))
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory) -> Path:
     """train/ and test/ folders of 48 px Kermany-named images, 16 per class each."""

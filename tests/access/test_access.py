@@ -38,14 +38,6 @@ ADMIN_ID = Identity("Ada Admin", "ada@it.example", frozenset(access.ROLES))
 
 
 @pytest.fixture
-def log(tmp_path, monkeypatch) -> Path:
-    """A private audit log, so a test can count its own lines."""
-    path = tmp_path / "audit.jsonl"
-    monkeypatch.setenv(audit.AUDIT_LOG_ENV, str(path))
-    return path
-
-
-@pytest.fixture
 def model_dir(tiny_run, tmp_path) -> Path:
     return Path(shutil.copytree(tiny_run, tmp_path / "model"))
 

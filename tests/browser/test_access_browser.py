@@ -7,6 +7,7 @@ test_browser.py.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -66,13 +67,10 @@ def provider():
             os.environ.pop("AUTHLIB_INSECURE_TRANSPORT", None)
 
 
-@pytest.fixture(scope="module")
-def app_server(provider, tiny_run, tmp_path_factory):
-    """The app with the repository's .streamlit/config.toml (no --server.address) and [auth] pointing at
-    the provider; roles from a roles file; its own runs folder and audit log."""
-    base = tmp_path_factory.mktemp("signin")
-    root = base / "runs"
-    shutil.copytree(tiny_run, root / "run-a")
+@contextlib.contextmanager
+def signed_in_server(provider: str, base: Path, model: Path, runs_dir: Path):
+    """``streamlit run app.py`` with the repository's .streamlit/config.toml (no --server.address), [auth]
+    pointing at the provider, roles from a roles file, serving ``model``; its own runs folder and audit log."""
     port = free_port()
     secrets_file = base / "secrets.toml"
     secrets_file.write_text(f'[auth]\nredirect_uri = "http://127.0.0.1:{port}/oauth2callback"\n'
@@ -82,7 +80,7 @@ def app_server(provider, tiny_run, tmp_path_factory):
     roles = base / "roles.toml"
     roles.write_text(ROLES)
     log_file = base / "audit.jsonl"
-    env = {**os.environ, "XRAY_RUNS_DIR": str(root), "XRAY_MODEL_DIR": str(root / "run-a"),
+    env = {**os.environ, "XRAY_RUNS_DIR": str(runs_dir), "XRAY_MODEL_DIR": str(model),
            "XRAY_SAMPLES_DIR": str(base / "no-samples"), access.ROLES_FILE_ENV: str(roles),
            audit.AUDIT_LOG_ENV: str(log_file), "AUTHLIB_INSECURE_TRANSPORT": "1",
            "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
@@ -95,9 +93,19 @@ def app_server(provider, tiny_run, tmp_path_factory):
     try:
         wait_for_health(port, server, server_log)
         yield SimpleNamespace(url=f"http://127.0.0.1:{port}", pid=server.pid, log=log_file, roles=roles,
-                              model=root / "run-a", port=port)
+                              model=model, port=port)
     finally:
         stop_server(server)
+
+
+@pytest.fixture(scope="module")
+def app_server(provider, tiny_run, tmp_path_factory):
+    """The signed-in app serving a copy of the tiny run as its model."""
+    base = tmp_path_factory.mktemp("signin")
+    root = base / "runs"
+    shutil.copytree(tiny_run, root / "run-a")
+    with signed_in_server(provider, base, root / "run-a", root) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

@@ -8,18 +8,13 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 import shutil
-import subprocess
-import sys
 import time
+from pathlib import Path
 
 import pytest
 
-from tests.browser.test_access_browser import ROLES, browser, provider, sign_in  # noqa: F401 - shared fixtures
-from tests.browser.test_browser import free_port, stop_server, wait_for_health
-from xraycore.access import policy as access
-from xraycore.access import audit
+from tests.browser.test_access_browser import browser, provider, sign_in, signed_in_server  # noqa: F401 - shared fixtures
 from xraycore.clinical import operating_points as operating
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:get_jwt_config:DeprecationWarning")]
@@ -31,33 +26,10 @@ SHIPPED = "kermany-site"
 @pytest.fixture(scope="module")
 def app_server(provider, tmp_path_factory):  # noqa: F811 - the name test_access_browser's `browser` asks for
     """The app with sign-in through the provider, serving a private copy of the bundled model."""
-    from types import SimpleNamespace
-
     base = tmp_path_factory.mktemp("bundled")
-    model = shutil.copytree(os.path.join(REPO, "models", "default"), base / "default")
-    port = free_port()
-    secrets_file = base / "secrets.toml"
-    secrets_file.write_text(f'[auth]\nredirect_uri = "http://127.0.0.1:{port}/oauth2callback"\n'
-                            f'cookie_secret = "{secrets.token_hex(16)}"\nclient_id = "xray-workbench"\n'
-                            f'client_secret = "{secrets.token_hex(8)}"\n'
-                            f'server_metadata_url = "{provider}/.well-known/openid-configuration"\n')
-    roles = base / "roles.toml"
-    roles.write_text(ROLES)
-    env = {**os.environ, "XRAY_RUNS_DIR": str(base / "runs"), "XRAY_MODEL_DIR": str(model),
-           "XRAY_SAMPLES_DIR": str(base / "no-samples"), access.ROLES_FILE_ENV: str(roles),
-           audit.AUDIT_LOG_ENV: str(base / "audit.jsonl"), "AUTHLIB_INSECURE_TRANSPORT": "1",
-           "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
-    server_log = base / "streamlit.log"
-    with open(server_log, "wb") as output:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", os.path.join(REPO, "app.py"), "--server.headless", "true",
-             "--server.port", str(port), "--secrets.files", str(secrets_file), "--browser.gatherUsageStats", "false"],
-            cwd=REPO, env=env, stdout=output, stderr=subprocess.STDOUT)
-    try:
-        wait_for_health(port, server, server_log)
-        yield SimpleNamespace(url=f"http://127.0.0.1:{port}", model=model)
-    finally:
-        stop_server(server)
+    model = Path(shutil.copytree(os.path.join(REPO, "models", "default"), base / "default"))
+    with signed_in_server(provider, base, model, base / "runs") as server:
+        yield server
 
 
 def test_the_operating_point_page_shows_saves_and_resets_the_point_in_use(browser, app_server):  # noqa: F811

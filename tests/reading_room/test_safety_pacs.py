@@ -50,13 +50,6 @@ MODEL = provenance.ModelProvenance("m (simple_cnn)", "2026-01-01", "0" * 64, "xr
 
 
 @pytest.fixture
-def log(tmp_path, monkeypatch) -> Path:
-    path = tmp_path / "audit.jsonl"
-    monkeypatch.setenv(audit.AUDIT_LOG_ENV, str(path))
-    return path
-
-
-@pytest.fixture
 def nodes(tmp_path, monkeypatch) -> Path:
     """A private PACS nodes file (empty until a test adds a node)."""
     path = tmp_path / "pacs_nodes.toml"

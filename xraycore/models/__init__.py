@@ -13,8 +13,7 @@ module on first use, so importing the package is cheap and pulls in no torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from xraycore.common.lazy import lazy_exports
 
 _EXPORTS = {
     "activations": ("cam_target_layer", "one_pass_cam_weights", "OodFeatures", "ood_feature_widths",
@@ -28,16 +27,4 @@ _EXPORTS = {
         "download_errors", "wheel_file", "read_state_dict", "load_local_weights", "weights_label",
         "weights_fell_back"),
 }
-_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
-__all__ = sorted(_MODULE_OF)
-
-
-def __getattr__(name: str) -> Any:
-    """A public name, imported from its module on first use: importing the package itself costs nothing."""
-    if name not in _MODULE_OF:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f".{_MODULE_OF[name]}", __name__), name)
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_MODULE_OF, *_EXPORTS})
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)
