@@ -13,6 +13,8 @@ allow). Plans, estimates and every sentence about a run come from xraycore (esti
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
 from xraycore.access import policy as access
@@ -126,8 +128,9 @@ def image_counts(folder: str) -> estimate.ImageCounts | None:
 
 
 @st.cache_data(ttl=30, show_spinner=False)
-def speed_measurements() -> list[estimate.Measurement]:
-    return estimate.measurements()
+def speed_measurements(runs_folder: str) -> list[estimate.Measurement]:
+    """Cached per runs folder: another folder's speeds (another server, a test) are never shown for this one."""
+    return estimate.measurements(Path(runs_folder))
 
 
 @st.cache_data(ttl=60, show_spinner=False)
@@ -172,7 +175,7 @@ def plan_panel() -> None:
         else:
             st.caption(text)
     counts = image_counts(st.session_state["train_data"])
-    known = speed_measurements()
+    known = speed_measurements(str(runs.runs_root()))
     st.dataframe(estimate.plan_rows(configs, counts, known, {b: s for b, (s, _) in plans.items()}),
                  hide_index=True, width="stretch")
     total = estimate.total_seconds(configs, counts, known) if counts is not None else None
