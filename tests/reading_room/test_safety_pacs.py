@@ -286,7 +286,7 @@ def test_the_dicom_result_checks_fail_in_ci_without_dciodvfy(tmp_path):
         env = {**os.environ, "PATH": bare_path, "CI": ci}
         if not ci:
             env.pop("CI")
-        done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs",
+        done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", "-rs",
                                "tests/reading_room/test_dicom_out.py", "-k", "files_valid_results_in_the_source_study"],
                               cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
         outcomes[ci] = (done.returncode, done.stdout.strip().splitlines()[-1])
