@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser.test_browser import CHROMIUM, CHROMIUM_ARGS, PAGE_TIMEOUT_MS, app_url  # noqa: F401 - app_url is a fixture
+from tests.browser.test_browser import PAGE_TIMEOUT_MS, app_url  # noqa: F401 - app_url is a fixture
+from tests.browser.test_train_browser import train_page
 from xraycore.training import job_queue as jobqueue
 from xraycore.training import jobs
 from xraycore.runs import directory as runs
@@ -39,27 +40,20 @@ def study_between_runs(root: Path) -> subprocess.Popen:
 
 
 def test_stop_between_a_studys_runs_and_its_message_stays(app_url, tmp_path):  # noqa: F811
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     stand_in = study_between_runs(tmp_path / "runs")  # app_url serves copies of tiny_run from here
     try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-            try:
-                page = browser.new_page(viewport={"width": 1400, "height": 1000})
-                page.set_default_timeout(PAGE_TIMEOUT_MS)
-                page.goto(f"{app_url}/train")
-                expect(page.get_by_role("heading", name="Job study-x: running")).to_be_visible(timeout=PAGE_TIMEOUT_MS)
-                stop = page.locator('[data-testid="stButton"]').get_by_role("button", name="Stop", exact=True)
-                stop.click()  # the page's own Stop, not Streamlit's toolbar one that shows while a script runs
-                said = page.get_by_text("Asked the job to stop: no further run of it starts.")
-                expect(said).to_be_visible(timeout=15_000)
-                stand_in.wait(timeout=15)  # the job was really signalled
-                time.sleep(5)  # two of the page's own refreshes
-                expect(said).to_be_visible()
-                assert page.locator('[data-testid="stException"]').count() == 0
-            finally:
-                browser.close()
+        with train_page(app_url) as page:
+            expect(page.get_by_role("heading", name="Job study-x: running")).to_be_visible(timeout=PAGE_TIMEOUT_MS)
+            stop = page.locator('[data-testid="stButton"]').get_by_role("button", name="Stop", exact=True)
+            stop.click()  # the page's own Stop, not Streamlit's toolbar one that shows while a script runs
+            said = page.get_by_text("Asked the job to stop: no further run of it starts.")
+            expect(said).to_be_visible(timeout=15_000)
+            stand_in.wait(timeout=15)  # the job was really signalled
+            time.sleep(5)  # two of the page's own refreshes
+            expect(said).to_be_visible()
+            assert page.locator('[data-testid="stException"]').count() == 0
     finally:
         if stand_in.poll() is None:
             os.killpg(stand_in.pid, signal.SIGKILL)

@@ -117,10 +117,22 @@ def test_sigterm_between_two_runs_ends_the_study_without_starting_the_next(tiny_
     assert not list((tmp_path / "runs").rglob(runs.STOP_FILE))
 
 
-def _wait_until(condition: Callable[[], bool], seconds: float = 120) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
+def _wait_until_began(job: jobs.Job) -> None:
+    """Until the job's training process has begun; a job that ends before that fails the test at once."""
+    while not job.began():
+        assert job.alive(), "the job ended before its training began"
+        time.sleep(0.2)
+
+
+def _wait_for_exit(job: jobs.Job) -> None:
+    """Until the job's process is gone: the stop under test is what ends it (no clock involved)."""
+    import psutil
+
+    try:
+        psutil.Process(job.pid).wait()
+    except psutil.NoSuchProcess:
+        pass
+    while job.alive():  # the record may lag the process by a poll
         time.sleep(0.2)
 
 
@@ -134,10 +146,10 @@ def test_the_app_stops_a_background_study_whatever_phase_it_is_in(tiny_dataset, 
                        "image_size": 48, "epochs": 3, "batch_size": 8, "folds": 2, "fit_ood": False}, "study-job",
                       root=root)
     try:
-        _wait_until(job.began)
+        _wait_until_began(job)
         time.sleep(1.0)
         jobs.stop_job(job)
-        _wait_until(lambda: not job.alive())
+        _wait_for_exit(job)
     finally:
         if job.alive():
             os.killpg(job.pid, signal.SIGKILL)
