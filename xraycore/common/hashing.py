@@ -14,7 +14,10 @@ import hashlib
 import io
 import os
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
+
+if TYPE_CHECKING:
+    import numpy as np
 
 CHUNK_BYTES = 1 << 20  # read a megabyte at a time: weights files are hundreds of megabytes
 
@@ -51,4 +54,18 @@ def _sha256_of_stream(stream: BinaryIO) -> str:
     digest = hashlib.sha256()
     for chunk in iter(lambda: stream.read(CHUNK_BYTES), b""):
         digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sha256_of_pixels(pixels: "np.ndarray") -> str:
+    """Hex sha256 of a film's grey uint8 pixels at the network's input size, with their shape.
+
+    The film's key in the store (a read, a scored film): the same picture gives the same key whatever file,
+    format or header carried it, and the key reveals neither a file name nor a patient.
+    """
+    import numpy as np
+
+    array = np.ascontiguousarray(pixels, dtype=np.uint8)
+    digest = hashlib.sha256(f"{array.shape[0]}x{array.shape[1]}:".encode())
+    digest.update(array.tobytes())
     return digest.hexdigest()

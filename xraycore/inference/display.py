@@ -54,6 +54,11 @@ class DisplayResult:
     backend: str | None = None  # which inference backend answered
     error: str | None = None
     is_dicom: bool = False  # results can be filed back into its study (dicom_out)
+    operating_point: str | None = None  # the point (or site profile) that answered
+    logits: list[float] | None = None  # before the temperature (a read or a monitoring row keeps them)
+    ood_score: float | None = None
+    film_sha256: str | None = None  # the film's key in the store (Prediction.film_sha256)
+    input_pixels: np.ndarray | None = None  # grey uint8 at the network's load size: kept only for site learning
 
     @property
     def ok(self) -> bool:
@@ -98,7 +103,9 @@ def for_display(prediction: Prediction, max_side: int = DISPLAY_MAX_SIDE) -> Dis
         out_of_domain=prediction.out_of_domain, not_assessed=prediction.not_assessed, is_dicom=prediction.metadata.get("format") == "dicom",
         image=None if prediction.image is None else downscale(prediction.image, max_side),
         heatmap=None if prediction.heatmap is None else _downscale_heatmap(prediction.heatmap, max_side),
-        cam_method=prediction.cam_method, backend=prediction.backend,
+        cam_method=prediction.cam_method, backend=prediction.backend, operating_point=prediction.operating_point,
+        logits=prediction.logits, ood_score=prediction.ood_score, film_sha256=prediction.film_sha256,
+        input_pixels=prediction.input_pixels,
     )
 
 

@@ -79,12 +79,18 @@ class Network:
 
         return models.get_spec(self.backbone)
 
-    def prepare(self, image: XrayImage) -> np.ndarray:
-        """Grey float image → normalised float32 (3, H, W) network input, exactly as validation images in training."""
+    def load_grey(self, image: XrayImage) -> np.ndarray:
+        """The film as grey uint8 at the run's load size, encoded like the training images: what the store keeps
+        of a film (no header, no name) and what :meth:`prepare` normalises."""
         grey = to_uint8(image.pixels)
         if grey.shape != (self.load_size, self.load_size):  # resized here: give it the training images' encoding
             grey = decode.match_stored_encoding(decode.resize_uint8(grey, self.load_size), self.input_jpeg_quality)
-        grey = decode.prepare_grey(grey, self.intensity, self.crop_margin)
+        return grey
+
+    def prepare(self, image: XrayImage, grey: np.ndarray | None = None) -> np.ndarray:
+        """Grey float image → normalised float32 (3, H, W) network input, exactly as validation images in training
+        (``grey``: :meth:`load_grey`'s answer when already computed)."""
+        grey = decode.prepare_grey(self.load_grey(image) if grey is None else grey, self.intensity, self.crop_margin)
         return decode.network_input(grey, self.image_size, self.mean, self.std)
 
     def to_tensor(self, image: XrayImage) -> torch.Tensor:

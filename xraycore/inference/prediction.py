@@ -40,6 +40,8 @@ class Prediction:
     cam_method: str | None = None  # the method that made the heat map (explain.ONE_PASS: CAM from the forward)
     overlay: np.ndarray | None = None
     backend: str | None = None  # which inference backend answered (torch or onnxruntime)
+    input_pixels: np.ndarray | None = None  # grey uint8 at the network's load size: what site learning may keep
+    film_sha256: str | None = None  # common.hashing.sha256_of_pixels(input_pixels): the film's key in the store
     error: str | None = None
     error_kind: str | None = None
 

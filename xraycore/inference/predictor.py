@@ -25,6 +25,7 @@ from xraycore.io import intended_use
 from xraycore.clinical import operating_points as operating
 from xraycore.clinical import releases
 from xraycore.runs import directory as runs
+from xraycore.common.hashing import sha256_of_pixels
 from xraycore.common.model_directory import ModelDirectoryError
 from xraycore.clinical import triage
 from xraycore.data import decode
@@ -168,14 +169,15 @@ class Predictor:
             self._torch_networks = load_networks(self.run, TORCH, self.device)
         return self._torch_networks
 
-    def _forward(self, images: Sequence[XrayImage], tta: bool, cam: str | None
+    def _forward(self, images: Sequence[XrayImage], grey_inputs: Sequence[np.ndarray], tta: bool, cam: str | None
                  ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None, str | None, str]:
-        """Averaged logits, out-of-domain ratios and CAMs of every network over one batch of images, the CAM
-        method used and the backend that answered."""
+        """Averaged logits, out-of-domain ratios and CAMs of every network over one batch of images (``grey_inputs``:
+        the first network's :meth:`Network.load_grey` of each), the CAM method used and the backend that answered."""
         networks = self._networks_for(cam)
         logits, ratios, heatmaps, methods = [], [], [], []
         for network in networks:
-            batch = np.stack([network.prepare(image) for image in images])
+            greys = grey_inputs if network.load_size == networks[0].load_size else [None] * len(images)
+            batch = np.stack([network.prepare(image, grey) for image, grey in zip(images, greys)])
             output = network.forward(batch, tta, cam, self.positive_index)
             logits.append(output.logits)
             ratios.append(network.ood_ratio(output.features))
@@ -196,13 +198,16 @@ class Predictor:
         out: list[Prediction] = []
         for start in range(0, len(images), batch_size):
             chunk = images[start:start + batch_size]
-            logits, ood_ratios, heatmaps, method, answered = self._forward(chunk, tta, cam)
+            greys = [self.networks[0].load_grey(image) for image in chunk]
+            logits, ood_ratios, heatmaps, method, answered = self._forward(chunk, greys, tta, cam)
             probs = softmax(logits, self.temperature)
             ood_scores = ood_ratios if ood_ratios is not None else [None] * len(chunk)
             heatmaps = heatmaps if heatmaps is not None else [None] * len(chunk)
-            for image, name, p, raw, score, heat in zip(chunk, names[start:], probs, logits, ood_scores, heatmaps):
+            for image, grey, name, p, raw, score, heat in zip(chunk, greys, names[start:], probs, logits, ood_scores,
+                                                               heatmaps):
                 prediction = self._prediction(image, name, p, score, heat)
                 prediction.logits = [float(value) for value in raw]
+                prediction.input_pixels, prediction.film_sha256 = grey, sha256_of_pixels(grey)
                 prediction.backend, prediction.cam_method = answered, None if heat is None else method
                 out.append(prediction)
         return out
