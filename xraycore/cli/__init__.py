@@ -17,6 +17,8 @@
                         optionally file the results (SR and overlay) back
     scoring_verbs       The scoring verbs: `predict` (files → one answer per file, optionally overlays, DICOM
                         results and a PDF) and `evaluate` (a labelled folder → the numbers)
+    shortcuts_verbs     The shortcuts verb: where a model's heat maps look on a labelled folder, and what
+                        blanking regions does
     training_verbs      The training verbs: `train`, `runs`, `presets` and `report`: start or resume runs and
                         studies, then look at what they made
 
@@ -37,6 +39,7 @@ _EXPORTS = {
     "progress_bars": ("TqdmProgress",),
     "reading_room_verbs": ("cmd_pacs",),
     "scoring_verbs": ("cmd_evaluate", "cmd_predict"),
+    "shortcuts_verbs": ("cmd_shortcuts",),
     "training_verbs": ("cmd_train", "cmd_runs", "cmd_presets", "cmd_report"),
 }
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

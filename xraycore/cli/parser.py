@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     verbs = parser.add_subparsers(dest="verb", required=True)
     for add_verb in (_add_train, _add_evaluate, _add_calibrate, _add_ood_expose, _add_operating_point, _add_release,
                      _add_predict, _add_pacs, _add_selfcheck, _add_runs, _add_presets, _add_report, _add_export,
-                     _add_bundle, _add_audit, _add_build_dataset):
+                     _add_bundle, _add_audit, _add_build_dataset, _add_shortcuts):
         add_verb(verbs)
     return parser
 
@@ -274,3 +274,17 @@ def _add_build_dataset(verbs: argparse._SubParsersAction) -> None:
                        help="kermany-3class: the Kermany train folder; merge: CLASS=FOLDER (repeatable)")
     build.add_argument("--output", required=True, help="folder to create")
     build.add_argument("--copy", action="store_true", help="copy files instead of symlinking")
+
+
+def _add_shortcuts(verbs: argparse._SubParsersAction) -> None:
+    """The shortcuts verb: where a model's heat maps look on a labelled folder, and occlusion probes."""
+    report = verbs.add_parser("shortcuts", help="does the model look at the lungs? heat-map mass in the outer band "
+                              "and on the lung fields, occlusion probes, each with a bootstrap 95%% CI and a "
+                              "pass/fail at documented limits (docs/heat-maps.md)")
+    report.add_argument("--model", required=True, help="model directory (a run or models/default)")
+    report.add_argument("--data", required=True, help="folder of class folders (e.g. NORMAL/, PNEUMONIA/)")
+    report.add_argument("--positive", help="the positive class (default: the model's)")
+    report.add_argument("--backend", choices=BACKEND_CHOICES, default="auto", help=BACKEND_HELP)
+    report.add_argument("--save", metavar="NAME", help="keep the report with the model (shortcuts/NAME.json): the "
+                        "model card and the Compare page show it")
+    report.add_argument("--json", action="store_true", help="one JSON object on stdout")

@@ -9,6 +9,9 @@
     model_card        Turn a finished run into a shippable model directory with a model card
     point_evidence    What a model's figures rest on, the ACTIVE operating point's first: Diagnose's sidebar
                       and Compare's table
+    shortcut_probes   The shortcut report of a model on a labelled folder: heat maps and occlusion probes,
+                      film by film
+    shortcuts         Does a model look at the lungs? The shortcut report's measures, limits and records
     site_calibration  Site calibration and the Operating point page's records: what the page used to build
                       itself
     study_report      One self-contained HTML file per study: `python -m xraycore report STUDY`
@@ -34,6 +37,9 @@ _EXPORTS = {
     "model_card": ("validation_figures", "intended_population_section", "evidence_section",
         "operating_points_section", "bundle_model", "bundle_ensemble"),
     "point_evidence": ("active_point_row", "ordered_evidence"),
+    "shortcut_probes": ("body_grey", "blanked", "probe_films", "shortcut_report"),
+    "shortcuts": ("band_mask", "corner_mask", "heat_measures", "summarise", "verdict", "save_report",
+        "list_reports", "figure_rows", "card_section", "compare_rows"),
     "site_calibration": ("check_classes", "fit_site_calibration", "preview", "calibrate_folder",
         "save_site_calibration", "chosen_point", "validation_scores"),
     "study_report": ("build_study_html", "write_study_report"),

@@ -25,6 +25,8 @@ WORK_SIDE = 128  # the estimate is made at this size and resized back: lung fiel
 MIN_LUNG_SHARE = 0.03  # each lung covers at least this share of the image
 MAX_LUNGS_SHARE = 0.70  # both together cover at most this share (more: the cut found the background)
 MIN_SIZE_RATIO = 0.25  # the smaller lung is at least this fraction of the larger
+MIN_LUNG_HEIGHT = 0.3  # each lung spans at least this share of the image's height
+MIN_MEDIASTINUM_CONTRAST = 30  # grey levels (of 255) the midline is brighter than the lungs: 34 or more on 176 films
 
 
 @dataclass
@@ -68,7 +70,7 @@ def estimate_lung_fields(image: np.ndarray) -> LungFields:
     if isinstance(lungs, str):
         return _not_found(lungs)
     left, right = (_fill_holes(_close(lung, 7)) & prior for lung in lungs)
-    problem = _implausible(left, right)
+    problem = _implausible(left, right) or _no_mediastinum(smooth, left | right, midline)
     if problem:
         return _not_found(problem)
     work_mask = left | right
@@ -208,10 +210,22 @@ def _implausible(left: np.ndarray, right: np.ndarray) -> str | None:
     if areas.min() / areas.max() < MIN_SIZE_RATIO:
         return "the two lung fields differ too much in size to trust"
     spans = [np.flatnonzero(part.any(axis=1)) for part in (left, right)]
+    for part, rows in zip((left, right), spans):
+        if np.ptp(rows) + 1 < MIN_LUNG_HEIGHT * side:
+            return "a dark region is too short to be a lung"
     overlap = min(spans[0].max(), spans[1].max()) - max(spans[0].min(), spans[1].min())
     shorter = min(np.ptp(spans[0]), np.ptp(spans[1]))
     if overlap < 0.5 * shorter or abs(spans[0].mean() - spans[1].mean()) > 0.2 * side:
         return "the two dark regions are not side by side as lungs are"
+    return None
+
+
+def _no_mediastinum(smooth: np.ndarray, lungs: np.ndarray, midline: int) -> str | None:
+    """Why the midline between the two regions is no mediastinum (not brighter than them), or None."""
+    rows = np.flatnonzero(lungs.any(axis=1))
+    strip = smooth[rows.min():rows.max() + 1, max(0, midline - 4):midline + 5]
+    if strip.mean() - smooth[lungs].mean() < MIN_MEDIASTINUM_CONTRAST:
+        return "no bright mediastinum between the two dark regions: not a frontal chest film"
     return None
 
 
