@@ -76,6 +76,13 @@ if not compare_tables.has_external(expected):
     st.caption("No external evaluation is recorded for these models: `python -m xraycore evaluate --model DIR "
                "--data FOLDER --save NAME` keeps one.")
 
+heat_rows = compare_tables.shortcut_rows(chosen)  # stored by `python -m xraycore shortcuts --save NAME`
+if heat_rows:
+    st.subheader("Where the heat maps look: shortcut reports (value and 95% CI)")
+    st.caption("Heat-map mass in the outer 10% band, lift on the lung fields, occlusion probes; limits in "
+               "docs/heat-maps.md.")
+    st.dataframe(heat_rows, hide_index=True, width="stretch", placeholder="")
+
 folded = [run for run in chosen if comparison.fold_number(run) is not None]
 if len(folded) >= 2:
     st.subheader("Across folds (mean ± standard deviation)")

@@ -17,6 +17,8 @@ from xraycore.inference.backends import choice as backend
 from xraycore.app import catalog
 from xraycore.app import model_cache
 from xraycore.explain import cam as explain
+from xraycore.explain.lung_attention import OUTSIDE_SENTENCE, lung_attention
+from xraycore.explain.lung_fields import draw_outline
 from xraycore.inference import provenance
 from xraycore.clinical import releases
 from xraycore.clinical import triage
@@ -148,7 +150,7 @@ def show_downloads(key: str, result: catalog.DisplayResult, item: object, thresh
                 mime="application/dicom", key=f"sc:{key}", on_click="ignore")
 
 
-def show_result(result: catalog.DisplayResult, threshold: float | None, opacity: float) -> None:
+def show_result(result: catalog.DisplayResult, threshold: float | None, opacity: float, outline: bool = False) -> None:
     """One detail card: probability and call, warnings, the scan and its Grad-CAM overlay."""
     with st.container(border=True):
         st.markdown(f"#### {result.name}")
@@ -188,9 +190,14 @@ def show_result(result: catalog.DisplayResult, threshold: float | None, opacity:
         with right:
             if result.heatmap is not None:
                 overlay = explain.overlay(result.image / 255.0, result.heatmap.astype("float32"), alpha=opacity)
+                attention = lung_attention(result.image, result.heatmap)  # the share on the lungs, in words
+                if outline and attention.fields.found:
+                    overlay = draw_outline(overlay, attention.fields.mask)
                 method = explain.METHOD_LABELS.get(result.cam_method or "", result.cam_method)
                 st.image(overlay, caption=f"{method} overlay", width="stretch")
                 st.caption(catalog.colour_legend(result.positive_class or call))
+                for sentence in attention.sentences:
+                    (st.warning if sentence == OUTSIDE_SENTENCE else st.caption)(sentence)
                 if float(result.heatmap.max()) < 0.01:
                     st.caption(f"The heat map is flat: no region pushes the model towards {result.positive_class or call}.")
 
@@ -243,6 +250,9 @@ with st.sidebar:
                             "the forward pass that gives the probability." if predictor.one_pass_cam else
                             "Where the network looked. Grad-CAM is the usual choice.")
     opacity = st.slider("Overlay opacity", 0.0, 1.0, 0.4, 0.05, key="cam_opacity")
+    outline = st.checkbox("Outline the estimated lung fields", value=False, key="lung_outline",
+                          help="The lung fields as estimated from the film (docs/heat-maps.md): the share of the heat "
+                               "map on them is given under each overlay. The heat map itself is never masked.")
     threshold = predictor.threshold
     if predictor.positive_class is not None:
         # Keyed by model and saved value: saving a new operating point resets this slider to it.
@@ -289,5 +299,5 @@ right.download_button("Printable report of all images (PDF)", lambda: report_pdf
 page_count = max(1, -(-len(ordered) // PER_PAGE))
 page = st.number_input(f"Page (of {page_count})", 1, page_count, 1, key="result_page") if page_count > 1 else 1
 for key in keys[(page - 1) * PER_PAGE: page * PER_PAGE]:
-    show_result(results[key], threshold, opacity)
+    show_result(results[key], threshold, opacity, outline)
     show_downloads(key, results[key], sources[key][1], threshold, point, model, opacity)

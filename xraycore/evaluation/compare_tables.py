@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from xraycore.evaluation import comparison
+from xraycore.evaluation import comparison, shortcuts
 from xraycore.evaluation.point_evidence import ordered_evidence
 from xraycore.runs.directory import Run
 
@@ -46,3 +46,9 @@ def config_difference_rows(runs: Sequence[Run]) -> list[dict[str, str]]:
     differences = comparison.config_differences(list(runs))
     return [{"setting": key, **{label: str(value) for label, value in values.items()}}
             for key, values in differences.items()]
+
+
+def shortcut_rows(runs: Sequence[Run]) -> list[dict[str, Any]]:
+    """Where each model's heat maps look: one row per stored shortcut report (``python -m xraycore shortcuts
+    --save NAME``), the main figures with their 95% CIs and whether every limit is met."""
+    return [row for run in runs for row in shortcuts.compare_rows(comparison.run_label(run), run.path)]

@@ -19,6 +19,7 @@ from xraycore.clinical import operating_points as operating
 from xraycore.runs import directory as runs
 from xraycore.common.files import atomic_write_text
 from xraycore.common.tensor_files import load_arrays, save_arrays
+from xraycore.evaluation import shortcuts
 from xraycore.inference.backends.choice import GRAPH_FILE
 
 # What serving needs; config.json and the prediction files are rewritten without machine paths. An exported
@@ -113,6 +114,7 @@ def model_card(run: runs.Run, command: str, extra: dict[str, str] | None = None)
         f"{figures['ece_calibrated']:.4f} after (measured on the same validation split).",
     ]
     lines += ["", *evidence_section(run.path), "", *operating_points_section(run.path)]
+    lines += ["", *heat_map_section] if (heat_map_section := shortcuts.card_section(run.path)) else []
     for title, text in (extra or {}).items():
         lines += ["", f"## {title}", text.strip()]
     return "\n".join(lines) + "\n"
