@@ -39,6 +39,7 @@ def test_all_mass_on_the_lungs_gives_a_lift_of_one_over_their_area_share():
     assert figures["lung_mass"]["value"] == pytest.approx(1.0)
     assert figures["lung_area"]["value"] == pytest.approx(lungs.mean())
     assert figures["lung_lift"]["value"] == pytest.approx(1.0 / lungs.mean())
+    assert figures["mostly_outside"]["value"] == 0.0  # Diagnose would warn on none of them
     assert figures["lung_lift"]["pass"] is True and figures["lung_lift"]["ci95"] == pytest.approx([1 / 0.3, 1 / 0.3])
     assert figures["band_mass"]["value"] == pytest.approx(0.0) and figures["peak_in_band"]["pass"] is True
 
@@ -50,6 +51,7 @@ def test_a_uniform_map_has_lift_one_and_the_bands_area_as_band_mass():
     films = [{"label": 1.0, **measures}] * 4
     figures = shortcuts.summarise(films)
     assert figures["lung_lift"]["value"] == pytest.approx(1.0) and figures["lung_lift"]["pass"] is False
+    assert figures["mostly_outside"]["value"] == 1.0  # 30% on the lungs: Diagnose warns on every one
     assert figures["band_mass"]["pass"] is False
 
 

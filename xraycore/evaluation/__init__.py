@@ -26,7 +26,7 @@ from xraycore.common.lazy import lazy_exports
 
 _EXPORTS = {
     "compare_tables": ("expectation_rows", "has_external", "fold_rows", "reported_rows",
-        "config_difference_rows"),
+        "config_difference_rows", "shortcut_rows"),
     "comparison": ("run_label", "fold_number", "positive_index", "negative_label", "scores", "evaluate_run",
         "confusion_of", "comparison_table", "curves", "training_settings", "config_differences",
         "study_names", "study_runs", "resolve_runs", "fold_summary", "reported_numbers", "display_rows"),

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from xraycore.common.files import atomic_write_json, read_json_file
+from xraycore.explain.lung_attention import MOSTLY_OUTSIDE
 from xraycore.metrics.bootstrap import bootstrap_ci
 
 SHORTCUTS_DIR = "shortcuts"
@@ -32,6 +33,8 @@ LIMITS: dict[str, tuple[str, str, float]] = {
     "peak_in_band": ("films whose hottest pixel is in the outer band", "<=", 0.03),
     "lung_mass": ("CAM mass on the lung-field estimate (mean)", "report", float("nan")),
     "lung_area": ("image share of the lung-field estimate (mean)", "report", float("nan")),
+    "mostly_outside": ("films whose heat map lies mostly outside the lung fields (Diagnose warns)", "report",
+                       float("nan")),
     "lung_lift": ("lung mass / lung area (1: no better than a uniform map)", ">=", 1.5),
     "lungs_blanked_drop": ("mean fall of P(pneumonia), pneumonia films, lungs blanked", ">", 0.0),
     "lungs_blanked_share": ("pneumonia films whose P(pneumonia) falls, lungs blanked", ">=", 0.75),
@@ -119,6 +122,8 @@ def summarise(films: Sequence[dict[str, float]]) -> dict[str, dict[str, Any]]:
     with_lungs = ~np.isnan(column["lung_mass"])
     for name in ("lung_mass", "lung_area"):
         figures[name] = _figure(name, truth[with_lungs], column[name][with_lungs])
+    figures["mostly_outside"] = _figure("mostly_outside", truth[with_lungs],
+                                        np.float64(column["lung_mass"][with_lungs] < MOSTLY_OUTSIDE))
     pairs = np.stack([column["lung_mass"], column["lung_area"]], axis=1)[with_lungs]
     figures["lung_lift"] = _figure("lung_lift", truth[with_lungs], pairs, _lift)
     probed = (truth == 1) & ~np.isnan(column["p_lungs"]) & ~np.isnan(column["p"])
@@ -167,9 +172,11 @@ def _verdict_word(figure: dict[str, Any] | None) -> str:
 
 def figure_rows(report: dict[str, Any]) -> list[dict[str, str]]:
     """One row per figure of a report: what, value (95% CI), limit, verdict (the card's and the CLI's table)."""
+    figures = report["figures"]
+    order = [name for name in LIMITS if name in figures] + [name for name in figures if name not in LIMITS]
     return [{"figure": figure["what"], "value (95% CI)": _shown(figure), "n": str(figure.get("n", "–")),
              "limit": figure.get("limit") or "–", "verdict": _verdict_word(figure)}
-            for figure in report["figures"].values()]
+            for figure in (figures[name] for name in order)]  # stored JSON sorts its keys: LIMITS' order
 
 
 def card_section(model_dir: str | Path) -> list[str]:
