@@ -17,10 +17,20 @@ def _run(connection: sa.Connection) -> None:
         context.run_migrations()
 
 
-connection = context.config.attributes.get("connection")
-if connection is not None:
-    _run(connection)
-else:  # the alembic command line: alembic -x url=sqlite:///xray.db upgrade head
-    engine = sa.create_engine(context.get_x_argument(as_dictionary=True)["url"])
+def main() -> None:
+    """Run the migrations: on the connection open_store hands in, else on ``-x url=...``."""
+    connection = context.config.attributes.get("connection")
+    if connection is not None:
+        _run(connection)
+        return
+    engine = sa.create_engine(context.get_x_argument(as_dictionary=True)["url"])  # the alembic command line
     with engine.begin() as opened:
         _run(opened)
+
+
+try:
+    _running_under_alembic = context.config is not None
+except AttributeError:  # imported outside Alembic (the layout test imports every module): nothing to run
+    _running_under_alembic = False
+if _running_under_alembic:
+    main()
