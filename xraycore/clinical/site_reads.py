@@ -54,7 +54,9 @@ def keep_films(store: Store, identity: access.Identity | None = None) -> bool:
 
 def set_keep_films(store: Store, on: bool, identity: access.Identity | None = None) -> None:
     """Turn keeping read films on or off: admins only, refused and audited in here, every change audited."""
-    with access.guarded("reads.keep_films", identity, access.SITE_SETTINGS, value=ON if on else OFF) as line:
+    old = store_settings.get_setting(store, KEEP_FILMS)
+    with access.guarded("reads.keep_films", identity, access.SITE_SETTINGS, target=KEEP_FILMS_LABEL, old=old,
+                        new=ON if on else OFF) as line:
         store_settings.set_setting(store, KEEP_FILMS, ON if on else OFF, line.identity.user)
 
 
@@ -71,7 +73,10 @@ def record_read(store: Store, facts: Mapping[str, Any], read: str, identity: acc
     ``film_pixels``: the grey uint8 film at the network input size (hashed; kept only while the setting is
     on). Returns the read's number."""
     _check_choice(read, reference, classes)
-    with access.guarded("reads.record", identity, access.RECORD_READS, read=read) as line:
+    model = {"name": facts.get("model_name"), "version": facts.get("model_version"),
+             "sha256": facts.get("weights_sha256")}
+    with access.guarded("reads.record", identity, access.RECORD_READS, new=read, model=model,
+                        operating_point=facts.get("operating_point")) as line:
         ai_call = facts.get("ai_call")
         keep = keep_films(store, line.identity)
         read_id = store_reads.add_read(
@@ -79,7 +84,7 @@ def record_read(store: Store, facts: Mapping[str, Any], read: str, identity: acc
             role=line.identity.role, agrees=None if ai_call is None else read == ai_call, reference=reference,
             heatmap_on_region=heatmap_on_region, site=site, pixels=film_pixels if keep else None,
             **{key: facts.get(key) for key in MODEL_FACTS})
-        line.note(read_id=read_id, agrees=None if ai_call is None else read == ai_call, film_kept=keep)
+        line.note(target=f"read {read_id}", counts={"film_kept": int(keep)})
     return read_id
 
 
@@ -90,27 +95,29 @@ def correct_read(store: Store, read_id: int, read: str, identity: access.Identit
     admin. Returns the new read's number."""
     if classes is not None:
         _check_choice(read, reference, classes)
-    with access.guarded("reads.correct", identity, access.RECORD_READS, read_id=read_id, read=read) as line:
-        _may_change(store, read_id, line.identity)
+    with access.guarded("reads.correct", identity, access.RECORD_READS, target=f"read {read_id}", new=read) as line:
+        line.note(old=_may_change(store, read_id, line.identity))
         new_id = store_reads.correct(store, read_id, read=read, reader=line.identity.user, role=line.identity.role,
                                      reference=reference, heatmap_on_region=heatmap_on_region)
-        line.note(new_read_id=new_id)
+        line.note(target=f"read {read_id} -> read {new_id}")
     return new_id
 
 
 def delete_read(store: Store, read_id: int, identity: access.Identity | None) -> int:
     """Delete read ``read_id`` (a tombstone row; the film's kept pixels are removed): its reader, or an admin."""
-    with access.guarded("reads.delete", identity, access.RECORD_READS, read_id=read_id) as line:
+    with access.guarded("reads.delete", identity, access.RECORD_READS, target=f"read {read_id}") as line:
         _may_change(store, read_id, line.identity)
         return store_reads.delete_read(store, read_id, reader=line.identity.user, role=line.identity.role)
 
 
-def _may_change(store: Store, read_id: int, identity: access.Identity) -> None:
+def _may_change(store: Store, read_id: int, identity: access.Identity) -> str | None:
+    """The read's current value, when ``identity`` may change it (its reader, or an admin)."""
     found = store_reads.get_read(store, read_id)
     if found is None:
         raise store_reads.ReadNotCurrent(f"There is no read number {read_id}.")
     if found["reader"] != identity.user and not identity.can(access.MANAGE_READS):
         raise access.AccessDenied("Readers may change only their own reads; ask an administrator.")
+    return found["read"]
 
 
 def _check_choice(read: str, reference: str | None, classes: Sequence[str]) -> None:
