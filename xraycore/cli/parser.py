@@ -280,7 +280,8 @@ def _add_reads(verbs: argparse._SubParsersAction) -> None:
     """The reads verb: radiologists' reads of scored films, kept in the store ($XRAY_DB_URL)."""
     reads = verbs.add_parser("reads", help="radiologists' reads: add, import, list, export, stats, keep-films "
                              "(the store: $XRAY_DB_URL, default xray.db beside the runs)")
-    sub = reads.add_subparsers(dest="reads_verb", required=True)
+    sub = reads.add_subparsers(dest="reads_verb", required=True, metavar="ACTION",
+                               help="add, import, list, export, stats or keep-films (each has its own --help)")
     for name, text in (("add", "score FILEs with the model and record your read of each"),
                        ("import", "score a labelled sample (one sub-folder per read) and record its reads")):
         verb = sub.add_parser(name, help=text)
@@ -304,4 +305,5 @@ def _add_reads(verbs: argparse._SubParsersAction) -> None:
     stats = sub.add_parser("stats", help="reads per class and reader, agreement with the model, Cohen's kappa")
     stats.add_argument("--json", action="store_true", help="one JSON object")
     keep = sub.add_parser("keep-films", help="keep read films' pixels for site learning: on or off (admin), or show it")
-    keep.add_argument("state", nargs="?", choices=("on", "off"))
+    keep.add_argument("state", nargs="?", choices=("on", "off"), help="on or off; left out: show the setting and its "
+                      "history")
