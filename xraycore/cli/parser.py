@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     verbs = parser.add_subparsers(dest="verb", required=True)
     for add_verb in (_add_train, _add_evaluate, _add_calibrate, _add_ood_expose, _add_operating_point, _add_release,
                      _add_predict, _add_pacs, _add_selfcheck, _add_runs, _add_presets, _add_report, _add_export,
-                     _add_bundle, _add_audit, _add_build_dataset):
+                     _add_bundle, _add_audit, _add_build_dataset, _add_reads):
         add_verb(verbs)
     return parser
 
@@ -274,3 +274,36 @@ def _add_build_dataset(verbs: argparse._SubParsersAction) -> None:
                        help="kermany-3class: the Kermany train folder; merge: CLASS=FOLDER (repeatable)")
     build.add_argument("--output", required=True, help="folder to create")
     build.add_argument("--copy", action="store_true", help="copy files instead of symlinking")
+
+
+def _add_reads(verbs: argparse._SubParsersAction) -> None:
+    """The reads verb: radiologists' reads of scored films, kept in the store ($XRAY_DB_URL)."""
+    reads = verbs.add_parser("reads", help="radiologists' reads: add, import, list, export, stats, keep-films "
+                             "(the store: $XRAY_DB_URL, default xray.db beside the runs)")
+    sub = reads.add_subparsers(dest="reads_verb", required=True, metavar="ACTION",
+                               help="add, import, list, export, stats or keep-films (each has its own --help)")
+    for name, text in (("add", "score FILEs with the model and record your read of each"),
+                       ("import", "score a labelled sample (one sub-folder per read) and record its reads")):
+        verb = sub.add_parser(name, help=text)
+        if name == "add":
+            verb.add_argument("files", nargs="+", help="PNG, JPEG or DICOM files")
+            verb.add_argument("--read", required=True, help="your final read: a class of the model, other or uncertain")
+        else:
+            verb.add_argument("folder", help="folder of sub-folders named by read (e.g. NORMAL/, PNEUMONIA/)")
+        verb.add_argument("--model", help="model directory (default: the bundled model, or $XRAY_MODEL_DIR)")
+        verb.add_argument("--reference", choices=("report", "CT", "follow-up", "consensus"),
+                          help="what the read rests on")
+        verb.add_argument("--heatmap-on-region", type=_bool, metavar="yes|no",
+                          help="was the heat map on the relevant region?")
+    listing = sub.add_parser("list", help="the current reads (--history: every row, corrections and deletions)")
+    listing.add_argument("--since", help="ISO date/time or a span such as 7d, 12h")
+    listing.add_argument("--history", action="store_true", help="every row, superseded ones included")
+    listing.add_argument("--json", action="store_true", help="one JSON object per read")
+    export = sub.add_parser("export", help="class folders of the kept read films (PNG named by sha256) for "
+                            "calibrate, evaluate and adapt")
+    export.add_argument("--output", required=True, help="folder to write CLASS/<sha256>.png into")
+    stats = sub.add_parser("stats", help="reads per class and reader, agreement with the model, Cohen's kappa")
+    stats.add_argument("--json", action="store_true", help="one JSON object")
+    keep = sub.add_parser("keep-films", help="keep read films' pixels for site learning: on or off (admin), or show it")
+    keep.add_argument("state", nargs="?", choices=("on", "off"), help="on or off; left out: show the setting and its "
+                      "history")
