@@ -238,6 +238,21 @@ def test_no_import_cycle_between_subpackages():
     assert not found, "import cycles between subpackages of xraycore: " + "; ".join(described)
 
 
+# Rooms at the bottom of the house: what each may import of ours (docs/architecture.md). The store keeps the
+# database and nothing else, so that every room above it (clinical, monitoring, the app) may use it.
+BASE_ROOMS = {"common": set(), "store": {"common"}, "metrics": {"common"}, "io": {"common"}, "runs": {"common"}}
+
+
+def test_the_base_rooms_import_only_what_they_may():
+    offenders = []
+    for module, targets in module_graph().items():
+        room = room_of(module)
+        if room in BASE_ROOMS:
+            offenders += [f"{module} -> {target}" for target in targets
+                          if room_of(target) not in (None, room, *BASE_ROOMS[room])]
+    assert not offenders, "a base room imports above itself: " + "; ".join(offenders)
+
+
 def test_streamlit_is_imported_only_under_xraycore_app():
     offenders = [where(path, node) for module, path in modules().items() if not path.is_relative_to(APP_ROOM)
                  for node, names in imports_of(module) if any(n.split(".")[0] == "streamlit" for n in names)]

@@ -15,6 +15,7 @@
     progress_bars       Progress reporting for the CLI: the trainer's events drawn as tqdm bars on stderr
     reading_room_verbs  The reading-room verb: `pacs`: find chest studies on a PACS, score every image,
                         optionally file the results (SR and overlay) back
+    reads_verbs         `python -m xraycore reads ...`: radiologists' reads from a terminal (issue 29)
     scoring_verbs       The scoring verbs: `predict` (files → one answer per file, optionally overlays, DICOM
                         results and a PDF) and `evaluate` (a labelled folder → the numbers)
     training_verbs      The training verbs: `train`, `runs`, `presets` and `report`: start or resume runs and
@@ -36,6 +37,7 @@ _EXPORTS = {
     "parser": ("split_names", "build_parser"),
     "progress_bars": ("TqdmProgress",),
     "reading_room_verbs": ("cmd_pacs",),
+    "reads_verbs": ("cmd_reads",),
     "scoring_verbs": ("cmd_evaluate", "cmd_predict"),
     "training_verbs": ("cmd_train", "cmd_runs", "cmd_presets", "cmd_report"),
 }

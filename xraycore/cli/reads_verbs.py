@@ -63,8 +63,8 @@ def _record(args: argparse.Namespace, items: Iterable[tuple[str, Any, str]]) -> 
             say(f"{prediction.name}: not recorded: {prediction.error}")
             continue
         read_id = record_prediction_read(store, prediction, provenance, reads[prediction.name], None,
-                                         classes=predictor.class_names, image_size=predictor.image_size,
-                                         reference=args.reference, heatmap_on_region=args.heatmap_on_region)
+                                         classes=predictor.class_names, reference=args.reference,
+                                         heatmap_on_region=args.heatmap_on_region)
         say(f"{prediction.name}: read {read_id} recorded: {reads[prediction.name]} "
                 f"(model: {prediction.label or 'no call'})")
     say(f"{len(items) - failed} read(s) recorded in {store.where}; film pixels "

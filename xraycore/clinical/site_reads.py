@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from xraycore.access import policy as access
-from xraycore.common.hashing import sha256_of_content
+from xraycore.common.hashing import sha256_of_pixels
 from xraycore.store import reads as store_reads
 from xraycore.store import settings as store_settings
 from xraycore.store.database import Store
@@ -33,7 +33,7 @@ def film_sha256(pixels: np.ndarray) -> str:
     pixels = np.ascontiguousarray(pixels)
     if pixels.ndim != 2 or pixels.dtype != np.uint8:
         raise ValueError("a film's pixels are one grey uint8 image at the network input size")
-    return sha256_of_content(f"{pixels.shape[0]}x{pixels.shape[1]}:".encode() + pixels.tobytes())
+    return sha256_of_pixels(pixels)
 
 
 def read_choices(classes: Sequence[str]) -> tuple[str, ...]:
