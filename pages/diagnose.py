@@ -16,6 +16,7 @@ from xraycore.access import policy as access
 from xraycore.inference.backends import choice as backend
 from xraycore.app import catalog
 from xraycore.app import model_cache
+from xraycore.app import read_form
 from xraycore.explain import cam as explain
 from xraycore.inference import provenance
 from xraycore.clinical import releases
@@ -290,4 +291,5 @@ page_count = max(1, -(-len(ordered) // PER_PAGE))
 page = st.number_input(f"Page (of {page_count})", 1, page_count, 1, key="result_page") if page_count > 1 else 1
 for key in keys[(page - 1) * PER_PAGE: page * PER_PAGE]:
     show_result(results[key], threshold, opacity)
+    read_form.read_controls(key, results[key], results[key].call(threshold), model_path, identity)
     show_downloads(key, results[key], sources[key][1], threshold, point, model, opacity)

@@ -14,6 +14,7 @@ import streamlit as st
 from xraycore.access import policy as access
 from xraycore.app import catalog
 from xraycore.app import model_cache
+from xraycore.app import read_form
 from xraycore.reading_room import pacs
 from xraycore.reading_room import pacs_scan
 from xraycore.reading_room import pacs_nodes
@@ -161,6 +162,9 @@ st.dataframe(worklist.rows(entries, threshold), hide_index=True, width="stretch"
 left, right = st.columns(2)
 with left:
     chosen = st.selectbox("Image", [entry.name for entry in entries], key="worklist_pick")
+    picked = next(entry for entry in entries if entry.name == chosen)
+    read_form.read_controls(f"worklist:{picked.sop_uid}", picked.result, picked.result.call(threshold), model_path,
+                            identity)
     if st.button("Open in Diagnose", key="worklist_open_button", icon=":material/open_in_new:"):
         if (target := node()) is not None:
             entry = next(e for e in entries if e.name == chosen)

@@ -5,6 +5,9 @@
     catalog      What the app offers and how it keeps results: models to choose, sample images, compact
                  results
     model_cache  The model every page answers with, loaded once per server: its Predictor and its provenance
+    read_form    The reader's read of one scored film, on Diagnose and on the Worklist: one click for the
+                 common case, agree, and a small form for the rest (the final read, what it rests on, whether
+                 the heat map was on the region)
     train_form   The Train page's form as plain data, so the page only lays out widgets and every translation
                  is tested here
 
@@ -24,6 +27,7 @@ _EXPORTS = {
         "results_version", "lead_warnings", "other_warnings", "probability_label", "colour_legend",
         "session_results"),
     "model_cache": ("load_predictor", "model_provenance", "weights_version"),
+    "read_form": ("read_controls", "show_read_error"),
     "train_form": ("shown", "key", "widget_state", "setting_values", "launch_options", "from_preset",
         "initial_state", "from_run"),
 }
