@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -101,39 +100,12 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    """Class folders of the kept films (one per read both agreeing readers gave), PNG named by sha256."""
-    from PIL import Image
+    """Class folders of the kept films (clinical.read_export), and why the others were left out."""
+    from xraycore.clinical.read_export import describe_export, export_reads
 
-    from xraycore.store import reads
-    from xraycore.store.schema import OTHER_FINDING, UNCERTAIN
-
-    store = _store()
-    by_film: dict[str, set[str]] = defaultdict(set)
-    for row in reads.current_reads(store):
-        by_film[row["film_sha256"]].add(row["read"])
-    counts: dict[str, Any] = {"written": defaultdict(int), "pixels_not_kept": 0, "readers_disagree": 0,
-                              "other_or_uncertain": 0}
-    output = Path(args.output)
-    for film, found in sorted(by_film.items()):
-        if len(found) > 1:
-            counts["readers_disagree"] += 1
-            continue
-        read = next(iter(found))
-        if read in (OTHER_FINDING, UNCERTAIN):
-            counts["other_or_uncertain"] += 1
-            continue
-        pixels = reads.kept_pixels(store, film)
-        if pixels is None:
-            counts["pixels_not_kept"] += 1
-            continue
-        (output / read).mkdir(parents=True, exist_ok=True)
-        Image.fromarray(pixels).save(output / read / f"{film}.png")
-        counts["written"][read] += 1
-    counts["written"] = dict(counts["written"])
+    counts = export_reads(_store(), args.output)
     print(json.dumps(counts, sort_keys=True))
-    say(f"{sum(counts['written'].values())} film(s) written to {output}; {counts['pixels_not_kept']} read film(s) "
-            f"left out because their pixels are not kept, {counts['readers_disagree']} because readers disagree, "
-            f"{counts['other_or_uncertain']} read as other or uncertain")
+    say(describe_export(counts, args.output))
     return 0
 
 

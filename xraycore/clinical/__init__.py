@@ -4,6 +4,8 @@
                       is
     operating_points  Named operating points of a model directory: which temperature and threshold make the
                       call
+    read_export       The reads so far as a labelled sample: class folders of the kept films that `calibrate`,
+                      `evaluate` and `adapt` take (`reads export` and the Site page)
     read_stats        What the reads so far say: per class, per reader, agreement with the model, and Cohen's
                       kappa between readers who read the same films (the Site page and `reads stats`)
     releases          Which models readers may answer with: the bundled default, plus the models an admin has
@@ -29,6 +31,7 @@ _EXPORTS = {
     "operating_points": ("names", "active_name", "shipped_name", "get", "mark_shipped", "save", "activate",
         "reset", "save_threshold", "fingerprint", "fit_site_point", "cross_fitted_rates",
         "describe_cross_fit", "sample_warning", "temperature_at_bound", "site_refusal", "fit_failure"),
+    "read_export": ("export_reads", "describe_export"),
     "read_stats": ("reads_stats",),
     "releases": ("bundled_model_dir", "releases_file", "is_bundled", "weights_digest", "is_released",
         "may_preview", "offered", "require_released", "release", "withdraw", "listing", "main"),
