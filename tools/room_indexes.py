@@ -26,6 +26,8 @@ ROOMS = {
     "ood": "Is this film like the training films? Feature distances for the out-of-domain check.",
     "reading_room": "The radiologist's side of the hospital: PACS networking, worklist, DICOM results, PDFs.",
     "runs": "Run directories on disk, written so a killed process never leaves a lie, and process liveness.",
+    "store": "The database (SQLAlchemy 2 + Alembic): radiologists' reads, scored films, kept film pixels, settings; "
+             "SQLite by default, PostgreSQL by URL. Imports nothing of ours but common.",
     "training": "Training: loop, validation scoring, optimisation, checkpoints, distributed, config, presets, "
                 "studies, background jobs and their queue.",
 }
