@@ -1,5 +1,6 @@
 """Pure metric functions over numpy arrays: classification, ranking, calibration, bootstrap, drift.
 
+    agreement       Agreement between two readers of the same films: Cohen's kappa, numpy only
     bootstrap       How sure a metric is: percentile bootstrap intervals, stratified, for any metric or the
                     standard set at once
     calibration     Whether the probabilities mean what they say: reliability bins, expected calibration
@@ -24,6 +25,7 @@ from __future__ import annotations
 from xraycore.common.lazy import lazy_exports
 
 _EXPORTS = {
+    "agreement": ("cohen_kappa",),
     "bootstrap": ("bootstrap_indices", "bootstrap_ci", "bootstrap_report", "report_with_ci"),
     "calibration": ("reliability_bins", "expected_calibration_error", "temperature_nll", "fit_temperature"),
     "classification": ("rates_from_counts", "confusion_counts", "confusion_matrix", "binary_counts",
