@@ -7,16 +7,17 @@ milliseconds against the hundreds a film takes to score (``benchmarks/bench_reco
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import sqlalchemy.exc as sa_exc
 
+from xraycore.clinical.site_reads import film_sha256
+from xraycore.clinical.site_store import open_site_store, site_name
 from xraycore.inference.prediction import Prediction
-from xraycore.runs.directory import runs_root
-from xraycore.store.database import Store, StoreUnavailable, open_store
+from xraycore.inference.read_record import film_pixels
+from xraycore.store.database import Store, StoreUnavailable
 from xraycore.store.schema import SOURCES
 from xraycore.store.scored_films import record_scored_films
 
@@ -37,8 +38,17 @@ class Recorded:
 
 
 def monitoring_store(url: str | None = None) -> Store:
-    """The store scored films go to: ``url``, else ``$XRAY_DB_URL``, else ``xray.db`` beside the runs folder."""
-    return open_store(url, runs_dir=runs_root())
+    """The store scored films go to: ``url``, else ``$XRAY_DB_URL``, else ``xray.db`` beside the runs folder
+    (the same one the reads go to: :func:`xraycore.clinical.site_store.open_site_store`)."""
+    return open_site_store(url)
+
+
+def film_of(prediction: Prediction, image_size: int | None) -> str | None:
+    """The film's pixel sha256 as the reads know it (clinical.site_reads.film_sha256 at the network input size),
+    so realised accuracy joins reads to scored films; None without pixels or a size."""
+    if prediction.image is None or not image_size:
+        return None
+    return film_sha256(film_pixels(prediction.image, image_size))
 
 
 def positive_logit(prediction: Prediction) -> float | None:
@@ -67,11 +77,6 @@ def row_of(prediction: Prediction, source: str, site: str | None, model: Mapping
             "warnings": guard_codes(prediction), "film_sha256": film_sha256}
 
 
-def default_site() -> str | None:
-    """The site name rows carry: ``$XRAY_SITE`` (a hospital's name for itself), else none."""
-    return os.environ.get("XRAY_SITE") or None
-
-
 def record(predictions: Sequence[Prediction], source: str, model: Mapping[str, Any], *, site: str | None = None,
            films: Sequence[str | None] | None = None, store: Store | str | None = None) -> Recorded:
     """Record the scored films among ``predictions`` (unreadable ones were never scored), in one transaction.
@@ -83,7 +88,7 @@ def record(predictions: Sequence[Prediction], source: str, model: Mapping[str, A
     if source not in SOURCES:
         raise ValueError(f"source is one of {', '.join(SOURCES)}, not {source!r}")
     films = list(films) if films is not None else [None] * len(predictions)
-    rows = [row_of(p, source, site if site is not None else default_site(), model, film)
+    rows = [row_of(p, source, site if site is not None else site_name(), model, film)
             for p, film in zip(predictions, films) if p.ok]
     if not rows:
         return Recorded(0)
@@ -104,9 +109,9 @@ class Recorder:
     store that cannot be opened is tried once, and every film then says it was not recorded, without waiting
     on the database again for each one."""
 
-    def __init__(self, source: str, model: Mapping[str, Any], *, site: str | None = None,
-                 store: Store | str | None = None) -> None:
-        self.source, self.model, self.site = source, dict(model), site
+    def __init__(self, source: str, model: Mapping[str, Any], *, image_size: int | None = None,
+                 site: str | None = None, store: Store | str | None = None) -> None:
+        self.source, self.model, self.site, self.image_size = source, dict(model), site, image_size
         self._store: Store | None = store if isinstance(store, Store) else None
         self._problem: str | None = None
         if self._store is None:
@@ -115,10 +120,11 @@ class Recorder:
             except StoreUnavailable as error:
                 self._problem = str(error)
 
-    def record(self, predictions: Sequence[Prediction], films: Sequence[str | None] | None = None) -> Recorded:
+    def record(self, predictions: Sequence[Prediction]) -> Recorded:
         """:func:`record` into this recorder's store; the open failure's sentence when it could not be opened."""
         if self._store is None:
             scored = sum(p.ok for p in predictions)
             what = NOT_RECORDED if scored == 1 else f"These {scored} films were not recorded for monitoring"
             return Recorded(0, f"{what}: {self._problem}") if scored else Recorded(0)
+        films = [film_of(p, self.image_size) if p.ok else None for p in predictions]
         return record(predictions, self.source, self.model, site=self.site, films=films, store=self._store)
