@@ -203,6 +203,9 @@ def _add_pacs(verbs: argparse._SubParsersAction) -> None:
     pacs.add_argument("--include-non-frontal", action="store_true", help="also score images whose View Position "
                       "says they are not a frontal view (skipped by default, with a count)")
     pacs.add_argument("--timeout", type=float, help="seconds to wait for the PACS (default: the node's, else 30)")
+    pacs.add_argument("--record", action="store_true", help="record each scored image in the store for monitoring")
+    pacs.add_argument("--db", metavar="URL", help="with --record: the store (default: $XRAY_DB_URL, else xray.db "
+                      "beside the runs folder)")
     pacs.add_argument("--json", action="store_true", help="one JSON line per image, like predict --json")
 
 
