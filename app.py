@@ -19,6 +19,7 @@ PAGES = [
     webauth.PageSpec("pages/operating_point.py", "Operating point", ":material/tune:", access.PREVIEW_OPERATING_POINT),
     webauth.PageSpec("pages/train.py", "Train", ":material/model_training:", access.TRAIN),
     webauth.PageSpec("pages/compare.py", "Compare", ":material/compare:", access.COMPARE),
+    webauth.PageSpec("pages/monitor.py", "Monitor", ":material/monitor_heart:", access.MONITOR),
     webauth.PageSpec("pages/audit.py", "Audit", ":material/receipt_long:", access.READ_AUDIT),
 ]
 

@@ -15,6 +15,7 @@ from xraycore.access import policy as access
 from xraycore.app import catalog
 from xraycore.app import model_cache
 from xraycore.app import read_form
+from xraycore.app import monitoring_view
 from xraycore.reading_room import pacs
 from xraycore.reading_room import pacs_scan
 from xraycore.reading_room import pacs_nodes
@@ -132,7 +133,8 @@ if st.button("Score these studies", type="primary", key="worklist_score", icon="
         progress = st.progress(0.0, text="Fetching and scoring…")
         expected = max(1, sum(s.images or 0 for s in studies))
         skip = SkipNonFrontal()
-        items = pacs_scan.scan(target, predictor, studies, modalities=tuple(modalities), skip=skip, identity=identity)
+        items = pacs_scan.scan(target, predictor, studies, modalities=tuple(modalities), skip=skip, identity=identity,
+                               recorder=monitoring_view.recorder(predictor, "pacs"))
         try:
             entries, notices = worklist.collect(items, on_item=lambda n: progress.progress(
                 min(1.0, n / expected), text=f"Scored {n} image(s)"))

@@ -39,7 +39,7 @@ MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 80
 TORCH_NAMES = ("torch", "torchvision", "timm")
 TORCH_FREE_ROOMS = ("xraycore.inference", "xraycore.io", "xraycore.data.decode", "xraycore.reading_room",
-                    "xraycore.clinical", "xraycore.store")
+                    "xraycore.clinical", "xraycore.store", "xraycore.monitoring")
 TORCH_SIDE = ("xraycore.inference.backends.torch_runtime", "xraycore.inference.export")
 STDLIB_NAMED_PACKAGES_ALLOWED = {"io"}
 

@@ -10,6 +10,8 @@
                         progress on stderr
     model_verbs         The model-directory verbs: `export`, `bundle`, `ood-expose` and `selfcheck`: what a
                         maintainer does to a model before it ships, and what an installation checks after
+    monitor_verbs       The monitoring verb: `monitor` (is the model still working? drift, expected and
+                        realised performance, alerts)
     parser              The argument parser of `python -m xraycore`: one small function per verb, in the order
                         `--help` lists them
     progress_bars       Progress reporting for the CLI: the trainer's events drawn as tqdm bars on stderr
@@ -34,6 +36,7 @@ _EXPORTS = {
     "data_verbs": ("cmd_build",),
     "messages": ("say",),
     "model_verbs": ("cmd_selfcheck", "cmd_export", "cmd_bundle", "cmd_ood_expose"),
+    "monitor_verbs": ("cmd_monitor",),
     "parser": ("split_names", "build_parser"),
     "progress_bars": ("TqdmProgress",),
     "reading_room_verbs": ("cmd_pacs",),

@@ -14,6 +14,7 @@ from typing import Sequence
 
 from xraycore.cli import (clinical_verbs, data_verbs, model_verbs, reading_room_verbs, reads_verbs, scoring_verbs,
                           training_verbs)
+from xraycore.cli.monitor_verbs import cmd_monitor
 from xraycore.cli.parser import build_parser
 
 HANDLERS = {
@@ -27,6 +28,7 @@ HANDLERS = {
     "pacs": reading_room_verbs.cmd_pacs,
     "build-dataset": data_verbs.cmd_build,
     "reads": reads_verbs.cmd_reads,
+    "monitor": cmd_monitor,
 }
 
 

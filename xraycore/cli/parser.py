@@ -70,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     verbs = parser.add_subparsers(dest="verb", required=True)
     for add_verb in (_add_train, _add_evaluate, _add_calibrate, _add_ood_expose, _add_operating_point, _add_release,
                      _add_predict, _add_pacs, _add_selfcheck, _add_runs, _add_presets, _add_report, _add_export,
-                     _add_bundle, _add_audit, _add_build_dataset, _add_reads):
+                     _add_bundle, _add_audit, _add_build_dataset, _add_reads,
+                     _add_monitor):
         add_verb(verbs)
     return parser
 
@@ -180,6 +181,10 @@ def _add_predict(verbs: argparse._SubParsersAction) -> None:
                          "one page per image with the scan, overlay, probability, call, model and warnings")
     predict.add_argument("--skip-non-frontal", action="store_true", help="leave out DICOMs whose View Position says "
                          "they are not a frontal view the model reads (e.g. lateral) and say how many were skipped")
+    predict.add_argument("--record", action="store_true", help="record each scored film in the store for monitoring "
+                         "(`monitor`): the answer, model and point, never a file name or pixels")
+    predict.add_argument("--db", metavar="URL", help="with --record: the store (default: $XRAY_DB_URL, else xray.db "
+                         "beside the runs folder)")
 
 
 def _add_pacs(verbs: argparse._SubParsersAction) -> None:
@@ -199,6 +204,9 @@ def _add_pacs(verbs: argparse._SubParsersAction) -> None:
     pacs.add_argument("--include-non-frontal", action="store_true", help="also score images whose View Position "
                       "says they are not a frontal view (skipped by default, with a count)")
     pacs.add_argument("--timeout", type=float, help="seconds to wait for the PACS (default: the node's, else 30)")
+    pacs.add_argument("--record", action="store_true", help="record each scored image in the store for monitoring")
+    pacs.add_argument("--db", metavar="URL", help="with --record: the store (default: $XRAY_DB_URL, else xray.db "
+                      "beside the runs folder)")
     pacs.add_argument("--json", action="store_true", help="one JSON line per image, like predict --json")
 
 
@@ -307,3 +315,24 @@ def _add_reads(verbs: argparse._SubParsersAction) -> None:
     keep = sub.add_parser("keep-films", help="keep read films' pixels for site learning: on or off (admin), or show it")
     keep.add_argument("state", nargs="?", choices=("on", "off"), help="on or off; left out: show the setting and its "
                       "history")
+
+
+def _add_monitor(verbs: argparse._SubParsersAction) -> None:
+    """The monitor verb: drift, expected and realised performance and alerts over the recorded scored films."""
+    from xraycore.cli.monitor_verbs import CBPE_ASSUMES
+
+    monitor = verbs.add_parser(
+        "monitor", help="is the model still working? drift, expected performance and alerts over the scored films",
+        description="Per window of recorded scored films: n, positive_rate (95% Wilson interval), ood_rate, "
+                    "guard_rate, psi (logit, 10 quantile bins of the reference; warn > 0.1, alert > 0.2), "
+                    "wasserstein (in reference standard deviations), expected_* and realised_* (where reads "
+                    "exist), alerts. " + CBPE_ASSUMES + " An alert needs two consecutive "
+                    "windows over a limit or one over twice it. Exit status 1 while an alert is active.")
+    monitor.add_argument("--model", help="model directory (default: $XRAY_MODEL_DIR, else the bundled models/default)")
+    monitor.add_argument("--since", help="only films scored since this date, e.g. 2026-11-29 (UTC)")
+    monitor.add_argument("--window", default="week", help="week, day, or N consecutive films (default: week)")
+    monitor.add_argument("--reference", metavar="NAME", help="compare with the films operating point NAME was fitted "
+                         "on (default: the answering point's; 'internal' = internal validation)")
+    monitor.add_argument("--db", metavar="URL", help="the store (default: $XRAY_DB_URL, else xray.db beside the runs)")
+    monitor.add_argument("--json", action="store_true", help="one JSON object per window, exactly the keys above "
+                         "plus start and end")
