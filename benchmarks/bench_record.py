@@ -27,7 +27,7 @@ def main() -> None:
     files = sorted(p for p in (REPO / "models" / "samples").rglob("*") if p.suffix.lower() in (".png", ".jpeg", ".jpg", ".dcm"))
     predictor = Predictor(args.model)
     with tempfile.TemporaryDirectory() as folder:
-        recorder = Recorder("cli", predictor.audit_model, image_size=predictor.image_size,
+        recorder = Recorder("cli", predictor.audit_model,
                             store=f"sqlite:///{Path(folder) / 'bench.db'}")
         list(predictor.predict_files(files[:2]))  # warm-up: sessions, caches
         recorder.record(list(predictor.predict_files(files[:1])))

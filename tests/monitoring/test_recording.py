@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from xraycore.clinical import operating_points as operating
+from xraycore.common.hashing import sha256_of_pixels
 from xraycore.inference.prediction import Prediction
 from xraycore.monitoring import figures, recording, report
 from xraycore.monitoring.reference_files import load_reference
@@ -29,16 +30,18 @@ MODEL = {"name": "default", "version": "test", "sha256": "ab" * 32}
 
 def scored(name: str = "PATIENT_JOHN_DOE_1234.png") -> Prediction:
     pixels = np.random.default_rng(0).random((64, 64))
+    network_input = (pixels[:32, :32] * 255).astype(np.uint8)  # what the Predictor fed the network, and its key
     return Prediction(name=name, probabilities={"NORMAL": 0.2, "PNEUMONIA": 0.8}, label="PNEUMONIA",
                       positive_class="PNEUMONIA", positive_probability=0.8, threshold=0.5, operating_point="site-a",
                       logits=[-0.7, 0.7], out_of_domain=False, ood_score=0.4, backend="onnxruntime",
                       guards=["The DICOM marks this film as a view this model does not read"],
-                      metadata={"dicom_guards": {"non_frontal": True}, "PatientName": "DOE^JOHN"}, image=pixels)
+                      metadata={"dicom_guards": {"non_frontal": True}, "PatientName": "DOE^JOHN"}, image=pixels,
+                      input_pixels=network_input, film_sha256=sha256_of_pixels(network_input))
 
 
 def test_a_scored_film_leaves_one_row_without_file_name_or_identifier(tmp_path):
     url = f"sqlite:///{tmp_path / 'xray.db'}"
-    done = recording.Recorder("upload", MODEL, image_size=32, site="ward-7", store=url).record([scored()])
+    done = recording.Recorder("upload", MODEL, site="ward-7", store=url).record([scored()])
     assert done.ok and done.count == 1
     connection = sqlite3.connect(tmp_path / "xray.db")
     connection.row_factory = sqlite3.Row
@@ -46,7 +49,7 @@ def test_a_scored_film_leaves_one_row_without_file_name_or_identifier(tmp_path):
     assert row["logit"] == pytest.approx(1.4) and row["probability"] == pytest.approx(0.8)
     assert (row["ai_call"], row["ood_flag"], row["warnings"], row["source"], row["site"]) == \
         ("PNEUMONIA", 0, "view", "upload", "ward-7")
-    assert len(row["film_sha256"]) == 64 and row["weights_sha256"] == MODEL["sha256"]
+    assert row["film_sha256"] == scored().film_sha256 and row["weights_sha256"] == MODEL["sha256"]
     dump = "\n".join(connection.iterdump())
     assert "JOHN" not in dump and "DOE" not in dump and ".png" not in dump
 

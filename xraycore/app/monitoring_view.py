@@ -23,7 +23,7 @@ BANNER_TTL_S = 60
 
 def recorder(predictor: Predictor, source: str) -> Recorder:
     """A recorder for films ``predictor`` scores from ``source`` (upload or pacs), into the configured store."""
-    return Recorder(source, predictor.audit_model, image_size=predictor.image_size)
+    return Recorder(source, predictor.audit_model)
 
 
 def record_uploads(predictor: Predictor, predictions: Sequence[Prediction]) -> str | None:

@@ -39,7 +39,7 @@ def cmd_pacs(args: argparse.Namespace) -> int:
     if args.record:  # the CLI records for monitoring only when asked
         from xraycore.monitoring.recording import Recorder
 
-        recorder = Recorder("pacs", predictor.audit_model, image_size=predictor.image_size, store=args.db)
+        recorder = Recorder("pacs", predictor.audit_model, store=args.db)
     for item in pacs_scan.scan(node, predictor, studies, modalities=modalities, skip=skip, store_results=args.store_results,
                           model=model, recorder=recorder):
         if isinstance(item, pacs.Notice):

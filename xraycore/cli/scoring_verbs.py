@@ -104,7 +104,7 @@ def _recorder(args: argparse.Namespace, predictor: Any) -> Any:
         return None
     from xraycore.monitoring.recording import Recorder
 
-    return Recorder("cli", predictor.audit_model, image_size=predictor.image_size, store=args.db)
+    return Recorder("cli", predictor.audit_model, store=args.db)
 
 
 def _write_dicom_results(directory: Path, prediction: Any, model: Any) -> None:

@@ -27,8 +27,8 @@ from xraycore.common.lazy import lazy_exports
 
 _EXPORTS = {
     "figures": ("ScoredColumns", "one_window", "monitor_columns", "active_alerts"),
-    "recording": ("Recorded", "monitoring_store", "film_of", "positive_logit", "guard_codes", "row_of",
-        "record", "Recorder"),
+    "recording": ("Recorded", "monitoring_store", "positive_logit", "guard_codes", "row_of", "record",
+        "Recorder"),
     "reference": ("Reference", "probability_of"),
     "reference_files": ("save_reference", "load_reference"),
     "report": ("MonitorReport", "parse_since", "columns_of", "truth_by_film", "monitor"),

@@ -8,15 +8,12 @@ milliseconds against the hundreds a film takes to score (``benchmarks/bench_reco
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import sqlalchemy.exc as sa_exc
 
-from xraycore.clinical.site_reads import film_sha256
 from xraycore.clinical.site_store import open_site_store, site_name
 from xraycore.inference.prediction import Prediction
-from xraycore.inference.read_record import film_pixels
 from xraycore.store.database import Store, StoreUnavailable
 from xraycore.store.schema import SOURCES
 from xraycore.store.scored_films import record_scored_films
@@ -43,14 +40,6 @@ def monitoring_store(url: str | None = None) -> Store:
     return open_site_store(url)
 
 
-def film_of(prediction: Prediction, image_size: int | None) -> str | None:
-    """The film's pixel sha256 as the reads know it (clinical.site_reads.film_sha256 at the network input size),
-    so realised accuracy joins reads to scored films; None without pixels or a size."""
-    if prediction.image is None or not image_size:
-        return None
-    return film_sha256(film_pixels(prediction.image, image_size))
-
-
 def positive_logit(prediction: Prediction) -> float | None:
     """The positive-minus-negative logit before the temperature (what PSI is computed on); None if not binary."""
     classes = list(prediction.probabilities)
@@ -66,30 +55,28 @@ def guard_codes(prediction: Prediction) -> list[str]:
     return [code for key, code in GUARD_CODES.items() if guards.get(key)] if prediction.guards else []
 
 
-def row_of(prediction: Prediction, source: str, site: str | None, model: Mapping[str, Any],
-           film_sha256: str | None = None) -> dict[str, Any]:
-    """The scored-films row of one scored film. ``model`` is audit.model_info's name, version and sha256."""
+def row_of(prediction: Prediction, source: str, site: str | None, model: Mapping[str, Any]) -> dict[str, Any]:
+    """The scored-films row of one scored film. ``model`` is audit.model_info's name, version and sha256; the film
+    is known by the Predictor's key (``Prediction.film_sha256``), the one the reads know it by."""
     return {"site": site, "source": source, "model_name": model.get("name"), "model_version": model.get("version"),
             "weights_sha256": model.get("sha256"), "operating_point": prediction.operating_point,
             "backend": prediction.backend, "logit": positive_logit(prediction),
             "probability": prediction.positive_probability, "ai_call": prediction.label,
             "ood_score": prediction.ood_score, "ood_flag": bool(prediction.out_of_domain),
-            "warnings": guard_codes(prediction), "film_sha256": film_sha256}
+            "warnings": guard_codes(prediction), "film_sha256": prediction.film_sha256}
 
 
 def record(predictions: Sequence[Prediction], source: str, model: Mapping[str, Any], *, site: str | None = None,
-           films: Sequence[str | None] | None = None, store: Store | str | None = None) -> Recorded:
+           store: Store | str | None = None) -> Recorded:
     """Record the scored films among ``predictions`` (unreadable ones were never scored), in one transaction.
 
     Never raises for a store that fails: the result carries one sentence for the caller to show beside the
     answer ("This film was not recorded for monitoring: ..."), so scoring goes on and nothing is dropped in
-    silence. ``films`` gives each prediction's pixel sha256 (to join reads), ``store`` an opened store or URL.
+    silence. ``store``: an opened store or a URL.
     """
     if source not in SOURCES:
         raise ValueError(f"source is one of {', '.join(SOURCES)}, not {source!r}")
-    films = list(films) if films is not None else [None] * len(predictions)
-    rows = [row_of(p, source, site if site is not None else site_name(), model, film)
-            for p, film in zip(predictions, films) if p.ok]
+    rows = [row_of(p, source, site if site is not None else site_name(), model) for p in predictions if p.ok]
     if not rows:
         return Recorded(0)
     what = NOT_RECORDED if len(rows) == 1 else f"These {len(rows)} films were not recorded for monitoring"
@@ -109,9 +96,9 @@ class Recorder:
     store that cannot be opened is tried once, and every film then says it was not recorded, without waiting
     on the database again for each one."""
 
-    def __init__(self, source: str, model: Mapping[str, Any], *, image_size: int | None = None,
-                 site: str | None = None, store: Store | str | None = None) -> None:
-        self.source, self.model, self.site, self.image_size = source, dict(model), site, image_size
+    def __init__(self, source: str, model: Mapping[str, Any], *, site: str | None = None,
+                 store: Store | str | None = None) -> None:
+        self.source, self.model, self.site = source, dict(model), site
         self._store: Store | None = store if isinstance(store, Store) else None
         self._problem: str | None = None
         if self._store is None:
@@ -126,5 +113,4 @@ class Recorder:
             scored = sum(p.ok for p in predictions)
             what = NOT_RECORDED if scored == 1 else f"These {scored} films were not recorded for monitoring"
             return Recorded(0, f"{what}: {self._problem}") if scored else Recorded(0)
-        films = [film_of(p, self.image_size) if p.ok else None for p in predictions]
-        return record(predictions, self.source, self.model, site=self.site, films=films, store=self._store)
+        return record(predictions, self.source, self.model, site=self.site, store=self._store)
