@@ -4,6 +4,8 @@
                       is
     operating_points  Named operating points of a model directory: which temperature and threshold make the
                       call
+    point_history     Rolling back: which point answered before the last change of the active one, and making
+                      it active again
     read_export       The reads so far as a labelled sample: class folders of the kept films that `calibrate`,
                       `evaluate` and `adapt` take (`reads export` and the Site page)
     read_stats        What the reads so far say: per class, per reader, agreement with the model, and Cohen's
@@ -31,6 +33,7 @@ _EXPORTS = {
     "operating_points": ("names", "active_name", "shipped_name", "get", "mark_shipped", "save", "activate",
         "reset", "save_threshold", "fingerprint", "fit_site_point", "cross_fitted_rates",
         "describe_cross_fit", "sample_warning", "temperature_at_bound", "site_refusal", "fit_failure"),
+    "point_history": ("previous_active", "roll_back"),
     "read_export": ("export_reads", "describe_export"),
     "read_stats": ("reads_stats",),
     "releases": ("bundled_model_dir", "releases_file", "is_bundled", "weights_digest", "is_released",
