@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from typing import Sequence
 
-from xraycore.cli import clinical_verbs, data_verbs, model_verbs, reading_room_verbs, scoring_verbs, training_verbs
+from xraycore.cli import adapt_verbs, clinical_verbs, data_verbs, model_verbs, reading_room_verbs, scoring_verbs, training_verbs
 from xraycore.cli.parser import build_parser
 
 HANDLERS = {
@@ -25,6 +25,7 @@ HANDLERS = {
     "release": clinical_verbs.cmd_release, "audit": clinical_verbs.cmd_audit,
     "pacs": reading_room_verbs.cmd_pacs,
     "build-dataset": data_verbs.cmd_build,
+    "adapt": adapt_verbs.cmd_adapt,
 }
 
 
