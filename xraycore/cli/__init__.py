@@ -1,5 +1,7 @@
 """``python -m xraycore VERB``: the parser and one module per group of verbs.
 
+    adapt_verbs         The `adapt` verb: fine-tune a model on a site's labelled films into a site profile,
+                        with a progress bar
     clinical_verbs      The clinical-governance verbs: `calibrate` (a site's operating point), `operating-
                         point` (which one answers), `release` (which models readers see) and `audit` (who did
                         what)
@@ -32,6 +34,7 @@ from __future__ import annotations
 from xraycore.common.lazy import lazy_exports
 
 _EXPORTS = {
+    "adapt_verbs": ("add_adapt_verb", "cmd_adapt"),
     "clinical_verbs": ("cmd_calibrate", "cmd_operating_point", "cmd_release", "cmd_audit"),
     "data_verbs": ("cmd_build",),
     "messages": ("say",),

@@ -12,8 +12,8 @@ from __future__ import annotations
 import sys
 from typing import Sequence
 
-from xraycore.cli import (clinical_verbs, data_verbs, model_verbs, reading_room_verbs, reads_verbs, scoring_verbs,
-                          training_verbs)
+from xraycore.cli import (adapt_verbs, clinical_verbs, data_verbs, model_verbs, reading_room_verbs, reads_verbs,
+                          scoring_verbs, training_verbs)
 from xraycore.cli.monitor_verbs import cmd_monitor
 from xraycore.cli.parser import build_parser
 
@@ -29,6 +29,7 @@ HANDLERS = {
     "build-dataset": data_verbs.cmd_build,
     "reads": reads_verbs.cmd_reads,
     "monitor": cmd_monitor,
+    "adapt": adapt_verbs.cmd_adapt,
 }
 
 

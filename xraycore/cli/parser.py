@@ -10,6 +10,7 @@ import argparse
 import json
 from typing import Any
 
+from xraycore.cli.adapt_verbs import add_adapt_verb
 from xraycore.training import config
 
 BACKEND_CHOICES = ("auto", "torch", "onnxruntime")
@@ -71,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     for add_verb in (_add_train, _add_evaluate, _add_calibrate, _add_ood_expose, _add_operating_point, _add_release,
                      _add_predict, _add_pacs, _add_selfcheck, _add_runs, _add_presets, _add_report, _add_export,
                      _add_bundle, _add_audit, _add_build_dataset, _add_reads,
-                     _add_monitor):
+                     _add_monitor, add_adapt_verb):
         add_verb(verbs)
     return parser
 
@@ -153,6 +154,7 @@ def _add_operating_point(verbs: argparse._SubParsersAction) -> None:
     points.add_argument("--activate", metavar="NAME", help="make NAME the active operating point")
     points.add_argument("--reset", action="store_true", help="go back to the point the model shipped active")
     points.add_argument("--mark-shipped", action="store_true", help="record the active point as the one that ships")
+    points.add_argument("--rename", nargs=2, metavar=("OLD", "NEW"), help="give a saved point another name (history kept)")
 
 
 def _add_release(verbs: argparse._SubParsersAction) -> None:

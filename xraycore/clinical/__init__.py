@@ -12,6 +12,8 @@
                       kappa between readers who read the same films (the Site page and `reads stats`)
     releases          Which models readers may answer with: the bundled default, plus the models an admin has
                       released for reading
+    site_profiles     Site profiles: a model adapted to one hospital, stored as what changed, and answering as
+                      an operating point
     site_reads        The product's door to radiologists' reads: record, correct and delete a read, and the
                       "keep read films for site learning" setting; each checked (:mod:`xraycore.access`) and
                       audited here, never only on a page
@@ -31,13 +33,16 @@ from xraycore.common.lazy import lazy_exports
 _EXPORTS = {
     "fit_bootstrap": ("wilson_interval", "widened_to_counts", "procedure_intervals"),
     "operating_points": ("names", "active_name", "shipped_name", "get", "mark_shipped", "save", "activate",
-        "reset", "save_threshold", "fingerprint", "fit_site_point", "cross_fitted_rates",
+        "reset", "rename", "save_threshold", "fingerprint", "fit_site_point", "cross_fitted_rates",
         "describe_cross_fit", "sample_warning", "temperature_at_bound", "site_refusal", "fit_failure"),
     "point_history": ("previous_active", "roll_back"),
     "read_export": ("export_reads", "describe_export"),
     "read_stats": ("reads_stats",),
     "releases": ("bundled_model_dir", "releases_file", "is_bundled", "weights_digest", "is_released",
         "may_preview", "offered", "require_released", "release", "withdraw", "listing", "main"),
+    "site_profiles": ("check_profile_name", "profile_dir", "is_profile_point", "load_profile", "network_key",
+        "load_delta", "deltas_for", "graph_overrides", "with_initializers", "missing_graph_names",
+        "write_profile", "remove_stale_temporaries", "profile_refusal"),
     "site_reads": ("film_sha256", "read_choices", "keep_films_default", "keep_films", "set_keep_films",
         "keep_films_history", "record_read", "correct_read", "delete_read"),
     "site_store": ("open_site_store", "site_name"),

@@ -36,7 +36,7 @@ _EXPORTS = {
         "summary_csv", "rows_to_csv"),
     "export": ("export_model", "export_onnx"),
     "model_directory": ("open_model", "network_config", "network_runs"),
-    "networks": ("Engine", "Network", "load_networks", "choose_backend"),
+    "networks": ("Engine", "Network", "Adaptation", "load_networks", "choose_backend"),
     "prediction": ("Prediction", "score_counts", "bytes_source"),
     "predictor": ("Predictor", "operating_point_of"),
     "provenance": ("ModelProvenance", "software_version", "weights_sha256", "of_model"),
