@@ -15,6 +15,9 @@
     read_form        The reader's read of one scored film, on Diagnose and on the Worklist: one click for the
                      common case, agree, and a small form for the rest (the final read, what it rests on,
                      whether the heat map was on the region)
+    site_view        The Site page's tables and its one long action: the reads so far in rows, the site
+                     profiles and points with their cross-fitted figures before and after, and adapting with a
+                     progress bar
     train_form       The Train page's form as plain data, so the page only lays out widgets and every
                      translation is tested here
 
@@ -37,6 +40,8 @@ _EXPORTS = {
     "monitor_charts": ("charts",),
     "monitoring_view": ("recorder", "record_uploads", "report", "alert_banner"),
     "read_form": ("read_controls", "show_read_error"),
+    "site_view": ("reader_rows", "kappa_rows", "profile_rows", "history_rows", "export_for_learning",
+        "adapt_with_progress"),
     "train_form": ("shown", "key", "widget_state", "setting_values", "launch_options", "from_preset",
         "initial_state", "from_run"),
 }
