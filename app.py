@@ -17,8 +17,10 @@ PAGES = [
     webauth.PageSpec("pages/diagnose.py", "Diagnose", ":material/radiology:", access.SCORE),
     webauth.PageSpec("pages/worklist.py", "Worklist", ":material/format_list_numbered:", access.PACS_QUERY),
     webauth.PageSpec("pages/operating_point.py", "Operating point", ":material/tune:", access.PREVIEW_OPERATING_POINT),
+    webauth.PageSpec("pages/site.py", "Site", ":material/local_hospital:", access.PREVIEW_OPERATING_POINT),
     webauth.PageSpec("pages/train.py", "Train", ":material/model_training:", access.TRAIN),
     webauth.PageSpec("pages/compare.py", "Compare", ":material/compare:", access.COMPARE),
+    webauth.PageSpec("pages/monitor.py", "Monitor", ":material/monitor_heart:", access.MONITOR),
     webauth.PageSpec("pages/audit.py", "Audit", ":material/receipt_long:", access.READ_AUDIT),
 ]
 

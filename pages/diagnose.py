@@ -16,6 +16,8 @@ from xraycore.access import policy as access
 from xraycore.inference.backends import choice as backend
 from xraycore.app import catalog
 from xraycore.app import model_cache
+from xraycore.app import read_form
+from xraycore.app import monitoring_view
 from xraycore.explain import cam as explain
 from xraycore.explain.lung_attention import OUTSIDE_SENTENCE, lung_attention
 from xraycore.explain.lung_fields import draw_outline
@@ -116,9 +118,13 @@ def score_missing(predictor: Predictor, sources: dict, model: tuple, cam: str) -
         for start in range(0, len(missing), BATCH_SIZE):
             chunk = missing[start:start + BATCH_SIZE]
             batch = [(sources[key][0], _as_source(sources[key][1])) for key in chunk]
-            scored = predictor.predict_sources(batch, cam=cam, batch_size=BATCH_SIZE, identity=identity)
+            scored = list(predictor.predict_sources(batch, cam=cam, batch_size=BATCH_SIZE, identity=identity))
             for key, prediction in zip(chunk, scored):
                 results[key] = catalog.for_display(prediction)
+            uploaded = [p for key, p in zip(chunk, scored) if not isinstance(sources[key][1], Path)
+                        and not key.startswith("pacs:")]  # the Worklist recorded its films when it scored them
+            if uploaded and (problem := monitoring_view.record_uploads(predictor, uploaded)):
+                st.warning(problem)
             done = min(start + BATCH_SIZE, len(missing))
             progress.progress(done / len(missing), text=f"Scored {done} of {len(missing)} image(s)")
         progress.empty()
@@ -239,6 +245,7 @@ except (ModelDirectoryError, backend.BackendUnavailable) as error:
     st.error(str(error))
     st.stop()
 description = predictor.describe()
+monitoring_view.alert_banner(model_path, identity, catalog.model_version(model_path))
 show_model(description)
 show_release(model_path, released, identity)
 
@@ -300,4 +307,5 @@ page_count = max(1, -(-len(ordered) // PER_PAGE))
 page = st.number_input(f"Page (of {page_count})", 1, page_count, 1, key="result_page") if page_count > 1 else 1
 for key in keys[(page - 1) * PER_PAGE: page * PER_PAGE]:
     show_result(results[key], threshold, opacity, outline)
+    read_form.read_controls(key, results[key], results[key].call(threshold), model_path, identity)
     show_downloads(key, results[key], sources[key][1], threshold, point, model, opacity)

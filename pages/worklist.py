@@ -14,6 +14,8 @@ import streamlit as st
 from xraycore.access import policy as access
 from xraycore.app import catalog
 from xraycore.app import model_cache
+from xraycore.app import read_form
+from xraycore.app import monitoring_view
 from xraycore.reading_room import pacs
 from xraycore.reading_room import pacs_scan
 from xraycore.reading_room import pacs_nodes
@@ -131,7 +133,8 @@ if st.button("Score these studies", type="primary", key="worklist_score", icon="
         progress = st.progress(0.0, text="Fetching and scoring…")
         expected = max(1, sum(s.images or 0 for s in studies))
         skip = SkipNonFrontal()
-        items = pacs_scan.scan(target, predictor, studies, modalities=tuple(modalities), skip=skip, identity=identity)
+        items = pacs_scan.scan(target, predictor, studies, modalities=tuple(modalities), skip=skip, identity=identity,
+                               recorder=monitoring_view.recorder(predictor, "pacs"))
         try:
             entries, notices = worklist.collect(items, on_item=lambda n: progress.progress(
                 min(1.0, n / expected), text=f"Scored {n} image(s)"))
@@ -161,6 +164,9 @@ st.dataframe(worklist.rows(entries, threshold), hide_index=True, width="stretch"
 left, right = st.columns(2)
 with left:
     chosen = st.selectbox("Image", [entry.name for entry in entries], key="worklist_pick")
+    picked = next(entry for entry in entries if entry.name == chosen)
+    read_form.read_controls(f"worklist:{picked.sop_uid}", picked.result, picked.result.call(threshold), model_path,
+                            identity)
     if st.button("Open in Diagnose", key="worklist_open_button", icon=":material/open_in_new:"):
         if (target := node()) is not None:
             entry = next(e for e in entries if e.name == chosen)

@@ -24,6 +24,15 @@ def private_audit_log(tmp_path_factory) -> Path:
     return Path(os.environ["XRAY_AUDIT_LOG"])
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_store(tmp_path_factory) -> str:
+    """No test writes scored films or reads into a store beside the repository: one SQLite store per test session
+    (subprocesses inherit $XRAY_DB_URL); a test of the default location unsets it itself."""
+    if "XRAY_DB_URL" not in os.environ:
+        os.environ["XRAY_DB_URL"] = f"sqlite:///{tmp_path_factory.mktemp('store') / 'xray.db'}"
+    return os.environ["XRAY_DB_URL"]
+
+
 @pytest.fixture
 def log(tmp_path, monkeypatch) -> Path:
     """A private audit log, so a test can count its own lines."""

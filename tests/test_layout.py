@@ -39,7 +39,7 @@ MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 80
 TORCH_NAMES = ("torch", "torchvision", "timm")
 TORCH_FREE_ROOMS = ("xraycore.inference", "xraycore.io", "xraycore.data.decode", "xraycore.reading_room",
-                    "xraycore.clinical")
+                    "xraycore.clinical", "xraycore.store", "xraycore.monitoring")
 TORCH_SIDE = ("xraycore.inference.backends.torch_runtime", "xraycore.inference.export")
 STDLIB_NAMED_PACKAGES_ALLOWED = {"io"}
 
@@ -236,6 +236,21 @@ def test_no_import_cycle_between_subpackages():
         edges = [evidence[(a, b)] for a in component for b in component if (a, b) in evidence]
         described.append(" <-> ".join(component) + " (" + ", ".join(edges) + ")")
     assert not found, "import cycles between subpackages of xraycore: " + "; ".join(described)
+
+
+# Rooms at the bottom of the house: what each may import of ours (docs/architecture.md). The store keeps the
+# database and nothing else, so that every room above it (clinical, monitoring, the app) may use it.
+BASE_ROOMS = {"common": set(), "store": {"common"}, "metrics": {"common"}, "io": {"common"}, "runs": {"common"}}
+
+
+def test_the_base_rooms_import_only_what_they_may():
+    offenders = []
+    for module, targets in module_graph().items():
+        room = room_of(module)
+        if room in BASE_ROOMS:
+            offenders += [f"{module} -> {target}" for target in targets
+                          if room_of(target) not in (None, room, *BASE_ROOMS[room])]
+    assert not offenders, "a base room imports above itself: " + "; ".join(offenders)
 
 
 def test_streamlit_is_imported_only_under_xraycore_app():

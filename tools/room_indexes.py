@@ -19,11 +19,15 @@ ROOMS = {
     "inference": "Films in, Predictions out: the Predictor, model directories, backends, export, self-check.",
     "inference/backends": "The inference backends: which one answers, torch and ONNX Runtime.",
     "io": "Files to images: PNG/JPEG/DICOM reading, typed read errors, intended-use facts.",
-    "metrics": "Pure metric functions over numpy arrays: classification, ranking, calibration, bootstrap.",
+    "metrics": "Pure metric functions over numpy arrays: classification, ranking, calibration, bootstrap, drift.",
+    "monitoring": "Is the model still working after go-live: scored films recorded, windows, drift, expected and "
+                  "realised performance, alerts.",
     "models": "The backbone registry (facts as data), builders, heads, freezing, and weights sources.",
     "ood": "Is this film like the training films? Feature distances for the out-of-domain check.",
     "reading_room": "The radiologist's side of the hospital: PACS networking, worklist, DICOM results, PDFs.",
     "runs": "Run directories on disk, written so a killed process never leaves a lie, and process liveness.",
+    "store": "The database (SQLAlchemy 2 + Alembic): radiologists' reads, scored films, kept film pixels, settings; "
+             "SQLite by default, PostgreSQL by URL. Imports nothing of ours but common.",
     "training": "Training: loop, validation scoring, optimisation, checkpoints, distributed, config, presets, "
                 "studies, background jobs and their queue.",
 }

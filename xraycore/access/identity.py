@@ -43,12 +43,16 @@ PACS_SETTINGS = "pacs.settings"
 READ_AUDIT = "audit.read"
 PREVIEW_MODELS = "models.preview"  # score with a model not released for reading, under a banner (clinical/releases.py)
 RELEASE_MODELS = "models.release"  # release a model for reading, or withdraw it
+RECORD_READS = "reads.record"  # record one's read of a film (and correct or delete one's own reads)
+MANAGE_READS = "reads.manage"  # correct or delete anyone's read
+SITE_SETTINGS = "site.settings"  # e.g. keep read films for site learning (clinical/site_reads.py)
+MONITOR = "monitoring.view"  # the Monitor page: drift, expected performance, alerts (xraycore/monitoring)
 
 _GRANTS: dict[str, frozenset[str]] = {
-    READER: frozenset({SCORE, DOWNLOAD, PACS_QUERY}),
-    RESEARCHER: frozenset({TRAIN, COMPARE, PREVIEW_OPERATING_POINT, PREVIEW_MODELS}),
+    READER: frozenset({SCORE, DOWNLOAD, PACS_QUERY, RECORD_READS}),
+    RESEARCHER: frozenset({TRAIN, COMPARE, PREVIEW_OPERATING_POINT, PREVIEW_MODELS, MONITOR}),
     ADMIN: frozenset({CHANGE_OPERATING_POINT, DELETE_RUNS, STOP_ANY_JOB, PACS_STORE, PACS_SETTINGS, READ_AUDIT,
-                      RELEASE_MODELS}),
+                      RELEASE_MODELS, MANAGE_READS, SITE_SETTINGS}),
 }
 PERMISSIONS: dict[str, frozenset[str]] = {
     role: frozenset().union(*(_GRANTS[lower] for lower in ROLES[:index + 1])) for index, role in enumerate(ROLES)

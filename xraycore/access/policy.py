@@ -23,9 +23,9 @@ from typing import Any, Callable, Iterator, Sequence
 from xraycore.access import audit
 from xraycore.access.identity import (  # noqa: F401 - the vocabulary callers name as access.X
     ADMIN, ANONYMOUS, ANONYMOUS_PERMISSIONS, ANONYMOUS_REFUSAL, CHANGE_OPERATING_POINT, COMPARE,
-    DEFAULT_ROLES_FILE, DELETE_RUNS, DOWNLOAD, LOCAL, PACS_QUERY, PACS_SETTINGS, PACS_STORE, PERMISSIONS,
-    PREVIEW_MODELS, PREVIEW_OPERATING_POINT, READ_AUDIT, READER, RELEASE_MODELS, REPO_ROOT, RESEARCHER, ROLES,
-    ROLES_FILE_ENV, SCORE, SIGNED_IN, STOP_ANY_JOB, TERMINAL, TRAIN, Identity, RoleConfig, anonymous_identity, can,
+    DEFAULT_ROLES_FILE, DELETE_RUNS, DOWNLOAD, LOCAL, MANAGE_READS, MONITOR, PACS_QUERY, PACS_SETTINGS, PACS_STORE, PERMISSIONS,
+    PREVIEW_MODELS, PREVIEW_OPERATING_POINT, READ_AUDIT, READER, RECORD_READS, RELEASE_MODELS, REPO_ROOT, RESEARCHER, ROLES,
+    ROLES_FILE_ENV, SCORE, SIGNED_IN, SITE_SETTINGS, STOP_ANY_JOB, TERMINAL, TRAIN, Identity, RoleConfig, anonymous_identity, can,
     everyone_roles, identity_from_claims, load_roles, local_identity, parse_roles, read_toml, roles_file,
     terminal_identity,
 )

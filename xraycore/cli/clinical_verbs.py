@@ -41,6 +41,8 @@ def cmd_operating_point(args: argparse.Namespace) -> int:
         print(f"reset to the shipped point {operating.reset(args.model)!r}")
     elif args.mark_shipped:
         print(f"{operating.mark_shipped(args.model)!r} is now the point this model ships with")
+    elif getattr(args, "rename", None):
+        operating.rename(args.model, *args.rename)
     state = operating.load(args.model)
     for name, point in state["points"].items():
         marker, shipped = "*" if name == state["active"] else " ", " (shipped)" if name == state["shipped"] else ""

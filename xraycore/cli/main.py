@@ -3,7 +3,8 @@
 This module parses the command line (parser.build_parser) and hands the verb to its group's module:
 training_verbs (train, runs, presets, report), scoring_verbs (predict, evaluate), model_verbs (export, bundle,
 ood-expose, selfcheck), clinical_verbs (calibrate, operating-point, release, audit), reading_room_verbs (pacs),
-data_verbs (build-dataset) and shortcuts_verbs (shortcuts). A verb that changes shared settings acts as the
+data_verbs (build-dataset), reads_verbs (reads) and shortcuts_verbs (shortcuts). A verb that changes shared
+settings acts as the
 operating-system user (every role) and writes an audit line like the app does. Output meant for other programs (``--json``) goes to
 stdout; progress and messages go to stderr. A plain-language error exits with status 2.
 """
@@ -12,8 +13,9 @@ from __future__ import annotations
 import sys
 from typing import Sequence
 
-from xraycore.cli import (clinical_verbs, data_verbs, model_verbs, reading_room_verbs, scoring_verbs, shortcuts_verbs,
-                          training_verbs)
+from xraycore.cli import (adapt_verbs, clinical_verbs, data_verbs, model_verbs, reading_room_verbs, reads_verbs,
+                          scoring_verbs, shortcuts_verbs, training_verbs)
+from xraycore.cli.monitor_verbs import cmd_monitor
 from xraycore.cli.parser import build_parser
 
 HANDLERS = {
@@ -26,6 +28,9 @@ HANDLERS = {
     "release": clinical_verbs.cmd_release, "audit": clinical_verbs.cmd_audit,
     "pacs": reading_room_verbs.cmd_pacs,
     "build-dataset": data_verbs.cmd_build,
+    "reads": reads_verbs.cmd_reads,
+    "monitor": cmd_monitor,
+    "adapt": adapt_verbs.cmd_adapt,
     "shortcuts": shortcuts_verbs.cmd_shortcuts,
 }
 

@@ -10,6 +10,8 @@ import argparse
 import json
 from typing import Any
 
+from xraycore.cli.adapt_verbs import add_adapt_verb
+from xraycore.cli.shortcuts_verbs import add_shortcuts_verb
 from xraycore.training import config
 
 BACKEND_CHOICES = ("auto", "torch", "onnxruntime")
@@ -70,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     verbs = parser.add_subparsers(dest="verb", required=True)
     for add_verb in (_add_train, _add_evaluate, _add_calibrate, _add_ood_expose, _add_operating_point, _add_release,
                      _add_predict, _add_pacs, _add_selfcheck, _add_runs, _add_presets, _add_report, _add_export,
-                     _add_bundle, _add_audit, _add_build_dataset, _add_shortcuts):
+                     _add_bundle, _add_audit, _add_build_dataset, _add_reads,
+                     _add_monitor, add_adapt_verb, add_shortcuts_verb):
         add_verb(verbs)
     return parser
 
@@ -152,6 +155,7 @@ def _add_operating_point(verbs: argparse._SubParsersAction) -> None:
     points.add_argument("--activate", metavar="NAME", help="make NAME the active operating point")
     points.add_argument("--reset", action="store_true", help="go back to the point the model shipped active")
     points.add_argument("--mark-shipped", action="store_true", help="record the active point as the one that ships")
+    points.add_argument("--rename", nargs=2, metavar=("OLD", "NEW"), help="give a saved point another name (history kept)")
 
 
 def _add_release(verbs: argparse._SubParsersAction) -> None:
@@ -180,6 +184,10 @@ def _add_predict(verbs: argparse._SubParsersAction) -> None:
                          "one page per image with the scan, overlay, probability, call, model and warnings")
     predict.add_argument("--skip-non-frontal", action="store_true", help="leave out DICOMs whose View Position says "
                          "they are not a frontal view the model reads (e.g. lateral) and say how many were skipped")
+    predict.add_argument("--record", action="store_true", help="record each scored film in the store for monitoring "
+                         "(`monitor`): the answer, model and point, never a file name or pixels")
+    predict.add_argument("--db", metavar="URL", help="with --record: the store (default: $XRAY_DB_URL, else xray.db "
+                         "beside the runs folder)")
 
 
 def _add_pacs(verbs: argparse._SubParsersAction) -> None:
@@ -199,6 +207,9 @@ def _add_pacs(verbs: argparse._SubParsersAction) -> None:
     pacs.add_argument("--include-non-frontal", action="store_true", help="also score images whose View Position "
                       "says they are not a frontal view (skipped by default, with a count)")
     pacs.add_argument("--timeout", type=float, help="seconds to wait for the PACS (default: the node's, else 30)")
+    pacs.add_argument("--record", action="store_true", help="record each scored image in the store for monitoring")
+    pacs.add_argument("--db", metavar="URL", help="with --record: the store (default: $XRAY_DB_URL, else xray.db "
+                      "beside the runs folder)")
     pacs.add_argument("--json", action="store_true", help="one JSON line per image, like predict --json")
 
 
@@ -276,15 +287,55 @@ def _add_build_dataset(verbs: argparse._SubParsersAction) -> None:
     build.add_argument("--copy", action="store_true", help="copy files instead of symlinking")
 
 
-def _add_shortcuts(verbs: argparse._SubParsersAction) -> None:
-    """The shortcuts verb: where a model's heat maps look on a labelled folder, and occlusion probes."""
-    report = verbs.add_parser("shortcuts", help="does the model look at the lungs? heat-map mass in the outer band "
-                              "and on the lung fields, occlusion probes, each with a bootstrap 95%% CI and a "
-                              "pass/fail at documented limits (docs/heat-maps.md)")
-    report.add_argument("--model", required=True, help="model directory (a run or models/default)")
-    report.add_argument("--data", required=True, help="folder of class folders (e.g. NORMAL/, PNEUMONIA/)")
-    report.add_argument("--positive", help="the positive class (default: the model's)")
-    report.add_argument("--backend", choices=BACKEND_CHOICES, default="auto", help=BACKEND_HELP)
-    report.add_argument("--save", metavar="NAME", help="keep the report with the model (shortcuts/NAME.json): the "
-                        "model card and the Compare page show it")
-    report.add_argument("--json", action="store_true", help="one JSON object on stdout")
+def _add_reads(verbs: argparse._SubParsersAction) -> None:
+    """The reads verb: radiologists' reads of scored films, kept in the store ($XRAY_DB_URL)."""
+    reads = verbs.add_parser("reads", help="radiologists' reads: add, import, list, export, stats, keep-films "
+                             "(the store: $XRAY_DB_URL, default xray.db beside the runs)")
+    sub = reads.add_subparsers(dest="reads_verb", required=True, metavar="ACTION",
+                               help="add, import, list, export, stats or keep-films (each has its own --help)")
+    for name, text in (("add", "score FILEs with the model and record your read of each"),
+                       ("import", "score a labelled sample (one sub-folder per read) and record its reads")):
+        verb = sub.add_parser(name, help=text)
+        if name == "add":
+            verb.add_argument("files", nargs="+", help="PNG, JPEG or DICOM files")
+            verb.add_argument("--read", required=True, help="your final read: a class of the model, other or uncertain")
+        else:
+            verb.add_argument("folder", help="folder of sub-folders named by read (e.g. NORMAL/, PNEUMONIA/)")
+        verb.add_argument("--model", help="model directory (default: the bundled model, or $XRAY_MODEL_DIR)")
+        verb.add_argument("--reference", choices=("report", "CT", "follow-up", "consensus"),
+                          help="what the read rests on")
+        verb.add_argument("--heatmap-on-region", type=_bool, metavar="yes|no",
+                          help="was the heat map on the relevant region?")
+    listing = sub.add_parser("list", help="the current reads (--history: every row, corrections and deletions)")
+    listing.add_argument("--since", help="ISO date/time or a span such as 7d, 12h")
+    listing.add_argument("--history", action="store_true", help="every row, superseded ones included")
+    listing.add_argument("--json", action="store_true", help="one JSON object per read")
+    export = sub.add_parser("export", help="class folders of the kept read films (PNG named by sha256) for "
+                            "calibrate, evaluate and adapt")
+    export.add_argument("--output", required=True, help="folder to write CLASS/<sha256>.png into")
+    stats = sub.add_parser("stats", help="reads per class and reader, agreement with the model, Cohen's kappa")
+    stats.add_argument("--json", action="store_true", help="one JSON object")
+    keep = sub.add_parser("keep-films", help="keep read films' pixels for site learning: on or off (admin), or show it")
+    keep.add_argument("state", nargs="?", choices=("on", "off"), help="on or off; left out: show the setting and its "
+                      "history")
+
+
+def _add_monitor(verbs: argparse._SubParsersAction) -> None:
+    """The monitor verb: drift, expected and realised performance and alerts over the recorded scored films."""
+    from xraycore.cli.monitor_verbs import CBPE_ASSUMES
+
+    monitor = verbs.add_parser(
+        "monitor", help="is the model still working? drift, expected performance and alerts over the scored films",
+        description="Per window of recorded scored films: n, positive_rate (95% Wilson interval), ood_rate, "
+                    "guard_rate, psi (logit, 10 quantile bins of the reference; warn > 0.1, alert > 0.2), "
+                    "wasserstein (in reference standard deviations), expected_* and realised_* (where reads "
+                    "exist), alerts. " + CBPE_ASSUMES + " An alert needs two consecutive "
+                    "windows over a limit or one over twice it. Exit status 1 while an alert is active.")
+    monitor.add_argument("--model", help="model directory (default: $XRAY_MODEL_DIR, else the bundled models/default)")
+    monitor.add_argument("--since", help="only films scored since this date, e.g. 2026-11-29 (UTC)")
+    monitor.add_argument("--window", default="week", help="week, day, or N consecutive films (default: week)")
+    monitor.add_argument("--reference", metavar="NAME", help="compare with the films operating point NAME was fitted "
+                         "on (default: the answering point's; 'internal' = internal validation)")
+    monitor.add_argument("--db", metavar="URL", help="the store (default: $XRAY_DB_URL, else xray.db beside the runs)")
+    monitor.add_argument("--json", action="store_true", help="one JSON object per window, exactly the keys above "
+                         "plus start and end")

@@ -35,8 +35,13 @@ def cmd_pacs(args: argparse.Namespace) -> int:
         + (f" since {since}" if since else ""))
     skip = None if args.include_non_frontal else SkipNonFrontal()
     scored = failures = stored = already = 0
+    recorder = None
+    if args.record:  # the CLI records for monitoring only when asked
+        from xraycore.monitoring.recording import Recorder
+
+        recorder = Recorder("pacs", predictor.audit_model, store=args.db)
     for item in pacs_scan.scan(node, predictor, studies, modalities=modalities, skip=skip, store_results=args.store_results,
-                          model=model):
+                          model=model, recorder=recorder):
         if isinstance(item, pacs.Notice):
             say(item.message)
             continue

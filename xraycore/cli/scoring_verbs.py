@@ -56,6 +56,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         from xraycore.inference.provenance import of_model
 
         model = of_model(args.model)
+    recorder = _recorder(args, predictor)
     kept = []  # small display copies for the PDF report
     failures, answered = 0, 0
     wants_cam = cam_dir is not None or dicom_dir is not None or bool(args.report)
@@ -63,6 +64,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
                                               skip=skip, identity=access.terminal_identity()):
         failures += not prediction.ok
         answered += 1
+        if recorder is not None and (recorded := recorder.record([prediction])).problem:
+            say(f"{prediction.name}: {recorded.problem}")
         if cam_dir and prediction.overlay is not None:
             from PIL import Image
 
@@ -93,6 +96,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
                                             operating_point=predictor.operating_point, model=model))
         say(f"wrote the report to {args.report}")
     return 1 if answered and failures == answered else 0
+
+
+def _recorder(args: argparse.Namespace, predictor: Any) -> Any:
+    """With --record, the store each scored film is recorded in (monitoring); None without it."""
+    if not args.record:
+        return None
+    from xraycore.monitoring.recording import Recorder
+
+    return Recorder("cli", predictor.audit_model, store=args.db)
 
 
 def _write_dicom_results(directory: Path, prediction: Any, model: Any) -> None:

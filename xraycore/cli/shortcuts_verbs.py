@@ -9,6 +9,22 @@ import argparse
 import json
 
 from xraycore.cli.messages import say
+from xraycore.inference.backends.choice import AUTO, ONNXRUNTIME, TORCH
+
+
+def add_shortcuts_verb(verbs: argparse._SubParsersAction) -> None:
+    """The shortcuts verb's options (here, not in parser.py, which is at its size limit)."""
+    report = verbs.add_parser("shortcuts", help="does the model look at the lungs? heat-map mass in the outer band "
+                              "and on the lung fields, occlusion probes, each with a bootstrap 95%% CI and a "
+                              "pass/fail at documented limits (docs/heat-maps.md)")
+    report.add_argument("--model", required=True, help="model directory (a run or models/default)")
+    report.add_argument("--data", required=True, help="folder of class folders (e.g. NORMAL/, PNEUMONIA/)")
+    report.add_argument("--positive", help="the positive class (default: the model's)")
+    report.add_argument("--backend", choices=(AUTO, TORCH, ONNXRUNTIME), default=AUTO,
+                        help="inference backend, as for evaluate (default: auto)")
+    report.add_argument("--save", metavar="NAME", help="keep the report with the model (shortcuts/NAME.json): the "
+                        "model card and the Compare page show it")
+    report.add_argument("--json", action="store_true", help="one JSON object on stdout")
 
 
 def cmd_shortcuts(args: argparse.Namespace) -> int:

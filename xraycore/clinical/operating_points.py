@@ -30,6 +30,8 @@ from xraycore.runs import directory as runs
 from xraycore.metrics.decision import is_positive, softmax  # numpy only: the serving install loads this module
 from xraycore.common.files import atomic_write_json
 from xraycore.common.timestamps import utc_timestamp
+from xraycore.clinical import site_profiles
+from xraycore.clinical.site_profiles import PROFILE_KIND
 
 POINTS_FILE = "operating_points.json"
 INTERNAL = "internal"
@@ -182,11 +184,34 @@ def _activate(model_dir: str | Path, name: str, user: str | None, identity: acce
             raise ValueError(f"This model has no operating point named {name!r}.")
         if name != state["shipped"] and (refusal := site_refusal(state["points"][name])):
             raise ValueError(refusal)
+        if site_profiles.is_profile_point(state["points"][name]):  # its weights must be there to answer
+            site_profiles.load_profile(model_dir, state["points"][name]["profile"])
         who = user or line.identity.user
         old, new = _named(state["active"], state["points"][state["active"]]), _named(name, state["points"][name])
         state["history"].append(_history_entry("activate", name, old, new, who))
         line.note(old=old, new=new)
         state["active"] = name
+        _write(model_dir, state)
+
+
+def rename(model_dir: str | Path, old_name: str, new_name: str, *, identity: access.Identity | None = None) -> None:
+    """Give a saved point another name, keeping its values, whether it is active or shipped, and the history (one
+    "rename" entry added). Admin only, one audit line. The internal point keeps its name."""
+    with access.guarded("operating_point.rename", identity, access.CHANGE_OPERATING_POINT,
+                       model=audit.model_info(model_dir), operating_point=str(old_name)) as line:
+        model_dir, new_name = Path(model_dir), _check_name(new_name)
+        state = load(model_dir)
+        if old_name == INTERNAL or old_name not in state["points"]:
+            raise ValueError(f"This model has no saved operating point named {old_name!r} that can be renamed.")
+        if new_name in state["points"]:
+            raise ValueError(f"This model already has an operating point named {new_name!r}.")
+        state["points"] = {new_name if key == old_name else key: value for key, value in state["points"].items()}
+        state["active"] = new_name if state["active"] == old_name else state["active"]
+        state["shipped"] = new_name if state["shipped"] == old_name else state["shipped"]
+        values = _named(new_name, state["points"][new_name])
+        state["history"].append({**_history_entry("rename", new_name, {**values, "name": old_name}, values,
+                                                  line.identity.user)})
+        line.note(old={"name": old_name}, new={"name": new_name})
         _write(model_dir, state)
 
 
@@ -294,9 +319,12 @@ def temperature_at_bound(point: dict[str, Any]) -> bool:
 
 
 def site_refusal(point: dict[str, Any]) -> str | None:
-    """Why a site calibration may not be saved or activated (a preview only), in one sentence; None for any other
-    point or a sound calibration. Checked by :func:`save` and :func:`activate` themselves, whoever calls them."""
-    if point.get("kind") != SITE_KIND:
+    """Why a site calibration or site profile may not be saved or activated (a preview only), in one sentence;
+    None for any other point or a sound one. Checked by :func:`save` and :func:`activate` themselves, whoever
+    calls them."""
+    if point.get("kind") == PROFILE_KIND and (refusal := site_profiles.profile_refusal(point)):
+        return refusal
+    if point.get("kind") not in (SITE_KIND, PROFILE_KIND):
         return None
     counts = point.get("n_positive"), point.get("n_negative")
     if not all(isinstance(count, int) for count in counts):

@@ -23,7 +23,7 @@ from xraycore.common.lazy import lazy_exports
 _EXPORTS = {
     "files": ("plain_name", "atomic_stream", "atomic_write_bytes", "atomic_write_text", "to_json",
         "json_line", "atomic_write_json", "read_json_file"),
-    "hashing": ("sha256_of_file", "sha256_of_content"),
+    "hashing": ("sha256_of_file", "sha256_of_content", "sha256_of_pixels"),
     "lazy": ("lazy_exports",),
     "model_directory": ("ModelDirectoryError", "read_model_json"),
     "tensor_files": ("save_weights", "load_weights", "save_arrays", "load_arrays"),

@@ -1,20 +1,27 @@
 """Numbers about models: external evaluations, comparisons, figures, study reports, model cards.
 
-    compare_tables    The Compare page's tables as rows: what to expect on new patients, across folds,
-                      reported, configured
-    comparison        Comparing runs: the numbers behind the Compare page and the HTML study report
-    external          Score a model on a labelled folder: the numbers a reviewer asks for, site calibration,
-                      and the external evaluations a model directory keeps as records
-    figures           Plotly figures from plain arrays, shared by the Streamlit pages and the HTML report
-    model_card        Turn a finished run into a shippable model directory with a model card
-    point_evidence    What a model's figures rest on, the ACTIVE operating point's first: Diagnose's sidebar
-                      and Compare's table
-    shortcut_probes   The shortcut report of a model on a labelled folder: heat maps and occlusion probes,
-                      film by film
-    shortcuts         Does a model look at the lungs? The shortcut report's measures, limits and records
-    site_calibration  Site calibration and the Operating point page's records: what the page used to build
-                      itself
-    study_report      One self-contained HTML file per study: `python -m xraycore report STUDY`
+    compare_tables       The Compare page's tables as rows: what to expect on new patients, across folds,
+                         reported, configured
+    comparison           Comparing runs: the numbers behind the Compare page and the HTML study report
+    external             Score a model on a labelled folder: the numbers a reviewer asks for, site
+                         calibration, and the external evaluations a model directory keeps as records
+    figures              Plotly figures from plain arrays, shared by the Streamlit pages and the HTML report
+    model_card           Turn a finished run into a shippable model directory with a model card
+    point_evidence       What a model's figures rest on, the ACTIVE operating point's first: Diagnose's
+                         sidebar and Compare's table
+    shortcut_probes      The shortcut report of a model on a labelled folder: heat maps and occlusion probes,
+                         film by film
+    shortcuts            Does a model look at the lungs? The shortcut report's measures, limits and records
+    site_adaptation      Site adaptation: a site's labelled films teach every network of a model, and the
+                         result is a site profile
+    site_adaptation_fit  Site adaptation's fitting, apart from its refusals and storage
+                         (:mod:`site_adaptation`) because it imports torch: the views of every film cached
+                         once per network, the cross-fitting (each fold adapts every network again from the
+                         original weights and scores the films it left out), the final fit on every film, and
+                         the proof that the exported graphs answer with the adapted weights as torch does
+    site_calibration     Site calibration and the Operating point page's records: what the page used to build
+                         itself
+    study_report         One self-contained HTML file per study: `python -m xraycore report STUDY`
 
 The functions and classes named below are importable from this package too; each is imported from its
 module on first use, so importing the package is cheap and pulls in no torch.
@@ -40,6 +47,8 @@ _EXPORTS = {
     "shortcut_probes": ("body_grey", "blanked", "probe_films", "shortcut_report"),
     "shortcuts": ("band_mask", "corner_mask", "heat_measures", "summarise", "verdict", "save_report",
         "list_reports", "figure_rows", "card_section", "compare_rows"),
+    "site_adaptation": ("adapt_folder", "read_films", "list_profiles", "describe_figures"),
+    "site_adaptation_fit": ("adapt_networks", "check_graph"),
     "site_calibration": ("check_classes", "fit_site_calibration", "preview", "calibrate_folder",
         "save_site_calibration", "chosen_point", "validation_scores"),
     "study_report": ("build_study_html", "write_study_report"),

@@ -26,6 +26,9 @@ from xraycore.data import folders
 from xraycore.evaluation.external import Labelled, ScoredFolder, folder_items, score_labelled
 from xraycore.clinical.fit_bootstrap import procedure_intervals
 from xraycore.inference.predictor import Predictor
+from xraycore.monitoring.reference_files import save_reference
+
+REFERENCE_SCORES = "_reference_scores"  # fitted films' logits, carried from the fit to the save
 
 
 def check_classes(items: list[Labelled], class_names: list[str]) -> None:
@@ -66,6 +69,9 @@ def fit_site_calibration(predictor: Predictor, scored: ScoredFolder, beta: float
                                                        groups=[folders.patient_id(f) for f in scored.files]),
     )
     point["warning"] = operating.site_refusal(point)
+    # the films it was fitted on, kept as the monitoring reference when the point is saved (_store), never in the point
+    point[REFERENCE_SCORES] = {"logits": np.asarray(scored.logits, dtype=float).tolist(), "truth": y_true.tolist(),
+                               "source": f"site calibration films ({len(y_true)} of {sample_name})"}
     return point
 
 
@@ -127,7 +133,14 @@ def save_site_calibration(model_dir: str | Path, name: str, point: dict[str, Any
 def _store(model_dir: str | Path, name: str, point: dict[str, Any], activate: bool, user: str,
            line: Any) -> dict[str, Any]:
     line.note(counts={"images": point["n"], "positive": point["n_positive"], "negative": point["n_negative"]})
-    return operating._save(model_dir, name, point, activate=activate, user=user, line=line)
+    point = dict(point)
+    scores = point.pop(REFERENCE_SCORES, None)
+    saved = operating._save(model_dir, name, point, activate=activate, user=user, line=line)
+    if scores is not None:  # what monitoring compares this point's scored films with (monitoring.reference_files)
+        positive = int(point["positive_index"])
+        save_reference(model_dir, name, scores["logits"], [positive if t else 1 - positive for t in scores["truth"]],
+                       positive, scores["source"])
+    return saved
 
 
 def chosen_point(threshold: float, beta: float, shown: dict[str, Any]) -> dict[str, Any]:

@@ -15,6 +15,8 @@
                      line keeps of a batch
     predictor        The Predictor: a model directory (a run or `models/default`) → a Prediction per image
     provenance       Which model produced a result: name, version and the sha256 of its weights
+    read_record      A reader's read of a scored film, recorded: the one call Diagnose, the Worklist and
+                     `reads add` make
     samples          The sample scans shipped with the model: what Diagnose offers to try, and what the self-
                      check scores
     selfcheck        Self-check after installing: does this installation give the answers the model was
@@ -34,10 +36,11 @@ _EXPORTS = {
         "summary_csv", "rows_to_csv"),
     "export": ("export_model", "export_onnx"),
     "model_directory": ("open_model", "network_config", "network_runs"),
-    "networks": ("Engine", "Network", "load_networks", "choose_backend"),
+    "networks": ("Engine", "Network", "Adaptation", "load_networks", "choose_backend"),
     "prediction": ("Prediction", "score_counts", "bytes_source"),
     "predictor": ("Predictor", "operating_point_of"),
     "provenance": ("ModelProvenance", "software_version", "weights_sha256", "of_model"),
+    "read_record": ("prediction_facts", "record_prediction_read"),
     "samples": ("samples_dir", "sample_images", "sample_label"),
     "selfcheck": ("ReferenceMissing", "Check", "grid", "score", "write_reference", "load_reference", "run",
         "summary"),

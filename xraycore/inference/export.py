@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from xraycore.runs import directory as runs
+from xraycore.clinical.operating_points import INTERNAL
 from xraycore.inference.backends.choice import GRAPH_FILE
 from xraycore.inference.networks import Network
 from xraycore.inference.predictor import Predictor
@@ -63,7 +64,8 @@ def export_model(model_dir: str | Path, fmt: str, output: Path | None = None, at
         return _export_torchscript(model_dir, output, atol)
     if fmt != "onnx":
         raise ValueError("format must be torchscript or onnx")
-    predictor = Predictor(model_dir, device="cpu", backend="torch")
+    # the original weights, whatever point is active: a site profile lays its delta over this graph
+    predictor = Predictor(model_dir, device="cpu", backend="torch", operating_point=INTERNAL)
     networks = predictor.networks
     if output is not None and len(networks) > 1:
         raise ValueError("an ensemble's graphs go into its members' directories: leave out the output path")
@@ -91,9 +93,12 @@ def export_onnx(network: Network, temperature: float, output: Path, atol: float 
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript-based exporter: hooks trace into it
         expected = [tensor.numpy() for tensor in graph(example)]
+        # Named initializers (no batch-norm folding, no constant folding): every weight keeps its state-dict name,
+        # so a site profile's delta overrides it in ONNX Runtime (clinical.site_profiles); ONNX Runtime folds the
+        # batch norms itself when it loads the graph, so serving is as fast.
         torch.onnx.export(graph, (example,), str(output), input_names=["image"], output_names=names,
                           dynamic_axes={name: {0: "batch"} for name in ["image", *names]}, opset_version=OPSET,
-                          dynamo=False)
+                          dynamo=False, training=torch.onnx.TrainingMode.PRESERVE, do_constant_folding=False)
     model = onnx.load(str(output))
     metadata = {"xraycore.weights_sha256": sha256_of_file(network.run.file(runs.WEIGHTS_FILE)),
                 "xraycore.image_size": str(size), "xraycore.ood_widths": json.dumps(list(engine.ood_widths)),

@@ -8,11 +8,12 @@ this module imports no torch.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Mapping, NamedTuple, Protocol
 
 import numpy as np
 from safetensors import SafetensorError
 
+from xraycore.clinical import site_profiles
 from xraycore.data import decode
 from xraycore.inference.backends import choice as backends
 from xraycore.inference.backends.choice import ONNXRUNTIME, TORCH, BackendUnavailable, EngineOutput
@@ -51,10 +52,12 @@ class Network:
     operating point's temperature applies then).
     """
 
-    def __init__(self, run: runs.Run, backend: str = TORCH, device: str | None = None, temperature: float = 1.0) -> None:
+    def __init__(self, run: runs.Run, backend: str = TORCH, device: str | None = None, temperature: float = 1.0,
+                 profile: Adaptation | None = None) -> None:
         self.run = run
         config = network_config(run)
-        self.engine: Engine = _engine(backend, run, config, device)  # first: a network this version cannot build is named as such
+        # first: a network this version cannot build is named as such
+        self.engine: Engine = _engine(backend, run, config, device, profile)
         self.backbone: str = config["backbone"]
         self.class_names: list[str] = list(config["class_names"])
         self.image_size = int(config["image_size"])
@@ -81,17 +84,21 @@ class Network:
 
     def load_grey(self, image: XrayImage) -> np.ndarray:
         """The film as grey uint8 at the run's load size, encoded like the training images: what the store keeps
-        of a film (no header, no name) and what :meth:`prepare` normalises."""
+        of a film (no header, no name) and what :meth:`grey` normalises."""
         grey = to_uint8(image.pixels)
         if grey.shape != (self.load_size, self.load_size):  # resized here: give it the training images' encoding
             grey = decode.match_stored_encoding(decode.resize_uint8(grey, self.load_size), self.input_jpeg_quality)
         return grey
 
-    def prepare(self, image: XrayImage, grey: np.ndarray | None = None) -> np.ndarray:
-        """Grey float image → normalised float32 (3, H, W) network input, exactly as validation images in training
-        (``grey``: :meth:`load_grey`'s answer when already computed)."""
-        grey = decode.prepare_grey(self.load_grey(image) if grey is None else grey, self.intensity, self.crop_margin)
-        return decode.network_input(grey, self.image_size, self.mean, self.std)
+    def grey(self, image: XrayImage, loaded: np.ndarray | None = None) -> np.ndarray:
+        """The uint8 grey film at the run's load size, intensity-normalised: what :meth:`prepare` normalises (and
+        what site adaptation augments). ``loaded``: :meth:`load_grey`'s answer when already computed."""
+        return decode.prepare_grey(self.load_grey(image) if loaded is None else loaded, self.intensity,
+                                   self.crop_margin)
+
+    def prepare(self, image: XrayImage, loaded: np.ndarray | None = None) -> np.ndarray:
+        """Grey float image → normalised float32 (3, H, W) network input, exactly as validation images in training."""
+        return decode.network_input(self.grey(image, loaded), self.image_size, self.mean, self.std)
 
     def to_tensor(self, image: XrayImage) -> torch.Tensor:
         """:meth:`prepare` as a torch tensor (torch installs only)."""
@@ -109,16 +116,28 @@ class Network:
         return None if self.ood is None else self.ood.ratio(feats)
 
 
-def _engine(backend: str, run: runs.Run, config: Mapping[str, Any], device: str | None) -> Engine:
-    """The backend's engine for one network; each runtime module is imported only when chosen."""
+class Adaptation(NamedTuple):
+    """Which site profile's delta a network answers with: the model directory, the profile, the network's key."""
+
+    model_dir: Path
+    profile: str
+    key: str
+
+
+def _engine(backend: str, run: runs.Run, config: Mapping[str, Any], device: str | None,
+            profile: Adaptation | None = None) -> Engine:
+    """The backend's engine for one network, with a site profile's delta laid over its weights when given; each
+    runtime module is imported only when chosen."""
     if backend == ONNXRUNTIME:
         from xraycore.inference.backends.onnx_runtime import OnnxEngine
 
-        return OnnxEngine(run, config)
+        overrides = None if profile is None else site_profiles.graph_overrides(*profile, run.file(backends.GRAPH_FILE))
+        return OnnxEngine(run, config, overrides)
     from xraycore import models
     from xraycore.inference.backends.torch_runtime import TorchEngine
 
-    return TorchEngine.load(run, config, models.pick_device(device))
+    delta = None if profile is None else site_profiles.load_delta(*profile)
+    return TorchEngine.load(run, config, models.pick_device(device), delta)
 
 
 def _load_ood(run: runs.Run, widths: list[int]) -> OodModel | None:
@@ -141,9 +160,13 @@ def _load_ood(run: runs.Run, widths: list[int]) -> OodModel | None:
     return ood
 
 
-def load_networks(run: runs.Run, backend: str = TORCH, device: str | None = None) -> list[Network]:
-    """The networks of a model directory (see :func:`network_runs`) on ``backend``."""
-    networks = [Network(member, backend, device, temperature) for member, temperature in network_runs(run)]
+def load_networks(run: runs.Run, backend: str = TORCH, device: str | None = None,
+                  profile: str | None = None) -> list[Network]:
+    """The networks of a model directory (see :func:`network_runs`) on ``backend``, each with site profile
+    ``profile``'s delta when one is named (:mod:`xraycore.clinical.site_profiles`)."""
+    networks = [Network(member, backend, device, temperature,
+                        None if profile is None else Adaptation(run.path, profile, site_profiles.network_key(member.path, run.path)))
+                for member, temperature in network_runs(run)]
     if len({tuple(n.class_names) for n in networks}) != 1:
         raise ValueError("the members of an ensemble must share their classes")
     return networks

@@ -24,6 +24,7 @@ from xraycore.explain import cam as explain
 from xraycore.io import intended_use
 from xraycore.clinical import operating_points as operating
 from xraycore.clinical import releases
+from xraycore.clinical import site_profiles
 from xraycore.runs import directory as runs
 from xraycore.common.hashing import sha256_of_pixels
 from xraycore.common.model_directory import ModelDirectoryError
@@ -58,19 +59,21 @@ class Predictor:
                  operating_point: str | None = None, backend: str | None = None) -> None:
         self.run = open_model(model_dir.path if isinstance(model_dir, runs.Run) else model_dir)
         self.device = device
+        operating = operating_point_of(self.run, operating_point)
+        # a site profile answers with its adapted weights (clinical.site_profiles), on either backend
+        self.site_profile: str | None = operating["profile"] if site_profiles.is_profile_point(operating) else None
         self.backend, self.backend_reason = choose_backend(backend, device, [m.path for m, _ in network_runs(self.run)])
         try:
-            self.networks = load_networks(self.run, self.backend, device)
+            self.networks = load_networks(self.run, self.backend, device, self.site_profile)
         except ModelDirectoryError as error:  # a graph of older weights (onnx_runtime.StaleGraph): torch answers
             if self.backend != ONNXRUNTIME or backends.check_request(backend) != backends.AUTO or not backends.installed(TORCH):
                 raise
             self.backend, self.backend_reason = TORCH, backends.fell_back(str(error))
-            self.networks = load_networks(self.run, TORCH, device)
+            self.networks = load_networks(self.run, TORCH, device, self.site_profile)
         self._torch_networks: list[Network] | None = self.networks if self.backend == TORCH else None
         self.intended = intended_use.load(self.run.path)  # None: no intended_use.json, no DICOM checks
         config = self.run.config
         self.class_names: list[str] = list(config.get("class_names") or self.networks[0].class_names)
-        operating = operating_point_of(self.run, operating_point)
         self.operating_point = operating["name"] if threshold is None else f"{operating['name']}, threshold overridden"
         self.temperature = float(operating.get("temperature", 1.0))
         self.positive_index: int | None = operating.get("positive_index")
@@ -137,7 +140,7 @@ class Predictor:
             "model": self.run.id, "path": str(self.run.path), "backbone": " + ".join(backbones),
             "members": len(self.networks), "backend": self.backend, "backend_reason": self.backend_reason,
             "classes": self.class_names, "threshold": self.threshold, "temperature": self.temperature,
-            "operating_point": self.operating_point, "tta": self.tta,
+            "operating_point": self.operating_point, "site_profile": self.site_profile, "tta": self.tta,
             "weights_source": config.get("weights_source"), "split": config.get("split"),
             "counts": config.get("counts"), "validation": summary.get("val"), "data": config.get("train", {}).get("data"),
             "intended_use": None if self.intended is None else self.intended.to_json(),
@@ -166,7 +169,7 @@ class Predictor:
             raise BackendUnavailable(f"{explain.METHOD_LABELS[cam]} heat maps need the full install (torch); "
                                      f"this install offers {', '.join(self.cam_methods()) or 'none'}")
         if self._torch_networks is None:
-            self._torch_networks = load_networks(self.run, TORCH, self.device)
+            self._torch_networks = load_networks(self.run, TORCH, self.device, self.site_profile)
         return self._torch_networks
 
     def _forward(self, images: Sequence[XrayImage], grey_inputs: Sequence[np.ndarray], tta: bool, cam: str | None

@@ -1,5 +1,6 @@
-"""Pure metric functions over numpy arrays: classification, ranking, calibration, bootstrap.
+"""Pure metric functions over numpy arrays: classification, ranking, calibration, bootstrap, drift.
 
+    agreement       Agreement between two readers of the same films: Cohen's kappa, numpy only
     bootstrap       How sure a metric is: percentile bootstrap intervals, stratified, for any metric or the
                     standard set at once
     calibration     Whether the probabilities mean what they say: reliability bins, expected calibration
@@ -7,6 +8,9 @@
     classification  Metrics of a call: confusion counts, the rates made from them, F-beta, threshold sweeps
                     and reports
     decision        From logits to a call: the softmax and the one threshold rule, numpy only
+    drift           Has the score distribution moved, and what accuracy should we expect without labels: PSI,
+                    normalised Wasserstein distance and confidence-based performance estimation (CBPE), pure
+                    numpy
     inputs          The conventions every metric follows, and the input checks that hold them: labels, scores,
                     probabilities
     ranking         Threshold-free metrics of a score's ranking: ROC and precision-recall curves, AUROC and
@@ -21,6 +25,7 @@ from __future__ import annotations
 from xraycore.common.lazy import lazy_exports
 
 _EXPORTS = {
+    "agreement": ("cohen_kappa",),
     "bootstrap": ("bootstrap_indices", "bootstrap_ci", "bootstrap_report", "report_with_ci"),
     "calibration": ("reliability_bins", "expected_calibration_error", "temperature_nll", "fit_temperature"),
     "classification": ("rates_from_counts", "confusion_counts", "confusion_matrix", "binary_counts",
@@ -28,6 +33,7 @@ _EXPORTS = {
         "best_fbeta_threshold", "binary_report", "predictive_values", "classification_report",
         "multiclass_report", "one_vs_rest", "mean_std"),
     "decision": ("is_positive", "softmax"),
+    "drift": ("quantile_edges", "bin_shares", "psi", "wasserstein", "expected_rates"),
     "inputs": ("check_labels", "check_binary_labels", "check_scores", "check_label_pair",
         "check_probability_matrix", "has_both_classes"),
     "ranking": ("roc_curve", "pr_curve", "roc_auc", "average_precision"),

@@ -21,6 +21,7 @@ from xraycore.inference.prediction import Prediction
 from xraycore.inference.predictor import Predictor
 from xraycore.inference.provenance import ModelProvenance
 from xraycore.io.intended_use import SkipNonFrontal
+from xraycore.monitoring.recording import Recorder
 from xraycore.reading_room import dicom_out
 from xraycore.reading_room import pacs
 from xraycore.reading_room.pacs import DEFAULT_MODALITIES, Node, Notice, PacsError, Series, Study
@@ -50,13 +51,15 @@ class Scored:
 
 def scan(node: Node, predictor: Predictor, studies: Sequence[Study], *, modalities: Sequence[str] = DEFAULT_MODALITIES,
          skip: SkipNonFrontal | None = None, cam: str | None = "gradcam", store_results: bool = False,
-         model: ModelProvenance | None = None, identity: access.Identity | None = None) -> Iterator[Scored | Notice]:
+         model: ModelProvenance | None = None, identity: access.Identity | None = None,
+         recorder: Recorder | None = None) -> Iterator[Scored | Notice]:
     """Fetch and score every chest image of ``studies``, series by series; store results back when asked.
 
     Yields a Scored per image (its prediction may be an error) and a Notice for everything left out; this
     workbench's own result series are left out quietly and counted in one notice at the end. Scoring is
     audited like Diagnose's ('score': model, operating point, counts), as who asks (``identity``; from a
-    terminal, the OS user).
+    terminal, the OS user). With a ``recorder`` every scored image is recorded for monitoring; one that could
+    not be recorded is a Notice, never dropped in silence.
     """
     if store_results and model is None:
         raise ValueError("storing results needs the model's provenance (provenance.of_model)")
@@ -75,14 +78,14 @@ def scan(node: Node, predictor: Predictor, studies: Sequence[Study], *, modaliti
             yield Notice(f"{study.label}: no chest image series to score")
             continue
         for series in series_list:
-            yield from _scan_series(node, predictor, series, skip, cam, store_results, model, identity)
+            yield from _scan_series(node, predictor, series, skip, cam, store_results, model, identity, recorder)
     if own:
         yield Notice(f"left out {own} series of this workbench's own results (SR and heat maps)")
 
 
 def _scan_series(node: Node, predictor: Predictor, series: Series, skip: SkipNonFrontal | None, cam: str | None,
-                 store_results: bool, model: ModelProvenance | None, identity: access.Identity
-                 ) -> Iterator[Scored | Notice]:
+                 store_results: bool, model: ModelProvenance | None, identity: access.Identity,
+                 recorder: Recorder | None = None) -> Iterator[Scored | Notice]:
     """One series: fetched into memory, its images named and scored in order, results filed back when asked."""
     try:
         datasets, notices = pacs.retrieve(node, series, identity=identity)
@@ -104,6 +107,8 @@ def _scan_series(node: Node, predictor: Predictor, series: Series, skip: SkipNon
         header = dicom_out.read_source(dataset) if prediction.ok and _has_uids(dataset) else None
         scored = Scored(series=series, sop_uid=str(dataset.get("SOPInstanceUID") or ""), prediction=prediction,
                         header=header)
+        if recorder is not None and (recorded := recorder.record([prediction])).problem:
+            yield Notice(f"{prediction.name}: {recorded.problem}")
         if store_results and prediction.ok:
             yield from _store_back(node, scored, model, identity)
         yield scored

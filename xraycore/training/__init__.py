@@ -1,6 +1,8 @@
 """Training: loop, validation scoring, optimisation, checkpoints, distributed, config, presets, studies,
 background jobs and their queue.
 
+    adaptation          Site adaptation's torch side: fine-tune the tail of a trained network on a site's
+                        films, fast on a CPU
     checkpoint          What `--resume` continues from: one checkpoint file per run, holding the last
                         completed epoch
     config              Every setting of a training run, declared once: one dataclass per group a researcher
@@ -47,6 +49,8 @@ from __future__ import annotations
 from xraycore.common.lazy import lazy_exports
 
 _EXPORTS = {
+    "adaptation": ("Split", "split_network", "grey_views", "normaliser", "cache_views", "fit_tail",
+        "changed_tensors", "tail_logits", "with_delta", "apply_delta"),
     "checkpoint": ("restore", "save", "sync_weights"),
     "config": ("setting", "DataSettings", "ModelSettings", "InputSettings", "FinetuningSettings",
         "OptimisationSettings", "EvaluationSettings", "RuntimeSettings", "OutputSettings", "Group",

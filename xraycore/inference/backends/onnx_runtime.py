@@ -14,6 +14,7 @@ from typing import Any, Mapping
 import numpy as np
 import onnxruntime
 
+from xraycore.clinical import site_profiles
 from xraycore.explain import cam as explain
 from xraycore.runs import directory as runs
 from xraycore.common.model_directory import ModelDirectoryError
@@ -42,15 +43,22 @@ class OnnxEngine:
 
     name = NAME
 
-    def __init__(self, run: runs.Run, config: Mapping[str, Any]) -> None:
+    def __init__(self, run: runs.Run, config: Mapping[str, Any], overrides: Mapping[str, np.ndarray] | None = None) -> None:
+        """``overrides``: initializers (by the graph's names) replaced at load, a site profile's delta."""
         path = run.file(GRAPH_FILE)
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3  # errors only: the optimiser's notes are not the user's business
         # ONNX Runtime's threads spin after each run by default, taking the cores from what follows on this
         # thread (reading the next films, the out-of-domain distance's BLAS): 1.2-1.4x slower bulk scoring here.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        model: str | bytes = str(path)
+        if overrides:  # a site profile: its weights written into the graph (add_initializer loses to the optimiser)
+            try:
+                model = site_profiles.with_initializers(path.read_bytes(), overrides)
+            except (ValueError, IndexError, OSError) as error:
+                raise ModelDirectoryError(path, f"cannot take the site profile's weights: {error}") from None
         try:
-            self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            self.session = onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
         except LOAD_ERRORS:
             raise ModelDirectoryError(path, "is damaged: ONNX Runtime cannot load it (export it again)") from None
         meta = self.session.get_modelmeta().custom_metadata_map

@@ -34,9 +34,13 @@ class TorchEngine:
         self.ood_widths = models.ood_feature_widths(self.model, self.spec)
 
     @classmethod
-    def load(cls, run: runs.Run, config: Mapping[str, Any], device: torch.device) -> "TorchEngine":
-        """The network of a model directory (ModelDirectoryError naming what is wrong with it)."""
+    def load(cls, run: runs.Run, config: Mapping[str, Any], device: torch.device,
+             delta: Mapping[str, np.ndarray] | None = None) -> "TorchEngine":
+        """The network of a model directory (ModelDirectoryError naming what is wrong with it), with a site
+        profile's ``delta`` (changed tensors by state-dict name) laid over its weights when given."""
         model = load_model(run, config)  # first: a network this version cannot build is named as such
+        if delta:
+            _lay_over(model, delta, run)
         return cls(model, models.get_spec(config["backbone"]), device)
 
     @property
@@ -89,6 +93,18 @@ class TorchEngine:
             with torch.no_grad():
                 logits = (logits + self.model(torch.flip(inputs, dims=[3]))) / 2
         return EngineOutput(logits.float().cpu().numpy(), feats.cpu().numpy(), heatmaps, method)
+
+
+def _lay_over(model: torch.nn.Module, delta: Mapping[str, np.ndarray], run: runs.Run) -> None:
+    """Replace the tensors ``delta`` names (ModelDirectoryError when one is not this network's, or of another shape)."""
+    state = model.state_dict()
+    misfit = [name for name, array in delta.items() if name not in state or tuple(state[name].shape) != array.shape]
+    if misfit:
+        raise ModelDirectoryError(run.path, f"does not hold the network this site profile was adapted from "
+                                  f"(its tensor {misfit[0]!r} does not fit)")
+    with torch.no_grad():
+        for name, array in delta.items():
+            state[name].copy_(torch.from_numpy(np.asarray(array)).to(state[name].dtype))
 
 
 def load_model(run: runs.Run, config: Mapping[str, Any]) -> torch.nn.Module:

@@ -1,0 +1,85 @@
+"""Site adaptation's torch side: where each method cuts a network, the cached views, a fit that changes only the
+tail and leaves the original untouched, and the delta laid back over the weights."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from xraycore import models
+from xraycore.training import adaptation
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def _network(backbone: str = "simple_cnn") -> torch.nn.Module:
+    torch.manual_seed(0)
+    model, _ = models.build_model(backbone, 2, pretrained="none")
+    return model.eval()
+
+
+def _films(n: int = 24, size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Grey films whose class is their brightness: something a tail can learn."""
+    rng = np.random.default_rng(0)
+    labels = np.arange(n) % 2
+    greys = np.clip(rng.normal(90 + 80 * labels[:, None, None], 20, (n, size, size)), 0, 255).astype(np.uint8)
+    return greys, labels
+
+
+@pytest.mark.parametrize("method, owned", [("head", ("classifier.",)), ("last-stage", ("features.3.", "classifier.")),
+                                           ("full", ("",))])
+def test_each_method_cuts_where_it_says_and_the_halves_make_the_network(method, owned):
+    model = _network()
+    split = adaptation.split_network(model, method)
+    assert split.prefixes == owned
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(split.tail(split.trunk(x)), model(x), atol=1e-5)
+
+
+def test_timm_efficientnets_cut_before_their_last_stage():
+    model = _network("mobilenetv2_100")
+    split = adaptation.split_network(model, "last-stage")
+    assert split.prefixes == ("blocks.6.", "conv_head.", "bn2.", "classifier.")
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(split.tail(split.trunk(x)), model(x), atol=1e-4)
+
+
+def test_unknown_method_is_one_sentence():
+    with pytest.raises(ValueError, match="Unknown adaptation method"):
+        adaptation.split_network(_network(), "everything")
+
+
+def test_clean_view_is_the_predictors_input_and_augmented_views_differ():
+    greys, _ = _films(4)
+    views = adaptation.grey_views(greys, ["hflip", {"name": "brightness_contrast", "brightness": 0.3}], 3, 32)
+    assert views.shape == (4, 3, 1, 32, 32)
+    assert torch.allclose(views[:, 0, 0], torch.from_numpy(greys).float() / 255)
+    assert not torch.allclose(views[:, 1], views[:, 0])
+
+
+@pytest.mark.parametrize("method", ["head", "last-stage", "full"])
+def test_a_fit_changes_only_the_tail_learns_and_leaves_the_original_untouched(method):
+    model = _network()
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    greys, labels = _films()
+    views = adaptation.grey_views(greys, ["hflip"], 2, 32)
+    device = torch.device("cpu")
+    cached = adaptation.cache_views(model, method, views, MEAN, STD, device)
+    original = adaptation.tail_logits(model, method, cached, {}, mean=MEAN, std=STD, device=device)
+    delta = adaptation.fit_tail(model, method, cached, labels, epochs=30, mean=MEAN, std=STD, device=device,
+                                learning_rate=3e-2 if method == "head" else 3e-3)
+    assert delta and all(name.startswith(adaptation.split_network(model, method).prefixes) for name in delta)
+    assert all(torch.equal(before[name], tensor) for name, tensor in model.state_dict().items())
+    adapted = adaptation.tail_logits(model, method, cached, delta, mean=MEAN, std=STD, device=device)
+    accuracy = lambda logits: float(np.mean(logits.argmax(1) == labels))  # noqa: E731
+    assert accuracy(adapted) == 1.0 and accuracy(adapted) > accuracy(original)
+    with torch.no_grad():  # the delta laid over a fresh copy answers as the fitted tail did
+        normal = adaptation.normaliser(MEAN, STD)(views[:, 0])
+        assert np.allclose(adaptation.with_delta(model, delta)(normal).numpy(), adapted, atol=1e-4)
+
+
+def test_a_delta_of_another_network_is_refused():
+    with pytest.raises(ValueError, match="do not fit the network"):
+        adaptation.apply_delta(_network(), {"classifier.weight": torch.zeros(5, 5)})

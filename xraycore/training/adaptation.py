@@ -1,0 +1,199 @@
+"""Site adaptation's torch side: fine-tune the tail of a trained network on a site's films, fast on a CPU.
+
+Why a module of its own: a site has a few hundred labelled films and a CPU, and every estimate is cross-fitted
+(each fold adapts again). So the frozen part of the network runs once per film and view: :func:`cache_views`
+keeps the activations that enter the adapted part (the classifier's input for ``head``, the last stage's input for
+``last-stage``, the augmented grey film itself for ``full``) over a few augmented views, and :func:`fit_tail`
+trains only the tail on them, as often as the cross-fitting asks, from the original weights each time.
+Batch norm keeps its running statistics (the network is in eval mode throughout), so a film's clean view gives
+the logits the Predictor will give. The result is a *delta*: only the tensors that changed
+(:func:`changed_tensors`), which a site profile stores and both backends lay over the original weights.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from xraycore.data.augment import BatchAugmentation, build_augmentation
+
+HEAD, LAST_STAGE, FULL = "head", "last-stage", "full"
+METHODS = (HEAD, LAST_STAGE, FULL)
+# Learning rates per method (AdamW), chosen by cross-fitted figures on the site sample (docs/model.md).
+LEARNING_RATES = {HEAD: 3e-3, LAST_STAGE: 3e-4, FULL: 1e-4}
+DEFAULT_VIEWS = 6  # the clean film and five augmented views, cached once
+BATCH_SIZE = 32
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class Split:
+    """A network cut in two: ``trunk`` (frozen, run once per view) and ``tail`` (trained); ``prefixes`` name the
+    state-dict entries the tail owns."""
+
+    trunk: Callable[[torch.Tensor], torch.Tensor]
+    tail: Callable[[torch.Tensor], torch.Tensor]
+    prefixes: tuple[str, ...]
+
+
+def _module_name(model: nn.Module, module: nn.Module) -> str:
+    return next(name for name, candidate in model.named_modules() if candidate is module)
+
+
+def split_network(model: nn.Module, method: str) -> Split:
+    """Where ``method`` cuts ``model`` (timm's EfficientNet family, MobileNetV2 among them, or the scratch CNN
+    for ``last-stage``; any timm-shaped network for ``head`` and ``full``). ValueError in one sentence otherwise."""
+    if method not in METHODS:
+        raise ValueError(f"Unknown adaptation method {method!r}; choose {', '.join(METHODS)}.")
+    if method == FULL:
+        return Split(lambda x: x, model, ("",))
+    classifier = model.get_classifier()
+    if method == HEAD:
+        return Split(lambda x: model.forward_head(model.forward_features(x), pre_logits=True), classifier,
+                     (_module_name(model, classifier) + ".",))
+    head = _module_name(model, classifier) + "."
+    if all(hasattr(model, name) for name in ("blocks", "conv_stem", "bn1", "conv_head", "bn2")):
+        last = len(model.blocks) - 1
+        return Split(lambda x: model.blocks[:last](model.bn1(model.conv_stem(x))),
+                     lambda a: model.forward_head(model.bn2(model.conv_head(model.blocks[last](a)))),
+                     (f"blocks.{last}.", "conv_head.", "bn2.", head))
+    if isinstance(getattr(model, "features", None), nn.Sequential):
+        last = len(model.features) - 1
+        return Split(lambda x: model.features[:last](x), lambda a: model.forward_head(model.features[last](a)),
+                     (f"features.{last}.", head))
+    raise ValueError(f"The {LAST_STAGE} method does not know where the last stage of this network begins; "
+                     f"use {HEAD} or {FULL}.")
+
+
+def grey_views(greys: np.ndarray, specs: Sequence, views: int, image_size: int, seed: int = 0) -> torch.Tensor:
+    """(N, V, 1, S, S) float views in [0, 1] of uint8 grey films (N, H, W): the clean film first (the
+    Predictor's input, to float rounding), then ``views - 1`` drawn from the training augmentation ``specs``."""
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        batch = torch.from_numpy(np.ascontiguousarray(greys)).unsqueeze(1).float().div_(255.0)
+        augment = build_augmentation(list(specs)).train()
+        out = [batch] + [augment(batch.clone()) for _ in range(views - 1)]
+    finally:
+        torch.random.set_rng_state(generator_state)
+    stacked = torch.stack([_resize(view.clamp(0, 1), image_size) for view in out], dim=1)
+    return stacked
+
+
+def _resize(batch: torch.Tensor, size: int) -> torch.Tensor:
+    if batch.shape[-2:] == (size, size):
+        return batch
+    return nn.functional.interpolate(batch, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+
+
+def normaliser(mean: Sequence[float], std: Sequence[float]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Grey [0, 1] (N, 1, S, S) → the network's normalised (N, 3, S, S) input, as data.augment does it."""
+    reference = BatchAugmentation([], 1, mean, std)
+    return lambda x: torch.addcmul(reference.offset.to(x), x.expand(-1, len(mean), -1, -1), reference.scale.to(x))
+
+
+@torch.no_grad()
+def cache_views(model: nn.Module, method: str, views: torch.Tensor, mean: Sequence[float], std: Sequence[float],
+                device: torch.device, progress: Progress | None = None) -> torch.Tensor:
+    """What enters the tail for every film and view (N, V, ...), computed once, on the CPU. ``full`` keeps the grey
+    views themselves (the whole network is the tail)."""
+    if method == FULL:
+        return views
+    model.eval().to(device)
+    split, normalise = split_network(model, method), normaliser(mean, std)
+    n, v = views.shape[:2]
+    flat, out = views.reshape(n * v, *views.shape[2:]), []
+    for start in range(0, n * v, BATCH_SIZE):
+        out.append(split.trunk(normalise(flat[start:start + BATCH_SIZE].to(device))).float().cpu())
+        if progress:
+            progress(min(start + BATCH_SIZE, n * v), n * v)
+    activations = torch.cat(out)
+    return activations.reshape(n, v, *activations.shape[1:])
+
+
+def _tail_input(method: str, batch: torch.Tensor, normalise: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    return normalise(batch) if method == FULL else batch
+
+
+def fit_tail(model: nn.Module, method: str, cached: torch.Tensor, labels: np.ndarray, *, epochs: int,
+             mean: Sequence[float], std: Sequence[float], device: torch.device, seed: int = 0,
+             learning_rate: float | None = None, progress: Progress | None = None) -> dict[str, torch.Tensor]:
+    """Train a copy of ``model``'s tail on cached views (each epoch: every film once, in one of its views drawn at
+    random), class-balanced cross-entropy, AdamW with a cosine schedule. Returns the delta
+    (:func:`changed_tensors`); ``model`` itself is untouched."""
+    adapted = copy.deepcopy(model).to(device).eval()  # eval: batch norm keeps its statistics, dropout is off
+    split, normalise = split_network(adapted, method), normaliser(mean, std)
+    trained = [p for name, p in adapted.named_parameters() if name.startswith(split.prefixes)]
+    for parameter in adapted.parameters():
+        parameter.requires_grad_(False)
+    for parameter in trained:
+        parameter.requires_grad_(True)
+    labels_t = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+    counts = torch.bincount(labels_t, minlength=2).clamp(min=1).float()
+    loss_fn = nn.CrossEntropyLoss(weight=(counts.sum() / (len(counts) * counts)).to(device))
+    rate = learning_rate or LEARNING_RATES[method]
+    optimiser = torch.optim.AdamW(trained, lr=rate, weight_decay=0.0)
+    generator = torch.Generator().manual_seed(seed)
+    n, views = cached.shape[:2]
+    steps_per_epoch = math.ceil(n / BATCH_SIZE)
+    total = max(1, epochs * steps_per_epoch)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: 0.5 * (1 + math.cos(math.pi * step / total)))
+    done = 0
+    for _ in range(epochs):
+        order = torch.randperm(n, generator=generator)
+        chosen = torch.randint(views, (n,), generator=generator)
+        for start in range(0, n, BATCH_SIZE):
+            index = order[start:start + BATCH_SIZE]
+            batch = _tail_input(method, cached[index, chosen[index]].to(device), normalise)
+            loss = loss_fn(split.tail(batch), labels_t[index].to(device))
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+            done += 1
+            if progress:
+                progress(done, total)
+    return changed_tensors(model, adapted)
+
+
+def changed_tensors(original: nn.Module, adapted: nn.Module) -> dict[str, torch.Tensor]:
+    """The state-dict entries of ``adapted`` that differ from ``original``'s, on the CPU, float32."""
+    before = original.state_dict()
+    return {name: tensor.detach().float().cpu().contiguous().clone() for name, tensor in adapted.state_dict().items()
+            if not torch.equal(tensor.detach().cpu(), before[name].detach().cpu())}
+
+
+@torch.no_grad()
+def tail_logits(model: nn.Module, method: str, cached: torch.Tensor, delta: dict[str, torch.Tensor], *,
+                mean: Sequence[float], std: Sequence[float], device: torch.device) -> np.ndarray:
+    """Raw logits (N, K) of the clean view (view 0) of cached films through the tail with ``delta`` laid over it."""
+    adapted = with_delta(model, delta).to(device).eval()
+    split, normalise = split_network(adapted, method), normaliser(mean, std)
+    out = [split.tail(_tail_input(method, cached[start:start + BATCH_SIZE, 0].to(device), normalise)).float().cpu()
+           for start in range(0, cached.shape[0], BATCH_SIZE)]
+    return torch.cat(out).numpy().astype(np.float64)
+
+
+def with_delta(model: nn.Module, delta: dict[str, torch.Tensor]) -> nn.Module:
+    """A copy of ``model`` with ``delta``'s tensors laid over its weights (ValueError naming a tensor it lacks)."""
+    adapted = copy.deepcopy(model)
+    apply_delta(adapted, delta)
+    return adapted
+
+
+def apply_delta(model: nn.Module, delta: dict[str, torch.Tensor]) -> None:
+    """Lay ``delta`` over ``model``'s weights in place; ValueError when a name or shape is not the network's."""
+    state = model.state_dict()
+    wrong = [name for name, tensor in delta.items() if name not in state or state[name].shape != tensor.shape]
+    if wrong:
+        raise ValueError(f"This site profile's weights do not fit the network (first misfit: {wrong[0]}); "
+                         "it was adapted from another model.")
+    with torch.no_grad():
+        for name, tensor in delta.items():
+            state[name].copy_(tensor.to(state[name].dtype))
