@@ -91,7 +91,15 @@ def _add_train(verbs: argparse._SubParsersAction) -> None:
                       "study by its name (finished runs kept, the rest continued or started)")
     what.add_argument("--run-id", help="name the run directory (default: time + backbone)")
     what.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_tracking(what)
     _add_train_options(train)
+
+
+def _add_tracking(group: argparse._ArgumentGroup) -> None:
+    """--tracking-uri / --no-tracking, the same for train and sweep (see xraycore.training.tracking)."""
+    group.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking server or store (default: "
+                       "$MLFLOW_TRACKING_URI, else sqlite:///<runs folder>/mlflow.db)")
+    group.add_argument("--no-tracking", action="store_true", help="do not track this run in MLflow")
 
 
 def _add_evaluate(verbs: argparse._SubParsersAction) -> None:

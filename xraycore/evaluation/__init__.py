@@ -9,6 +9,8 @@
     model_card        Turn a finished run into a shippable model directory with a model card
     point_evidence    What a model's figures rest on, the ACTIVE operating point's first: Diagnose's sidebar
                       and Compare's table
+    run_artifacts     A tracked run's model card and figures (confusion matrix, ROC and precision-recall
+                      curves) in its MLflow run
     site_calibration  Site calibration and the Operating point page's records: what the page used to build
                       itself
     study_report      One self-contained HTML file per study: `python -m xraycore report STUDY`
@@ -34,6 +36,7 @@ _EXPORTS = {
     "model_card": ("validation_figures", "intended_population_section", "evidence_section",
         "operating_points_section", "bundle_model", "bundle_ensemble"),
     "point_evidence": ("active_point_row", "ordered_evidence"),
+    "run_artifacts": ("track_figures",),
     "site_calibration": ("check_classes", "fit_site_calibration", "preview", "calibrate_folder",
         "save_site_calibration", "chosen_point", "validation_scores"),
     "study_report": ("build_study_html", "write_study_report"),

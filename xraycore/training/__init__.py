@@ -34,6 +34,9 @@ background jobs and their queue.
     studies             Studies: several runs planned together (the backbones of a preset, the folds of a
                         cross-validation), trained one after the other, and continued by name after a stop or
                         a crash
+    tracking            Experiment tracking with MLflow: every training run is also an MLflow run, so
+                        researchers see it in the tool their lab already uses (params, per-epoch metrics,
+                        tags, files; a study is a parent run with its runs as children)
     validation          Scoring the model under training: validation metrics every epoch, and once training
                         ends the kept epoch's predictions, temperature, operating point, out-of-domain
                         detector and summary
@@ -77,6 +80,10 @@ _EXPORTS = {
     "sharded_prediction": ("predict_indices",),
     "stopping": ("listening", "request", "requested", "consume"),
     "studies": ("planned_runs", "plan_path", "load_plan", "names_a_study", "resume_study", "unfinished"),
+    "tracking": ("TrackingWarning", "configure", "enabled", "tracking_uri", "shown", "client",
+        "experiment_id", "grouped_params", "git_commit", "xraycore_version", "dataset_fingerprint",
+        "weights_sha256", "run_tags", "Tracker", "study_parent", "start", "epoch", "end", "recorded",
+        "run_id_of", "update_run"),
     "validation": ("epoch_metrics", "finish"),
 }
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)
