@@ -81,9 +81,10 @@ def client(uri: str) -> Any:
     os.environ.update(TELEMETRY_OFF)
     for name, value in FAST_FAILURE.items():
         os.environ.setdefault(name, value)
+    from mlflow import MlflowClient
+
     for name in ("mlflow", "alembic"):  # "Creating initial MLflow database tables..." is not the user's business
         logging.getLogger(name).setLevel(logging.WARNING)
-    from mlflow import MlflowClient
 
     return MlflowClient(tracking_uri=uri)
 
