@@ -72,8 +72,8 @@ def tracking_uri(root: Path, recorded: str | None = None) -> str | None:
 
 
 def shown(uri: str) -> str:
-    """A URI fit for a message: any user name and password left out."""
-    return re.sub(r"//[^/@]*@", "//", uri)
+    """A URI (or a message quoting one) fit to show: any user name and password left out."""
+    return re.sub(r"//[^/@\s]*@", "//", uri)
 
 
 def client(uri: str) -> Any:
@@ -184,7 +184,7 @@ class Tracker:
         except Exception as error:  # noqa: BLE001 - whatever MLflow raises, training goes on
             self.failed = True
             message = (f"experiment tracking off for this run: {what} failed at {shown(self.uri)} "
-                       f"({type(error).__name__}: {str(error)[:160]}); training goes on")
+                       f"({type(error).__name__}: {shown(str(error))[:160]}); training goes on")
             warnings.warn(message, TrackingWarning, stacklevel=2)
             self.say(message)
             self.run.log(message)
