@@ -5,6 +5,9 @@
     catalog      What the app offers and how it keeps results: models to choose, sample images, compact
                  results
     model_cache  The model every page answers with, loaded once per server: its Predictor and its provenance
+    sweep_panel  The Train page's sweeps: launch one (a queued job, see training.sweep_jobs) and look at a
+                 sweep's trials as a table, Optuna's optimisation history and its parameter importances
+                 (plotly)
     train_form   The Train page's form as plain data, so the page only lays out widgets and every translation
                  is tested here
 
@@ -24,6 +27,7 @@ _EXPORTS = {
         "results_version", "lead_warnings", "other_warnings", "probability_label", "colour_legend",
         "session_results"),
     "model_cache": ("load_predictor", "model_provenance", "weights_version"),
+    "sweep_panel": ("launch_sweep_form", "trials_panel"),
     "train_form": ("shown", "key", "widget_state", "setting_values", "launch_options", "from_preset",
         "initial_state", "from_run"),
 }

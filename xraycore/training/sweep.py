@@ -265,13 +265,18 @@ def sweep_command(plan: SweepPlan) -> str:
     return shlex.join(words)
 
 
+def load_study(name: str, root: Path | None = None, storage: Path | None = None) -> Any:
+    """A sweep's study as it stands (None when no such sweep)."""
+    path = storage or storage_path(name, root)
+    return open_study(SweepPlan("", "", 0, name, path, ""), create=False) if path.is_file() else None
+
+
 def trial_rows(name: str, root: Path | None = None, storage: Path | None = None) -> list[dict[str, Any]]:
     """One row per trial of a sweep (number, state, validation AUROC, values tried, run, pruned epoch): the Train
     page's table. [] when no such sweep."""
-    path = storage or storage_path(name, root)
-    if not path.is_file():
+    study = load_study(name, root, storage)
+    if study is None:
         return []
-    study = open_study(SweepPlan("", "", 0, name, path, ""), create=False)
     rows = []
     for trial in study.get_trials(deepcopy=False):
         rows.append({"trial": trial.number, "state": trial.state.name.lower(), "val_auroc": trial.value,
