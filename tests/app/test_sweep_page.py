@@ -63,3 +63,20 @@ def test_a_sweep_launched_from_the_page_is_a_queued_job(app_env, tmp_path, monke
     at.text_input(key="sweep_data").set_value("/etc")
     at.button(key="sweep_go").click().run()
     assert at.error and len(jobs.list_jobs(app_env)) == 1
+
+
+def test_the_compare_page_shows_each_runs_mlflow_run_id_and_a_pruned_trial(app_env):
+    from xraycore.runs import directory as runs
+
+    tracked = runs.Run(app_env / "run-a")
+    tracked.write_json(runs.CONFIG_FILE, {**tracked.config, "tracking": {"uri": "sqlite:///x.db", "run_id": "abc123"}})
+    runs.Run(app_env / "run-b").set_status("stopped", pruned=True, pruned_after_epoch=1)
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60).run()
+    at.switch_page("pages/compare.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    picker = at.multiselect(key="compare_runs")
+    picker.set_value(list(picker.options)[:2]).run()
+    table = at.dataframe[-1].value
+    by_run = {row["run"]: row for row in table.to_dict("records")}
+    assert by_run["run-a"]["MLflow run id"] == "abc123" and by_run["run-b"]["MLflow run id"] == "not tracked"
+    assert by_run["run-b"]["state"] == "pruned"
