@@ -40,10 +40,13 @@ def cmd_train(args: argparse.Namespace) -> int:
             configs = presets.expand(given, smoke=args.smoke)
         paths = studies.launch(configs, reporter, run_id=args.run_id)
     if reports:
-        from xraycore.evaluation.run_artifacts import track_figures
+        from xraycore.runs import directory as runs
 
         for path in paths:
-            track_figures(path)
+            if tracking.run_id_of(runs.Run(path)):  # the card and figures; plotly is imported only then
+                from xraycore.evaluation.run_artifacts import track_figures
+
+                track_figures(path)
             print(path)
     return 0
 
