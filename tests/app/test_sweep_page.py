@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from streamlit.testing.v1 import AppTest
 
 from tests.app.test_app import app_env, runs_root  # noqa: F401 - fixtures shared with the app tests
@@ -80,3 +79,11 @@ def test_the_compare_page_shows_each_runs_mlflow_run_id_and_a_pruned_trial(app_e
     by_run = {row["run"]: row for row in table.to_dict("records")}
     assert by_run["run-a"]["MLflow run id"] == "abc123" and by_run["run-b"]["MLflow run id"] == "not tracked"
     assert by_run["run-b"]["state"] == "pruned"
+
+
+def test_a_pruned_trial_is_not_offered_to_continue(app_env):
+    from xraycore.runs import directory as runs
+
+    runs.Run(app_env / "run-a").set_status("stopped")
+    runs.Run(app_env / "run-b").set_status("stopped", pruned=True, pruned_after_epoch=1)
+    assert jobs.resumable(app_env) == ["run-a"]
