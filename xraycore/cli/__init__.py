@@ -22,6 +22,9 @@
     reads_verbs         `python -m xraycore reads ...`: radiologists' reads from a terminal (issue 29)
     scoring_verbs       The scoring verbs: `predict` (files → one answer per file, optionally overlays, DICOM
                         results and a PDF) and `evaluate` (a labelled folder → the numbers)
+    sweep_verbs         The sweep verb: `sweep --preset NAME --data DIR --trials N`: an Optuna search over the
+                        preset's `[search]` table, every trial a training run (see xraycore.training.sweep);
+                        prints the best run and the one `bundle` command that ships it
     training_verbs      The training verbs: `train`, `runs`, `presets` and `report`: start or resume runs and
                         studies, then look at what they made
 
@@ -45,6 +48,7 @@ _EXPORTS = {
     "reading_room_verbs": ("cmd_pacs",),
     "reads_verbs": ("cmd_reads",),
     "scoring_verbs": ("cmd_evaluate", "cmd_predict"),
+    "sweep_verbs": ("cmd_sweep",),
     "training_verbs": ("cmd_train", "cmd_runs", "cmd_presets", "cmd_report"),
 }
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -9,6 +9,8 @@
     model_card           Turn a finished run into a shippable model directory with a model card
     point_evidence       What a model's figures rest on, the ACTIVE operating point's first: Diagnose's
                          sidebar and Compare's table
+    run_artifacts        A tracked run's model card and figures (confusion matrix, ROC and precision-recall
+                         curves) in its MLflow run
     site_adaptation      Site adaptation: a site's labelled films teach every network of a model, and the
                          result is a site profile
     site_adaptation_fit  Site adaptation's fitting, apart from its refusals and storage
@@ -30,7 +32,7 @@ from xraycore.common.lazy import lazy_exports
 
 _EXPORTS = {
     "compare_tables": ("expectation_rows", "has_external", "fold_rows", "reported_rows",
-        "config_difference_rows"),
+        "config_difference_rows", "tracking_rows"),
     "comparison": ("run_label", "fold_number", "positive_index", "negative_label", "scores", "evaluate_run",
         "confusion_of", "comparison_table", "curves", "training_settings", "config_differences",
         "study_names", "study_runs", "resolve_runs", "fold_summary", "reported_numbers", "display_rows"),
@@ -41,6 +43,7 @@ _EXPORTS = {
     "model_card": ("validation_figures", "intended_population_section", "evidence_section",
         "operating_points_section", "bundle_model", "bundle_ensemble"),
     "point_evidence": ("active_point_row", "ordered_evidence"),
+    "run_artifacts": ("track_figures",),
     "site_adaptation": ("adapt_folder", "read_films", "list_profiles", "describe_figures"),
     "site_adaptation_fit": ("adapt_networks", "check_graph"),
     "site_calibration": ("check_classes", "fit_site_calibration", "preview", "calibrate_folder",
