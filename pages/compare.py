@@ -118,3 +118,5 @@ if differences:
     st.dataframe(differences, hide_index=True, width="stretch")
 else:
     st.caption("The runs were configured identically.")
+st.subheader("In MLflow")
+st.dataframe(compare_tables.tracking_rows(chosen), hide_index=True, key="compare_tracking")

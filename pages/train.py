@@ -35,6 +35,7 @@ from xraycore.training import job_command
 from xraycore.training import presets
 from xraycore.runs import directory as runs
 from xraycore.app import train_form as trainform
+from xraycore.app import sweep_panel
 from xraycore.training import run_view as trainview
 from xraycore.data.augment import AUGMENTATIONS  # noqa: E402
 from xraycore.app.train_form import PRESET_BACKBONES  # noqa: E402
@@ -340,4 +341,6 @@ def delete_panel() -> None:
 identity = webauth.require(access.TRAIN)
 st.title("Train")
 launch_form()
+sweep_panel.launch_sweep_form(identity)
 progress_panel()
+sweep_panel.trials_panel()

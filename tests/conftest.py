@@ -7,6 +7,9 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("XRAY_OFFLINE", "1")  # tests never touch the network
+# MLflow tracking costs seconds per fresh runs folder (its SQLite store is created and migrated): off, except in the
+# tests of tracking itself (tests/training/test_tracking.py, test_sweep.py), which turn it on.
+os.environ.setdefault("XRAY_TRACKING", "off")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # One thread per process: CPU kernels then reduce in a fixed order, so the resume and torchrun tests can
 # compare runs to 1e-5 (two threads under load changed last digits), and subprocesses inherit it.

@@ -18,6 +18,9 @@
     site_view        The Site page's tables and its one long action: the reads so far in rows, the site
                      profiles and points with their cross-fitted figures before and after, and adapting with a
                      progress bar
+    sweep_panel      The Train page's sweeps: launch one (a queued job, see training.sweep_jobs) and look at a
+                     sweep's trials as a table, Optuna's optimisation history and its parameter importances
+                     (plotly)
     train_form       The Train page's form as plain data, so the page only lays out widgets and every
                      translation is tested here
 
@@ -42,6 +45,7 @@ _EXPORTS = {
     "read_form": ("read_controls", "show_read_error"),
     "site_view": ("reader_rows", "kappa_rows", "profile_rows", "history_rows", "export_for_learning",
         "adapt_with_progress"),
+    "sweep_panel": ("launch_sweep_form", "trials_panel"),
     "train_form": ("shown", "key", "widget_state", "setting_values", "launch_options", "from_preset",
         "initial_state", "from_run"),
 }

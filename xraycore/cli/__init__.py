@@ -24,6 +24,9 @@
                         results and a PDF) and `evaluate` (a labelled folder → the numbers)
     shortcuts_verbs     The shortcuts verb: where a model's heat maps look on a labelled folder, and what
                         blanking regions does
+    sweep_verbs         The sweep verb: `sweep --preset NAME --data DIR --trials N`: an Optuna search over the
+                        preset's `[search]` table, every trial a training run (see xraycore.training.sweep);
+                        prints the best run and the one `bundle` command that ships it
     training_verbs      The training verbs: `train`, `runs`, `presets` and `report`: start or resume runs and
                         studies, then look at what they made
 
@@ -48,6 +51,7 @@ _EXPORTS = {
     "reads_verbs": ("cmd_reads",),
     "scoring_verbs": ("cmd_evaluate", "cmd_predict"),
     "shortcuts_verbs": ("add_shortcuts_verb", "cmd_shortcuts"),
+    "sweep_verbs": ("cmd_sweep",),
     "training_verbs": ("cmd_train", "cmd_runs", "cmd_presets", "cmd_report"),
 }
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

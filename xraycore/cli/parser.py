@@ -70,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     """Every verb with its options; the order here is the order ``python -m xraycore --help`` lists them in."""
     parser = argparse.ArgumentParser(prog="python -m xraycore", description="Pneumonia detection on chest X-rays.")
     verbs = parser.add_subparsers(dest="verb", required=True)
-    for add_verb in (_add_train, _add_evaluate, _add_calibrate, _add_ood_expose, _add_operating_point, _add_release,
+    for add_verb in (_add_train, _add_sweep, _add_evaluate, _add_calibrate, _add_ood_expose, _add_operating_point, _add_release,
                      _add_predict, _add_pacs, _add_selfcheck, _add_runs, _add_presets, _add_report, _add_export,
                      _add_bundle, _add_audit, _add_build_dataset, _add_reads,
                      _add_monitor, add_adapt_verb, add_shortcuts_verb):
@@ -94,7 +94,32 @@ def _add_train(verbs: argparse._SubParsersAction) -> None:
                       "study by its name (finished runs kept, the rest continued or started)")
     what.add_argument("--run-id", help="name the run directory (default: time + backbone)")
     what.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_tracking(what)
     _add_train_options(train)
+
+
+def _add_tracking(group: argparse._ArgumentGroup) -> None:
+    """--tracking-uri / --no-tracking, the same for train and sweep (see xraycore.training.tracking)."""
+    group.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking server or store (default: "
+                       "$MLFLOW_TRACKING_URI, else sqlite:///<runs folder>/mlflow.db)")
+    group.add_argument("--no-tracking", action="store_true", help="do not track this run in MLflow")
+
+
+def _add_sweep(verbs: argparse._SubParsersAction) -> None:
+    """The sweep verb: Optuna over a preset's [search] table; train options given are fixed, not searched."""
+    sweep = verbs.add_parser("sweep", help="search a preset's hyper-parameters with Optuna (trials are runs)",
+                             usage="python -m xraycore sweep --preset NAME --data DIR --trials N [--timeout S] "
+                                   "[--storage FILE] [--smoke] [OPTION ...]")
+    what = sweep.add_argument_group("what to search")
+    what.add_argument("--trials", type=int, required=True, help="finished (complete or pruned) trials to end with")
+    what.add_argument("--timeout", type=float, metavar="S", help="start no trial after S seconds")
+    what.add_argument("--storage", metavar="FILE", help="Optuna journal file (default <runs>/.sweeps/NAME.journal); "
+                      "the same command continues a killed sweep")
+    what.add_argument("--name", help="the sweep's name (default sweep-PRESET); its trials' study")
+    what.add_argument("--smoke", action="store_true", help="tiny images, few per class, two epochs per trial")
+    what.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_tracking(what)
+    _add_train_options(sweep)
 
 
 def _add_evaluate(verbs: argparse._SubParsersAction) -> None:

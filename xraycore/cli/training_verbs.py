@@ -21,6 +21,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from xraycore.training import loop as train
     from xraycore.cli.progress_bars import TqdmProgress
 
+    from xraycore.training import tracking
+
+    tracking.configure(enabled=False if args.no_tracking else None, uri=args.tracking_uri)
     reports = distributed.is_main_process()  # under torchrun only rank 0 talks; the others just train
     reporter = TqdmProgress(enabled=not args.quiet) if reports else (lambda event: None)
     if args.resume:
@@ -37,7 +40,13 @@ def cmd_train(args: argparse.Namespace) -> int:
             configs = presets.expand(given, smoke=args.smoke)
         paths = studies.launch(configs, reporter, run_id=args.run_id)
     if reports:
+        from xraycore.runs import directory as runs
+
         for path in paths:
+            if tracking.run_id_of(runs.Run(path)):  # the card and figures; plotly is imported only then
+                from xraycore.evaluation.run_artifacts import track_figures
+
+                track_figures(path)
             print(path)
     return 0
 
@@ -45,13 +54,16 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_runs(args: argparse.Namespace) -> int:
     """One line (or JSON line) per training run in the runs folder."""
     from xraycore.runs import directory as runs
+    from xraycore.training import tracking
 
     for run in runs.list_runs(Path(args.root) if args.root else None):
-        summary = run.summary()
+        summary = {**run.summary(), "mlflow_run_id": tracking.run_id_of(run), "pruned": bool(run.status().get("pruned"))}
         if args.json:
             print(json.dumps(summary, default=str))
         else:
-            print(f"{summary['id']:<48} {summary.get('state', '?'):<12} {summary.get('backbone') or '':<22} {summary.get('study') or ''}")
+            state = "pruned" if summary["pruned"] else summary.get("state") or "?"
+            print(f"{summary['id']:<48} {state:<12} {summary.get('backbone') or '':<22} {summary.get('study') or '':<24} "
+                  f"{summary['mlflow_run_id'] or ''}")
     return 0
 
 

@@ -9,6 +9,8 @@
     model_card           Turn a finished run into a shippable model directory with a model card
     point_evidence       What a model's figures rest on, the ACTIVE operating point's first: Diagnose's
                          sidebar and Compare's table
+    run_artifacts        A tracked run's model card and figures (confusion matrix, ROC and precision-recall
+                         curves) in its MLflow run
     shortcut_probes      The shortcut report of a model on a labelled folder: heat maps and occlusion probes,
                          film by film
     shortcuts            Does a model look at the lungs? The shortcut report's measures, limits and records
@@ -33,7 +35,7 @@ from xraycore.common.lazy import lazy_exports
 
 _EXPORTS = {
     "compare_tables": ("expectation_rows", "has_external", "fold_rows", "reported_rows",
-        "config_difference_rows", "shortcut_rows"),
+        "config_difference_rows", "tracking_rows", "shortcut_rows"),
     "comparison": ("run_label", "fold_number", "positive_index", "negative_label", "scores", "evaluate_run",
         "confusion_of", "comparison_table", "curves", "training_settings", "config_differences",
         "study_names", "study_runs", "resolve_runs", "fold_summary", "reported_numbers", "display_rows"),
@@ -44,6 +46,7 @@ _EXPORTS = {
     "model_card": ("validation_figures", "intended_population_section", "evidence_section",
         "operating_points_section", "bundle_model", "bundle_ensemble"),
     "point_evidence": ("active_point_row", "ordered_evidence"),
+    "run_artifacts": ("track_figures",),
     "shortcut_probes": ("body_grey", "blanked", "probe_films", "shortcut_report"),
     "shortcuts": ("band_mask", "corner_mask", "heat_measures", "summarise", "verdict", "save_report",
         "list_reports", "figure_rows", "card_section", "compare_rows"),

@@ -11,6 +11,7 @@ from typing import Any, Sequence
 from xraycore.evaluation import comparison, shortcuts
 from xraycore.evaluation.point_evidence import ordered_evidence
 from xraycore.runs.directory import Run
+from xraycore.training import tracking
 
 EXPECTATION_FIGURES = ("auroc", "accuracy", "sensitivity", "specificity")
 
@@ -46,6 +47,12 @@ def config_difference_rows(runs: Sequence[Run]) -> list[dict[str, str]]:
     differences = comparison.config_differences(list(runs))
     return [{"setting": key, **{label: str(value) for label, value in values.items()}}
             for key, values in differences.items()]
+
+
+def tracking_rows(runs: Sequence[Run]) -> list[dict[str, Any]]:
+    """Each run's state (pruned when a sweep pruned it) and its MLflow run id, to find it in the lab's MLflow."""
+    return [{"run": run.id, "state": "pruned" if run.status().get("pruned") else run.status().get("state"),
+             "MLflow run id": tracking.run_id_of(run) or "not tracked"} for run in runs]
 
 
 def shortcut_rows(runs: Sequence[Run]) -> list[dict[str, Any]]:

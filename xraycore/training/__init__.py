@@ -36,6 +36,15 @@ background jobs and their queue.
     studies             Studies: several runs planned together (the backbones of a preset, the folds of a
                         cross-validation), trained one after the other, and continued by name after a stop or
                         a crash
+    sweep               Hyper-parameter sweeps: an Optuna study over the search space a preset declares (its
+                        `[search]` table), each trial a normal training run (an MLflow child of the sweep),
+                        scored by its internal validation AUROC
+    sweep_jobs          Sweeps launched from the app: `python -m xraycore sweep ...` as a background job,
+                        queued like any training job (:mod:`jobs`, :mod:`job_queue`): its trials train one
+                        after the other when the job's turn comes
+    tracking            Experiment tracking with MLflow: every training run is also an MLflow run, so
+                        researchers see it in the tool their lab already uses (params, per-epoch metrics,
+                        tags, files; a study is a parent run with its runs as children)
     validation          Scoring the model under training: validation metrics every epoch, and once training
                         ends the kept epoch's predictions, temperature, operating point, out-of-domain
                         detector and summary
@@ -81,6 +90,15 @@ _EXPORTS = {
     "sharded_prediction": ("predict_indices",),
     "stopping": ("listening", "request", "requested", "consume"),
     "studies": ("planned_runs", "plan_path", "load_plan", "names_a_study", "resume_study", "unfinished"),
+    "sweep": ("SweepStopped", "SweepPlan", "default_name", "storage_path", "search_space", "suggest",
+        "scaled_augment", "trial_config", "kept_auroc", "mark_pruned", "objective", "open_study",
+        "retry_interrupted", "finished_trials", "run_sweep", "best_run", "bundle_command", "load_study",
+        "trial_rows", "sweep_names"),
+    "sweep_jobs": ("sweepable_presets", "launch_sweep"),
+    "tracking": ("TrackingWarning", "configure", "enabled", "tracking_uri", "shown", "client",
+        "experiment_id", "grouped_params", "git_commit", "xraycore_version", "dataset_fingerprint",
+        "weights_sha256", "run_tags", "Tracker", "study_parent", "start", "epoch", "end", "recorded",
+        "run_id_of", "update_run"),
     "validation": ("epoch_metrics", "finish"),
 }
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -234,7 +234,7 @@ def resumable(root: Path | None = None) -> list[str]:
     unfinished = [study for study in studies if planned.unfinished(study, root)]
     lone = [run.id for run in runs.list_runs(root)
             if run.config.get("study") not in studies and run.status().get("state") in ("stopped", "interrupted", "failed")
-            and run.config.get("train")]
+            and run.config.get("train") and not run.status().get("pruned")]  # a sweep pruned it: nothing to continue
     return unfinished + lone
 
 

@@ -35,6 +35,7 @@ from xraycore import models
 from xraycore.runs import directory as runs
 from xraycore.common.tensor_files import save_weights
 from xraycore.training import stopping
+from xraycore.training import tracking
 from xraycore.training import run_view as trainview
 from xraycore.training.config import MONITORS, TrainConfig, from_record
 from xraycore.training.optimisation import backbone_frozen, make_mixing, make_optimizer, make_scheduler, phase_lr, set_phase, soft_target_cross_entropy
@@ -98,6 +99,7 @@ def _run(config: TrainConfig, progress: Progress, run_id: str | None, resume_fro
             state = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
             session.run.set_status(state, message=f"{type(error).__name__}: {error}")
             session.run.log(f"{state}: {type(error).__name__}: {error}")
+            tracking.end(session, state)
         raise
     finally:
         distributed.teardown(ctx)
@@ -127,10 +129,12 @@ def _train_session(config: TrainConfig, progress: Progress, run_id: str | None, 
         session.say(f"note: {spec.name} is heavy for a CPU; a full-size run takes hours per epoch here: "
                     "use a GPU, or --smoke to check the recipe")
     session.run = open_or_create_run(session, weights_source, run_id, resume_from)
+    session.tracker = tracking.start(session, weights_source)
     _fit(session)
     if ctx.is_main and config.ood_outliers and config.fit_ood and session.run.status().get("state") == "finished":
         _expose_to_outliers(session)
     _hear_late_stop(session)
+    tracking.end(session)
     return Path(session.run.path) if session.run is not None else Path()
 
 
@@ -351,7 +355,7 @@ def _end_epoch(session: Session, loop: _Loop, val_set: xdata.XrayDataset, weight
     val_logits, val_labels, _ = predict_indices(model, val_set, session.batch_size * 2, session.device, ctx,
                                                 channels_last=session.channels_last)
     row = {"epoch": epoch + 1, "train_loss": float(total[0] / max(1.0, float(total[1]))),
-           **epoch_metrics(val_logits, val_labels, weights), **_watch_metrics(session, model, weights),
+           **epoch_metrics(val_logits, val_labels, weights, config.beta), **_watch_metrics(session, model, weights),
            "lr": loop.optimizer.param_groups[0]["lr"],  # the epoch's last step's
            "frozen_backbone": backbone_frozen(config, epoch), "seconds": round(elapsed, 2),
            "images_per_second": round(float(total[1]) / max(elapsed, 1e-9), 2)}
@@ -365,6 +369,7 @@ def _end_epoch(session: Session, loop: _Loop, val_set: xdata.XrayDataset, weight
     if not ctx.is_main:
         return
     run.append_metrics(row)
+    tracking.epoch(session, row)
     if improved:
         save_weights(run.path / WEIGHTS_FILE, model.state_dict())
     save_weights(run.path / LAST_WEIGHTS_FILE, model.state_dict())

@@ -62,6 +62,7 @@ class Session:
     ctx: distributed.Context
     progress: Progress
     run: runs.Run | None = None
+    tracker: Any = None  # rank 0's tracking.Tracker while the run is tracked in MLflow
 
     @property
     def batch_size(self) -> int:

@@ -22,15 +22,18 @@ from xraycore.training.session import Session
 from xraycore.runs.directory import OOD_FILE, SUMMARY_FILE, WEIGHTS_FILE
 
 
-def epoch_metrics(logits: np.ndarray, labels: np.ndarray, weights: torch.Tensor | None) -> dict[str, float]:
-    """Validation numbers used for monitoring: loss, accuracy, AUROC (one-vs-rest macro), F1."""
+def epoch_metrics(logits: np.ndarray, labels: np.ndarray, weights: torch.Tensor | None,
+                  beta: float = 2.0) -> dict[str, float]:
+    """Validation numbers used for monitoring: loss, accuracy, AUROC (one-vs-rest macro), F1; for two classes also
+    sensitivity, specificity and F-beta at p = 0.5 (experiment tracking plots them per epoch)."""
     t_logits = torch.from_numpy(logits)
     loss = F.cross_entropy(t_logits, torch.from_numpy(labels), weight=weights).item()
     probs = metrics.softmax(logits)
     if probs.shape[1] == 2:
-        report = metrics.binary_report(labels, probs[:, 1], threshold=0.5)
+        report = metrics.binary_report(labels, probs[:, 1], threshold=0.5, beta=beta)
         return {"val_loss": loss, "val_accuracy": report["accuracy"], "val_auroc": report["auroc"] or 0.0,
-                "val_f1": report["f1"]}
+                "val_f1": report["f1"], "val_sensitivity": report["recall"],
+                "val_specificity": report["specificity"], "val_fbeta": report["fbeta"]}
     report = metrics.multiclass_report(labels, probs, [str(i) for i in range(probs.shape[1])])
     return {"val_loss": loss, "val_accuracy": report["accuracy"], "val_auroc": report.get("macro_auroc") or 0.0,
             "val_f1": report["classification_report"]["macro avg"]["f1-score"]}
