@@ -51,7 +51,7 @@ def test_a_uniform_map_has_lift_one_and_the_bands_area_as_band_mass():
     films = [{"label": 1.0, **measures}] * 4
     figures = shortcuts.summarise(films)
     assert figures["lung_lift"]["value"] == pytest.approx(1.0) and figures["lung_lift"]["pass"] is False
-    assert figures["mostly_outside"]["value"] == 1.0  # 30% on the lungs: Diagnose warns on every one
+    assert figures["mostly_outside"]["value"] == 1.0  # no denser on the lungs than elsewhere: Diagnose warns
     assert figures["band_mass"]["pass"] is False
 
 

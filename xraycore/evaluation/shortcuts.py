@@ -17,7 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from xraycore.common.files import atomic_write_json, read_json_file
-from xraycore.explain.lung_attention import MOSTLY_OUTSIDE
+from xraycore.explain.lung_attention import outside_the_lungs
 from xraycore.metrics.bootstrap import bootstrap_ci
 
 SHORTCUTS_DIR = "shortcuts"
@@ -122,8 +122,9 @@ def summarise(films: Sequence[dict[str, float]]) -> dict[str, dict[str, Any]]:
     with_lungs = ~np.isnan(column["lung_mass"])
     for name in ("lung_mass", "lung_area"):
         figures[name] = _figure(name, truth[with_lungs], column[name][with_lungs])
-    figures["mostly_outside"] = _figure("mostly_outside", truth[with_lungs],
-                                        np.float64(column["lung_mass"][with_lungs] < MOSTLY_OUTSIDE))
+    warned = [outside_the_lungs(share, area) for share, area in zip(column["lung_mass"][with_lungs],
+                                                                     column["lung_area"][with_lungs])]
+    figures["mostly_outside"] = _figure("mostly_outside", truth[with_lungs], np.float64(warned))
     pairs = np.stack([column["lung_mass"], column["lung_area"]], axis=1)[with_lungs]
     figures["lung_lift"] = _figure("lung_lift", truth[with_lungs], pairs, _lift)
     probed = (truth == 1) & ~np.isnan(column["p_lungs"]) & ~np.isnan(column["p"])
