@@ -27,13 +27,14 @@ def private_audit_log(tmp_path_factory) -> Path:
     return Path(os.environ["XRAY_AUDIT_LOG"])
 
 
-@pytest.fixture(scope="session", autouse=True)
-def private_store(tmp_path_factory) -> str:
-    """No test writes scored films or reads into a store beside the repository: one SQLite store per test session
-    (subprocesses inherit $XRAY_DB_URL); a test of the default location unsets it itself."""
-    if "XRAY_DB_URL" not in os.environ:
-        os.environ["XRAY_DB_URL"] = f"sqlite:///{tmp_path_factory.mktemp('store') / 'xray.db'}"
-    return os.environ["XRAY_DB_URL"]
+@pytest.fixture(autouse=True)
+def private_store(tmp_path, monkeypatch) -> str:
+    """No test writes scored films or reads into a store beside the repository, nor into another test's: one SQLite
+    store per test (subprocesses inherit $XRAY_DB_URL; it is created only when opened). A test of the default
+    location unsets it itself; a server a module starts names its own."""
+    url = f"sqlite:///{tmp_path / 'xray.db'}"
+    monkeypatch.setenv("XRAY_DB_URL", url)
+    return url
 
 
 @pytest.fixture

@@ -83,6 +83,7 @@ def signed_in_server(provider: str, base: Path, model: Path, runs_dir: Path):
     env = {**os.environ, "XRAY_RUNS_DIR": str(runs_dir), "XRAY_MODEL_DIR": str(model),
            "XRAY_SAMPLES_DIR": str(base / "no-samples"), access.ROLES_FILE_ENV: str(roles),
            audit.AUDIT_LOG_ENV: str(log_file), "AUTHLIB_INSECURE_TRANSPORT": "1",
+           "XRAY_DB_URL": f"sqlite:///{base / 'xray.db'}",  # the server's own store, whichever test started it
            "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
     server_log = base / "streamlit.log"
     with open(server_log, "wb") as output:
