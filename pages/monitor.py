@@ -9,6 +9,7 @@ from xraycore.access import policy as access
 from xraycore.app import auth as webauth
 from xraycore.app import catalog
 from xraycore.app import monitor_charts, monitoring_view
+from xraycore.monitoring import rules
 from xraycore.monitoring.report import NO_FILMS
 from xraycore.monitoring.windows import parse_window
 
@@ -31,7 +32,9 @@ if found.empty:
     st.stop()
 for sentence in found.alerts:
     st.error(sentence, icon=":material/monitor_heart:")
-if not found.alerts:
+if not found.alerts and (watching := rules.watch(found.windows[-1], alerted=False)):
+    st.warning(watching, icon=":material/visibility:")
+elif not found.alerts:
     st.success("No alert: the last windows look like the reference.")
 st.caption(f"{found.films} films scored at operating point **{found.operating_point}**; reference: {found.reference}.")
 for title, figure in monitor_charts.charts(found.windows):

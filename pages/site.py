@@ -71,7 +71,7 @@ else:
     left.metric("Reads", stats["reads"])
     middle.metric("Films", stats["films"])
     right.metric("Agree with the model", "n/a" if agreement is None else f"{agreement:.1%}")
-    st.dataframe([{"read": label, "films": n} for label, n in sorted(stats["per_class"].items())], hide_index=True)
+    st.dataframe([{"read": label, "reads": n} for label, n in sorted(stats["per_class"].items())], hide_index=True)
     st.dataframe(site_view.reader_rows(stats), hide_index=True, width="stretch")
     if stats["kappa"]:
         st.dataframe(site_view.kappa_rows(stats), hide_index=True)
@@ -122,6 +122,8 @@ def learn(kind: str) -> None:
 
 
 left, right = st.columns(2)
+if admin and not name.strip():
+    st.caption("Name the new point or profile to calibrate or adapt.")
 if left.button("Calibrate (threshold and temperature)", key="site_calibrate", disabled=not admin or not name.strip()):
     learn("calibrate")
     st.rerun()

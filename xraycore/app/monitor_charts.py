@@ -30,7 +30,9 @@ def charts(windows: Sequence[dict[str, Any]]) -> list[tuple[str, Any]]:
     import plotly.graph_objects as go
 
     starts = _column(windows, "start")
-    layout = {"height": 260, "margin": {"l": 40, "r": 10, "t": 30, "b": 30}, "legend": {"orientation": "h"}}
+    layout = {"height": 260, "margin": {"l": 40, "r": 10, "t": 30, "b": 30}, "legend": {"orientation": "h"},
+              "xaxis": _time_axis(starts)}
+    share_axis = {"range": [0, 1.02], "tickformat": ".0%"}
     volume = go.Figure(go.Bar(x=starts, y=_column(windows, "n"), name="films"), layout=layout)
     _alert_markers(volume, windows, "n")
     bands = [w["positive_rate_ci95"] or [None, None] for w in windows]
@@ -39,9 +41,11 @@ def charts(windows: Sequence[dict[str, Any]]) -> list[tuple[str, Any]]:
     rate.add_trace(go.Scatter(x=starts, y=[b[0] for b in bands], mode="lines", line={"width": 0}, fill="tonexty",
                               name="95% Wilson interval"))
     rate.add_trace(go.Scatter(x=starts, y=_column(windows, "positive_rate"), mode="lines+markers", name="positive rate"))
+    rate.update_yaxes(**share_axis)
     _alert_markers(rate, windows, "positive_rate")
     ood = go.Figure(go.Scatter(x=starts, y=_column(windows, "ood_rate"), mode="lines+markers", name="out of domain"),
                     layout=layout)
+    ood.update_yaxes(**share_axis)
     _alert_markers(ood, windows, "ood_rate")
     psi = go.Figure(go.Scatter(x=starts, y=_column(windows, "psi"), mode="lines+markers", name="PSI"), layout=layout)
     psi.add_hline(y=drift.PSI_WARN, line_dash="dot", annotation_text="warn")
@@ -55,3 +59,14 @@ def charts(windows: Sequence[dict[str, Any]]) -> list[tuple[str, Any]]:
     _alert_markers(accuracy, windows, "expected_accuracy")
     return [("Volume", volume), ("Positive rate", rate), ("Out-of-domain rate", ood), ("PSI against the reference", psi),
             ("Expected and realised accuracy", accuracy)]
+
+
+def _time_axis(starts: Sequence[Any]) -> dict[str, Any]:
+    """Dates on the x axis, with a day either side of a lone window (plotly would otherwise zoom to microseconds)."""
+    import datetime as dt
+
+    axis: dict[str, Any] = {"type": "date", "tickformat": "%Y-%m-%d\n%H:%M"}
+    moments = [dt.datetime.fromisoformat(str(start)) for start in starts if start is not None]
+    if len(set(moments)) == 1:
+        axis["range"] = [moments[0] - dt.timedelta(days=1), moments[0] + dt.timedelta(days=1)]
+    return axis

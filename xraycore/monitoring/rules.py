@@ -81,3 +81,17 @@ def sentence(cause: str, state: WindowState, positive_class: str) -> str:
     return (f"Score shift with a stable out-of-domain rate: the score distribution moved (PSI {state.psi:.2f}, alert "
             f"above {PSI_LIMIT:g}) while {state.ood_rate:.0%} of films were out of domain; a new X-ray unit or "
             "protocol is the likely cause: check the operating point against recent reads.")
+
+
+def watch(window: dict, alerted: bool) -> str | None:
+    """One sentence when a window is over a limit but has raised no alert yet (the two-window rule holds it back),
+    so a page does not say all is well; None otherwise."""
+    over = []
+    if (window.get("ood_rate") or 0.0) > OOD_RATE_LIMIT:
+        over.append(f"{window['ood_rate']:.0%} of films out of domain (limit {OOD_RATE_LIMIT:.0%})")
+    if window.get("psi") is not None and window["psi"] > PSI_LIMIT:
+        over.append(f"score distribution PSI {window['psi']:.2f} (limit {PSI_LIMIT:g})")
+    if alerted or not over:
+        return None
+    return (f"Watch: the latest window ({window.get('n', 0)} films) is over a limit: {'; '.join(over)}. An alert fires "
+            "if the next window is over it too, or when one window is over twice the limit.")
