@@ -113,13 +113,19 @@ def save_site(point: dict, shown_key: str) -> None:
 
 def site_figures(point: dict, sample: str) -> None:
     """A site calibration's figures: on patients it was not fitted on first, then on its own sample with CIs."""
-    crossed, site_report = point.get("site_cross_fitted"), point["site_report"]
+    crossed, site_report = point.get("site_cross_fitted"), point.get("site_report")
     if crossed:
         st.markdown(f"**On patients it was not fitted on** (cross-fitted on {sample}, {point['n']} films):")
         for cell, key, title in zip(st.columns(3), ("accuracy", "sensitivity", "specificity"),
                                     ("accuracy (cross-fitted)", "sensitivity (cross-fitted)", "specificity (cross-fitted)")):
             cell.metric(title, _share(crossed[key]))
     st.caption(operating.describe_cross_fit(crossed))
+    if site_report is None:  # a site profile: its figures are all cross-fitted, beside the original model's
+        before = point.get("before") or {}
+        st.caption(f"Site profile ({point.get('method')}): AUROC {before.get('auroc', float('nan')):.3f} before, "
+                   f"{crossed.get('auroc', float('nan')):.3f} after; accuracy before {before.get('accuracy', float('nan')):.3f} "
+                   "(the original model's site calibration, cross-fitted on the same films).")
+        return
     st.markdown("**On the sample it was fitted on** (optimistic; 95% intervals from refitting on resamples):")
     for cell, key, title in zip(st.columns(4), ("accuracy", "recall", "specificity", "auroc"),
                                 ("accuracy (site sample)", "sensitivity (site sample)", "specificity (site sample)",
@@ -160,7 +166,8 @@ shown_name = st.selectbox("Operating point shown", list(points["points"]), key=s
                           + (" (shipped)" if name == points["shipped"] else ""))
 shown = operating.get(run.path, shown_name)
 st.markdown(f"**{shown_name}**: {_describe(shown)} · {shown.get('source', '')}")
-if shown.get("kind") == operating.SITE_KIND and shown.get("site_report"):
+if (shown.get("kind") == operating.SITE_KIND and shown.get("site_report")) or (
+        shown.get("kind") == operating.PROFILE_KIND and shown.get("site_cross_fitted")):
     site_figures(shown, shown.get("source", "the site sample").split(" of ")[-1])
 
 with st.expander(f"Operating points of this model ({len(points['points'])}) and their changes", expanded=False):

@@ -34,7 +34,8 @@ is cheap and pulls in no torch (a reading-room install has none)::
 Reading:     read_xray, XrayImage, XrayReadError
 Scoring:     Predictor, Prediction, open_model
 Evaluating:  evaluate (a model on a labelled folder), score_folder, save_evaluation, list_evaluations,
-             calibrate (site calibration of a labelled folder, stored as a named operating point)
+             calibrate (site calibration of a labelled folder, stored as a named operating point),
+             adapt (site adaptation of a labelled folder, stored as a site profile)
 Training:    train, resume, TrainConfig, list_backbones, build_model, fit_exposure (outlier exposure)
 Runs:        Run, open_run, list_runs
 Shipping:    bundle_model, bundle_ensemble, export_model, selfcheck
@@ -56,6 +57,7 @@ _API = {  # public name -> (module under xraycore, its name there)
     "save_evaluation": ("evaluation.external", "save_evaluation"),
     "list_evaluations": ("evaluation.external", "list_evaluations"),
     "calibrate": ("evaluation.site_calibration", "calibrate_folder"),
+    "adapt": ("evaluation.site_adaptation", "adapt_folder"),
     "train": ("training.loop", "train"),
     "resume": ("training.loop", "resume"),
     "TrainConfig": ("training.config", "TrainConfig"),

@@ -52,10 +52,12 @@ def test_torch_and_onnx_runtime_answer_alike_with_a_profile(profiled):
     original = Predictor(profiled, operating_point=operating.INTERNAL, backend="torch")
     assert served.backend == "onnxruntime" and served.site_profile == "site-a"
     assert served.describe()["site_profile"] == "site-a" and original.describe()["site_profile"] is None
-    pairs = zip(served.predict_sources(_sources()), reference.predict_sources(_sources()), original.predict_sources(_sources()))
+    pairs = zip(served.predict_sources(_sources(), cam="gradcam"), reference.predict_sources(_sources(), cam="gradcam"),
+                original.predict_sources(_sources()))
     moved = 0.0
     for a, b, c in pairs:
         assert a.positive_probability == pytest.approx(b.positive_probability, abs=1e-4)
+        assert float(np.mean(np.abs(a.heatmap - b.heatmap))) < 1e-4, "the graph's class maps use the adapted head too"
         assert a.operating_point == "site-a" and a.to_json()["operating_point"] == "site-a"
         moved = max(moved, abs(a.positive_probability - c.positive_probability))
     assert moved > 1e-3, "the profile's weights answered, not the original ones"
@@ -67,3 +69,42 @@ def test_a_graph_the_profile_was_not_checked_against_is_not_served_with_it(profi
     with pytest.raises(ModelDirectoryError, match="was checked against"):
         Predictor(profiled, backend="onnxruntime")
     assert Predictor(profiled).backend == "torch", "automatic choice: torch answers, with the profile"
+
+
+NO_TORCH = r'''
+import importlib.abc, json, sys
+
+
+class Blocker(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {"torch", "torchvision", "timm", "sklearn", "scipy"}:
+            raise ModuleNotFoundError(f"No module named {name!r} (blocked: a serving install has none)")
+        return None
+
+
+sys.meta_path.insert(0, Blocker())
+from xraycore.inference.predictor import Predictor
+
+predictor = Predictor(sys.argv[1])
+prediction = next(predictor.predict_files([sys.argv[2]]))
+print(json.dumps({"backend": prediction.backend, "profile": predictor.describe()["site_profile"],
+                  "p": prediction.positive_probability, "point": prediction.operating_point}))
+'''
+
+
+def test_the_reading_room_install_answers_with_the_profile_without_torch(profiled, tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    film = tmp_path / "film.png"
+    film.write_bytes(_sources(1)[0][1])
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", NO_TORCH, str(profiled), str(film)], cwd=root, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (answer["backend"], answer["profile"], answer["point"]) == ("onnxruntime", "site-a", "site-a")
+    expected = next(Predictor(profiled, backend="torch").predict_files([film])).positive_probability
+    assert answer["p"] == pytest.approx(expected, abs=1e-4)

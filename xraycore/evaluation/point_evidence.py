@@ -23,7 +23,8 @@ def active_point_row(model_dir: str | Path) -> dict[str, Any] | None:
     if point["name"] == operating.INTERNAL or not crossed:
         return None
     return {"data": f"active point {point['name']}: {point.get('source') or 'site calibration'} (cross-fitted)",
-            "kind": "active", "n": point.get("n"), "prevalence": None, "auroc": report.get("auroc"),
+            "kind": "active", "n": point.get("n"), "prevalence": None,
+            "auroc": report.get("auroc", crossed.get("auroc")),  # a site profile's is cross-fitted too
             "accuracy": crossed.get("accuracy"), "sensitivity": crossed.get("sensitivity"),
             "specificity": crossed.get("specificity"), "operating_point": point["name"],
             "date": (point.get("saved") or "")[:10] or None}

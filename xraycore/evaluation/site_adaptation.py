@@ -34,7 +34,7 @@ from xraycore.io.image import XrayReadError
 from xraycore.io.reader import read_xray
 
 DEFAULT_METHOD = "last-stage"
-DEFAULT_EPOCHS = {"head": 30, "last-stage": 8, "full": 4}
+DEFAULT_EPOCHS = {"head": 10, "last-stage": 20, "full": 4}  # by cross-fitted figures on the site sample (docs/model.md)
 FOLDS = 5
 BETA = 2.0
 

@@ -32,7 +32,7 @@ _EXPORTS = {
     "reference": ("Reference", "probability_of"),
     "reference_files": ("save_reference", "load_reference"),
     "report": ("MonitorReport", "parse_since", "columns_of", "truth_by_film", "monitor"),
-    "rules": ("WindowState", "mixture_psi", "state_of", "alerts", "sentence"),
+    "rules": ("WindowState", "mixture_psi", "state_of", "alerts", "sentence", "watch"),
     "windows": ("Window", "parse_window", "split"),
 }
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

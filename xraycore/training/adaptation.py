@@ -25,7 +25,7 @@ from xraycore.data.augment import BatchAugmentation, build_augmentation
 HEAD, LAST_STAGE, FULL = "head", "last-stage", "full"
 METHODS = (HEAD, LAST_STAGE, FULL)
 # Learning rates per method (AdamW), chosen by cross-fitted figures on the site sample (docs/model.md).
-LEARNING_RATES = {HEAD: 3e-3, LAST_STAGE: 3e-4, FULL: 1e-4}
+LEARNING_RATES = {HEAD: 1e-3, LAST_STAGE: 3e-4, FULL: 1e-4}
 DEFAULT_VIEWS = 6  # the clean film and five augmented views, cached once
 BATCH_SIZE = 32
 
