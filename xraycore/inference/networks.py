@@ -150,7 +150,8 @@ def _load_ood(run: runs.Run, widths: list[int]) -> OodModel | None:
         ood = OodModel.from_arrays(load_arrays(path))
     except (SafetensorError, OSError, KeyError, IndexError):
         raise ModelDirectoryError(path, "(the out-of-domain detector) is damaged or cut short") from None
-    square = all(block.mean.ndim == 1 and block.precision.shape == (block.mean.size,) * 2 for block in ood.blocks)
+    scored = [block for i, block in enumerate(ood.blocks) if ood.scored is None or i in ood.scored]
+    square = all(block.mean.ndim == 1 and block.precision.shape == (block.mean.size,) * 2 for block in scored)
     # An older detector scores the pre-logit features only, which always come last.
     fits = ood.widths == widths or (len(ood.widths) == 1 and ood.widths[0] == widths[-1])
     discriminator_fits = ood.discriminator is None or all(

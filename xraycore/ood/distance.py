@@ -91,6 +91,11 @@ class OodModel:
         in-domain features at the same quantile."""
         if scored is not None and (not scored or not set(scored) <= set(range(len(self.blocks)))):
             raise ValueError(f"scored blocks {list(scored)} are not a non-empty subset of 0..{len(self.blocks) - 1}")
+        missing = [i for i in (scored if scored is not None else range(len(self.blocks)))
+                   if self.blocks[i].precision.shape != (self.blocks[i].mean.size,) * 2]
+        if missing:
+            raise ValueError(f"blocks {missing} were stored without their precision (left out of the score): "
+                             "fit the detector again to score them")
         chosen = OodModel(self.blocks, float("inf"), self.quantile, None if scored is None else tuple(sorted(scored)),
                           self.discriminator)
         return replace(chosen, threshold=float(np.quantile(chosen.score(heldout_features), self.quantile)))
@@ -134,6 +139,8 @@ class OodModel:
             arrays["scored"] = np.array(self.scored, dtype=np.int64)
         for i, block in enumerate(self.blocks):
             arrays[f"mean.{i}"] = block.mean.astype(np.float32)
+            if self.scored is not None and i not in self.scored:
+                continue  # a block the score leaves out needs no precision: 3.3 MB for 1280 pre-logit features
             # Symmetric: its upper triangle is all there is to store (half the bytes of a bundled model's detector).
             arrays[f"precision_upper.{i}"] = block.precision[np.triu_indices(block.mean.size)].astype(np.float32)
         if self.discriminator is not None:
@@ -157,7 +164,13 @@ class OodModel:
 
 
 def _precision(arrays: dict[str, np.ndarray], index: int) -> np.ndarray:
-    """Block ``index``'s precision matrix, stored whole (earlier files) or as its upper triangle."""
+    """Block ``index``'s precision matrix, stored whole (earlier files) or as its upper triangle; empty (0, 0) for a
+    block the score leaves out, whose precision is not stored."""
+    if f"precision.{index}" not in arrays and f"precision_upper.{index}" not in arrays:
+        scored = np.ravel(arrays.get("scored", np.arange(index + 1)))
+        if index in scored:
+            raise KeyError(f"precision_upper.{index}")
+        return np.zeros((0, 0))
     if f"precision.{index}" in arrays:
         return np.asarray(arrays[f"precision.{index}"], np.float64)
     upper = np.asarray(arrays[f"precision_upper.{index}"], np.float64)
