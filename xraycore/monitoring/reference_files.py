@@ -1,7 +1,8 @@
 """Where a model's monitoring reference comes from, and how it is kept beside the model.
 
 The reference is what the answering operating point was fitted on: the site profile's held-fold (cross-fitted)
-films or the site calibration's films, whose logits are written to ``monitoring_reference.json`` in the model
+films, kept in the profile itself (``sites/NAME/profile.json``: how the adapted networks score films they never
+saw), or the site calibration's films, whose logits are written to ``monitoring_reference.json`` in the model
 directory when the point is fitted (:func:`save_reference`), else internal validation (``val_predictions.csv``,
 which every model directory carries). A plain JSON file of numbers, so a reading-room install (no torch, no
 scipy) monitors without scoring anything again.
@@ -14,6 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from xraycore.clinical import operating_points as operating
+from xraycore.clinical import site_profiles
 from xraycore.common.files import atomic_write_json, read_json_file
 from xraycore.monitoring.reference import Reference
 from xraycore.runs.predictions_csv import read_predictions_csv
@@ -59,7 +61,8 @@ def load_reference(model_dir: str | Path, reference: str | None = None, answerin
     name = point["name"] if reference is None else reference
     if reference is not None and reference != operating.INTERNAL and reference != VALIDATION:
         operating.get(model_dir, reference)  # ValueError naming the points it has
-    kept = (read_json_file(model_dir / REFERENCE_FILE, {}) or {}).get("points", {}).get(name)
+    kept = (read_json_file(model_dir / REFERENCE_FILE, {}) or {}).get("points", {}).get(name) \
+        or _profile_reference(model_dir, name)
     if kept:
         logits, labels = np.asarray(kept["logits"], dtype=np.float64), np.asarray(kept["labels"], dtype=int)
         source, ood_rate = f"{name}: {kept.get('source', 'fitted films')}", kept.get("ood_rate")
@@ -79,3 +82,22 @@ def _positive_class(model_dir: Path) -> str:
     if len(classes) == 2:
         return str(classes[1])
     raise ValueError(f"{model_dir.name} is not a two-class model: monitoring needs a positive class.")
+
+
+def _profile_reference(model_dir: Path, name: str) -> dict[str, Any] | None:
+    """A site profile's held-fold films as a kept reference (None when ``name`` is not a profile's point)."""
+    if name in (operating.INTERNAL, VALIDATION) or name not in operating.names(model_dir):
+        return None
+    point = operating.get(model_dir, name)
+    if not site_profiles.is_profile_point(point):
+        return None
+    profile = site_profiles.load_profile(model_dir, point["profile"])
+    held = profile.get("held_out") or {}
+    if not held.get("logits"):
+        return None
+    logits, positive = np.asarray(held["logits"], dtype=np.float64), int(held.get("positive_index", 1))
+    scores = logits[:, positive] - logits[:, 1 - positive] if logits.ndim == 2 else logits
+    scored = int(profile.get("n") or len(scores)) + int(profile.get("n_out_of_domain") or 0)
+    return {"logits": scores.tolist(), "labels": [int(truth == positive) for truth in held["truth"]],
+            "source": f"the {len(scores)} site films the profile was adapted on, cross-fitted",
+            "ood_rate": int(profile.get("n_out_of_domain") or 0) / max(scored, 1)}
