@@ -186,9 +186,9 @@ def test_a_reader_sees_diagnose_only_and_cannot_save_an_operating_point(browser,
 
     page = sign_in(browser, app_server, "rita")
     expect(page.locator('[data-testid="stFileUploader"]')).to_be_visible()  # Diagnose works
-    for title in ("Train", "Operating point", "Compare", "Audit"):
+    for title in ("Train", "Operating point", "Site", "Compare", "Monitor", "Audit"):
         expect(page.get_by_role("link", name=title)).to_have_count(0)
-    for path in ("train", "operating_point"):
+    for path in ("train", "operating_point", "site"):
         page.goto(f"{app_server.url}/{path}")
         expect(page.get_by_text("Access refused: your role (reader)")).to_be_visible()
         expect(page.get_by_text("Signed in as Rita Reader")).to_be_visible()
@@ -219,7 +219,7 @@ def test_a_researcher_trains_and_previews_but_does_not_save(browser, app_server)
 
     page = sign_in(browser, app_server, "sam")
     expect(page.get_by_role("link", name="Compare")).to_be_visible()
-    assert links(page) == ["Diagnose", "Worklist", "Operating point", "Train", "Compare"]
+    assert links(page) == ["Diagnose", "Worklist", "Operating point", "Site", "Train", "Compare", "Monitor"]
     page.get_by_role("link", name="Operating point").click()
     expect(page.get_by_text("A preview: saving a threshold for everyone needs the admin role.")).to_be_visible()
     expect(page.get_by_role("button", name="Save and activate")).to_have_count(0)
@@ -236,7 +236,7 @@ def test_an_admin_saves_the_operating_point_and_reads_the_audit_trail(browser, a
 
     page = sign_in(browser, app_server, "ada")
     expect(page.get_by_role("link", name="Audit")).to_be_visible()
-    assert links(page) == ["Diagnose", "Worklist", "Operating point", "Train", "Compare", "Audit"]
+    assert links(page) == ["Diagnose", "Worklist", "Operating point", "Site", "Train", "Compare", "Monitor", "Audit"]
     page.get_by_role("link", name="Operating point").click()
     page.get_by_text(re.compile(r"^Every reader's Diagnose will call at")).click()  # the confirmation box
     page.get_by_role("button", name="Save and activate", exact=True).click()

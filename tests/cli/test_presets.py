@@ -1,5 +1,9 @@
 """The preset recipes of the five studies and the bundled one, each trained for real (--smoke) from the command
-line: the recipe's facts reach the run. Apart from test_cli.py so that the two test workers share the load."""
+line: the recipe's facts reach the run. Apart from test_cli.py so that the two test workers share the load.
+
+A study of heavy backbones (six ResNet-D, seven frozen ImageNet networks, five Xception folds) trains one light
+backbone of its recipe for real here, and its one-run-per-backbone shape is checked on the configs the CLI would
+train; that every documented backbone builds, runs and has its heat-map layer is tests/models/test_models.py's."""
 from __future__ import annotations
 
 import math
@@ -86,16 +90,22 @@ def test_preset_convnext_vs_resnet50(capsys, smoke_data, tmp_path):
     assert lrs(decayed) == pytest.approx([1e-4, 0.9e-4, 0.81e-4])
 
 
+def study_configs(preset: str, **given):
+    """The configs `train --preset PRESET --smoke` trains: one per backbone (per fold), one study."""
+    configs = presets.expand({"preset": preset, "data": "DATA", **given}, smoke=True)
+    assert len({config.study for config in configs}) == 1 and configs[0].study.startswith(preset)
+    return configs
+
+
 @pytest.mark.slow
 def test_preset_resnet_d(capsys, smoke_data, tmp_path):
-    made = smoke(capsys, smoke_data, tmp_path / "study", "--preset", "resnet-d")
-    assert [run.config["backbone"] for run in made] == presets.load("resnet-d")["backbones"]
-    for run in made:
-        train = run.config["train"]
-        assert (train["loss"], train["schedule"], train["split"], train["grow_minority"]) == ("ce", "cosine", "ratio", 20.0)
-        assert {"invert", "gaussian_blur", "gaussian_noise"} <= {spec["name"] for spec in train["augment"]}
+    assert [config.backbone for config in study_configs("resnet-d")] == presets.load("resnet-d")["backbones"]
+    (made,) = smoke(capsys, smoke_data, tmp_path / "study", "--preset", "resnet-d", "--backbone", "resnet18d")
+    train = made.config["train"]
+    assert (train["loss"], train["schedule"], train["split"], train["grow_minority"]) == ("ce", "cosine", "ratio", 20.0)
+    assert {"invert", "gaussian_blur", "gaussian_noise"} <= {spec["name"] for spec in train["augment"]}
     (plain,) = smoke(capsys, smoke_data, tmp_path / "plain", "--backbone", "simple_cnn", "--split", "ratio")
-    assert made[0].config["counts"]["train"] > plain.config["counts"]["train"], "minority class grown by copies"
+    assert made.config["counts"]["train"] > plain.config["counts"]["train"], "minority class grown by copies"
     # linear warm-up, then cosine decay; metrics.jsonl logs the learning rate of each epoch's last step
     (cosine,) = smoke(capsys, smoke_data, tmp_path / "schedule", "--preset", "resnet-d", "--backbone", "simple_cnn",
                       "--epochs", "3")
@@ -108,9 +118,14 @@ def test_preset_resnet_d(capsys, smoke_data, tmp_path):
 
 @pytest.mark.slow
 def test_preset_transfer_7_freezes_pretrained_backbones(capsys, smoke_data, tmp_path):
-    made = smoke(capsys, smoke_data, tmp_path, "--preset", "transfer-7")
-    by_backbone = {run.config["backbone"]: run for run in made}
-    assert list(by_backbone) == presets.load("transfer-7")["backbones"]
+    configs = study_configs("transfer-7")
+    assert [config.backbone for config in configs] == presets.load("transfer-7")["backbones"]
+    assert {config.backbone: config.unfreeze for config in configs}["simple_cnn"] is True
+    assert all(config.unfreeze is False for config in configs if config.backbone != "simple_cnn")
+    by_backbone = {}
+    for backbone in ("mobilenetv2_100", "simple_cnn"):  # a frozen ImageNet network, and the small CNN that trains whole
+        (by_backbone[backbone],) = smoke(capsys, smoke_data, tmp_path / backbone, "--preset", "transfer-7",
+                                         "--backbone", backbone)
     for name, run in by_backbone.items():
         train = run.config["train"]
         assert run.config["head"] == {"hidden": 128, "dropout": 0.4, "batchnorm": True, "init": "zero"}
@@ -133,7 +148,8 @@ def test_preset_transfer_7_freezes_pretrained_backbones(capsys, smoke_data, tmp_
 
 @pytest.mark.slow
 def test_preset_xception_5fold_makes_one_run_per_fold(capsys, smoke_data, tmp_path):
-    made = smoke(capsys, smoke_data, tmp_path, "--preset", "xception-5fold")
+    assert [(config.backbone, config.folds) for config in study_configs("xception-5fold")] == [("xception", 5)]
+    made = smoke(capsys, smoke_data, tmp_path, "--preset", "xception-5fold", "--backbone", "mobilenetv2_100")
     assert sorted(run.config["train"]["fold"] for run in made) == [0, 1, 2, 3, 4]
     assert len({run.config["study"] for run in made}) == 1 and made[0].config["study"].startswith("xception-5fold")
     validation = [set(run.predictions("val")["file"]) for run in made]
