@@ -44,17 +44,19 @@ def lrs(run: runs.Run) -> list[float]:
 
 @pytest.mark.slow
 def test_preset_aimi_lab1(capsys, smoke_data, tmp_path):
-    made = smoke(capsys, smoke_data, tmp_path, "--preset", "aimi-lab1")
-    assert [run.config["backbone"] for run in made] == presets.load("aimi-lab1")["backbones"]
-    assert len({run.config["study"] for run in made}) == 1
-    for run in made:
-        config, train = run.config, run.config["train"]
-        assert (train["loss"], train["optimizer"], train["monitor"]) == ("ce", "adam", "val_accuracy")
-        assert lrs(run) == [1e-3] and (train["schedule"], train["gamma"]) == ("exponential", 0.96)
-        assert train["pretrained"] == ("none" if run.config["backbone"] == "resnet18" else "auto"), "as the authors' code"
-        assert config["mean"] == [0.485, 0.456, 0.406], "ImageNet normalisation"
-        assert [spec if isinstance(spec, str) else spec["name"] for spec in train["augment"]] == ["equalize", "rotate", "center_crop"]
-        assert (config["train_image_size"], config["load_size"], config["image_size"]) == (64, 128, 128)
+    configs = study_configs("aimi-lab1")
+    assert [config.backbone for config in configs] == presets.load("aimi-lab1")["backbones"]
+    assert {config.backbone: config.pretrained for config in configs} == {
+        backbone: "none" if backbone == "resnet18" else "auto" for backbone in presets.load("aimi-lab1")["backbones"]
+    }, "as the authors' code"
+    (run,) = smoke(capsys, smoke_data, tmp_path, "--preset", "aimi-lab1", "--backbone", "resnet18")
+    config, train = run.config, run.config["train"]
+    assert (train["loss"], train["optimizer"], train["monitor"]) == ("ce", "adam", "val_accuracy")
+    assert lrs(run) == [1e-3] and (train["schedule"], train["gamma"]) == ("exponential", 0.96)
+    assert train["pretrained"] == "none"
+    assert config["mean"] == [0.485, 0.456, 0.406], "ImageNet normalisation"
+    assert [spec if isinstance(spec, str) else spec["name"] for spec in train["augment"]] == ["equalize", "rotate", "center_crop"]
+    assert (config["train_image_size"], config["load_size"], config["image_size"]) == (64, 128, 128)
 
 
 @pytest.mark.slow
