@@ -63,13 +63,16 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def torchrun(data: Path, out: Path, run_id: str, settings: dict) -> tuple[subprocess.CompletedProcess, float]:
-    """Two ranks on this machine; --master-addr 127.0.0.1 avoids depending on the host name resolving."""
+def torchrun(data: Path, out: Path, run_id: str, settings: dict, tracked: bool = False
+             ) -> tuple[subprocess.CompletedProcess, float]:
+    """Two ranks on this machine; --master-addr 127.0.0.1 avoids depending on the host name resolving.
+    ``tracked``: MLflow tracking on, to the runs folder's own store (the tests run untracked otherwise)."""
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(WORLD_SIZE),
                "--master-addr", "127.0.0.1", "--master-port", str(free_port()),
                "-m", "xraycore", "train", "--data", str(data), *cli_options(settings),
                "--out", str(out), "--run-id", run_id, "--quiet"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "XRAY_OFFLINE": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "XRAY_OFFLINE": "1", **({"XRAY_TRACKING": "on"} if tracked else {})}
+    env.pop("MLFLOW_TRACKING_URI", None)
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120, cwd=REPO)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -85,13 +88,13 @@ def data(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def frozen_ddp(data, tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path]:
     out = tmp_path_factory.mktemp("ddp-frozen")
-    done, _seconds = torchrun(data, out, "ddp", {**SETTINGS, **FROZEN, "sync_batchnorm": True})
+    done, _seconds = torchrun(data, out, "ddp", {**SETTINGS, **FROZEN, "sync_batchnorm": True}, tracked=True)
     return done, out
 
 
 def test_rank_zero_alone_writes_and_reports_one_finished_run(frozen_ddp):
     done, out = frozen_ddp
-    assert [p.name for p in out.iterdir()] == ["ddp"]
+    assert sorted(p.name for p in out.iterdir()) == ["ddp", "mlartifacts", "mlflow.db"], "one run (and its tracking)"
     run = runs.Run(out / "ddp")
     assert done.stdout.splitlines() == [str(run.path)], "rank 1 must print nothing"
     assert run.status()["state"] == "finished"
@@ -102,6 +105,16 @@ def test_rank_zero_alone_writes_and_reports_one_finished_run(frozen_ddp):
     assert config["effective_batch_size"] == 8 and config["per_process_batch_size"] == 4
     assert config["train"]["batch_size"] == 8 and config["train"]["lr"] == SETTINGS["lr"]
     assert "sync-batchnorm ignored" in (run.path / "log.txt").read_text()  # said, not silently dropped
+
+
+def test_two_process_torchrun_makes_exactly_one_mlflow_run(frozen_ddp):
+    from tests.training.test_tracking import search, store
+
+    _done, out = frozen_ddp
+    found = search(out)
+    assert len(found) == 1 and found[0].data.tags["xray.run"] == "ddp"
+    assert [m.step for m in store(out).get_metric_history(found[0].info.run_id, "val_auroc")] == \
+        list(range(1, SETTINGS["epochs"] + 1))
 
 
 def test_ranks_train_on_disjoint_halves_of_each_epoch(frozen_ddp):

@@ -109,16 +109,6 @@ def test_a_resumed_run_continues_the_same_mlflow_run(data, tmp_path):
     assert [m.step for m in store(out).get_metric_history(first, "val_auroc")] == [1, 2, 3]
 
 
-@pytest.mark.slow
-def test_two_process_torchrun_makes_exactly_one_mlflow_run(data, tmp_path):
-    from tests.training.test_distributed import SETTINGS as DDP_SETTINGS, torchrun
-
-    torchrun(data, tmp_path, "ddp-tracked", DDP_SETTINGS)
-    found = search(tmp_path)
-    assert len(found) == 1 and found[0].data.tags["xray.run"] == "ddp-tracked"
-    assert [m.step for m in store(tmp_path).get_metric_history(found[0].info.run_id, "val_auroc")] == [1, 2]
-
-
 def test_a_tracking_uri_that_points_nowhere_warns_once_and_training_finishes(data, tmp_path):
     from xraycore.training.loop import train
 
