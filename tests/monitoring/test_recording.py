@@ -135,7 +135,7 @@ def test_monitor_cli_json_keys_exit_status_and_realised_figures(tmp_path, capsys
     assert main(["monitor", "--model", str(BUNDLED), "--db", url, "--window", "100", "--json"]) == 0
     windows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(windows) == 3 and all(tuple(w) == figures.KEYS for w in windows)
-    assert windows[0]["n_read"] == 100 and windows[0]["realised_accuracy"] == 1.0 and windows[1]["n_read"] == 0
+    assert windows[0]["realised_n"] == 100 and windows[0]["realised_accuracy"] == 1.0 and windows[1]["realised_n"] == 0
     record_scored_films(store, _stream_rows(rng, 100, answering, start + dt.timedelta(days=1), shifted=True))
     assert main(["monitor", "--model", str(BUNDLED), "--db", url, "--window", "100", "--json"]) == 1
     captured = capsys.readouterr()

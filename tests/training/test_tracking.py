@@ -67,6 +67,11 @@ def test_a_smoke_run_is_found_by_mlflow_with_params_epoch_metrics_and_artifacts(
         assert [m.step for m in client.get_metric_history(found[0].info.run_id, name)] == [1, 2], name
     files = {a.path for a in client.list_artifacts(found[0].info.run_id)}
     assert {"config.json", "val_predictions.csv", "MODEL_CARD.md", "figures"} <= files
+    shared = Path(client.download_artifacts(found[0].info.run_id, "val_predictions.csv", str(tmp_path))).read_text()
+    kept = (run.path / "val_predictions.csv").read_text()
+    films = [line.split(",")[0] for line in kept.splitlines()[1:]]
+    assert films and not any(film in shared for film in films), "the tracking store holds no film's name"
+    assert [line.split(",")[2:] for line in shared.splitlines()[1:]] == [line.split(",")[2:] for line in kept.splitlines()[1:]]
     figures = {a.path for a in client.list_artifacts(found[0].info.run_id, "figures")}
     assert figures == {"figures/confusion_matrix.html", "figures/roc.html", "figures/pr.html"}
     assert found[0].info.status == "FINISHED"

@@ -24,8 +24,8 @@ def _number(value: object, digits: int = 3) -> str:
 def _line(window: dict) -> str:
     interval = window["positive_rate_ci95"]
     band = f" [{interval[0]:.2f}-{interval[1]:.2f}]" if interval else ""
-    realised = (f"  realised acc {_number(window['realised_accuracy'])} (n={window['n_read']})"
-                if window["n_read"] else "")
+    realised = (f"  realised acc {_number(window['realised_accuracy'])} (n={window['realised_n']})"
+                if window["realised_n"] else "")
     return (f"{window['start'][:16]}  n={window['n']:<6} positive {_number(window['positive_rate'], 2)}{band}  "
             f"ood {_number(window['ood_rate'], 2)}  guard {_number(window['guard_rate'], 2)}  "
             f"psi {_number(window['psi'])}  W {_number(window['wasserstein'])}  "

@@ -19,7 +19,7 @@ from xraycore.monitoring.reference import Reference
 from xraycore.monitoring.windows import Window, split
 
 KEYS = ("start", "end", "n", "positive_rate", "positive_rate_ci95", "ood_rate", "guard_rate", "psi", "wasserstein",
-        "expected_accuracy", "expected_sensitivity", "expected_specificity", "n_read", "realised_accuracy",
+        "expected_accuracy", "expected_sensitivity", "expected_specificity", "realised_n", "realised_accuracy",
         "realised_sensitivity", "realised_specificity", "alerts")
 
 
@@ -67,7 +67,7 @@ def _realised(called_positive: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
     read = truth >= 0
     calls, labels = called_positive[read], truth[read] == 1
     rate = lambda hits, total: _round(hits / total) if total else None  # noqa: E731
-    return {"n_read": int(read.sum()), "realised_accuracy": rate(np.sum(calls == labels), labels.size),
+    return {"realised_n": int(read.sum()), "realised_accuracy": rate(np.sum(calls == labels), labels.size),
             "realised_sensitivity": rate(np.sum(calls & labels), labels.sum()),
             "realised_specificity": rate(np.sum(~calls & ~labels), (~labels).sum())}
 

@@ -11,12 +11,14 @@ The MLflow run's id is kept in the run's config.json (``"tracking"``), so a resu
 """
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import logging
 import os
 import re
 import subprocess
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -235,9 +237,10 @@ class Tracker:
     def end(self, state: str | None) -> None:
         """The run's files, its state as a tag, and the MLflow run (and its study's parent) ended."""
         def finish() -> None:
-            for name in RUN_FILES:
-                if (self.run.path / name).is_file():
-                    self.client.log_artifact(self.run_id, str(self.run.path / name))
+            with tempfile.TemporaryDirectory() as folder:
+                for name in RUN_FILES:
+                    if (self.run.path / name).is_file():
+                        self.client.log_artifact(self.run_id, str(_shareable(self.run.path / name, Path(folder))))
             self.client.set_tag(self.run_id, "xray.state", state or "unknown")
             self.client.set_terminated(self.run_id, END_STATUS.get(state or "", "FAILED"))
             if self.parent_id:
@@ -316,3 +319,28 @@ def update_run(run: runs.Run, tags: dict[str, str] | None = None, files: list[tu
             mlflow_client.log_figure(record["run_id"], figure, name)
     tracker.attempt("updating the run", add)
     return not tracker.failed
+
+
+PSEUDONYMOUS_COLUMNS = ("file", "patient")  # what a predictions file names: films and patients
+
+
+def _shareable(path: Path, folder: Path) -> Path:
+    """The file to put in the tracking store: a predictions CSV with its films and patients renamed film-N /
+    patient-N (the same patient keeps one name, so grouping survives), never the names the data carried; any other
+    file as it is."""
+    if not path.name.endswith("predictions.csv"):
+        return path
+    with path.open(newline="") as source:
+        rows = list(csv.DictReader(source))
+    names: dict[str, dict[str, str]] = {column: {} for column in PSEUDONYMOUS_COLUMNS}
+    for row in rows:
+        for column in PSEUDONYMOUS_COLUMNS:
+            if column in row:
+                row[column] = names[column].setdefault(row[column], f"{'film' if column == 'file' else column}-"
+                                                                    f"{len(names[column]) + 1}")
+    shared = folder / path.name
+    with shared.open("w", newline="") as target:
+        writer = csv.DictWriter(target, fieldnames=list(rows[0]) if rows else [])
+        writer.writeheader()
+        writer.writerows(rows)
+    return shared
