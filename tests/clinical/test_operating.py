@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -142,10 +140,16 @@ def test_evaluation_record_is_saved_and_listed(model_dir, tiny_dataset):
 
 
 @pytest.mark.slow
-def test_calibrate_and_evaluate_from_the_command_line(model_dir, tiny_dataset, tmp_path):
-    def cli(*args):
-        return subprocess.run([sys.executable, "-m", "xraycore", *args], cwd=REPO, capture_output=True, text=True,
-                              timeout=300)
+def test_calibrate_and_evaluate_from_the_command_line(model_dir, tiny_dataset, tmp_path, capsys):
+    def cli(*args):  # the verbs in this process (the process contract itself: tests/cli/test_cli.py)
+        from types import SimpleNamespace
+
+        from xraycore.cli import main as command_line
+
+        capsys.readouterr()
+        code = command_line.main(list(args))
+        out, err = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=out, stderr=err)
 
     sharpen(model_dir)
     done = cli("calibrate", "--model", str(model_dir), "--data", str(make_site_sample(tmp_path / "site")), "--name", "site-b",
