@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import multiprocessing
+import sys
 import threading
+import types
 
 import numpy as np
 import pytest
@@ -109,9 +111,12 @@ def _save_in_process(url: str, reader: str, start) -> None:
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_two_processes_saving_at_once_lose_nothing(backend, tmp_path):
+def test_two_processes_saving_at_once_lose_nothing(backend, tmp_path, monkeypatch):
     urls = fresh_postgres_url() if backend == "postgresql" else iter([f"sqlite:///{tmp_path / 'xray.db'}"])
     url = next(urls)
+    # A spawned process runs the parent's __main__ again; in a test worker that may be a script an earlier AppTest
+    # left there. A bare __main__ makes the workers import this module only.
+    monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
     context = multiprocessing.get_context("spawn")
     start = context.Barrier(2)
     workers = [context.Process(target=_save_in_process, args=(url, name, start)) for name in ("ann", "bob")]
