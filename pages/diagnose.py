@@ -19,7 +19,7 @@ from xraycore.app import model_cache
 from xraycore.app import read_form
 from xraycore.app import monitoring_view
 from xraycore.explain import cam as explain
-from xraycore.explain.lung_attention import OUTSIDE_SENTENCE, lung_attention
+from xraycore.explain.lung_attention import EMPTY_SENTENCE, OUTSIDE_SENTENCE, lung_attention
 from xraycore.explain.lung_fields import draw_outline
 from xraycore.inference import provenance
 from xraycore.clinical import releases
@@ -204,7 +204,7 @@ def show_result(result: catalog.DisplayResult, threshold: float | None, opacity:
                 st.caption(catalog.colour_legend(result.positive_class or call))
                 for sentence in attention.sentences:
                     (st.warning if sentence == OUTSIDE_SENTENCE else st.caption)(sentence)
-                if float(result.heatmap.max()) < 0.01:
+                if float(result.heatmap.max()) < 0.01 and EMPTY_SENTENCE not in attention.sentences:
                     st.caption(f"The heat map is flat: no region pushes the model towards {result.positive_class or call}.")
 
 

@@ -15,7 +15,7 @@ from streamlit.testing.v1 import AppTest
 from tests.helpers.synthetic import xray_like
 from xraycore.app import catalog
 from xraycore.evaluation.shortcuts import band_mask
-from xraycore.explain.lung_attention import OUTSIDE_SENTENCE, lung_attention
+from xraycore.explain.lung_attention import EMPTY_SENTENCE, OUTSIDE_SENTENCE, lung_attention
 from xraycore.inference import provenance
 from xraycore.inference.display import DisplayResult
 from xraycore.reading_room import pdf_report
@@ -67,6 +67,21 @@ def test_diagnose_warns_when_most_of_the_heat_map_is_outside_the_lungs(diagnose_
     at = open_diagnose("PNEUMONIA/one.png")
     assert OUTSIDE_SENTENCE in [warning.value for warning in at.warning]
     assert any(caption.value.startswith("0% " + ON_LUNGS) for caption in at.caption)
+
+
+def empty_heat(result: DisplayResult) -> DisplayResult:
+    """The result with an all-zero heat map: nothing pushes the model towards the finding."""
+    result.heatmap = np.zeros_like(result.heatmap)
+    return result
+
+
+def test_an_empty_heat_map_is_said_once(diagnose_env, monkeypatch):
+    real_display = catalog.for_display
+    monkeypatch.setattr(catalog, "for_display", lambda *args, **kwargs: empty_heat(real_display(*args, **kwargs)))
+    at = open_diagnose("PNEUMONIA/one.png")
+    said = [caption.value for caption in at.caption if "heat map is empty" in caption.value or "heat map is flat"
+            in caption.value]
+    assert said == [EMPTY_SENTENCE]
 
 
 def test_diagnose_says_when_no_lung_fields_were_found(diagnose_env):

@@ -17,6 +17,7 @@ from xraycore.explain.lung_fields import LungFields, estimate_lung_fields, lung_
 # the heart and below the diaphragm), so under half is the rule on almost every film (97.5% of kermany_site), and
 # a warning that is always on is a warning nobody reads.
 MIN_LIFT = 1.0
+EMPTY_SENTENCE = "The heat map is empty: no region pushes the model towards the finding."
 OUTSIDE_SENTENCE = ("Most of the attention is outside the lungs (no denser on them than elsewhere): check for markers "
                     "or devices.")
 
@@ -44,7 +45,7 @@ def lung_attention(image: np.ndarray, heatmap: np.ndarray | None) -> LungAttenti
                                             "of the heat map on the lungs cannot be given."])
     share = lung_share(heatmap, fields.mask)
     if share is None:
-        return LungAttention(fields, None, ["The heat map is empty: no region pushes the model towards the finding."])
+        return LungAttention(fields, None, [EMPTY_SENTENCE])
     sentences = [f"{share:.0%} of the heat map lies on the lung fields (an estimate from the film; they cover "
                  f"{fields.area_share:.0%} of it)."]
     if outside_the_lungs(share, fields.area_share):
