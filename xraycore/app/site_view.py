@@ -43,7 +43,7 @@ def profile_rows(profiles: list[dict[str, Any]]) -> list[dict[str, Any]]:
         rows.append({"profile": profile["name"], "active": "yes" if profile.get("active") else "",
                      "method": profile.get("method"), "made": (profile.get("created") or "")[:16],
                      "by": profile.get("created_by"),
-                     "films": f"{profile.get('n_negative')} / {profile.get('n_positive')}",
+                     "films (negative / positive)": f"{profile.get('n_negative')} / {profile.get('n_positive')}",
                      **{f"{key} (before → after)": f"{_share(before.get(key))} → {_share(after.get(key))}"
                         for key in FIGURES}})
     return rows
