@@ -30,10 +30,11 @@ def charts(windows: Sequence[dict[str, Any]]) -> list[tuple[str, Any]]:
     import plotly.graph_objects as go
 
     starts = _column(windows, "start")
-    layout = {"height": 260, "margin": {"l": 40, "r": 10, "t": 30, "b": 30}, "legend": {"orientation": "h"},
-              "xaxis": _time_axis(starts)}
+    layout = {"height": 260, "margin": {"l": 40, "r": 10, "t": 30, "b": 30},
+              "legend": {"orientation": "h", "y": 1.15}, "xaxis": _time_axis(windows)}
     share_axis = {"range": [0, 1.02], "tickformat": ".0%"}
-    volume = go.Figure(go.Bar(x=starts, y=_column(windows, "n"), name="films"), layout=layout)
+    volume = go.Figure(go.Bar(x=starts, y=_column(windows, "n"), name="films", width=_bar_widths(windows),
+                              offset=0), layout=layout)
     _alert_markers(volume, windows, "n")
     bands = [w["positive_rate_ci95"] or [None, None] for w in windows]
     rate = go.Figure(layout=layout)
@@ -61,12 +62,23 @@ def charts(windows: Sequence[dict[str, Any]]) -> list[tuple[str, Any]]:
             ("Expected and realised accuracy", accuracy)]
 
 
-def _time_axis(starts: Sequence[Any]) -> dict[str, Any]:
-    """Dates on the x axis, with a day either side of a lone window (plotly would otherwise zoom to microseconds)."""
+def _time_axis(windows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Dates on the x axis; a lone window shown whole with a day either side (plotly would zoom to microseconds)."""
     import datetime as dt
 
     axis: dict[str, Any] = {"type": "date", "tickformat": "%Y-%m-%d\n%H:%M"}
-    moments = [dt.datetime.fromisoformat(str(start)) for start in starts if start is not None]
-    if len(set(moments)) == 1:
-        axis["range"] = [moments[0] - dt.timedelta(days=1), moments[0] + dt.timedelta(days=1)]
+    if len(windows) == 1:
+        start, end = (dt.datetime.fromisoformat(str(windows[0][key])) for key in ("start", "end"))
+        axis["range"] = [start - dt.timedelta(days=1), end + dt.timedelta(days=1)]
     return axis
+
+
+def _bar_widths(windows: Sequence[dict[str, Any]]) -> list[float]:
+    """Each window's bar as wide as the window (milliseconds on a date axis; plotly's default is a sliver)."""
+    import datetime as dt
+
+    widths = []
+    for window in windows:
+        start, end = (dt.datetime.fromisoformat(str(window[key])) for key in ("start", "end"))
+        widths.append(max((end - start).total_seconds(), 1.0) * 1000 * 0.9)
+    return widths
