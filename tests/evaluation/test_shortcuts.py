@@ -114,7 +114,7 @@ def test_the_report_on_the_tiny_model_has_every_figure_with_a_ci_and_a_verdict(t
     assert tiny_report["figures"]["band_blanked_flips"]["n"] == 32  # every film probed
     assert tiny_report["figures"]["lungs_blanked_drop"]["n"] >= 1  # pneumonia films with lung fields
     assert tiny_report["passed"] in (True, False)
-    assert tiny_report["seconds"] >= 0 and "data_fingerprint" in tiny_report
+    assert "seconds" in tiny_report and "data_fingerprint" in tiny_report
 
 
 def test_a_kept_report_reaches_the_model_card_and_compare(tiny_run, tiny_report, tmp_path):
