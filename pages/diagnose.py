@@ -19,7 +19,7 @@ from xraycore.app import model_cache
 from xraycore.app import read_form
 from xraycore.app import monitoring_view
 from xraycore.explain import cam as explain
-from xraycore.explain.lung_attention import EMPTY_SENTENCE, OUTSIDE_SENTENCE, lung_attention
+from xraycore.explain.lung_attention import EMPTY_SENTENCE, OUTSIDE_SENTENCE
 from xraycore.explain.lung_fields import draw_outline
 from xraycore.inference import provenance
 from xraycore.clinical import releases
@@ -196,7 +196,7 @@ def show_result(result: catalog.DisplayResult, threshold: float | None, opacity:
         with right:
             if result.heatmap is not None:
                 overlay = explain.overlay(result.image / 255.0, result.heatmap.astype("float32"), alpha=opacity)
-                attention = lung_attention(result.image, result.heatmap)  # the share on the lungs, in words
+                attention = result.lung_attention  # the share on the lungs, in words
                 if outline and attention.fields.found:
                     overlay = draw_outline(overlay, attention.fields.mask)
                 method = explain.METHOD_LABELS.get(result.cam_method or "", result.cam_method)

@@ -10,6 +10,7 @@ table every one of them prints.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
@@ -19,6 +20,7 @@ from PIL import Image
 
 from xraycore.clinical import operating_points as operating
 from xraycore.clinical import triage
+from xraycore.explain.lung_attention import LungAttention, lung_attention
 from xraycore.inference.predictor import Prediction
 
 DISPLAY_MAX_SIDE = 512  # what a session keeps per image: enough for the screen, bounded for 50 scans
@@ -63,6 +65,12 @@ class DisplayResult:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @functools.cached_property
+    def lung_attention(self) -> LungAttention | None:
+        """The heat map's share on the lung fields, in words (None without a heat map): estimated once per result,
+        not on every rerun of the page (the estimate takes tens of milliseconds a film)."""
+        return lung_attention(self.image, self.heatmap)
 
     @property
     def normal_class(self) -> str | None:

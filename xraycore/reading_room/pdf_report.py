@@ -19,7 +19,7 @@ from fpdf import FPDF
 from PIL import Image
 
 from xraycore.explain import cam as explain
-from xraycore.explain.lung_attention import OUTSIDE_SENTENCE, lung_attention
+from xraycore.explain.lung_attention import OUTSIDE_SENTENCE
 from xraycore.clinical import triage
 from xraycore.inference.display import DisplayResult
 from xraycore.inference.provenance import ModelProvenance
@@ -159,7 +159,7 @@ def _image_page(pdf: _Report, result: DisplayResult, threshold: float | None, op
     _model_lines(pdf, model, threshold, operating_point)
     pdf.ln(2)
     _pictures(pdf, result, alpha)
-    attention = lung_attention(result.image, result.heatmap)  # the heat map's share on the lungs, as Diagnose says it
+    attention = result.lung_attention  # the heat map's share on the lungs, as Diagnose says it
     for sentence in attention.sentences if attention else []:
         outside = sentence == OUTSIDE_SENTENCE
         pdf.write_line(sentence, size=9, style="B" if outside else "", colour=(170, 90, 0) if outside else (0, 0, 0))
