@@ -59,11 +59,12 @@ def _env(tmp_path: Path) -> dict:
 def test_adapt_stores_an_active_profile_that_answers_and_rolls_back(tiny_exported, tmp_path):
     model, site = _model(tiny_exported, tmp_path / "model"), _sha256_named_pngs(tmp_path / "reads")
     done = _cli("adapt", "--model", str(model), "--data", str(site), "--name", "site-a", "--method", "head",
-                "--epochs", "5", env=_env(tmp_path))
+                "--epochs", "5", "--band-penalty", "0.5", "--no-erasing-views", env=_env(tmp_path))
     assert done.returncode == 0, done.stderr
     assert "before" in done.stdout and "after" in done.stdout and "auroc" in done.stdout
     profile = json.loads((model / "sites" / "site-a" / "profile.json").read_text())
     assert profile["method"] == "head" and profile["n_positive"] == profile["n_negative"] == 52
+    assert (profile["epochs"], profile["band_penalty"], profile["erasing_views"]) == (5, 0.5, False), "the recipe kept"
     assert len(profile["held_out"]["logits"]) == 104 and profile["before"] and profile["after"]
     assert "film" not in json.dumps(profile) and ".png" not in json.dumps(profile), "no file names"
     assert operating.active_name(model) == "site-a"

@@ -365,3 +365,19 @@ def test_erase_sets_one_rectangle_per_image_to_its_grey_level_and_leaves_the_res
     rows, columns = changed[:, 0].any(dim=2), changed[:, 0].any(dim=1)
     assert (changed[:, 0].sum(dim=(1, 2)) == rows.sum(1) * columns.sum(1)).all(), "one rectangle each"
     torch.testing.assert_close(run({"name": "erase", "p": 0.0}, image), image)
+
+
+def test_border_erase_paints_the_outer_band_or_corners_one_grey_each_and_nothing_inside(device) -> None:
+    image = torch.full((32, 1, SIDE, SIDE), 0.5, device=device)
+    centre = slice(int(SIDE * 0.3), SIDE - int(SIDE * 0.3))  # beyond twice the widest band: never painted
+    band = run({"name": "border_erase", "width": [0.1, 0.1], "corners": 0.0, "p": 1.0}, image)
+    edge = round(SIDE * 0.1)
+    inner = torch.zeros(SIDE, SIDE, dtype=torch.bool, device=device)
+    inner[edge:SIDE - edge, edge:SIDE - edge] = True
+    assert (band[:, 0][:, inner] == 0.5).all() and (band[:, 0][:, ~inner] != 0.5).all(), "exactly the band, whole"
+    assert (band[:, 0][:, ~inner] == band[:, 0, :1, :1].reshape(-1, 1)).all(), "one grey per film"
+    corners = run({"name": "border_erase", "width": [0.1, 0.1], "corners": 1.0, "p": 1.0}, image)
+    changed = corners != 0.5
+    assert not changed[..., centre, :].any() and not changed[..., :, centre].any(), "corners only"
+    assert changed.any(), "some corner is painted"
+    torch.testing.assert_close(run({"name": "border_erase", "p": 0.0}, image), image)

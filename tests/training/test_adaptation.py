@@ -83,3 +83,42 @@ def test_a_fit_changes_only_the_tail_learns_and_leaves_the_original_untouched(me
 def test_a_delta_of_another_network_is_refused():
     with pytest.raises(ValueError, match="do not fit the network"):
         adaptation.apply_delta(_network(), {"classifier.weight": torch.zeros(5, 5)})
+
+
+def test_band_share_is_the_cam_mass_in_the_outer_band():
+    classifier = torch.nn.Linear(1, 2)
+    with torch.no_grad():
+        classifier.weight.copy_(torch.tensor([[1.0], [-1.0]]))  # class 0's CAM is the map, class 1's is empty
+    edge, middle = torch.ones(1, 1, 10, 10), torch.zeros(1, 1, 10, 10)
+    edge[..., 2:8, 2:8] = 0
+    middle[..., 3:7, 3:7] = 1
+    shares = adaptation.band_share(torch.cat([edge, middle]), classifier, 100)
+    assert shares[0, 0] > 0.5 and shares[1, 0] < 0.01
+    assert torch.all(shares[:, 1] == 0), "an empty map has no mass anywhere"
+
+
+def test_the_band_penalty_moves_the_heat_map_off_the_border():
+    """Films whose class shows both as a bright frame and, fainter, in the middle: the penalised tail leans on the
+    middle."""
+    rng = np.random.default_rng(0)
+    labels = np.arange(32) % 2
+    greys = rng.normal(100, 10, (32, 64, 64))
+    greys[labels == 1, :8] += 120  # a bright frame on every positive film: the shortcut
+    greys[labels == 1, -8:] += 120
+    greys[labels == 1, 24:40, 24:40] += 40  # the real, fainter sign
+    greys = np.clip(greys, 0, 255).astype(np.uint8)
+    model, device = _network(), torch.device("cpu")
+    views = adaptation.grey_views(greys, ["hflip"], 2, 64)
+    cached = adaptation.cache_views(model, "last-stage", views, MEAN, STD, device)
+
+    def band_of_fit(penalty: float) -> float:
+        delta = adaptation.fit_tail(model, "last-stage", cached, labels, epochs=40, mean=MEAN, std=STD, device=device,
+                                    learning_rate=3e-3, band_penalty=penalty, image_size=64)
+        adapted = adaptation.with_delta(model, delta).eval()
+        split = adaptation.split_network(adapted, "last-stage")
+        with torch.no_grad():
+            features = split.features(cached[:, 0])
+            shares = adaptation.band_share(features, adapted.get_classifier(), 64)
+        return float(shares[torch.arange(32), torch.as_tensor(labels)].mean())
+
+    assert band_of_fit(10.0) < band_of_fit(0.0) - 0.05

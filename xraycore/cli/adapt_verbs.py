@@ -29,6 +29,11 @@ def add_adapt_verb(verbs: argparse._SubParsersAction) -> None:
                             "default), or every layer (full: slow on a CPU)")
     adapt.add_argument("--epochs", type=int, default=None, help="passes over the site's films (default: the method's)")
     adapt.add_argument("--replay", metavar="TRAIN_DIR", help="class folders of training films mixed in against forgetting")
+    adapt.add_argument("--band-penalty", type=float, default=None, metavar="W",
+                       help="weight of the penalty on heat-map mass in the film's outer band, where markers and text "
+                            "sit (default: the shipped recipe's; 0: none)")
+    adapt.add_argument("--no-erasing-views", action="store_true",
+                       help="train on views whose border and corners are never painted over")
     adapt.add_argument("--no-activate", action="store_true", help="store the profile without making it active")
     adapt.add_argument("--json", action="store_true", help="print the stored operating point as JSON")
 
@@ -58,11 +63,17 @@ def cmd_adapt(args: argparse.Namespace) -> int:
 
     if args.epochs is not None and args.epochs < 1:
         raise ValueError("--epochs must be at least 1")
+    if args.band_penalty is not None and args.band_penalty < 0:
+        raise ValueError("--band-penalty must be 0 or more")
+    remedies = {"erasing_views": not args.no_erasing_views}
+    if args.band_penalty is not None:
+        remedies["band_penalty"] = args.band_penalty
     bars = _Bars()
     try:
         point = site_adaptation.adapt_folder(args.model, args.data, args.name,
                                              method=args.method or site_adaptation.DEFAULT_METHOD, epochs=args.epochs,
-                                             replay=args.replay, activate=not args.no_activate, progress=bars)
+                                             replay=args.replay, activate=not args.no_activate, progress=bars,
+                                             **remedies)
     finally:
         bars.close()
     if args.json:

@@ -119,6 +119,40 @@ class RandomJpeg(torch.nn.Module):
         return self.jpeg(x.expand(-1, 3, -1, -1)).mean(dim=1, keepdim=True).clamp(0.0, 1.0)
 
 
+class RandomBorderErase(torch.nn.Module):
+    """The film's outer band, or some of its corners, painted one random grey (with probability p): the markers,
+    text and collimator edges that sit there then say nothing of the class, so a network cannot rest on them
+    (a shortcut remedy, docs/heat-maps.md). ``width`` is the band's share of each side (a corner's is twice it, as
+    printed text reaches further in than collimator edges); ``corners`` the chance that corners are painted instead
+    of the whole band, each corner with probability one half."""
+
+    def __init__(self, width: Any = (0.06, 0.14), corners: float = 0.5, p: float = 0.5) -> None:
+        super().__init__()
+        self.width, self.corners, self.p = _pair(width), float(corners), float(p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, _, height, width = x.shape
+        share = torch.empty(n, 1, 1, device=x.device).uniform_(*self.width)
+        top, bottom, left, right = _edges(share, height, width, x.device)
+        band = top | bottom | left | right
+        top, bottom, left, right = _edges(2 * share, height, width, x.device)
+        chosen = torch.rand(n, 4, 1, 1, device=x.device) < 0.5
+        corner = ((top & left & chosen[:, 0]) | (top & right & chosen[:, 1]) | (bottom & left & chosen[:, 2])
+                  | (bottom & right & chosen[:, 3]))
+        use_corners = torch.rand(n, 1, 1, device=x.device) < self.corners
+        painted = torch.where(use_corners, corner, band) & (torch.rand(n, 1, 1, device=x.device) < self.p)
+        grey = torch.rand(n, 1, 1, 1, device=x.device, dtype=x.dtype)
+        return torch.where(painted.unsqueeze(1), grey, x)
+
+
+def _edges(share: torch.Tensor, height: int, width: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """Masks (N, H, W) of the pixels within ``share`` (N, 1, 1) of the top, bottom, left and right edges."""
+    rows = torch.arange(height, device=device).view(1, height, 1)
+    cols = torch.arange(width, device=device).view(1, 1, width)
+    deep, wide = torch.round(share * height), torch.round(share * width)  # whole pixels, the same on both sides
+    return rows < deep, rows >= height - deep, cols < wide, cols >= width - wide
+
+
 def _affine(**ranges: Any) -> K.RandomAffine:
     # Always applied (torchvision's RandomAffine has no p); pixel-centred matrices warp with align_corners=True.
     return K.RandomAffine(degrees=ranges.pop("degrees", 0.0), **ranges, p=1.0, align_corners=True)
@@ -146,6 +180,7 @@ AUGMENTATIONS: dict[str, Callable[..., torch.nn.Module]] = {
     # A rectangle set to one grey level (random erasing, Zhong et al. 2020): the network must not rest on one region.
     "erase": lambda scale=(0.02, 0.2), ratio=(0.3, 3.3), value=0.0, p=0.5: K.RandomErasing(
         _pair(scale), _pair(ratio), value=float(value), p=p),
+    "border_erase": lambda width=(0.06, 0.14), corners=0.5, p=0.5: RandomBorderErase(width, corners, p),
     # A no-op on greyscale data, kept so study 000's recipe reads as published.
     "grayscale": lambda p=0.1: torch.nn.Identity(),
 }

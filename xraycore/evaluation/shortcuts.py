@@ -19,10 +19,9 @@ import numpy as np
 from xraycore.common.files import atomic_write_json, read_json_file
 from xraycore.explain.lung_attention import outside_the_lungs
 from xraycore.metrics.bootstrap import bootstrap_ci
+from xraycore.metrics.regions import BAND_FRACTION, CORNER_FRACTION, band_mask, corner_mask  # noqa: F401 (re-exported)
 
 SHORTCUTS_DIR = "shortcuts"
-BAND_FRACTION = 0.10  # the outer band: 10% of each side, where markers, text and collimator edges sit
-CORNER_FRACTION = 0.15  # each corner square: 15% of each side, where the text and the side marker sit
 N_RESAMPLES = 1000
 
 # Each figure: what it is, the limit, and which way passes. The first three are issue 33's targets; the
@@ -41,26 +40,6 @@ LIMITS: dict[str, tuple[str, str, float]] = {
     "band_blanked_flips": ("calls that flip, outer band blanked", "<=", 0.05),
     "corners_blanked_flips": ("calls that flip, four corners blanked", "<=", 0.05),
 }
-
-
-def band_mask(shape: tuple[int, int], fraction: float = BAND_FRACTION) -> np.ndarray:
-    """True in the outer ``fraction`` of each side of an image of ``shape``."""
-    height, width = shape
-    rows, cols = max(1, round(height * fraction)), max(1, round(width * fraction))
-    mask = np.ones(shape, dtype=bool)
-    mask[rows:height - rows, cols:width - cols] = False
-    return mask
-
-
-def corner_mask(shape: tuple[int, int], fraction: float = CORNER_FRACTION) -> np.ndarray:
-    """True in the four corner squares (``fraction`` of each side)."""
-    height, width = shape
-    rows, cols = max(1, round(height * fraction)), max(1, round(width * fraction))
-    mask = np.zeros(shape, dtype=bool)
-    for row_slice in (slice(0, rows), slice(height - rows, height)):
-        for col_slice in (slice(0, cols), slice(width - cols, width)):
-            mask[row_slice, col_slice] = True
-    return mask
 
 
 def heat_measures(heatmap: np.ndarray, lungs: np.ndarray | None) -> dict[str, float]:

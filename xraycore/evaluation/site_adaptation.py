@@ -34,7 +34,12 @@ from xraycore.io.image import XrayReadError
 from xraycore.io.reader import read_xray
 
 DEFAULT_METHOD = "last-stage"
-DEFAULT_EPOCHS = {"head": 10, "last-stage": 20, "full": 4}  # by cross-fitted figures on the site sample (docs/model.md)
+# Chosen by cross-fitted figures on the site sample over three fold shuffles (experiments/site_recipes.py; docs/model.md)
+DEFAULT_EPOCHS = {"head": 10, "last-stage": 40, "full": 4}
+# The shortcut remedies (docs/heat-maps.md): a penalty on the CAM mass in the outer band, and views whose band or
+# corners are painted over. They cost no cross-fitted accuracy and took the held films' heat maps off the border.
+DEFAULT_BAND_PENALTY = 3.0
+ERASING_VIEWS = True
 FOLDS = 5
 BETA = 2.0
 
@@ -43,10 +48,12 @@ Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 def adapt_folder(model_dir: str | Path, data_dir: str | Path, name: str, *, method: str = DEFAULT_METHOD,
                  epochs: int | None = None, replay: str | Path | None = None, activate: bool = True,
+                 band_penalty: float = DEFAULT_BAND_PENALTY, erasing_views: bool = ERASING_VIEWS,
                  identity: access.Identity | None = None, progress: Progress | None = None,
                  device: str | None = None, roots: list[Path] | None = None) -> dict[str, Any]:
     """Adapt every network of ``model_dir`` to the labelled films of ``data_dir`` (class folders) and store the result
     as site profile and operating point ``name`` (active unless ``activate`` is false). Returns the stored point.
+    ``band_penalty`` and ``erasing_views`` are the shortcut remedies (0 and False: none).
 
     A shared clinical setting: admin only, refused and audited inside; each refusal is one sentence (ValueError or
     access.AccessDenied). The original weights are never touched.
@@ -70,10 +77,11 @@ def adapt_folder(model_dir: str | Path, data_dir: str | Path, name: str, *, meth
         _check_counts([(None, None, predictor.class_names[label]) for label in site["labels"]], predictor.class_names,
                       after="after leaving out the films flagged as out of domain and the unreadable ones")
         replayed = read_films(predictor, folder_items(replay_dir), progress, limit=len(site["labels"])) if replay_dir else None
-        result = fitting.adapt_networks(predictor, site, replayed, method, epochs or DEFAULT_EPOCHS[method],
-                                        FOLDS, progress)
-        point, profile = _profile_and_point(predictor, site, result, method, epochs or DEFAULT_EPOCHS[method],
-                                            replay_dir, line.identity.user, time.monotonic() - started)
+        recipe = {"method": method, "epochs": epochs or DEFAULT_EPOCHS[method], "band_penalty": float(band_penalty),
+                  "erasing_views": bool(erasing_views)}
+        result = fitting.adapt_networks(predictor, site, replayed, recipe, FOLDS, progress)
+        point, profile = _profile_and_point(predictor, site, result, recipe, replay_dir, line.identity.user,
+                                            time.monotonic() - started)
         point["profile"] = name
         site_profiles.remove_stale_temporaries(model_dir)
         folder = site_profiles.write_profile(model_dir, name, profile, result["deltas"])
@@ -150,8 +158,9 @@ def figures(truth: np.ndarray, logits: np.ndarray, positive_index: int, groups: 
     return {"auroc": float(metrics.roc_auc(truth, probability)), **crossed}
 
 
-def _profile_and_point(predictor: Predictor, site: dict[str, Any], result: dict[str, Any], method: str, epochs: int,
+def _profile_and_point(predictor: Predictor, site: dict[str, Any], result: dict[str, Any], recipe: dict[str, Any],
                        replay: Path | None, user: str, seconds: float) -> tuple[dict[str, Any], dict[str, Any]]:
+    method = recipe["method"]
     positive = predictor.positive_index
     truth = (site["labels"] == positive).astype(int)
     held = result["held_logits"]
@@ -161,7 +170,7 @@ def _profile_and_point(predictor: Predictor, site: dict[str, Any], result: dict[
     before = figures(truth, site["logits"], positive, site["groups"])
     after = figures(truth, held, positive, site["groups"])
     fingerprint = operating.fingerprint(site["digests"])
-    profile = {"kind": site_profiles.PROFILE_KIND, "method": method, "epochs": epochs, "created": utc_timestamp(),
+    profile = {"kind": site_profiles.PROFILE_KIND, **recipe, "created": utc_timestamp(),
                "created_by": user, "data_fingerprint": fingerprint, "replay": None if replay is None else replay.name,
                **counts, **fitted, "folds": FOLDS, "before": before, "after": after, "seconds": round(seconds, 1),
                "base_weights_sha256": {key: sha256_of_file(path) for key, path in result["weights"].items()},
@@ -188,7 +197,8 @@ def list_profiles(model_dir: str | Path) -> list[dict[str, Any]]:
             continue
         profile = site_profiles.load_profile(model_dir, folder.name)
         point = pointing.get(folder.name)
-        found.append({key: profile.get(key) for key in ("name", "method", "epochs", "created", "created_by", "n_positive",
+        found.append({key: profile.get(key) for key in ("name", "method", "epochs", "band_penalty", "erasing_views",
+                                                         "created", "created_by", "n_positive",
                                                          "n_negative", "n_out_of_domain", "before", "after",
                                                          "temperature", "threshold", "data_fingerprint", "seconds")}
                      | {"operating_point": point, "active": point is not None and point == state["active"]})

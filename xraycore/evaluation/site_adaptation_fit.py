@@ -25,11 +25,12 @@ GRAPH_CHECK_FILMS = 8
 GRAPH_TOLERANCE = 1e-3  # largest logit difference between ONNX Runtime and torch with the profile
 
 
-def adapt_networks(predictor: Predictor, site: dict[str, Any], replayed: dict[str, Any] | None, method: str,
-                   epochs: int, folds: int, progress: Progress | None = None, seed: int = 0) -> dict[str, Any]:
+def adapt_networks(predictor: Predictor, site: dict[str, Any], replayed: dict[str, Any] | None,
+                   recipe: dict[str, Any], folds: int, progress: Progress | None = None, seed: int = 0) -> dict[str, Any]:
     """Cross-fitted held-fold logits of the ensemble (members' logits over their temperatures, averaged as the
-    Predictor averages them), each network's delta fitted on every film, and what the profile records of each."""
-    device = models.pick_device(predictor.device)
+    Predictor averages them), each network's delta fitted on every film, and what the profile records of each.
+    ``recipe``: method, epochs, band_penalty and erasing_views (:func:`site_adaptation.adapt_folder`)."""
+    device, method = models.pick_device(predictor.device), recipe["method"]
     labels = site["labels"]
     splits = list(StratifiedGroupKFold(folds, shuffle=True, random_state=seed).split(labels, labels, site["groups"]))
     held = np.zeros((labels.size, len(predictor.class_names)))
@@ -37,11 +38,12 @@ def adapt_networks(predictor: Predictor, site: dict[str, Any], replayed: dict[st
     for index, network in enumerate(predictor.networks):
         key = site_profiles.network_key(network.run.path, predictor.run.path)
         tell = _stage(progress, f"{key}: ")
-        cached = _cache(network, method, site["greys"][index], device, tell, seed)
+        erasing = recipe["erasing_views"]
+        cached = _cache(network, method, site["greys"][index], device, tell, seed, erasing)
         extra = None
         if replayed is not None and len(replayed["labels"]):
-            extra = (_cache(network, method, replayed["greys"][index], device, tell, seed), replayed["labels"])
-        fit = _fitter(network, method, epochs, device, seed)
+            extra = (_cache(network, method, replayed["greys"][index], device, tell, seed, erasing), replayed["labels"])
+        fit = _fitter(network, recipe, device, seed)
         for fold, (train, test) in enumerate(splits):
             delta = fit(*_with_replay(cached[train], labels[train], extra),
                         lambda done, total, fold=fold: tell(f"fold {fold + 1}/{folds}", done, total))
@@ -58,8 +60,10 @@ def _stage(progress: Progress | None, prefix: str) -> Callable[[str, int, int], 
     return (lambda stage, done, total: progress(prefix + stage, done, total)) if progress else (lambda *_: None)
 
 
-def _cache(network: Any, method: str, greys: np.ndarray, device: torch.device, tell: Callable, seed: int) -> torch.Tensor:
-    augment = (network.run.config.get("train") or {}).get("augment") or ["hflip"]
+def _cache(network: Any, method: str, greys: np.ndarray, device: torch.device, tell: Callable, seed: int,
+           erasing: bool) -> torch.Tensor:
+    augment = list((network.run.config.get("train") or {}).get("augment") or ["hflip"])
+    augment += [adaptation.ERASING_VIEW] if erasing else []
     views = adaptation.grey_views(greys, augment, adaptation.DEFAULT_VIEWS, network.image_size, seed=seed)
     return adaptation.cache_views(network.model, method, views, network.mean, network.std, device,
                                   lambda done, total: tell("caching views", done, total))
@@ -72,10 +76,12 @@ def _with_replay(cached: torch.Tensor, labels: np.ndarray, extra: tuple[torch.Te
     return torch.cat([cached, extra[0]]), np.concatenate([labels, extra[1]])
 
 
-def _fitter(network: Any, method: str, epochs: int, device: torch.device, seed: int) -> Callable:
+def _fitter(network: Any, recipe: dict[str, Any], device: torch.device, seed: int) -> Callable:
     def fit(cached: torch.Tensor, labels: np.ndarray, progress: Callable[[int, int], None]) -> dict[str, torch.Tensor]:
-        return adaptation.fit_tail(network.model, method, cached, labels, epochs=epochs, mean=network.mean,
-                                   std=network.std, device=device, seed=seed, progress=progress)
+        return adaptation.fit_tail(network.model, recipe["method"], cached, labels, epochs=recipe["epochs"],
+                                   mean=network.mean, std=network.std, device=device, seed=seed,
+                                   band_penalty=recipe["band_penalty"], image_size=network.image_size,
+                                   progress=progress)
     return fit
 
 

@@ -1,4 +1,4 @@
-"""Pure metric functions over numpy arrays: classification, ranking, calibration, bootstrap, drift.
+"""Pure metric functions over numpy arrays: classification, ranking, calibration, bootstrap, drift, regions.
 
     agreement       Agreement between two readers of the same films: Cohen's kappa, numpy only
     bootstrap       How sure a metric is: percentile bootstrap intervals, stratified, for any metric or the
@@ -13,6 +13,7 @@
                     numpy
     inputs          The conventions every metric follows, and the input checks that hold them: labels, scores,
                     probabilities
+    regions         Where on a film a heat map's mass lies: the outer band and the corners, numpy only
     ranking         Threshold-free metrics of a score's ranking: ROC and precision-recall curves, AUROC and
                     AUPRC
 
@@ -36,6 +37,7 @@ _EXPORTS = {
     "drift": ("quantile_edges", "bin_shares", "psi", "wasserstein", "expected_rates"),
     "inputs": ("check_labels", "check_binary_labels", "check_scores", "check_label_pair",
         "check_probability_matrix", "has_both_classes"),
+    "regions": ("band_mask", "corner_mask"),
     "ranking": ("roc_curve", "pr_curve", "roc_auc", "average_precision"),
 }
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from xraycore.data.augment import BatchAugmentation, build_augmentation
+from xraycore.metrics.regions import band_mask
 
 HEAD, LAST_STAGE, FULL = "head", "last-stage", "full"
 METHODS = (HEAD, LAST_STAGE, FULL)
@@ -28,18 +29,25 @@ METHODS = (HEAD, LAST_STAGE, FULL)
 LEARNING_RATES = {HEAD: 1e-3, LAST_STAGE: 3e-4, FULL: 1e-4}
 DEFAULT_VIEWS = 6  # the clean film and five augmented views, cached once
 BATCH_SIZE = 32
+# Added to a member's own augmentations when the views should not let the border speak (the shortcut remedy)
+ERASING_VIEW = {"name": "border_erase", "p": 0.5}
 
 Progress = Callable[[int, int], None]
 
 
 @dataclass
 class Split:
-    """A network cut in two: ``trunk`` (frozen, run once per view) and ``tail`` (trained); ``prefixes`` name the
-    state-dict entries the tail owns."""
+    """A network cut in two: ``trunk`` (frozen, run once per view) and the trained tail, ``features`` (the map the
+    heat map is drawn on, (N, C, h, w); the pooled features for ``head``) then ``head`` (pooling and classifier);
+    ``prefixes`` name the state-dict entries the tail owns."""
 
     trunk: Callable[[torch.Tensor], torch.Tensor]
-    tail: Callable[[torch.Tensor], torch.Tensor]
+    features: Callable[[torch.Tensor], torch.Tensor]
+    head: Callable[[torch.Tensor], torch.Tensor]
     prefixes: tuple[str, ...]
+
+    def tail(self, activations: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(activations))
 
 
 def _module_name(model: nn.Module, module: nn.Module) -> str:
@@ -52,23 +60,33 @@ def split_network(model: nn.Module, method: str) -> Split:
     if method not in METHODS:
         raise ValueError(f"Unknown adaptation method {method!r}; choose {', '.join(METHODS)}.")
     if method == FULL:
-        return Split(lambda x: x, model, ("",))
+        return Split(lambda x: x, model.forward_features, model.forward_head, ("",))
     classifier = model.get_classifier()
     if method == HEAD:
-        return Split(lambda x: model.forward_head(model.forward_features(x), pre_logits=True), classifier,
+        return Split(lambda x: model.forward_head(model.forward_features(x), pre_logits=True), lambda a: a, classifier,
                      (_module_name(model, classifier) + ".",))
     head = _module_name(model, classifier) + "."
     if all(hasattr(model, name) for name in ("blocks", "conv_stem", "bn1", "conv_head", "bn2")):
         last = len(model.blocks) - 1
         return Split(lambda x: model.blocks[:last](model.bn1(model.conv_stem(x))),
-                     lambda a: model.forward_head(model.bn2(model.conv_head(model.blocks[last](a)))),
+                     lambda a: model.bn2(model.conv_head(model.blocks[last](a))), model.forward_head,
                      (f"blocks.{last}.", "conv_head.", "bn2.", head))
     if isinstance(getattr(model, "features", None), nn.Sequential):
         last = len(model.features) - 1
-        return Split(lambda x: model.features[:last](x), lambda a: model.forward_head(model.features[last](a)),
+        return Split(lambda x: model.features[:last](x), lambda a: model.features[last](a), model.forward_head,
                      (f"features.{last}.", head))
     raise ValueError(f"The {LAST_STAGE} method does not know where the last stage of this network begins; "
                      f"use {HEAD} or {FULL}.")
+
+
+def band_share(features: torch.Tensor, classifier: nn.Module, size: int) -> torch.Tensor:
+    """Each film's share (N, K) of each class's CAM (ReLU of the classifier's weights over the feature map, which is
+    Grad-CAM for a network that average-pools into a linear classifier) in the outer ``fraction`` of the film, the
+    map upsampled to ``size`` as the heat map is. Differentiable: the "right for the right reasons" penalty."""
+    cams = torch.relu(torch.einsum("kc,nchw->nkhw", classifier.weight, features))
+    cams = nn.functional.interpolate(cams, size=(size, size), mode="bilinear", align_corners=False)
+    band = torch.from_numpy(band_mask((size, size))).to(features.device)
+    return (cams * band).sum(dim=(-2, -1)) / cams.sum(dim=(-2, -1)).clamp(min=1e-6)
 
 
 def grey_views(greys: np.ndarray, specs: Sequence, views: int, image_size: int, seed: int = 0) -> torch.Tensor:
@@ -123,10 +141,12 @@ def _tail_input(method: str, batch: torch.Tensor, normalise: Callable[[torch.Ten
 
 def fit_tail(model: nn.Module, method: str, cached: torch.Tensor, labels: np.ndarray, *, epochs: int,
              mean: Sequence[float], std: Sequence[float], device: torch.device, seed: int = 0,
-             learning_rate: float | None = None, progress: Progress | None = None) -> dict[str, torch.Tensor]:
+             learning_rate: float | None = None, band_penalty: float = 0.0, image_size: int = 224,
+             progress: Progress | None = None) -> dict[str, torch.Tensor]:
     """Train a copy of ``model``'s tail on cached views (each epoch: every film once, in one of its views drawn at
-    random), class-balanced cross-entropy, AdamW with a cosine schedule. Returns the delta
-    (:func:`changed_tensors`); ``model`` itself is untouched."""
+    random), class-balanced cross-entropy, AdamW with a cosine schedule. ``band_penalty`` > 0 adds that weight times
+    the mean share of each class's CAM in the film's outer band (:func:`band_share`; not for ``head``, which has no
+    map). Returns the delta (:func:`changed_tensors`); ``model`` itself is untouched."""
     adapted = copy.deepcopy(model).to(device).eval()  # eval: batch norm keeps its statistics, dropout is off
     split, normalise = split_network(adapted, method), normaliser(mean, std)
     trained = [p for name, p in adapted.named_parameters() if name.startswith(split.prefixes)]
@@ -151,7 +171,10 @@ def fit_tail(model: nn.Module, method: str, cached: torch.Tensor, labels: np.nda
         for start in range(0, n, BATCH_SIZE):
             index = order[start:start + BATCH_SIZE]
             batch = _tail_input(method, cached[index, chosen[index]].to(device), normalise)
-            loss = loss_fn(split.tail(batch), labels_t[index].to(device))
+            features = split.features(batch)
+            loss = loss_fn(split.head(features), labels_t[index].to(device))
+            if band_penalty and method != HEAD:
+                loss = loss + band_penalty * band_share(features, adapted.get_classifier(), image_size).mean()
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
