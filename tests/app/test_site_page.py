@@ -64,6 +64,7 @@ def test_an_admin_adapts_on_a_folder_sees_before_and_after_and_rolls_back(store_
     profiles = next(frame.value for frame in at.dataframe if "profile" in frame.value.columns)
     assert profiles["profile"].tolist() == ["ward-7"] and profiles["active"].tolist() == ["yes"]
     assert all("→" in value for value in profiles["auroc (before → after)"])
+    assert profiles["recipe"].tolist() == ["10 epochs, erasing views"], "head has no map: no band penalty"
 
     at.button(key="site_roll_back").click().run()
     assert [s.value for s in at.success] == ["Rolled back: internal is in use again."]

@@ -41,12 +41,23 @@ def profile_rows(profiles: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for profile in profiles:
         before, after = profile.get("before") or {}, profile.get("after") or {}
         rows.append({"profile": profile["name"], "active": "yes" if profile.get("active") else "",
-                     "method": profile.get("method"), "made": (profile.get("created") or "")[:16],
+                     "method": profile.get("method"), "recipe": recipe_text(profile),
+                     "made": (profile.get("created") or "")[:16],
                      "by": profile.get("created_by"),
                      "films (negative / positive)": f"{profile.get('n_negative')} / {profile.get('n_positive')}",
                      **{f"{key} (before → after)": f"{_share(before.get(key))} → {_share(after.get(key))}"
                         for key in FIGURES}})
     return rows
+
+
+def recipe_text(profile: dict[str, Any]) -> str:
+    """How the profile trained, in words: epochs and the shortcut remedies (profiles made before them have none)."""
+    parts = [f"{profile['epochs']} epochs"] if profile.get("epochs") else []
+    if profile.get("band_penalty"):
+        parts.append(f"band penalty {profile['band_penalty']:g}")
+    if profile.get("erasing_views"):
+        parts.append("erasing views")
+    return ", ".join(parts)
 
 
 def history_rows(model_dir: Path) -> list[dict[str, Any]]:

@@ -77,7 +77,8 @@ def adapt_folder(model_dir: str | Path, data_dir: str | Path, name: str, *, meth
         _check_counts([(None, None, predictor.class_names[label]) for label in site["labels"]], predictor.class_names,
                       after="after leaving out the films flagged as out of domain and the unreadable ones")
         replayed = read_films(predictor, folder_items(replay_dir), progress, limit=len(site["labels"])) if replay_dir else None
-        recipe = {"method": method, "epochs": epochs or DEFAULT_EPOCHS[method], "band_penalty": float(band_penalty),
+        recipe = {"method": method, "epochs": epochs or DEFAULT_EPOCHS[method],
+                  "band_penalty": 0.0 if method == "head" else float(band_penalty),  # the head sees no map to penalise
                   "erasing_views": bool(erasing_views)}
         result = fitting.adapt_networks(predictor, site, replayed, recipe, FOLDS, progress)
         point, profile = _profile_and_point(predictor, site, result, recipe, replay_dir, line.identity.user,
