@@ -33,6 +33,15 @@ def _add(store, reader: str = "ann", read: str = "PNEUMONIA", film: str = FILM, 
                           probability=0.8, ai_call="PNEUMONIA", agrees=read == "PNEUMONIA", **extra)
 
 
+def _at_once(work, readers: tuple[str, ...]) -> None:
+    """Run ``work(reader)`` for every reader, each in its own thread, and wait for them all."""
+    threads = [threading.Thread(target=work, args=(reader,)) for reader in readers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
 def test_a_correction_supersedes_and_never_rewrites(store):
     first = _add(store)
     before = _raw_row(store, first)
@@ -72,11 +81,7 @@ def test_two_readers_saving_at_once_in_threads_lose_nothing(store):
         except Exception as error:  # noqa: BLE001 - reported below
             errors.append(error)
 
-    threads = [threading.Thread(target=save, args=(name,)) for name in ("ann", "bob")]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    _at_once(save, ("ann", "bob"))
     assert errors == []
     found = reads.current_reads(store)
     assert len(found) == 50 and {row["reader"] for row in found} == {"ann", "bob"}
@@ -94,11 +99,7 @@ def test_two_readers_correcting_the_same_read_at_once_one_wins(store):
         except reads.ReadNotCurrent as error:
             outcomes.append(error)
 
-    threads = [threading.Thread(target=correct, args=(name,)) for name in ("ann", "bob")]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    _at_once(correct, ("ann", "bob"))
     assert sorted(type(outcome).__name__ for outcome in outcomes) == ["ReadNotCurrent", "int"]
     assert len(reads.current_reads(store)) == 1
 

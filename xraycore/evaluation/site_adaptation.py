@@ -61,6 +61,7 @@ def adapt_folder(model_dir: str | Path, data_dir: str | Path, name: str, *, meth
     with access.guarded("adaptation", identity, access.CHANGE_OPERATING_POINT, model=audit.model_info(model_dir),
                        operating_point=str(name)) as line:
         from xraycore.evaluation import site_adaptation_fit as fitting  # torch: only once the caller may adapt
+        from xraycore.training.adaptation import applied_band_penalty
 
         model_dir = Path(model_dir)
         data_dir = access.inside_roots(data_dir, "site folder", roots)
@@ -78,7 +79,7 @@ def adapt_folder(model_dir: str | Path, data_dir: str | Path, name: str, *, meth
                       after="after leaving out the films flagged as out of domain and the unreadable ones")
         replayed = read_films(predictor, folder_items(replay_dir), progress, limit=len(site["labels"])) if replay_dir else None
         recipe = {"method": method, "epochs": epochs or DEFAULT_EPOCHS[method],
-                  "band_penalty": 0.0 if method == "head" else float(band_penalty),  # the head sees no map to penalise
+                  "band_penalty": applied_band_penalty(method, band_penalty),
                   "erasing_views": bool(erasing_views)}
         result = fitting.adapt_networks(predictor, site, replayed, recipe, FOLDS, progress)
         point, profile = _profile_and_point(predictor, site, result, recipe, replay_dir, line.identity.user,

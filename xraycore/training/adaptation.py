@@ -157,7 +157,7 @@ def fit_tail(model: nn.Module, method: str, cached: torch.Tensor, labels: np.nda
     labels_t = torch.as_tensor(np.asarray(labels), dtype=torch.long)
     counts = torch.bincount(labels_t, minlength=2).clamp(min=1).float()
     loss_fn = nn.CrossEntropyLoss(weight=(counts.sum() / (len(counts) * counts)).to(device))
-    rate = learning_rate or LEARNING_RATES[method]
+    rate, penalty = learning_rate or LEARNING_RATES[method], applied_band_penalty(method, band_penalty)
     optimiser = torch.optim.AdamW(trained, lr=rate, weight_decay=0.0)
     generator = torch.Generator().manual_seed(seed)
     n, views = cached.shape[:2]
@@ -173,8 +173,8 @@ def fit_tail(model: nn.Module, method: str, cached: torch.Tensor, labels: np.nda
             batch = _tail_input(method, cached[index, chosen[index]].to(device), normalise)
             features = split.features(batch)
             loss = loss_fn(split.head(features), labels_t[index].to(device))
-            if band_penalty and method != HEAD:
-                loss = loss + band_penalty * band_share(features, adapted.get_classifier(), image_size).mean()
+            if penalty:
+                loss = loss + penalty * band_share(features, adapted.get_classifier(), image_size).mean()
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -183,6 +183,11 @@ def fit_tail(model: nn.Module, method: str, cached: torch.Tensor, labels: np.nda
             if progress:
                 progress(done, total)
     return changed_tensors(model, adapted)
+
+
+def applied_band_penalty(method: str, band_penalty: float) -> float:
+    """The band penalty ``method`` can apply: none for ``head``, whose tail sees pooled features, not a map."""
+    return 0.0 if method == HEAD else float(band_penalty)
 
 
 def changed_tensors(original: nn.Module, adapted: nn.Module) -> dict[str, torch.Tensor]:
