@@ -27,10 +27,14 @@ def data(tmp_path_factory) -> Path:
 
 
 def finished(storage: Path) -> dict[str, int]:
+    """Trials per state in the sweep's journal; {} while the journal holds no study yet (the file exists a moment
+    before the study's first record is written)."""
     import optuna
 
-    study = optuna.load_study(study_name=None, storage=optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(storage))))
+    journal = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(storage)))
+    if not optuna.get_all_study_names(journal):
+        return {}
+    study = optuna.load_study(study_name=None, storage=journal)
     states = [trial.state.name for trial in study.get_trials(deepcopy=False)]
     return {state: states.count(state) for state in set(states)}
 
