@@ -9,8 +9,13 @@ held films' heat maps (top class, each network's map, averaged): the shortcut re
 measured by what they cost or gain.
 
 Usage: python experiments/site_recipes.py [--recipes base,erase,...] [--seeds 0,1,2] [--output FILE.json]
-Recipes: base (the shipped one), erase (border and corner erasing in the views), penaltyW (CAM band penalty of weight
-W, e.g. penalty1), erase+penaltyW, epochsN, lrX, full.
+Recipes: base (no remedy), erase (border and corner erasing in the views), penaltyW (CAM band penalty of weight
+W, e.g. penalty1), lungW (penalty of weight W on CAM mass outside each view's lung-field estimate), lungboxW (the
+same outside the bounding box of each side's estimate), lung[box]posW (on the pneumonia map only, the one the heat
+map shows), epochsN, lrX, full,
+joined with "+". With --adult N, each recipe is also fitted on every site film (fold seed 0) and its pneumonia heat
+maps are scored on N adult covid_qu films (half per class) against boxes of the lung-field estimate: a proxy for the
+adult pointing game of docs/heat-maps.md (expert boxes decide).
 """
 from __future__ import annotations
 
@@ -29,6 +34,10 @@ from benchmarks.common import DATA  # noqa: E402
 from xraycore.clinical import operating_points as operating  # noqa: E402
 from xraycore.evaluation.external import folder_items  # noqa: E402
 from xraycore.evaluation.site_adaptation import DEFAULT_EPOCHS, FOLDS, figures, read_films  # noqa: E402
+from xraycore.evaluation.site_adaptation_fit import view_lungs  # noqa: E402
+from xraycore.explain.lung_fields import lung_boxes  # noqa: E402
+from xraycore.inference.predictor import READ_MAX_SIDE  # noqa: E402
+from xraycore.io.reader import read_xray  # noqa: E402
 from xraycore.inference.predictor import Predictor  # noqa: E402
 from xraycore.training import adaptation  # noqa: E402
 
@@ -36,12 +45,17 @@ from xraycore.training import adaptation  # noqa: E402
 def parse_recipe(name: str) -> dict:
     """A recipe name → its settings (method, epochs, learning rate, band penalty, erasing views)."""
     recipe = {"name": name, "method": adaptation.LAST_STAGE, "epochs": None, "lr": None, "penalty": 0.0,
-              "erase": False}
+              "lung": 0.0, "boxes": False, "positive_only": False, "erase": False}
     for part in name.split("+"):
         if part == "erase":
             recipe["erase"] = True
         elif part.startswith("penalty"):
             recipe["penalty"] = float(part[len("penalty"):])
+        elif part.startswith("lung"):  # lung[box][pos]W
+            rest = part[len("lung"):]
+            recipe["boxes"], rest = rest.startswith("box"), rest.removeprefix("box")
+            recipe["positive_only"], rest = rest.startswith("pos"), rest.removeprefix("pos")
+            recipe["lung"] = float(rest)
         elif part.startswith("epochs"):
             recipe["epochs"] = int(part[len("epochs"):])
         elif part.startswith("lr"):
@@ -55,38 +69,106 @@ def parse_recipe(name: str) -> dict:
 
 
 @torch.no_grad()
-def held_outputs(network, method: str, cached: torch.Tensor, delta: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Logits of the clean views and the band share of each film's top-class CAM, with ``delta`` laid over."""
+def held_outputs(network, method: str, cached: torch.Tensor, delta: dict, lungs: torch.Tensor | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Logits of the clean views and the band share and lung share (NaN without lungs) of each film's top-class CAM,
+    with ``delta`` laid over. ``lungs``: (N, S, S) lung fields of the clean views."""
     model = adaptation.with_delta(network.model, delta).eval()
     split, normalise = adaptation.split_network(model, method), adaptation.normaliser(network.mean, network.std)
-    logits, shares = [], []
+    logits, shares, lung_shares = [], [], []
     for start in range(0, cached.shape[0], adaptation.BATCH_SIZE):
         batch = cached[start:start + adaptation.BATCH_SIZE, 0]
         features = split.features(normalise(batch) if method == adaptation.FULL else batch)
         out = split.head(features)
+        top = out.argmax(1, keepdim=True)
         share = adaptation.band_share(features, model.get_classifier(), network.image_size)
         logits.append(out)
-        shares.append(share.gather(1, out.argmax(1, keepdim=True)).squeeze(1))
-    return torch.cat(logits).double().numpy(), torch.cat(shares).double().numpy()
+        shares.append(share.gather(1, top).squeeze(1))
+        if lungs is not None:
+            masks = lungs[start:start + adaptation.BATCH_SIZE]
+            inside = adaptation.region_share(features, model.get_classifier(), network.image_size, masks)
+            inside = inside.gather(1, top).squeeze(1)
+            lung_shares.append(torch.where(masks.flatten(1).any(1), inside, torch.full_like(inside, float("nan"))))
+    lung = torch.cat(lung_shares).double().numpy() if lung_shares else np.full(cached.shape[0], np.nan)
+    return torch.cat(logits).double().numpy(), torch.cat(shares).double().numpy(), lung
 
 
 def run_recipe(predictor: Predictor, site: dict, cache: dict, recipe: dict, seed: int) -> dict:
     labels, positive = site["labels"], predictor.positive_index
     splits = list(StratifiedGroupKFold(FOLDS, shuffle=True, random_state=seed).split(labels, labels, site["groups"]))
     held, band = np.zeros((labels.size, len(predictor.class_names))), np.zeros(labels.size)
+    lung = np.zeros(labels.size)
     for index, network in enumerate(predictor.networks):
-        cached = cache[(index, recipe["method"], recipe["erase"])]
+        cached, lungs, boxes = cache[(index, recipe["method"], recipe["erase"])]
+        taught = boxes if recipe["boxes"] else lungs
         for train, test in splits:
-            delta = adaptation.fit_tail(network.model, recipe["method"], cached[train], labels[train],
-                                        epochs=recipe["epochs"], mean=network.mean, std=network.std,
-                                        device=torch.device("cpu"), seed=seed, learning_rate=recipe["lr"],
-                                        band_penalty=recipe["penalty"], image_size=network.image_size)
-            logits, shares = held_outputs(network, recipe["method"], cached[test], delta)
+            delta = fit(network, recipe, cached[train], labels[train], taught[train], seed)
+            logits, shares, lung_shares = held_outputs(network, recipe["method"], cached[test], delta, lungs[test, 0])
             held[test] += logits / network.temperature
             band[test] += shares
+            lung[test] += lung_shares
     held /= len(predictor.networks)
     truth = (labels == positive).astype(int)
-    return {**figures(truth, held, positive, site["groups"]), "band_share": float(np.mean(band / len(predictor.networks)))}
+    area = lungs[:, 0].flatten(1).double().mean(1).numpy()
+    found = area > 0
+    lift = float(np.mean(lung[found] / len(predictor.networks)) / np.mean(area[found]))
+    return {**figures(truth, held, positive, site["groups"]), "band_share": float(np.mean(band / len(predictor.networks))),
+            "lung_lift": lift}
+
+
+def fit(network, recipe: dict, cached: torch.Tensor, labels: np.ndarray, lungs: torch.Tensor, seed: int) -> dict:
+    """One network's delta under ``recipe`` (the functions `adapt` uses)."""
+    return adaptation.fit_tail(network.model, recipe["method"], cached, labels, epochs=recipe["epochs"],
+                               mean=network.mean, std=network.std, device=torch.device("cpu"), seed=seed,
+                               learning_rate=recipe["lr"], band_penalty=recipe["penalty"],
+                               image_size=network.image_size, lungs=lungs, lung_penalty=recipe["lung"],
+                               lung_class=recipe["lung_class"])
+
+
+def adult_proxy(predictor: Predictor, site: dict, cache: dict, adult: list, recipe: dict | None) -> dict:
+    """Pointing game and lift of the pneumonia heat maps on adult films, against the boxes of the lung-field estimate
+    (one per side), after fitting ``recipe`` on every site film (None: the original weights). Films whose map is
+    empty or whose lungs were not found are left out, as in the shortcut report."""
+    cams = []
+    for index, network in enumerate(predictor.networks):
+        delta = {}
+        if recipe is not None:
+            cached, lungs, boxes = cache[(index, recipe["method"], recipe["erase"])]
+            delta = fit(network, recipe, cached, site["labels"], boxes if recipe["boxes"] else lungs, 0)
+        model = adaptation.with_delta(network.model, delta).eval()
+        with torch.no_grad():
+            features = adaptation.split_network(model, adaptation.LAST_STAGE).features(adult[index]["cached"][:, 0])
+            weight = model.get_classifier().weight[predictor.positive_index]
+            cam = torch.relu(torch.einsum("c,nchw->nhw", weight, features)).unsqueeze(1)
+        cams.append(torch.nn.functional.interpolate(cam, size=(network.image_size,) * 2, mode="bilinear",
+                                                    align_corners=False)[:, 0].numpy())
+    pointing, box_mass, box_area = [], [], []
+    for film, lungs in enumerate(adult[0]["lungs"].numpy()):
+        heat = np.mean([cam[film] for cam in cams], axis=0)
+        if heat.sum() <= 0 or not lungs.any():
+            continue
+        boxes = lung_boxes(lungs)
+        pointing.append(float(boxes[np.unravel_index(int(np.argmax(heat)), heat.shape)]))
+        box_mass.append(float((heat * boxes).sum() / heat.sum()))
+        box_area.append(float(boxes.mean()))
+    return {"adult_films": len(pointing), "adult_pointing": float(np.mean(pointing)),
+            "adult_box_lift": float(np.mean(box_mass) / np.mean(box_area))}
+
+
+def adult_films(predictor: Predictor, count: int) -> list[dict]:
+    """Per network: the clean views of ``count`` covid_qu films (the first of each class, sorted) through the frozen
+    trunk, and their lung-field estimates (network 0's views; the proxy averages the maps in that frame)."""
+    root = DATA / "covid_qu"
+    files = [path for name in ("COVID", "Normal") for path in sorted((root / name).iterdir())[:count // 2]]
+    images = [read_xray(path, max_side=READ_MAX_SIDE) for path in files]
+    out = []
+    for network in predictor.networks:
+        greys = np.stack([network.grey(image) for image in images])
+        views = adaptation.grey_views(greys, [], 1, network.image_size)
+        out.append({"cached": adaptation.cache_views(network.model, adaptation.LAST_STAGE, views, network.mean,
+                                                     network.std, torch.device("cpu")),
+                    "lungs": view_lungs(views)[:, 0]})
+    return out
 
 
 def main() -> None:
@@ -95,11 +177,14 @@ def main() -> None:
     parser.add_argument("--site", default=str(DATA / "kermany_site"))
     parser.add_argument("--recipes", default="base,erase,penalty1,erase+penalty1")
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--adult", type=int, default=0, help="adult films for the pointing proxy (0: none)")
     parser.add_argument("--output")
     args = parser.parse_args()
     recipes = [parse_recipe(name) for name in args.recipes.split(",")]
     seeds = [int(seed) for seed in args.seeds.split(",")]
     predictor = Predictor(args.model, operating_point=operating.INTERNAL, backend="torch", device="cpu")
+    for recipe in recipes:
+        recipe["lung_class"] = predictor.positive_index if recipe["positive_only"] else None
     site = read_films(predictor, folder_items(Path(args.site)))
     print(f"{len(site['labels'])} films ({site['n_out_of_domain']} out of domain left out)", flush=True)
     cache = {}
@@ -109,17 +194,24 @@ def main() -> None:
             specs = list(augment) + ([adaptation.ERASING_VIEW] if erase else [])
             views = adaptation.grey_views(site["greys"][index], specs, adaptation.DEFAULT_VIEWS, network.image_size,
                                           seed=0)
-            cache[(index, method, erase)] = adaptation.cache_views(network.model, method, views, network.mean,
-                                                                   network.std, torch.device("cpu"))
+            masks = view_lungs(views)  # every recipe reports the lung lift
+            boxes = torch.from_numpy(np.stack([[lung_boxes(m) for m in film] for film in masks.numpy()]))
+            cache[(index, method, erase)] = (adaptation.cache_views(network.model, method, views, network.mean,
+                                                                    network.std, torch.device("cpu")), masks, boxes)
+    adult = adult_films(predictor, args.adult) if args.adult else None
     results = []
+    if adult:
+        print("original weights:", adult_proxy(predictor, site, cache, adult, None), flush=True)
     for recipe in recipes:
         started = time.monotonic()
         per_seed = [run_recipe(predictor, site, cache, recipe, seed) for seed in seeds]
         summary = {key: [round(run[key], 4) for run in per_seed]
-                   for key in ("auroc", "accuracy", "sensitivity", "specificity", "band_share")}
-        results.append({"recipe": recipe, "seeds": seeds, **summary, "seconds": round(time.monotonic() - started, 1)})
+                   for key in ("auroc", "accuracy", "sensitivity", "specificity", "band_share", "lung_lift")}
+        extra = adult_proxy(predictor, site, cache, adult, recipe) if adult else {}
+        results.append({"recipe": recipe, "seeds": seeds, **summary, **extra,
+                        "seconds": round(time.monotonic() - started, 1)})
         print(f"{recipe['name']:>22}: " + "  ".join(f"{key} {np.mean(values):.4f} ({min(values):.3f}-{max(values):.3f})"
-                                                    for key, values in summary.items()), flush=True)
+                                                    for key, values in summary.items()) + f"  {extra}", flush=True)
     if args.output:
         Path(args.output).write_text(json.dumps(results, indent=1))
 

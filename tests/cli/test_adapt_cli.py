@@ -116,6 +116,32 @@ def test_films_flagged_out_of_domain_are_counted_and_left_out(tiny_exported, tmp
         assert point["n_out_of_domain"] == flagged and point["n"] == 120 - flagged
 
 
+def test_the_lung_penalty_takes_each_views_lung_fields_and_is_recorded(tiny_exported, tmp_path, monkeypatch):
+    """``lung_penalty`` reaches every fit with the lung fields of each cached view (films where some were found) and the
+    pneumonia class (the heat map's), and the profile and the Site page's recipe say so."""
+    from xraycore.app.site_view import recipe_text
+    from xraycore.training import adaptation
+
+    model, site = _model(tiny_exported, tmp_path / "model"), _sha256_named_pngs(tmp_path / "reads")
+    seen, real_fit = [], adaptation.fit_tail
+
+    def recording_fit(*args, **kwargs):
+        lungs = kwargs.get("lungs")
+        found = None if lungs is None else float(lungs.flatten(2).any(2).float().mean())
+        seen.append((kwargs.get("lung_penalty"), found, kwargs.get("lung_class")))
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(adaptation, "fit_tail", recording_fit)
+    site_adaptation.adapt_folder(model, site, "site-a", method="last-stage", epochs=1, lung_penalty=2.0,
+                                 roots=[tmp_path])
+    assert len(seen) == site_adaptation.FOLDS + 1, "every fold and the final fit"
+    shown = Predictor(model, operating_point="internal").positive_index
+    assert all(weight == 2.0 and found is not None and found > 0.5 and index == shown for weight, found, index in seen), \
+        "each fit gets the weight, the views' lung fields, and the class whose map Diagnose draws"
+    profile = json.loads((model / "sites" / "site-a" / "profile.json").read_text())
+    assert profile["lung_penalty"] == 2.0 and "lung penalty 2" in recipe_text(profile)
+
+
 def _snapshot(folder: Path) -> dict[str, bytes]:
     return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
 

@@ -78,3 +78,16 @@ def test_outline_is_drawn_on_the_mask_boundary_only():
     assert changed.any() and not picture.any()  # a copy; the overlay itself is untouched
     assert not changed[40, 40] and not changed[110, 110]  # inside the lung and far outside it stay as they were
     assert changed[20:100, 20].any() and changed[20:100, 59].any()  # its left and right borders are drawn
+
+
+def test_lung_boxes_are_each_sides_bounding_box():
+    mask = np.zeros((10, 10), dtype=bool)
+    mask[2:8, 1:3] = True  # a left field
+    mask[3, 2:4] = True  # with a spur that crosses nothing
+    mask[4:9, 7:9] = True  # a right field
+    boxes = lung_fields.lung_boxes(mask)
+    expected = np.zeros_like(mask)
+    expected[2:8, 1:4] = True
+    expected[4:9, 7:9] = True
+    assert np.array_equal(boxes, expected)
+    assert not lung_fields.lung_boxes(np.zeros((6, 6), dtype=bool)).any(), "no fields, no boxes"

@@ -122,3 +122,55 @@ def test_the_band_penalty_moves_the_heat_map_off_the_border():
         return float(shares[torch.arange(32), torch.as_tensor(labels)].mean())
 
     assert band_of_fit(10.0) < band_of_fit(0.0) - 0.05
+
+
+def test_the_lung_penalty_moves_the_heat_map_into_each_films_lung_fields():
+    """The class shows faintly inside a 'lung' square and strongly in a square outside it; the lung masks are given
+    per film and view (here the same square), as ``adapt`` gives the estimate of each view."""
+    rng = np.random.default_rng(1)
+    labels = np.arange(32) % 2
+    greys = rng.normal(100, 10, (32, 64, 64))
+    greys[labels == 1, 4:20, 44:60] += 120  # the shortcut, outside the lungs
+    greys[labels == 1, 24:48, 8:32] += 40  # the real, fainter sign, inside them
+    greys = np.clip(greys, 0, 255).astype(np.uint8)
+    model, device = _network(), torch.device("cpu")
+    views = adaptation.grey_views(greys, [], 2, 64)
+    cached = adaptation.cache_views(model, "last-stage", views, MEAN, STD, device)
+    lungs = torch.zeros((32, 2, 64, 64), dtype=torch.bool)
+    lungs[:, :, 20:52, 4:36] = True
+
+    def lung_share_of_fit(penalty: float) -> float:
+        delta = adaptation.fit_tail(model, "last-stage", cached, labels, epochs=40, mean=MEAN, std=STD, device=device,
+                                    learning_rate=3e-3, image_size=64, lungs=lungs, lung_penalty=penalty)
+        adapted = adaptation.with_delta(model, delta).eval()
+        with torch.no_grad():
+            features = adaptation.split_network(adapted, "last-stage").features(cached[:, 0])
+            shares = adaptation.region_share(features, adapted.get_classifier(), 64, lungs[:, 0])
+        return float(shares[torch.arange(32), torch.as_tensor(labels)].mean())
+
+    assert lung_share_of_fit(1.0) > lung_share_of_fit(0.0) + 0.1
+
+
+def test_the_outside_lung_share_leaves_out_films_without_lung_fields():
+    classifier = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        classifier.weight.fill_(1.0)
+    features = torch.zeros(2, 1, 4, 4)
+    features[:, 0, :, :2] = 1.0  # every film's map lies on its left half
+    lungs = torch.zeros(2, 8, 8, dtype=torch.bool)
+    lungs[0, :, 4:] = True  # film 0's lungs are the right half; film 1 has none found
+    assert float(adaptation.outside_lung_share(features, classifier, 8, lungs)) > 0.9, "film 1 does not dilute it"
+    assert float(adaptation.outside_lung_share(features, classifier, 8, torch.zeros_like(lungs))) == 0.0
+
+
+def test_the_outside_lung_share_of_one_class_is_that_class_maps_alone():
+    classifier = torch.nn.Linear(2, 2, bias=False)
+    with torch.no_grad():
+        classifier.weight.copy_(torch.eye(2))  # class 0's map is channel 0, class 1's is channel 1
+    features = torch.zeros(1, 2, 4, 4)
+    features[0, 0, :, :2] = 1.0  # class 0 looks at the left half
+    features[0, 1, :, 2:] = 1.0  # class 1 at the right half, where the lungs are
+    lungs = torch.zeros(1, 8, 8, dtype=torch.bool)
+    lungs[0, :, 4:] = True
+    shares = [float(adaptation.outside_lung_share(features, classifier, 8, lungs, index)) for index in (0, 1, None)]
+    assert shares[0] > 0.9 and shares[1] < 0.1 and abs(shares[2] - (shares[0] + shares[1]) / 2) < 1e-6

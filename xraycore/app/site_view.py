@@ -55,6 +55,8 @@ def recipe_text(profile: dict[str, Any]) -> str:
     parts = [f"{profile['epochs']} epochs"] if profile.get("epochs") else []
     if profile.get("band_penalty"):
         parts.append(f"band penalty {profile['band_penalty']:g}")
+    if profile.get("lung_penalty"):
+        parts.append(f"lung penalty {profile['lung_penalty']:g}")
     if profile.get("erasing_views"):
         parts.append("erasing views")
     return ", ".join(parts)

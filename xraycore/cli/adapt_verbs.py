@@ -32,6 +32,9 @@ def add_adapt_verb(verbs: argparse._SubParsersAction) -> None:
     adapt.add_argument("--band-penalty", type=float, default=None, metavar="W",
                        help="weight of the penalty on heat-map mass in the film's outer band, where markers and text "
                             "sit (default: the shipped recipe's; 0: none)")
+    adapt.add_argument("--lung-penalty", type=float, default=None, metavar="W",
+                       help="weight of the penalty on heat-map mass outside each film's lung-field estimate "
+                            "(default: the shipped recipe's; 0: none)")
     adapt.add_argument("--no-erasing-views", action="store_true",
                        help="train on views whose border and corners are never painted over")
     adapt.add_argument("--no-activate", action="store_true", help="store the profile without making it active")
@@ -63,11 +66,12 @@ def cmd_adapt(args: argparse.Namespace) -> int:
 
     if args.epochs is not None and args.epochs < 1:
         raise ValueError("--epochs must be at least 1")
-    if args.band_penalty is not None and args.band_penalty < 0:
-        raise ValueError("--band-penalty must be 0 or more")
-    remedies = {"erasing_views": not args.no_erasing_views}
-    if args.band_penalty is not None:
-        remedies["band_penalty"] = args.band_penalty
+    remedies: dict[str, Any] = {"erasing_views": not args.no_erasing_views}
+    for option, weight in (("band_penalty", args.band_penalty), ("lung_penalty", args.lung_penalty)):
+        if weight is not None and weight < 0:
+            raise ValueError(f"--{option.replace('_', '-')} must be 0 or more")
+        if weight is not None:
+            remedies[option] = weight
     bars = _Bars()
     try:
         point = site_adaptation.adapt_folder(args.model, args.data, args.name,

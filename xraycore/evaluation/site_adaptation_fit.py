@@ -15,12 +15,14 @@ from sklearn.model_selection import StratifiedGroupKFold
 from xraycore import models
 from xraycore.clinical import site_profiles
 from xraycore.common.hashing import sha256_of_file
+from xraycore.explain.lung_fields import estimate_lung_fields
 from xraycore.inference.backends import choice as backends
 from xraycore.inference.predictor import Predictor
 from xraycore.runs import directory as runs
 from xraycore.training import adaptation
 
 Progress = Callable[[str, int, int], None]
+Cached = tuple[torch.Tensor, torch.Tensor | None]  # what enters the tail (N, V, ...), and each view's lung fields
 GRAPH_CHECK_FILMS = 8
 GRAPH_TOLERANCE = 1e-3  # largest logit difference between ONNX Runtime and torch with the profile
 
@@ -29,7 +31,7 @@ def adapt_networks(predictor: Predictor, site: dict[str, Any], replayed: dict[st
                    recipe: dict[str, Any], folds: int, progress: Progress | None = None, seed: int = 0) -> dict[str, Any]:
     """Cross-fitted held-fold logits of the ensemble (members' logits over their temperatures, averaged as the
     Predictor averages them), each network's delta fitted on every film, and what the profile records of each.
-    ``recipe``: method, epochs, band_penalty and erasing_views (:func:`site_adaptation.adapt_folder`)."""
+    ``recipe``: method, epochs, band_penalty, erasing_views and lung_penalty (:func:`site_adaptation.adapt_folder`)."""
     device, method = models.pick_device(predictor.device), recipe["method"]
     labels = site["labels"]
     splits = list(StratifiedGroupKFold(folds, shuffle=True, random_state=seed).split(labels, labels, site["groups"]))
@@ -38,16 +40,15 @@ def adapt_networks(predictor: Predictor, site: dict[str, Any], replayed: dict[st
     for index, network in enumerate(predictor.networks):
         key = site_profiles.network_key(network.run.path, predictor.run.path)
         tell = _stage(progress, f"{key}: ")
-        erasing = recipe["erasing_views"]
-        cached = _cache(network, method, site["greys"][index], device, tell, seed, erasing)
+        cached = _cache(network, recipe, site["greys"][index], device, tell, seed)
         extra = None
         if replayed is not None and len(replayed["labels"]):
-            extra = (_cache(network, method, replayed["greys"][index], device, tell, seed, erasing), replayed["labels"])
-        fit = _fitter(network, recipe, device, seed)
+            extra = (*_cache(network, recipe, replayed["greys"][index], device, tell, seed), replayed["labels"])
+        fit = _fitter(network, recipe, device, seed, predictor.positive_index)
         for fold, (train, test) in enumerate(splits):
-            delta = fit(*_with_replay(cached[train], labels[train], extra),
+            delta = fit(*_with_replay(_films(cached, train), labels[train], extra),
                         lambda done, total, fold=fold: tell(f"fold {fold + 1}/{folds}", done, total))
-            held[test] += adaptation.tail_logits(network.model, method, cached[test], delta, mean=network.mean,
+            held[test] += adaptation.tail_logits(network.model, method, cached[0][test], delta, mean=network.mean,
                                                  std=network.std, device=device) / network.temperature
         deltas[key] = {name: tensor.numpy() for name, tensor in
                        fit(*_with_replay(cached, labels, extra), lambda d, t: tell("final fit, every film", d, t)).items()}
@@ -60,27 +61,50 @@ def _stage(progress: Progress | None, prefix: str) -> Callable[[str, int, int], 
     return (lambda stage, done, total: progress(prefix + stage, done, total)) if progress else (lambda *_: None)
 
 
-def _cache(network: Any, method: str, greys: np.ndarray, device: torch.device, tell: Callable, seed: int,
-           erasing: bool) -> torch.Tensor:
+def _cache(network: Any, recipe: dict[str, Any], greys: np.ndarray, device: torch.device, tell: Callable,
+           seed: int) -> Cached:
     augment = list((network.run.config.get("train") or {}).get("augment") or ["hflip"])
-    augment += [adaptation.ERASING_VIEW] if erasing else []
+    augment += [adaptation.ERASING_VIEW] if recipe["erasing_views"] else []
     views = adaptation.grey_views(greys, augment, adaptation.DEFAULT_VIEWS, network.image_size, seed=seed)
-    return adaptation.cache_views(network.model, method, views, network.mean, network.std, device,
-                                  lambda done, total: tell("caching views", done, total))
+    lungs = view_lungs(views) if recipe.get("lung_penalty") else None
+    return (adaptation.cache_views(network.model, recipe["method"], views, network.mean, network.std, device,
+                                   lambda done, total: tell("caching views", done, total)), lungs)
 
 
-def _with_replay(cached: torch.Tensor, labels: np.ndarray, extra: tuple[torch.Tensor, np.ndarray] | None
-                 ) -> tuple[torch.Tensor, np.ndarray]:
+def _films(cached: Cached, index: np.ndarray) -> Cached:
+    return cached[0][index], None if cached[1] is None else cached[1][index]
+
+
+def view_lungs(views: torch.Tensor) -> torch.Tensor:
+    """The lung-field estimate of every grey view (N, V, 1, S, S) → (N, V, S, S) bool, all False where none was
+    found: made on the augmented view itself, so the mask follows its flips, shifts and erasing."""
+    n, v, _, size, _ = views.shape
+    masks = torch.zeros((n, v, size, size), dtype=torch.bool)
+    for film in range(n):
+        for view in range(v):
+            fields = estimate_lung_fields(views[film, view, 0].numpy())
+            if fields.found:
+                masks[film, view] = torch.from_numpy(fields.mask)
+    return masks
+
+
+def _with_replay(cached: Cached, labels: np.ndarray, extra: tuple[torch.Tensor, torch.Tensor | None, np.ndarray] | None
+                 ) -> tuple[torch.Tensor, torch.Tensor | None, np.ndarray]:
     if extra is None:
-        return cached, labels
-    return torch.cat([cached, extra[0]]), np.concatenate([labels, extra[1]])
+        return *cached, labels
+    lungs = None if cached[1] is None else torch.cat([cached[1], extra[1]])
+    return torch.cat([cached[0], extra[0]]), lungs, np.concatenate([labels, extra[2]])
 
 
-def _fitter(network: Any, recipe: dict[str, Any], device: torch.device, seed: int) -> Callable:
-    def fit(cached: torch.Tensor, labels: np.ndarray, progress: Callable[[int, int], None]) -> dict[str, torch.Tensor]:
+def _fitter(network: Any, recipe: dict[str, Any], device: torch.device, seed: int,
+            shown_class: int | None) -> Callable:
+    """One network's fit under ``recipe``; the lung penalty acts on ``shown_class``'s map, the one Diagnose draws."""
+    def fit(cached: torch.Tensor, lungs: torch.Tensor | None, labels: np.ndarray,
+            progress: Callable[[int, int], None]) -> dict[str, torch.Tensor]:
         return adaptation.fit_tail(network.model, recipe["method"], cached, labels, epochs=recipe["epochs"],
                                    mean=network.mean, std=network.std, device=device, seed=seed,
                                    band_penalty=recipe["band_penalty"], image_size=network.image_size,
+                                   lungs=lungs, lung_penalty=recipe.get("lung_penalty", 0.0), lung_class=shown_class,
                                    progress=progress)
     return fit
 

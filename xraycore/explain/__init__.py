@@ -17,6 +17,6 @@ from xraycore.common.lazy import lazy_exports
 _EXPORTS = {
     "cam": ("check_method", "cam_classes", "one_pass_cam", "resize_bilinear", "compute_cam", "overlay"),
     "lung_attention": ("LungAttention", "outside_the_lungs"),
-    "lung_fields": ("LungFields", "estimate_lung_fields", "lung_share", "outline", "draw_outline"),
+    "lung_fields": ("LungFields", "estimate_lung_fields", "lung_boxes", "lung_share", "outline", "draw_outline"),
 }
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -239,6 +239,17 @@ def lung_share(heatmap: np.ndarray, mask: np.ndarray) -> float | None:
     return None if total <= 0 else float(heat[mask].sum() / total)
 
 
+def lung_boxes(mask: np.ndarray) -> np.ndarray:
+    """The bounding box of each side's lung field, as a mask of the same shape: the region of the pointing game's
+    expert lung boxes (issue 33), which takes in the hila and the bases that the field's own outline leaves out."""
+    boxes, half = np.zeros_like(mask, dtype=bool), mask.shape[1] // 2
+    for low, high in ((0, half), (half, mask.shape[1])):
+        rows, cols = np.nonzero(mask[:, low:high])
+        if rows.size:
+            boxes[rows.min():rows.max() + 1, low + cols.min():low + cols.max() + 1] = True
+    return boxes
+
+
 def outline(mask: np.ndarray, width: int = 2) -> np.ndarray:
     """The mask's boundary pixels (``width`` thick): the lung outline drawn over an overlay."""
     return mask & ~_morph(mask, 2 * width + 1, False)

@@ -80,13 +80,31 @@ def split_network(model: nn.Module, method: str) -> Split:
 
 
 def band_share(features: torch.Tensor, classifier: nn.Module, size: int) -> torch.Tensor:
+    """Each film's share (N, K) of each class's CAM in the film's outer band (:func:`region_share`)."""
+    return region_share(features, classifier, size, torch.from_numpy(band_mask((size, size))).to(features.device))
+
+
+def region_share(features: torch.Tensor, classifier: nn.Module, size: int, masks: torch.Tensor) -> torch.Tensor:
     """Each film's share (N, K) of each class's CAM (ReLU of the classifier's weights over the feature map, which is
-    Grad-CAM for a network that average-pools into a linear classifier) in the outer ``fraction`` of the film, the
-    map upsampled to ``size`` as the heat map is. Differentiable: the "right for the right reasons" penalty."""
+    Grad-CAM for a network that average-pools into a linear classifier) inside ``masks`` (one (S, S) mask, or one
+    per film, (N, S, S)), the map upsampled to ``size`` as the heat map is. Differentiable: the "right for the right
+    reasons" penalties take it."""
     cams = torch.relu(torch.einsum("kc,nchw->nkhw", classifier.weight, features))
     cams = nn.functional.interpolate(cams, size=(size, size), mode="bilinear", align_corners=False)
-    band = torch.from_numpy(band_mask((size, size))).to(features.device)
-    return (cams * band).sum(dim=(-2, -1)) / cams.sum(dim=(-2, -1)).clamp(min=1e-6)
+    inside = masks.to(cams.dtype).unsqueeze(-3) if masks.dim() == 3 else masks.to(cams.dtype)
+    return (cams * inside).sum(dim=(-2, -1)) / cams.sum(dim=(-2, -1)).clamp(min=1e-6)
+
+
+def outside_lung_share(features: torch.Tensor, classifier: nn.Module, size: int, lungs: torch.Tensor,
+                       class_index: int | None = None) -> torch.Tensor:
+    """The mean share of the CAMs (of ``class_index`` only, or of every class) outside each film's lung fields
+    (``lungs``: (N, S, S), all False where none were found), over the films that have lung fields; 0 when none has.
+    The lung penalty of :func:`fit_tail`."""
+    found = lungs.flatten(1).any(dim=1)
+    if not bool(found.any()):
+        return features.new_zeros(())
+    inside = region_share(features[found], classifier, size, lungs[found])
+    return (1 - (inside if class_index is None else inside[:, class_index])).mean()
 
 
 def grey_views(greys: np.ndarray, specs: Sequence, views: int, image_size: int, seed: int = 0) -> torch.Tensor:
@@ -142,11 +160,15 @@ def _tail_input(method: str, batch: torch.Tensor, normalise: Callable[[torch.Ten
 def fit_tail(model: nn.Module, method: str, cached: torch.Tensor, labels: np.ndarray, *, epochs: int,
              mean: Sequence[float], std: Sequence[float], device: torch.device, seed: int = 0,
              learning_rate: float | None = None, band_penalty: float = 0.0, image_size: int = 224,
+             lungs: torch.Tensor | None = None, lung_penalty: float = 0.0, lung_class: int | None = None,
              progress: Progress | None = None) -> dict[str, torch.Tensor]:
     """Train a copy of ``model``'s tail on cached views (each epoch: every film once, in one of its views drawn at
     random), class-balanced cross-entropy, AdamW with a cosine schedule. ``band_penalty`` > 0 adds that weight times
     the mean share of each class's CAM in the film's outer band (:func:`band_share`; not for ``head``, which has no
-    map). Returns the delta (:func:`changed_tensors`); ``model`` itself is untouched."""
+    map). ``lung_penalty`` > 0 adds that weight times the share of the CAMs outside the lung fields of each view
+    (``lungs``, (N, V, S, S) as ``cached``; :func:`outside_lung_share`), of ``lung_class``'s map only (the one the
+    heat map shows) or of every class's (None). Returns the delta (:func:`changed_tensors`);
+    ``model`` itself is untouched."""
     adapted = copy.deepcopy(model).to(device).eval()  # eval: batch norm keeps its statistics, dropout is off
     split, normalise = split_network(adapted, method), normaliser(mean, std)
     trained = [p for name, p in adapted.named_parameters() if name.startswith(split.prefixes)]
@@ -157,7 +179,8 @@ def fit_tail(model: nn.Module, method: str, cached: torch.Tensor, labels: np.nda
     labels_t = torch.as_tensor(np.asarray(labels), dtype=torch.long)
     counts = torch.bincount(labels_t, minlength=2).clamp(min=1).float()
     loss_fn = nn.CrossEntropyLoss(weight=(counts.sum() / (len(counts) * counts)).to(device))
-    rate, penalty = learning_rate or LEARNING_RATES[method], applied_band_penalty(method, band_penalty)
+    rate, penalty = learning_rate or LEARNING_RATES[method], applied_penalty(method, band_penalty)
+    lung_weight = applied_penalty(method, lung_penalty) if lungs is not None else 0.0
     optimiser = torch.optim.AdamW(trained, lr=rate, weight_decay=0.0)
     generator = torch.Generator().manual_seed(seed)
     n, views = cached.shape[:2]
@@ -175,6 +198,10 @@ def fit_tail(model: nn.Module, method: str, cached: torch.Tensor, labels: np.nda
             loss = loss_fn(split.head(features), labels_t[index].to(device))
             if penalty:
                 loss = loss + penalty * band_share(features, adapted.get_classifier(), image_size).mean()
+            if lung_weight:
+                view_lungs = lungs[index, chosen[index]].to(device)
+                loss = loss + lung_weight * outside_lung_share(features, adapted.get_classifier(), image_size,
+                                                               view_lungs, lung_class)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -185,9 +212,10 @@ def fit_tail(model: nn.Module, method: str, cached: torch.Tensor, labels: np.nda
     return changed_tensors(model, adapted)
 
 
-def applied_band_penalty(method: str, band_penalty: float) -> float:
-    """The band penalty ``method`` can apply: none for ``head``, whose tail sees pooled features, not a map."""
-    return 0.0 if method == HEAD else float(band_penalty)
+def applied_penalty(method: str, weight: float) -> float:
+    """The heat-map penalty (band or lung) ``method`` can apply: none for ``head``, whose tail sees pooled features,
+    not a map."""
+    return 0.0 if method == HEAD else float(weight)
 
 
 def changed_tensors(original: nn.Module, adapted: nn.Module) -> dict[str, torch.Tensor]:
