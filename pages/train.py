@@ -257,6 +257,11 @@ def continue_panel() -> None:
 def job_panel(job: jobs.Job) -> None:
     """One job: each run's progress line and bar, the weights it really started from, Stop, live curves."""
     st.subheader(f"Job {job.id}: {job.state()}")
+    training = any(run.status().get("state") == runs.RUNNING for run in job.runs())
+    # The job's Stop first: on a busy server a two-second redraw may be cut short before the charts below end
+    if (job.alive() and not training and jobs.may_stop(identity, job.owner)  # loading, or between a study's runs
+            and st.button("Stop", key=f"stopjob:{job.id}", help="Stops the job: no further run of it starts.")):
+        stop(job, "Asked the job to stop: no further run of it starts.")
     for run in job.runs():
         status = run.status()
         st.markdown(f"**{run.id}**: {trainview.status_line(status)}")
@@ -276,10 +281,6 @@ def job_panel(job: jobs.Job) -> None:
         if history:
             for column, (metric, key) in zip(st.columns(2), (("train_loss", "loss"), ("val_auroc", "auroc"))):
                 column.plotly_chart(figures.training_curves_figure({run.id: history}, metric), key=f"{key}:{run.id}")
-    training = any(run.status().get("state") == runs.RUNNING for run in job.runs())
-    if (job.alive() and not training and jobs.may_stop(identity, job.owner)  # loading, or between a study's runs
-            and st.button("Stop", key=f"stopjob:{job.id}", help="Stops the job: no further run of it starts.")):
-        stop(job, "Asked the job to stop: no further run of it starts.")
     with st.expander("Log"):
         st.code(job.log_tail(30) or "(no output yet)", language=None)
 
