@@ -138,10 +138,8 @@ def adult_proxy(predictor: Predictor, site: dict, cache: dict, adult: list, reci
         model = adaptation.with_delta(network.model, delta).eval()
         with torch.no_grad():
             features = adaptation.split_network(model, adaptation.LAST_STAGE).features(adult[index]["cached"][:, 0])
-            weight = model.get_classifier().weight[predictor.positive_index]
-            cam = torch.relu(torch.einsum("c,nchw->nhw", weight, features)).unsqueeze(1)
-        cams.append(torch.nn.functional.interpolate(cam, size=(network.image_size,) * 2, mode="bilinear",
-                                                    align_corners=False)[:, 0].numpy())
+            cam = adaptation.class_cams(features, model.get_classifier(), network.image_size)
+        cams.append(cam[:, predictor.positive_index].numpy())
     pointing, box_mass, box_area = [], [], []
     for film, lungs in enumerate(adult[0]["lungs"].numpy()):
         heat = np.mean([cam[film] for cam in cams], axis=0)

@@ -66,7 +66,7 @@ def _cache(network: Any, recipe: dict[str, Any], greys: np.ndarray, device: torc
     augment = list((network.run.config.get("train") or {}).get("augment") or ["hflip"])
     augment += [adaptation.ERASING_VIEW] if recipe["erasing_views"] else []
     views = adaptation.grey_views(greys, augment, adaptation.DEFAULT_VIEWS, network.image_size, seed=seed)
-    lungs = view_lungs(views) if recipe.get("lung_penalty") else None
+    lungs = view_lungs(views) if recipe["lung_penalty"] else None
     return (adaptation.cache_views(network.model, recipe["method"], views, network.mean, network.std, device,
                                    lambda done, total: tell("caching views", done, total)), lungs)
 
@@ -104,7 +104,7 @@ def _fitter(network: Any, recipe: dict[str, Any], device: torch.device, seed: in
         return adaptation.fit_tail(network.model, recipe["method"], cached, labels, epochs=recipe["epochs"],
                                    mean=network.mean, std=network.std, device=device, seed=seed,
                                    band_penalty=recipe["band_penalty"], image_size=network.image_size,
-                                   lungs=lungs, lung_penalty=recipe.get("lung_penalty", 0.0), lung_class=shown_class,
+                                   lungs=lungs, lung_penalty=recipe["lung_penalty"], lung_class=shown_class,
                                    progress=progress)
     return fit
 

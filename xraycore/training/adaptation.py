@@ -84,13 +84,17 @@ def band_share(features: torch.Tensor, classifier: nn.Module, size: int) -> torc
     return region_share(features, classifier, size, torch.from_numpy(band_mask((size, size))).to(features.device))
 
 
-def region_share(features: torch.Tensor, classifier: nn.Module, size: int, masks: torch.Tensor) -> torch.Tensor:
-    """Each film's share (N, K) of each class's CAM (ReLU of the classifier's weights over the feature map, which is
-    Grad-CAM for a network that average-pools into a linear classifier) inside ``masks`` (one (S, S) mask, or one
-    per film, (N, S, S)), the map upsampled to ``size`` as the heat map is. Differentiable: the "right for the right
-    reasons" penalties take it."""
+def class_cams(features: torch.Tensor, classifier: nn.Module, size: int) -> torch.Tensor:
+    """Each film's CAM of each class (N, K, S, S): ReLU of the classifier's weights over the feature map, which is
+    Grad-CAM for a network that average-pools into a linear classifier, upsampled to ``size`` as the heat map is."""
     cams = torch.relu(torch.einsum("kc,nchw->nkhw", classifier.weight, features))
-    cams = nn.functional.interpolate(cams, size=(size, size), mode="bilinear", align_corners=False)
+    return nn.functional.interpolate(cams, size=(size, size), mode="bilinear", align_corners=False)
+
+
+def region_share(features: torch.Tensor, classifier: nn.Module, size: int, masks: torch.Tensor) -> torch.Tensor:
+    """Each film's share (N, K) of each class's CAM (:func:`class_cams`) inside ``masks`` (one (S, S) mask, or one
+    per film, (N, S, S)). Differentiable: the "right for the right reasons" penalties take it."""
+    cams = class_cams(features, classifier, size)
     inside = masks.to(cams.dtype).unsqueeze(-3) if masks.dim() == 3 else masks.to(cams.dtype)
     return (cams * inside).sum(dim=(-2, -1)) / cams.sum(dim=(-2, -1)).clamp(min=1e-6)
 
