@@ -5,14 +5,16 @@ reads the site films once, caches each network's views once per view recipe, and
 adapts on 4/5 of the patients and scores the fifth, as `adapt` does (the same functions). Per recipe it reports the
 mean and range over seeds of AUROC and of the accuracy, sensitivity and specificity of a temperature and F2
 threshold fitted on other folds (`operating_points.cross_fitted_rates`), and the CAM share in the outer band of the
-held films' heat maps (top class, each network's map, averaged): the shortcut remedies of docs/heat-maps.md
-measured by what they cost or gain.
+held films' heat maps (top class, each network's map, averaged), their lung lift, and the band probe of the
+shortcut report on the held films (each film's clean view with its outer band blanked: the share of calls that
+flip at an F2 point fitted on the held logits, and the mean shift of the normals' logit margin): the shortcut
+remedies of docs/heat-maps.md measured by what they cost or gain.
 
 Usage: python experiments/site_recipes.py [--recipes base,erase,...] [--seeds 0,1,2] [--output FILE.json]
 Recipes: base (no remedy), erase (border and corner erasing in the views), penaltyW (CAM band penalty of weight
 W, e.g. penalty1), lungW (penalty of weight W on CAM mass outside each view's lung-field estimate), lungboxW (the
 same outside the bounding box of each side's estimate), lung[box]posW (on the pneumonia map only, the one the heat
-map shows), epochsN, lrX, full,
+map shows), blankviews (every view's band-blanked twin as a training view of its own), epochsN, lrX, full,
 joined with "+". With --adult N, each recipe is also fitted on every site film (fold seed 0) and its pneumonia heat
 maps are scored on N adult covid_qu films (half per class) against boxes of the lung-field estimate: a proxy for the
 adult pointing game of docs/heat-maps.md (expert boxes decide).
@@ -37,6 +39,7 @@ from xraycore.evaluation.site_adaptation import DEFAULT_EPOCHS, FOLDS, figures, 
 from xraycore.evaluation.site_adaptation_fit import view_lungs  # noqa: E402
 from xraycore.explain.lung_fields import lung_boxes  # noqa: E402
 from xraycore.inference.predictor import READ_MAX_SIDE  # noqa: E402
+from xraycore import metrics  # noqa: E402
 from xraycore.io.reader import read_xray  # noqa: E402
 from xraycore.inference.predictor import Predictor  # noqa: E402
 from xraycore.training import adaptation  # noqa: E402
@@ -45,7 +48,8 @@ from xraycore.training import adaptation  # noqa: E402
 def parse_recipe(name: str) -> dict:
     """A recipe name → its settings (method, epochs, learning rate, band penalty, erasing views)."""
     recipe = {"name": name, "method": adaptation.LAST_STAGE, "epochs": None, "lr": None, "penalty": 0.0,
-              "lung": 0.0, "boxes": False, "positive_only": False, "erase": False}
+              "lung": 0.0, "boxes": False, "positive_only": False, "erase": False,
+              "blank_views": False}
     for part in name.split("+"):
         if part == "erase":
             recipe["erase"] = True
@@ -56,6 +60,8 @@ def parse_recipe(name: str) -> dict:
             recipe["boxes"], rest = rest.startswith("box"), rest.removeprefix("box")
             recipe["positive_only"], rest = rest.startswith("pos"), rest.removeprefix("pos")
             recipe["lung"] = float(rest)
+        elif part == "blankviews":
+            recipe["blank_views"] = True
         elif part.startswith("epochs"):
             recipe["epochs"] = int(part[len("epochs"):])
         elif part.startswith("lr"):
@@ -69,14 +75,17 @@ def parse_recipe(name: str) -> dict:
 
 
 @torch.no_grad()
-def held_outputs(network, method: str, cached: torch.Tensor, delta: dict, lungs: torch.Tensor | None = None
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def held_outputs(network, method: str, cached: torch.Tensor, delta: dict, lungs: torch.Tensor | None = None,
+                 twins: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Logits of the clean views and the band share and lung share (NaN without lungs) of each film's top-class CAM,
     with ``delta`` laid over. ``lungs``: (N, S, S) lung fields of the clean views."""
     model = adaptation.with_delta(network.model, delta).eval()
     split, normalise = adaptation.split_network(model, method), adaptation.normaliser(network.mean, network.std)
-    logits, shares, lung_shares = [], [], []
+    logits, shares, lung_shares, blanked = [], [], [], []
     for start in range(0, cached.shape[0], adaptation.BATCH_SIZE):
+        if twins is not None:
+            twin = twins[start:start + adaptation.BATCH_SIZE, 0]
+            blanked.append(split.tail(normalise(twin) if method == adaptation.FULL else twin))
         batch = cached[start:start + adaptation.BATCH_SIZE, 0]
         features = split.features(normalise(batch) if method == adaptation.FULL else batch)
         out = split.head(features)
@@ -90,34 +99,44 @@ def held_outputs(network, method: str, cached: torch.Tensor, delta: dict, lungs:
             inside = inside.gather(1, top).squeeze(1)
             lung_shares.append(torch.where(masks.flatten(1).any(1), inside, torch.full_like(inside, float("nan"))))
     lung = torch.cat(lung_shares).double().numpy() if lung_shares else np.full(cached.shape[0], np.nan)
-    return torch.cat(logits).double().numpy(), torch.cat(shares).double().numpy(), lung
+    twin_logits = torch.cat(blanked).double().numpy() if blanked else None
+    return torch.cat(logits).double().numpy(), torch.cat(shares).double().numpy(), lung, twin_logits
 
 
 def run_recipe(predictor: Predictor, site: dict, cache: dict, recipe: dict, seed: int) -> dict:
     labels, positive = site["labels"], predictor.positive_index
     splits = list(StratifiedGroupKFold(FOLDS, shuffle=True, random_state=seed).split(labels, labels, site["groups"]))
     held, band = np.zeros((labels.size, len(predictor.class_names))), np.zeros(labels.size)
-    lung = np.zeros(labels.size)
+    lung, held_blanked = np.zeros(labels.size), np.zeros_like(held)
     for index, network in enumerate(predictor.networks):
-        cached, lungs, boxes = cache[(index, recipe["method"], recipe["erase"])]
+        cached, lungs, boxes, twins = cache[(index, recipe["method"], recipe["erase"])]
         taught = boxes if recipe["boxes"] else lungs
         for train, test in splits:
-            delta = fit(network, recipe, cached[train], labels[train], taught[train], seed)
-            logits, shares, lung_shares = held_outputs(network, recipe["method"], cached[test], delta, lungs[test, 0])
+            delta = fit(network, recipe, cached[train], labels[train], taught[train], twins[train], seed)
+            logits, shares, lung_shares, blanked = held_outputs(network, recipe["method"], cached[test], delta,
+                                                                lungs[test, 0], twins[test])
             held[test] += logits / network.temperature
+            held_blanked[test] += blanked / network.temperature
             band[test] += shares
             lung[test] += lung_shares
     held /= len(predictor.networks)
+    held_blanked /= len(predictor.networks)
     truth = (labels == positive).astype(int)
+    point = operating.fit_site_point(truth, held, positive, 2.0)  # on the held logits: the flips' threshold only
+    calls = [metrics.softmax(out, point["temperature"])[:, positive] >= point["threshold"] for out in (held, held_blanked)]
     area = lungs[:, 0].flatten(1).double().mean(1).numpy()
     found = area > 0
     lift = float(np.mean(lung[found] / len(predictor.networks)) / np.mean(area[found]))
     return {**figures(truth, held, positive, site["groups"]), "band_share": float(np.mean(band / len(predictor.networks))),
-            "lung_lift": lift}
+            "lung_lift": lift, "band_flips": float(np.mean(calls[0] != calls[1])),
+            "normal_shift": float(np.mean((held_blanked - held)[truth == 0, positive] - (held_blanked - held)[truth == 0, 1 - positive]))}
 
 
-def fit(network, recipe: dict, cached: torch.Tensor, labels: np.ndarray, lungs: torch.Tensor, seed: int) -> dict:
+def fit(network, recipe: dict, cached: torch.Tensor, labels: np.ndarray, lungs: torch.Tensor, twins: torch.Tensor,
+        seed: int) -> dict:
     """One network's delta under ``recipe`` (the functions `adapt` uses)."""
+    if recipe["blank_views"]:  # the band-blanked twins as views of their own, with the film's label
+        cached, lungs = torch.cat([cached, twins], dim=1), torch.cat([lungs, lungs], dim=1)
     return adaptation.fit_tail(network.model, recipe["method"], cached, labels, epochs=recipe["epochs"],
                                mean=network.mean, std=network.std, device=torch.device("cpu"), seed=seed,
                                learning_rate=recipe["lr"], band_penalty=recipe["penalty"],
@@ -133,8 +152,8 @@ def adult_proxy(predictor: Predictor, site: dict, cache: dict, adult: list, reci
     for index, network in enumerate(predictor.networks):
         delta = {}
         if recipe is not None:
-            cached, lungs, boxes = cache[(index, recipe["method"], recipe["erase"])]
-            delta = fit(network, recipe, cached, site["labels"], boxes if recipe["boxes"] else lungs, 0)
+            cached, lungs, boxes, twins = cache[(index, recipe["method"], recipe["erase"])]
+            delta = fit(network, recipe, cached, site["labels"], boxes if recipe["boxes"] else lungs, twins, 0)
         model = adaptation.with_delta(network.model, delta).eval()
         with torch.no_grad():
             features = adaptation.split_network(model, adaptation.LAST_STAGE).features(adult[index]["cached"][:, 0])
@@ -194,8 +213,9 @@ def main() -> None:
                                           seed=0)
             masks = view_lungs(views)  # every recipe reports the lung lift
             boxes = torch.from_numpy(np.stack([[lung_boxes(m) for m in film] for film in masks.numpy()]))
-            cache[(index, method, erase)] = (adaptation.cache_views(network.model, method, views, network.mean,
-                                                                    network.std, torch.device("cpu")), masks, boxes)
+            trunk = lambda v: adaptation.cache_views(network.model, method, v, network.mean, network.std,
+                                                     torch.device("cpu"))
+            cache[(index, method, erase)] = (trunk(views), masks, boxes, trunk(adaptation.band_blanked(views)))
     adult = adult_films(predictor, args.adult) if args.adult else None
     results = []
     if adult:
@@ -204,7 +224,8 @@ def main() -> None:
         started = time.monotonic()
         per_seed = [run_recipe(predictor, site, cache, recipe, seed) for seed in seeds]
         summary = {key: [round(run[key], 4) for run in per_seed]
-                   for key in ("auroc", "accuracy", "sensitivity", "specificity", "band_share", "lung_lift")}
+                   for key in ("auroc", "accuracy", "sensitivity", "specificity", "band_share", "lung_lift",
+                               "band_flips", "normal_shift")}
         extra = adult_proxy(predictor, site, cache, adult, recipe) if adult else {}
         results.append({"recipe": recipe, "seeds": seeds, **summary, **extra,
                         "seconds": round(time.monotonic() - started, 1)})

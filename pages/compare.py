@@ -79,8 +79,8 @@ if not compare_tables.has_external(expected):
 heat_rows = compare_tables.shortcut_rows(chosen)  # stored by `python -m xraycore shortcuts --save NAME`
 if heat_rows:
     st.subheader("Where the heat maps look: shortcut reports (value and 95% CI)")
-    st.caption("Heat-map mass in the outer 10% band, lift on the lung fields, occlusion probes; limits in "
-               "docs/heat-maps.md.")
+    st.caption("Heat-map mass in the outer 10% band, lift on the lung fields, pointing game on boxes around the "
+               "lung fields, occlusion probes; limits in docs/heat-maps.md.")
     st.dataframe(heat_rows, hide_index=True, width="stretch", placeholder="")
 
 folded = [run for run in chosen if comparison.fold_number(run) is not None]

@@ -10,7 +10,8 @@ import pytest
 
 from xraycore.evaluation import shortcuts
 from xraycore.evaluation.compare_tables import shortcut_rows
-from xraycore.evaluation.shortcut_probes import blanked, body_grey, shortcut_report
+from xraycore.evaluation.shortcut_probes import blanked, shortcut_report
+from xraycore.metrics.regions import body_grey
 from xraycore.runs.directory import Run
 
 SHAPE = (100, 100)
@@ -42,6 +43,26 @@ def test_all_mass_on_the_lungs_gives_a_lift_of_one_over_their_area_share():
     assert figures["mostly_outside"]["value"] == 0.0  # Diagnose would warn on none of them
     assert figures["lung_lift"]["pass"] is True and figures["lung_lift"]["ci95"] == pytest.approx([1 / 0.3, 1 / 0.3])
     assert figures["band_mass"]["value"] == pytest.approx(0.0) and figures["peak_in_band"]["pass"] is True
+
+
+def test_the_pointing_game_asks_whether_the_hottest_pixel_is_in_a_box_around_a_lung_field():
+    lungs = lung_mask()
+    lungs[60:80, 30:40] = False  # the heart's notch: inside the left box, outside the field
+    in_the_notch = np.zeros(SHAPE)
+    in_the_notch[70, 35] = 1.0
+    on_the_mediastinum = np.zeros(SHAPE)
+    on_the_mediastinum[50, 50] = 1.0
+    hit, miss = shortcuts.heat_measures(in_the_notch, lungs), shortcuts.heat_measures(on_the_mediastinum, lungs)
+    assert hit["pointing"] == 1.0 and hit["lung_mass"] == 0.0 and hit["box_mass"] == 1.0
+    assert miss["pointing"] == 0.0 and miss["box_mass"] == 0.0
+    assert hit["box_area"] == pytest.approx(lung_mask().mean())  # the boxes take the notch back in
+    figures = shortcuts.summarise([{"label": 1.0, **hit}] * 6 + [{"label": 0.0, **miss}] * 4)
+    assert figures["pointing_game"]["value"] == pytest.approx(0.6) and figures["pointing_game"]["pass"] is False
+    assert figures["box_lift"]["value"] == pytest.approx(0.6 / lung_mask().mean())
+    assert figures["box_lift"]["pass"] is True
+    old = shortcuts.summarise([{"label": 1.0, "band_mass": 0.1, "peak_in_band": 0.0, "lung_mass": 0.5,
+                                "lung_area": 0.2}])
+    assert "pointing_game" not in old  # a report made before the boxes: no box figures, nothing invented
 
 
 def test_a_uniform_map_has_lift_one_and_the_bands_area_as_band_mass():

@@ -174,3 +174,17 @@ def test_the_outside_lung_share_of_one_class_is_that_class_maps_alone():
     lungs[0, :, 4:] = True
     shares = [float(adaptation.outside_lung_share(features, classifier, 8, lungs, index)) for index in (0, 1, None)]
     assert shares[0] > 0.9 and shares[1] < 0.1 and abs(shares[2] - (shares[0] + shares[1]) / 2) < 1e-6
+
+
+def test_band_blanked_views_fill_each_views_band_with_its_own_body_grey():
+    views = torch.zeros((2, 3, 1, 20, 20))
+    views[..., 4:16, 4:16] = torch.tensor([0.2, 0.5, 0.8]).view(1, 3, 1, 1, 1)  # each view's body its own grey
+    views[1] += 0.1
+    blanked = adaptation.band_blanked(views)
+    band = torch.from_numpy(adaptation.band_mask((20, 20)))
+    for film in range(2):
+        for view in range(3):
+            body = views[film, view, 0, 10, 10]
+            assert torch.allclose(blanked[film, view, 0][band], body)
+            assert torch.equal(blanked[film, view, 0][~band], views[film, view, 0][~band])
+    assert torch.equal(views[0, 0, 0, 0], torch.zeros(20))  # the input is untouched

@@ -47,7 +47,7 @@ _EXPORTS = {
         "operating_points_section", "bundle_model", "bundle_ensemble"),
     "point_evidence": ("active_point_row", "ordered_evidence"),
     "run_artifacts": ("track_figures",),
-    "shortcut_probes": ("body_grey", "blanked", "probe_films", "shortcut_report"),
+    "shortcut_probes": ("blanked", "probe_films", "shortcut_report"),
     "shortcuts": ("band_mask", "corner_mask", "heat_measures", "summarise", "verdict", "save_report",
         "list_reports", "figure_rows", "card_section", "compare_rows"),
     "site_adaptation": ("adapt_folder", "read_films", "list_profiles", "describe_figures"),

@@ -26,22 +26,15 @@ from xraycore.inference.prediction import Prediction
 from xraycore.inference.predictor import Predictor
 from xraycore.io.image import XrayImage
 from xraycore.metrics.decision import is_positive
+from xraycore.metrics.regions import body_grey
 
 CAM_METHOD = "gradcam"  # one forward pass (CAM) where the network allows it, as Diagnose shows
-
-
-def body_grey(grey: np.ndarray) -> int:
-    """The body's median grey: the median of the film's central window (the middle 60% of each side),
-    where the body almost always is and the air outside it rarely."""
-    height, width = grey.shape
-    window = grey[int(0.2 * height):int(0.8 * height), int(0.2 * width):int(0.8 * width)]
-    return int(np.median(window))
 
 
 def blanked(grey: np.ndarray, region: np.ndarray) -> XrayImage:
     """The film (load-size uint8 grey) with ``region`` filled with the body's median grey, as an image to score."""
     out = grey.copy()
-    out[region] = body_grey(grey)
+    out[region] = int(body_grey(grey))
     return XrayImage(out.astype(np.float32) / 255.0, {"format": "probe"})
 
 

@@ -37,7 +37,7 @@ _EXPORTS = {
     "drift": ("quantile_edges", "bin_shares", "psi", "wasserstein", "expected_rates"),
     "inputs": ("check_labels", "check_binary_labels", "check_scores", "check_label_pair",
         "check_probability_matrix", "has_both_classes"),
-    "regions": ("band_mask", "corner_mask"),
+    "regions": ("band_mask", "corner_mask", "body_grey"),
     "ranking": ("roc_curve", "pr_curve", "roc_auc", "average_precision"),
 }
 __getattr__, __dir__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -2,7 +2,9 @@
 
 One definition, shared by the shortcut report that measures the mass there (:mod:`xraycore.evaluation.shortcuts`)
 and the training penalty that keeps it small (:func:`xraycore.training.adaptation.band_share`). Markers, printed
-text and collimator edges sit in these regions; the lungs do not.
+text and collimator edges sit in these regions; the lungs do not. :func:`body_grey` is the grey a region is
+blanked with, by the shortcut report's occlusion probes and by the adaptation views that teach the network to
+ignore a blanked band.
 """
 from __future__ import annotations
 
@@ -30,3 +32,10 @@ def corner_mask(shape: tuple[int, int], fraction: float = CORNER_FRACTION) -> np
         for col_slice in (slice(0, cols), slice(width - cols, width)):
             mask[row_slice, col_slice] = True
     return mask
+
+
+def body_grey(grey: np.ndarray) -> float:
+    """The body's median grey: the median of the film's central window (the middle 60% of each side), where the
+    body almost always is and the air outside it rarely. The grey a blanked region is filled with."""
+    height, width = grey.shape[-2:]
+    return float(np.median(grey[..., int(0.2 * height):int(0.8 * height), int(0.2 * width):int(0.8 * width)]))

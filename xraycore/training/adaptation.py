@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from xraycore.data.augment import BatchAugmentation, build_augmentation
-from xraycore.metrics.regions import band_mask
+from xraycore.metrics.regions import band_mask, body_grey
 
 HEAD, LAST_STAGE, FULL = "head", "last-stage", "full"
 METHODS = (HEAD, LAST_STAGE, FULL)
@@ -124,6 +124,16 @@ def grey_views(greys: np.ndarray, specs: Sequence, views: int, image_size: int, 
         torch.random.set_rng_state(generator_state)
     stacked = torch.stack([_resize(view.clamp(0, 1), image_size) for view in out], dim=1)
     return stacked
+
+
+def band_blanked(views: torch.Tensor) -> torch.Tensor:
+    """Grey views (N, V, 1, S, S) with the outer band of each filled with its body's median grey: the shortcut
+    report's band probe (:mod:`xraycore.evaluation.shortcut_probes`) made on cached views, so a recipe's held films
+    can be probed, and the blanked views tried as training views (experiments/site_recipes.py)."""
+    size = views.shape[-1]
+    band = torch.from_numpy(band_mask((size, size)))
+    greys = torch.tensor([[body_grey(view[0].numpy()) for view in film] for film in views], dtype=views.dtype)
+    return torch.where(band, greys[..., None, None, None], views)
 
 
 def _resize(batch: torch.Tensor, size: int) -> torch.Tensor:
