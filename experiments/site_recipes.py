@@ -35,7 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import DATA  # noqa: E402
 from xraycore.clinical import operating_points as operating  # noqa: E402
 from xraycore.evaluation.external import folder_items  # noqa: E402
-from xraycore.evaluation.site_adaptation import DEFAULT_EPOCHS, FOLDS, figures, read_films  # noqa: E402
+from xraycore.evaluation import shortcuts  # noqa: E402
+from xraycore.evaluation.site_adaptation import BETA, DEFAULT_EPOCHS, FOLDS, figures, read_films  # noqa: E402
 from xraycore.evaluation.site_adaptation_fit import view_lungs  # noqa: E402
 from xraycore.explain.lung_fields import lung_boxes  # noqa: E402
 from xraycore.inference.predictor import READ_MAX_SIDE  # noqa: E402
@@ -108,6 +109,7 @@ def run_recipe(predictor: Predictor, site: dict, cache: dict, recipe: dict, seed
     splits = list(StratifiedGroupKFold(FOLDS, shuffle=True, random_state=seed).split(labels, labels, site["groups"]))
     held, band = np.zeros((labels.size, len(predictor.class_names))), np.zeros(labels.size)
     lung, held_blanked = np.zeros(labels.size), np.zeros_like(held)
+    margin = lambda logits: logits[:, positive] - logits[:, 1 - positive]  # noqa: E731 (two classes)
     for index, network in enumerate(predictor.networks):
         cached, lungs, boxes, twins = cache[(index, recipe["method"], recipe["erase"])]
         taught = boxes if recipe["boxes"] else lungs
@@ -122,14 +124,14 @@ def run_recipe(predictor: Predictor, site: dict, cache: dict, recipe: dict, seed
     held /= len(predictor.networks)
     held_blanked /= len(predictor.networks)
     truth = (labels == positive).astype(int)
-    point = operating.fit_site_point(truth, held, positive, 2.0)  # on the held logits: the flips' threshold only
+    point = operating.fit_site_point(truth, held, positive, BETA)  # on the held logits: the flips' threshold only
     calls = [metrics.softmax(out, point["temperature"])[:, positive] >= point["threshold"] for out in (held, held_blanked)]
     area = lungs[:, 0].flatten(1).double().mean(1).numpy()
     found = area > 0
     lift = float(np.mean(lung[found] / len(predictor.networks)) / np.mean(area[found]))
     return {**figures(truth, held, positive, site["groups"]), "band_share": float(np.mean(band / len(predictor.networks))),
             "lung_lift": lift, "band_flips": float(np.mean(calls[0] != calls[1])),
-            "normal_shift": float(np.mean((held_blanked - held)[truth == 0, positive] - (held_blanked - held)[truth == 0, 1 - positive]))}
+            "normal_shift": float(np.mean(margin(held_blanked)[truth == 0] - margin(held)[truth == 0]))}
 
 
 def fit(network, recipe: dict, cached: torch.Tensor, labels: np.ndarray, lungs: torch.Tensor, twins: torch.Tensor,
@@ -159,17 +161,12 @@ def adult_proxy(predictor: Predictor, site: dict, cache: dict, adult: list, reci
             features = adaptation.split_network(model, adaptation.LAST_STAGE).features(adult[index]["cached"][:, 0])
             cam = adaptation.class_cams(features, model.get_classifier(), network.image_size)
         cams.append(cam[:, predictor.positive_index].numpy())
-    pointing, box_mass, box_area = [], [], []
-    for film, lungs in enumerate(adult[0]["lungs"].numpy()):
-        heat = np.mean([cam[film] for cam in cams], axis=0)
-        if heat.sum() <= 0 or not lungs.any():
-            continue
-        boxes = lung_boxes(lungs)
-        pointing.append(float(boxes[np.unravel_index(int(np.argmax(heat)), heat.shape)]))
-        box_mass.append(float((heat * boxes).sum() / heat.sum()))
-        box_area.append(float(boxes.mean()))
-    return {"adult_films": len(pointing), "adult_pointing": float(np.mean(pointing)),
-            "adult_box_lift": float(np.mean(box_mass) / np.mean(box_area))}
+    films = [shortcuts.heat_measures(np.mean([cam[film] for cam in cams], axis=0), lungs if lungs.any() else None)
+             for film, lungs in enumerate(adult[0]["lungs"].numpy())]
+    measured = [film for film in films if not np.isnan(film["pointing"])]  # empty maps and no lungs: left out
+    return {"adult_films": len(measured), "adult_pointing": float(np.mean([film["pointing"] for film in measured])),
+            "adult_box_lift": float(np.mean([film["box_mass"] for film in measured])
+                                    / np.mean([film["box_area"] for film in measured]))}
 
 
 def adult_films(predictor: Predictor, count: int) -> list[dict]:

@@ -3,8 +3,8 @@
 One definition, shared by the shortcut report that measures the mass there (:mod:`xraycore.evaluation.shortcuts`)
 and the training penalty that keeps it small (:func:`xraycore.training.adaptation.band_share`). Markers, printed
 text and collimator edges sit in these regions; the lungs do not. :func:`body_grey` is the grey a region is
-blanked with, by the shortcut report's occlusion probes and by the adaptation views that teach the network to
-ignore a blanked band.
+blanked with, by the shortcut report's occlusion probes and by the same band probe on cached adaptation views
+(:func:`xraycore.training.adaptation.band_blanked`).
 """
 from __future__ import annotations
 
