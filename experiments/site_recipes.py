@@ -9,6 +9,8 @@ held films' heat maps (top class, each network's map, averaged), their lung lift
 shortcut report on the held films (each film's clean view with its outer band blanked: the share of calls that
 flip at an F2 point fitted on the held logits, and the mean shift of the normals' logit margin): the shortcut
 remedies of docs/heat-maps.md measured by what they cost or gain.
+It also reports the figures of a blend (``blend_*``): the adapted networks' held logits averaged with the original
+networks', and once the figures before adaptation (site calibration of the original networks, cross-fitted).
 
 Usage: python experiments/site_recipes.py [--recipes base,erase,...] [--seeds 0,1,2] [--output FILE.json]
 Recipes: base (no remedy), erase (border and corner erasing in the views), penaltyW (CAM band penalty of weight
@@ -104,6 +106,9 @@ def held_outputs(network, method: str, cached: torch.Tensor, delta: dict, lungs:
     return torch.cat(logits).double().numpy(), torch.cat(shares).double().numpy(), lung, twin_logits
 
 
+BLEND_FIGURES = ("auroc", "accuracy", "sensitivity", "specificity")
+
+
 def run_recipe(predictor: Predictor, site: dict, cache: dict, recipe: dict, seed: int) -> dict:
     labels, positive = site["labels"], predictor.positive_index
     splits = list(StratifiedGroupKFold(FOLDS, shuffle=True, random_state=seed).split(labels, labels, site["groups"]))
@@ -129,7 +134,10 @@ def run_recipe(predictor: Predictor, site: dict, cache: dict, recipe: dict, seed
     area = lungs[:, 0].flatten(1).double().mean(1).numpy()
     found = area > 0
     lift = float(np.mean(lung[found] / len(predictor.networks)) / np.mean(area[found]))
-    return {**figures(truth, held, positive, site["groups"]), "band_share": float(np.mean(band / len(predictor.networks))),
+    # the adapted networks' held logits averaged with the original networks' (both temperature-scaled): a blend
+    blend = figures(truth, (held + site["logits"]) / 2, positive, site["groups"])
+    return {**figures(truth, held, positive, site["groups"]), **{f"blend_{key}": blend[key] for key in BLEND_FIGURES},
+            "band_share": float(np.mean(band / len(predictor.networks))),
             "lung_lift": lift, "band_flips": float(np.mean(calls[0] != calls[1])),
             "normal_shift": float(np.mean(margin(held_blanked)[truth == 0] - margin(held)[truth == 0]))}
 
@@ -213,6 +221,9 @@ def main() -> None:
             trunk = lambda v: adaptation.cache_views(network.model, method, v, network.mean, network.std,
                                                      torch.device("cpu"))
             cache[(index, method, erase)] = (trunk(views), masks, boxes, trunk(adaptation.band_blanked(views)))
+    truth = (site["labels"] == predictor.positive_index).astype(int)
+    print("before (original networks, site calibration cross-fitted):",
+          figures(truth, site["logits"], predictor.positive_index, site["groups"]), flush=True)
     adult = adult_films(predictor, args.adult) if args.adult else None
     results = []
     if adult:
@@ -222,7 +233,7 @@ def main() -> None:
         per_seed = [run_recipe(predictor, site, cache, recipe, seed) for seed in seeds]
         summary = {key: [round(run[key], 4) for run in per_seed]
                    for key in ("auroc", "accuracy", "sensitivity", "specificity", "band_share", "lung_lift",
-                               "band_flips", "normal_shift")}
+                               "band_flips", "normal_shift", *(f"blend_{key}" for key in BLEND_FIGURES))}
         extra = adult_proxy(predictor, site, cache, adult, recipe) if adult else {}
         results.append({"recipe": recipe, "seeds": seeds, **summary, **extra,
                         "seconds": round(time.monotonic() - started, 1)})
