@@ -94,7 +94,7 @@ def signed_in_server(provider: str, base: Path, model: Path, runs_dir: Path):
     try:
         wait_for_health(port, server, server_log)
         yield SimpleNamespace(url=f"http://127.0.0.1:{port}", pid=server.pid, log=log_file, roles=roles,
-                              model=model, port=port)
+                              model=model, port=port, server_log=server_log)
     finally:
         stop_server(server)
 
@@ -130,14 +130,32 @@ def sign_in(browser, app_server, sub: str):
     page = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
     page.set_default_timeout(TIMEOUT_MS)
     page.goto(app_server.url)
-    page.get_by_role("button", name="Sign in").click()
+    wait_for(page, page.get_by_role("button", name="Sign in"), app_server).click()
     page.get_by_role("button", name=sub, exact=True).click()  # the provider's one-click user
-    expect(page.get_by_text(f"Signed in as {CLAIMS[sub]['name']}")).to_be_visible()
+    wait_for(page, page.get_by_text(f"Signed in as {CLAIMS[sub]['name']}"), app_server)
     reload_after_a_failed_chunk(page)
     return page
 
 
 CHUNK_FAILURE = "Failed to fetch dynamically imported module"
+
+
+def wait_for(page, locator, app_server):
+    """``locator`` once visible; a page whose lazily loaded script failed is reloaded once first (as in
+    reload_after_a_failed_chunk). If it never shows, the test fails with what the page and the server said."""
+    from playwright.sync_api import Error as PlaywrightError
+    from playwright.sync_api import expect
+
+    try:
+        expect(locator.or_(page.get_by_text(CHUNK_FAILURE))).to_be_visible()
+        if not locator.is_visible():
+            page.reload()
+        expect(locator).to_be_visible()
+    except (AssertionError, PlaywrightError) as error:
+        shown = page.locator("body").inner_text(timeout=5_000)[:1500]
+        server = app_server.server_log.read_text(errors="replace")[-3000:]
+        pytest.fail(f"{error}\n--- the page showed:\n{shown}\n--- the server printed:\n{server}")
+    return locator
 
 
 def reload_after_a_failed_chunk(page) -> None:
