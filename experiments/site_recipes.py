@@ -16,7 +16,8 @@ Usage: python experiments/site_recipes.py [--recipes base,erase,...] [--seeds 0,
 Recipes: base (no remedy), erase (border and corner erasing in the views), penaltyW (CAM band penalty of weight
 W, e.g. penalty1), lungW (penalty of weight W on CAM mass outside each view's lung-field estimate), lungboxW (the
 same outside the bounding box of each side's estimate), lung[box]posW (on the pneumonia map only, the one the heat
-map shows), blankviews (every view's band-blanked twin as a training view of its own), epochsN, lrX, full,
+map shows), blankviews (every view's band-blanked twin as a training view of its own), anchorW (L2-SP: weight W on
+the tail's squared distance from the original weights), viewsN (N cached views per film), epochsN, lrX, full,
 joined with "+". With --adult N, each recipe is also fitted on every site film (fold seed 0) and its pneumonia heat
 maps are scored on N adult covid_qu films (half per class) against boxes of the lung-field estimate: a proxy for the
 adult pointing game of docs/heat-maps.md (expert boxes decide).
@@ -52,7 +53,7 @@ def parse_recipe(name: str) -> dict:
     """A recipe name → its settings (method, epochs, learning rate, band penalty, erasing views)."""
     recipe = {"name": name, "method": adaptation.LAST_STAGE, "epochs": None, "lr": None, "penalty": 0.0,
               "lung": 0.0, "boxes": False, "positive_only": False, "erase": False,
-              "blank_views": False}
+              "blank_views": False, "anchor": 0.0, "views": adaptation.DEFAULT_VIEWS}
     for part in name.split("+"):
         if part == "erase":
             recipe["erase"] = True
@@ -67,6 +68,10 @@ def parse_recipe(name: str) -> dict:
             recipe["blank_views"] = True
         elif part.startswith("epochs"):
             recipe["epochs"] = int(part[len("epochs"):])
+        elif part.startswith("anchor"):
+            recipe["anchor"] = float(part[len("anchor"):])
+        elif part.startswith("views"):
+            recipe["views"] = int(part[len("views"):])
         elif part.startswith("lr"):
             recipe["lr"] = float(part[len("lr"):])
         elif part in adaptation.METHODS:
@@ -116,7 +121,7 @@ def run_recipe(predictor: Predictor, site: dict, cache: dict, recipe: dict, seed
     lung, held_blanked = np.zeros(labels.size), np.zeros_like(held)
     margin = lambda logits: logits[:, positive] - logits[:, 1 - positive]  # noqa: E731 (two classes)
     for index, network in enumerate(predictor.networks):
-        cached, lungs, boxes, twins = cache[(index, recipe["method"], recipe["erase"])]
+        cached, lungs, boxes, twins = cache[(index, recipe["method"], recipe["erase"], recipe["views"])]
         taught = boxes if recipe["boxes"] else lungs
         for train, test in splits:
             delta = fit(network, recipe, cached[train], labels[train], taught[train], twins[train], seed)
@@ -151,7 +156,7 @@ def fit(network, recipe: dict, cached: torch.Tensor, labels: np.ndarray, lungs: 
                                mean=network.mean, std=network.std, device=torch.device("cpu"), seed=seed,
                                learning_rate=recipe["lr"], band_penalty=recipe["penalty"],
                                image_size=network.image_size, lungs=lungs, lung_penalty=recipe["lung"],
-                               lung_class=recipe["lung_class"])
+                               lung_class=recipe["lung_class"], anchor=recipe["anchor"])
 
 
 def adult_proxy(predictor: Predictor, site: dict, cache: dict, adult: list, recipe: dict | None) -> dict:
@@ -162,7 +167,7 @@ def adult_proxy(predictor: Predictor, site: dict, cache: dict, adult: list, reci
     for index, network in enumerate(predictor.networks):
         delta = {}
         if recipe is not None:
-            cached, lungs, boxes, twins = cache[(index, recipe["method"], recipe["erase"])]
+            cached, lungs, boxes, twins = cache[(index, recipe["method"], recipe["erase"], recipe["views"])]
             delta = fit(network, recipe, cached, site["labels"], boxes if recipe["boxes"] else lungs, twins, 0)
         model = adaptation.with_delta(network.model, delta).eval()
         with torch.no_grad():
@@ -212,15 +217,15 @@ def main() -> None:
     cache = {}
     for index, network in enumerate(predictor.networks):
         augment = (network.run.config.get("train") or {}).get("augment") or ["hflip"]
-        for method, erase in sorted({(recipe["method"], recipe["erase"]) for recipe in recipes}):
+        kinds = {(recipe["method"], recipe["erase"], recipe["views"]) for recipe in recipes}
+        for method, erase, count in sorted(kinds):
             specs = list(augment) + ([adaptation.ERASING_VIEW] if erase else [])
-            views = adaptation.grey_views(site["greys"][index], specs, adaptation.DEFAULT_VIEWS, network.image_size,
-                                          seed=0)
+            views = adaptation.grey_views(site["greys"][index], specs, count, network.image_size, seed=0)
             masks = view_lungs(views)  # every recipe reports the lung lift
             boxes = torch.from_numpy(np.stack([[lung_boxes(m) for m in film] for film in masks.numpy()]))
             trunk = lambda v: adaptation.cache_views(network.model, method, v, network.mean, network.std,
                                                      torch.device("cpu"))
-            cache[(index, method, erase)] = (trunk(views), masks, boxes, trunk(adaptation.band_blanked(views)))
+            cache[(index, method, erase, count)] = (trunk(views), masks, boxes, trunk(adaptation.band_blanked(views)))
     truth = (site["labels"] == predictor.positive_index).astype(int)
     print("before (original networks, site calibration cross-fitted):",
           figures(truth, site["logits"], predictor.positive_index, site["groups"]), flush=True)

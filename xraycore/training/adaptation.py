@@ -175,13 +175,15 @@ def fit_tail(model: nn.Module, method: str, cached: torch.Tensor, labels: np.nda
              mean: Sequence[float], std: Sequence[float], device: torch.device, seed: int = 0,
              learning_rate: float | None = None, band_penalty: float = 0.0, image_size: int = 224,
              lungs: torch.Tensor | None = None, lung_penalty: float = 0.0, lung_class: int | None = None,
-             progress: Progress | None = None) -> dict[str, torch.Tensor]:
+             anchor: float = 0.0, progress: Progress | None = None) -> dict[str, torch.Tensor]:
     """Train a copy of ``model``'s tail on cached views (each epoch: every film once, in one of its views drawn at
     random), class-balanced cross-entropy, AdamW with a cosine schedule. ``band_penalty`` > 0 adds that weight times
     the mean share of each class's CAM in the film's outer band (:func:`band_share`; not for ``head``, which has no
     map). ``lung_penalty`` > 0 adds that weight times the share of the CAMs outside the lung fields of each view
     (``lungs``, (N, V, S, S) as ``cached``; :func:`outside_lung_share`), of ``lung_class``'s map only (the one the
-    heat map shows) or of every class's (None). Returns the delta (:func:`changed_tensors`);
+    heat map shows) or of every class's (None). ``anchor`` > 0 adds that weight times the squared distance of the
+    trained tensors from the original ones (L2-SP: the tail stays near what the large training set taught it).
+    Returns the delta (:func:`changed_tensors`);
     ``model`` itself is untouched."""
     adapted = copy.deepcopy(model).to(device).eval()  # eval: batch norm keeps its statistics, dropout is off
     split, normalise = split_network(adapted, method), normaliser(mean, std)
@@ -195,6 +197,7 @@ def fit_tail(model: nn.Module, method: str, cached: torch.Tensor, labels: np.nda
     loss_fn = nn.CrossEntropyLoss(weight=(counts.sum() / (len(counts) * counts)).to(device))
     rate, penalty = learning_rate or LEARNING_RATES[method], applied_penalty(method, band_penalty)
     lung_weight = applied_penalty(method, lung_penalty) if lungs is not None else 0.0
+    originals = [parameter.detach().clone() for parameter in trained] if anchor else []
     optimiser = torch.optim.AdamW(trained, lr=rate, weight_decay=0.0)
     generator = torch.Generator().manual_seed(seed)
     n, views = cached.shape[:2]
@@ -216,6 +219,8 @@ def fit_tail(model: nn.Module, method: str, cached: torch.Tensor, labels: np.nda
                 view_lungs = lungs[index, chosen[index]].to(device)
                 loss = loss + lung_weight * outside_lung_share(features, adapted.get_classifier(), image_size,
                                                                view_lungs, lung_class)
+            if anchor:
+                loss = loss + anchor * sum(((p - p0) ** 2).sum() for p, p0 in zip(trained, originals))
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
