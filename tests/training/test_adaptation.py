@@ -176,6 +176,7 @@ def test_the_lung_penalty_moves_the_heat_map_into_each_films_lung_fields():
     assert penalised > free + 0.025, (penalised, free)
     assert smallest > 0, "every positive film keeps a heat map"
 
+
 def test_the_outside_lung_share_leaves_out_films_without_lung_fields():
     classifier = torch.nn.Linear(1, 1, bias=False)
     with torch.no_grad():
