@@ -116,6 +116,20 @@ def test_band_share_is_the_cam_mass_in_the_outer_band():
     assert torch.all(shares[:, 1] == 0), "an empty map has no mass anywhere"
 
 
+def test_region_shares_on_the_feature_grid_equal_the_shares_of_the_upsampled_heat_map():
+    """The penalties weigh the h x w CAM by each mask's upsampling weights instead of upsampling the CAM on every
+    step: the same figure as the heat map Diagnose draws, masked, for any grid and film size."""
+    torch.manual_seed(0)
+    classifier = torch.nn.Linear(8, 2)
+    for grid, size in (((7, 7), 224), ((5, 3), 40), ((8, 8), 8)):
+        features = torch.randn(6, 8, *grid)
+        masks = torch.rand(6, size, size) > 0.6
+        heat_maps = adaptation.class_cams(features, classifier, size)
+        by_pixels = (heat_maps * masks.unsqueeze(1)).sum(dim=(-2, -1)) / heat_maps.sum(dim=(-2, -1))
+        with torch.no_grad():
+            assert torch.allclose(adaptation.region_share(features, classifier, size, masks), by_pixels, atol=1e-5)
+
+
 def test_the_band_penalty_moves_the_heat_map_off_the_border():
     """Films whose class shows both as a bright frame and, fainter, in the middle: the penalised tail leans on the
     middle."""

@@ -36,14 +36,15 @@ def adapt_networks(predictor: Predictor, site: dict[str, Any], replayed: dict[st
     labels = site["labels"]
     splits = list(StratifiedGroupKFold(folds, shuffle=True, random_state=seed).split(labels, labels, site["groups"]))
     held = np.zeros((labels.size, len(predictor.class_names)))
-    deltas, records, weights = {}, {}, {}
+    deltas, records, weights, lung_memo = {}, {}, {}, []
     for index, network in enumerate(predictor.networks):
         key = site_profiles.network_key(network.run.path, predictor.run.path)
         tell = _stage(progress, f"{key}: ")
-        cached = _cache(network, recipe, site["greys"][index], device, tell, seed)
+        cached = _cache(network, recipe, site["greys"][index], device, tell, seed, lung_memo)
         extra = None
         if replayed is not None and len(replayed["labels"]):
-            extra = (*_cache(network, recipe, replayed["greys"][index], device, tell, seed), replayed["labels"])
+            extra = (*_cache(network, recipe, replayed["greys"][index], device, tell, seed, lung_memo),
+                     replayed["labels"])
         fit = _fitter(network, recipe, device, seed, predictor.positive_index)
         for fold, (train, test) in enumerate(splits):
             delta = fit(*_with_replay(_films(cached, train), labels[train], extra),
@@ -62,17 +63,27 @@ def _stage(progress: Progress | None, prefix: str) -> Callable[[str, int, int], 
 
 
 def _cache(network: Any, recipe: dict[str, Any], greys: np.ndarray, device: torch.device, tell: Callable,
-           seed: int) -> Cached:
+           seed: int, lung_memo: list[tuple[torch.Tensor, torch.Tensor]]) -> Cached:
     augment = list((network.run.config.get("train") or {}).get("augment") or ["hflip"])
     augment += [adaptation.ERASING_VIEW] if recipe["erasing_views"] else []
     views = adaptation.grey_views(greys, augment, adaptation.DEFAULT_VIEWS, network.image_size, seed=seed)
-    lungs = view_lungs(views) if recipe["lung_penalty"] else None
+    lungs = _memo_lungs(views, lung_memo) if recipe["lung_penalty"] else None
     return (adaptation.cache_views(network.model, recipe["method"], views, network.mean, network.std, device,
                                    lambda done, total: tell("caching views", done, total)), lungs)
 
 
 def _films(cached: Cached, index: np.ndarray) -> Cached:
     return cached[0][index], None if cached[1] is None else cached[1][index]
+
+
+def _memo_lungs(views: torch.Tensor, memo: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """The lung fields of ``views``, estimated once for views another network of the ensemble already had (members
+    trained with the same augmentation draw the same views): the estimate is a large part of a lung-penalty fit."""
+    for seen, lungs in memo:
+        if seen.shape == views.shape and torch.equal(seen, views):
+            return lungs
+    memo.append((views, view_lungs(views)))
+    return memo[-1][1]
 
 
 def view_lungs(views: torch.Tensor) -> torch.Tensor:

@@ -87,16 +87,45 @@ def band_share(features: torch.Tensor, classifier: nn.Module, size: int) -> torc
 def class_cams(features: torch.Tensor, classifier: nn.Module, size: int) -> torch.Tensor:
     """Each film's CAM of each class (N, K, S, S): ReLU of the classifier's weights over the feature map, which is
     Grad-CAM for a network that average-pools into a linear classifier, upsampled to ``size`` as the heat map is."""
-    cams = torch.relu(torch.einsum("kc,nchw->nkhw", classifier.weight, features))
-    return nn.functional.interpolate(cams, size=(size, size), mode="bilinear", align_corners=False)
+    return nn.functional.interpolate(_cell_cams(features, classifier), size=(size, size), mode="bilinear",
+                                     align_corners=False)
+
+
+def _cell_cams(features: torch.Tensor, classifier: nn.Module) -> torch.Tensor:
+    return torch.relu(torch.einsum("kc,nchw->nkhw", classifier.weight, features))
+
+
+def _upsampling_matrix(source: int, size: int) -> torch.Tensor:
+    """(size, source): row p says how much of each source cell bilinear upsampling (as :func:`class_cams` does it)
+    puts in pixel p; the 2-D upsampling is this matrix on each axis."""
+    basis = torch.eye(source).unsqueeze(1)  # (source, 1, source)
+    return nn.functional.interpolate(basis, size=size, mode="linear", align_corners=False)[:, 0].T
+
+
+def region_weights(masks: torch.Tensor, feature_shape: Sequence[int], size: int) -> torch.Tensor:
+    """Masks (..., S, S) → weights (..., h, w): the part of each feature cell's upsampled CAM that lands inside the
+    mask. Upsampling is linear, so a CAM's mass inside a mask at S × S is its h × w map weighted by these: the
+    penalties of :func:`fit_tail` compute them once, not an S × S map on every step."""
+    rows = _upsampling_matrix(int(feature_shape[0]), size).to(masks.device)
+    columns = _upsampling_matrix(int(feature_shape[1]), size).to(masks.device)
+    return torch.einsum("ph,...pq,qw->...hw", rows, masks.float(), columns)
+
+
+def weighted_share(features: torch.Tensor, classifier: nn.Module, inside: torch.Tensor,
+                   everywhere: torch.Tensor) -> torch.Tensor:
+    """Each film's share (N, K) of each class's upsampled CAM inside a region given by its :func:`region_weights`
+    (``inside``: one (h, w) or one per film, (N, h, w); ``everywhere``: the weights of the whole film)."""
+    cams = _cell_cams(features, classifier)
+    inside = inside.to(cams.dtype).unsqueeze(-3) if inside.dim() == 3 else inside.to(cams.dtype)
+    return (cams * inside).sum(dim=(-2, -1)) / (cams * everywhere.to(cams.dtype)).sum(dim=(-2, -1)).clamp(min=1e-6)
 
 
 def region_share(features: torch.Tensor, classifier: nn.Module, size: int, masks: torch.Tensor) -> torch.Tensor:
     """Each film's share (N, K) of each class's CAM (:func:`class_cams`) inside ``masks`` (one (S, S) mask, or one
     per film, (N, S, S)). Differentiable: the "right for the right reasons" penalties take it."""
-    cams = class_cams(features, classifier, size)
-    inside = masks.to(cams.dtype).unsqueeze(-3) if masks.dim() == 3 else masks.to(cams.dtype)
-    return (cams * inside).sum(dim=(-2, -1)) / cams.sum(dim=(-2, -1)).clamp(min=1e-6)
+    shape = features.shape[-2:]
+    everywhere = region_weights(torch.ones((size, size), device=features.device), shape, size)
+    return weighted_share(features, classifier, region_weights(masks, shape, size), everywhere)
 
 
 def outside_lung_share(features: torch.Tensor, classifier: nn.Module, size: int, lungs: torch.Tensor,
@@ -104,10 +133,17 @@ def outside_lung_share(features: torch.Tensor, classifier: nn.Module, size: int,
     """The mean share of the CAMs (of ``class_index`` only, or of every class) outside each film's lung fields
     (``lungs``: (N, S, S), all False where none were found), over the films that have lung fields; 0 when none has.
     The lung penalty of :func:`fit_tail`."""
-    found = lungs.flatten(1).any(dim=1)
+    shape = features.shape[-2:]
+    everywhere = region_weights(torch.ones((size, size), device=features.device), shape, size)
+    return _outside_share(features, classifier, region_weights(lungs, shape, size), everywhere, class_index)
+
+
+def _outside_share(features: torch.Tensor, classifier: nn.Module, lung_weights: torch.Tensor,
+                   everywhere: torch.Tensor, class_index: int | None) -> torch.Tensor:
+    found = lung_weights.flatten(1).sum(dim=1) > 0
     if not bool(found.any()):
         return features.new_zeros(())
-    inside = region_share(features[found], classifier, size, lungs[found])
+    inside = weighted_share(features[found], classifier, lung_weights[found], everywhere)
     return (1 - (inside if class_index is None else inside[:, class_index])).mean()
 
 
@@ -204,6 +240,8 @@ def fit_tail(model: nn.Module, method: str, cached: torch.Tensor, labels: np.nda
     steps_per_epoch = math.ceil(n / BATCH_SIZE)
     total = max(1, epochs * steps_per_epoch)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: 0.5 * (1 + math.cos(math.pi * step / total)))
+    weights = _penalty_weights(split, _tail_input(method, cached[:1, 0].to(device), normalise), image_size,
+                               band=bool(penalty), lungs=lungs if lung_weight else None)
     done = 0
     for _ in range(epochs):
         order = torch.randperm(n, generator=generator)
@@ -214,11 +252,12 @@ def fit_tail(model: nn.Module, method: str, cached: torch.Tensor, labels: np.nda
             features = split.features(batch)
             loss = loss_fn(split.head(features), labels_t[index].to(device))
             if penalty:
-                loss = loss + penalty * band_share(features, adapted.get_classifier(), image_size).mean()
+                loss = loss + penalty * weighted_share(features, adapted.get_classifier(), weights["band"],
+                                                       weights["everywhere"]).mean()
             if lung_weight:
-                view_lungs = lungs[index, chosen[index]].to(device)
-                loss = loss + lung_weight * outside_lung_share(features, adapted.get_classifier(), image_size,
-                                                               view_lungs, lung_class)
+                loss = loss + lung_weight * _outside_share(features, adapted.get_classifier(),
+                                                           weights["lungs"][index, chosen[index]],
+                                                           weights["everywhere"], lung_class)
             if anchor:
                 loss = loss + anchor * sum(((p - p0) ** 2).sum() for p, p0 in zip(trained, originals))
             optimiser.zero_grad(set_to_none=True)
@@ -229,6 +268,23 @@ def fit_tail(model: nn.Module, method: str, cached: torch.Tensor, labels: np.nda
             if progress:
                 progress(done, total)
     return changed_tensors(model, adapted)
+
+
+@torch.no_grad()
+def _penalty_weights(split: Split, sample: torch.Tensor, size: int, *, band: bool,
+                     lungs: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """The :func:`region_weights` the penalties need, computed once per fit on the feature map's grid: the whole
+    film's, the outer band's and every view's lung fields' ((N, V, h, w), on the CPU until a batch takes them)."""
+    if not band and lungs is None:
+        return {}
+    shape = split.features(sample).shape[-2:]
+    device = sample.device
+    weights = {"everywhere": region_weights(torch.ones((size, size), device=device), shape, size)}
+    if band:
+        weights["band"] = region_weights(torch.from_numpy(band_mask((size, size))).to(device), shape, size)
+    if lungs is not None:
+        weights["lungs"] = torch.cat([region_weights(chunk, shape, size) for chunk in lungs.split(64)]).to(device)
+    return weights
 
 
 def applied_penalty(method: str, weight: float) -> float:
