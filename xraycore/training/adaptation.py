@@ -111,6 +111,11 @@ def region_weights(masks: torch.Tensor, feature_shape: Sequence[int], size: int)
     return torch.einsum("ph,...pq,qw->...hw", rows, masks.float(), columns)
 
 
+def _whole_film_weights(feature_shape: Sequence[int], size: int, device: torch.device) -> torch.Tensor:
+    """The :func:`region_weights` of the whole film: the denominator of every share."""
+    return region_weights(torch.ones((size, size), device=device), feature_shape, size)
+
+
 def weighted_share(features: torch.Tensor, classifier: nn.Module, inside: torch.Tensor,
                    everywhere: torch.Tensor) -> torch.Tensor:
     """Each film's share (N, K) of each class's upsampled CAM inside a region given by its :func:`region_weights`
@@ -124,7 +129,7 @@ def region_share(features: torch.Tensor, classifier: nn.Module, size: int, masks
     """Each film's share (N, K) of each class's CAM (:func:`class_cams`) inside ``masks`` (one (S, S) mask, or one
     per film, (N, S, S)). Differentiable: the "right for the right reasons" penalties take it."""
     shape = features.shape[-2:]
-    everywhere = region_weights(torch.ones((size, size), device=features.device), shape, size)
+    everywhere = _whole_film_weights(shape, size, features.device)
     return weighted_share(features, classifier, region_weights(masks, shape, size), everywhere)
 
 
@@ -134,7 +139,7 @@ def outside_lung_share(features: torch.Tensor, classifier: nn.Module, size: int,
     (``lungs``: (N, S, S), all False where none were found), over the films that have lung fields; 0 when none has.
     The lung penalty of :func:`fit_tail`."""
     shape = features.shape[-2:]
-    everywhere = region_weights(torch.ones((size, size), device=features.device), shape, size)
+    everywhere = _whole_film_weights(shape, size, features.device)
     return _outside_share(features, classifier, region_weights(lungs, shape, size), everywhere, class_index)
 
 
@@ -274,12 +279,12 @@ def fit_tail(model: nn.Module, method: str, cached: torch.Tensor, labels: np.nda
 def _penalty_weights(split: Split, sample: torch.Tensor, size: int, *, band: bool,
                      lungs: torch.Tensor | None) -> dict[str, torch.Tensor]:
     """The :func:`region_weights` the penalties need, computed once per fit on the feature map's grid: the whole
-    film's, the outer band's and every view's lung fields' ((N, V, h, w), on the CPU until a batch takes them)."""
+    film's, the outer band's and every view's lung fields' ((N, V, h, w)), on the fit's device."""
     if not band and lungs is None:
         return {}
     shape = split.features(sample).shape[-2:]
     device = sample.device
-    weights = {"everywhere": region_weights(torch.ones((size, size), device=device), shape, size)}
+    weights = {"everywhere": _whole_film_weights(shape, size, device)}
     if band:
         weights["band"] = region_weights(torch.from_numpy(band_mask((size, size))).to(device), shape, size)
     if lungs is not None:
