@@ -2,7 +2,7 @@
 
 The reads so far (per class and reader, agreement with the model, Cohen's kappa), the setting that keeps read
 films for site learning, then calibrate or adapt on the reads (or a labelled folder) with the cross-fitted figures
-before and after, and the site profiles and points with activate, roll back and the history. Admins act;
+before and after, and the site profiles and points with activate, roll back, remove and the history. Admins act;
 researchers see it all as a preview. Every action is checked and audited in ``xraycore``; this page holds
 widgets only (``xraycore.app.site_view``).
 """
@@ -38,7 +38,8 @@ if model_path is None:
     st.stop()
 admin = access.can(identity, access.CHANGE_OPERATING_POINT)
 if not admin:
-    st.info("Research preview: only an administrator may keep films, calibrate, adapt, activate or roll back.",
+    st.info("Research preview: only an administrator may keep films, calibrate, adapt, activate, roll back or "
+            "remove.",
             icon=":material/science:")
 
 
@@ -143,7 +144,7 @@ else:
     st.caption("No site profile yet: adapt above, or `python -m xraycore adapt`.")
 state = operating.load(model_path)
 st.markdown(f"In use: **{state['active']}** · shipped: **{state['shipped']}**")
-left, middle, right = st.columns([3, 1, 1], vertical_alignment="bottom")
+left, middle, right, far = st.columns([3, 1, 1, 1], vertical_alignment="bottom")
 chosen = left.selectbox("Point or profile", list(state["points"]), index=list(state["points"]).index(state["active"]),
                         key="site_activate_pick")
 if middle.button("Activate", key="site_activate", disabled=not admin or chosen == state["active"]):
@@ -154,5 +155,12 @@ if right.button("Roll back", key="site_roll_back", disabled=not admin or previou
                 help=f"Back to {previous}" if previous else "Nothing to roll back to."):
     act(lambda: point_history.roll_back(model_path, identity=identity), "Rolled back: {done} is in use again.")
     st.rerun()
+kept = chosen in (operating.INTERNAL, state["active"], state["shipped"])
+with far.popover("Remove", disabled=not admin or kept, width="stretch",
+                 help="The point in use, the shipped one and the internal one are kept." if kept else None):
+    st.write(f"Remove **{chosen}**? A site profile's adapted weights are deleted with it; the history keeps the entry.")
+    if st.button(f"Remove {chosen}", key="site_remove", type="primary"):
+        act(lambda: operating.remove(model_path, chosen, identity=identity), f"{chosen} was removed.")
+        st.rerun()
 with st.expander("History"):
     st.dataframe(site_view.history_rows(model_path), hide_index=True, width="stretch")

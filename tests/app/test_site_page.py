@@ -1,5 +1,5 @@
 """The Site page (AppTest): the reads so far with Cohen's kappa, the keep-films setting, adapting on a labelled
-folder with the cross-fitted figures before and after, activation and roll back; admins act, researchers preview,
+folder with the cross-fitted figures before and after, activation, roll back and removal; admins act, researchers preview,
 readers are refused."""
 from __future__ import annotations
 
@@ -69,3 +69,9 @@ def test_an_admin_adapts_on_a_folder_sees_before_and_after_and_rolls_back(store_
     at.button(key="site_roll_back").click().run()
     assert [s.value for s in at.success] == ["Rolled back: internal is in use again."]
     assert operating.active_name(model) == operating.INTERNAL
+
+    at.selectbox(key="site_activate_pick").set_value("ward-7").run()
+    at.button(key="site_remove").click().run()
+    assert [s.value for s in at.success] == ["ward-7 was removed."], [e.value for e in at.error]
+    assert "ward-7" not in operating.names(model) and not (model / "sites" / "ward-7").exists()
+    assert not any("profile" in frame.value.columns for frame in at.dataframe), "the profile list is empty again"

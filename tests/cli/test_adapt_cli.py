@@ -76,6 +76,9 @@ def test_adapt_stores_an_active_profile_that_answers_and_rolls_back(tiny_exporte
     assert _cli("operating-point", "--model", str(model), "--activate", "internal", env=_env(tmp_path)).returncode == 0
     assert Predictor(model).site_profile is None
     assert [entry["action"] for entry in operating.load(model)["history"]] == ["save", "activate"]
+    removed = _cli("operating-point", "--model", str(model), "--remove", "site-a", env=_env(tmp_path))
+    assert removed.returncode == 0, removed.stderr
+    assert "site-a" not in removed.stdout.replace("removed 'site-a'", "") and not (model / "sites" / "site-a").exists()
 
 
 def test_a_reader_may_not_adapt_and_is_audited(tiny_exported, tmp_path, log):

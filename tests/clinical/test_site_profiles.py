@@ -1,5 +1,5 @@
 """Site profiles on disk and as operating points: written whole or not at all, never rewritten, activated and
-rolled back with the history kept, renamed with their history, and the ONNX graph rewritten with their weights."""
+rolled back with the history kept, renamed with their history, removed when retired, and the ONNX graph rewritten with their weights."""
 from __future__ import annotations
 
 import json
@@ -92,6 +92,36 @@ def test_rename_keeps_values_activity_shipped_and_history(tmp_path, log):
     assert [entry["action"] for entry in state["history"]] == ["save", "rename"]
     with pytest.raises(ValueError):
         operating.rename(model, operating.INTERNAL, "other")
+
+
+def test_remove_retires_a_profile_and_its_weights_but_never_the_point_in_use_or_shipped(tmp_path, log):
+    from xraycore.clinical import point_history
+
+    model = _model(tmp_path)
+    _profile(model, "site-a")
+    _profile(model, "site-b")
+    operating.save(model, "site-a", _point("site-a"))
+    operating.mark_shipped(model)
+    operating.save(model, "site-b", _point("site-b"))
+    operating.activate(model, "site-a")
+    reader = roles.Identity("reader", "r@example.org", frozenset({roles.READER}))
+    with pytest.raises(AccessDenied):
+        operating.remove(model, "site-b", identity=reader)
+    assert (model / "sites" / "site-b").is_dir() and "site-b" in operating.names(model)
+    for kept in ("site-a", operating.INTERNAL):  # in use and shipped; the internal point
+        with pytest.raises(ValueError, match="shipped with|in use"):
+            operating.remove(model, kept)
+    operating.remove(model, "site-b")
+    state = operating.load(model)
+    assert "site-b" not in state["points"] and not (model / "sites" / "site-b").exists()
+    assert (model / "sites" / "site-a").is_dir() and state["active"] == "site-a"
+    assert state["history"][-1]["action"] == "remove" and state["history"][-1]["removed"]["threshold"] == 0.4
+    assert point_history.previous_active(model) is None  # site-b, the point before, is gone: nothing to roll back to
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [(line["action"], line["outcome"]) for line in lines if "remove" in line["action"]][0][1] == "refused"
+    assert lines[-1]["action"] == "operating_point.remove" and lines[-1]["outcome"] != "refused"
+    with pytest.raises(ValueError, match="no operating point named"):
+        operating.remove(model, "site-b")
 
 
 def test_graph_rewritten_with_a_profiles_weights(tmp_path):

@@ -32,7 +32,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_operating_point(args: argparse.Namespace) -> int:
-    """Change which named point answers (activate, reset, mark shipped), then list the points."""
+    """Change which named point answers (activate, reset, mark shipped) or which are kept (rename, remove), then
+    list the points."""
     from xraycore.clinical import operating_points as operating
 
     if args.activate:
@@ -43,6 +44,9 @@ def cmd_operating_point(args: argparse.Namespace) -> int:
         print(f"{operating.mark_shipped(args.model)!r} is now the point this model ships with")
     elif getattr(args, "rename", None):
         operating.rename(args.model, *args.rename)
+    elif getattr(args, "remove", None):
+        operating.remove(args.model, args.remove)
+        print(f"removed {args.remove!r}")
     state = operating.load(args.model)
     for name, point in state["points"].items():
         marker, shipped = "*" if name == state["active"] else " ", " (shipped)" if name == state["shipped"] else ""

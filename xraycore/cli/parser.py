@@ -174,13 +174,15 @@ def _add_ood_expose(verbs: argparse._SubParsersAction) -> None:
 
 
 def _add_operating_point(verbs: argparse._SubParsersAction) -> None:
-    """The operating-point verb: list, activate, reset or mark a model's points."""
+    """The operating-point verb: list, activate, reset, mark, rename or remove a model's points."""
     points = verbs.add_parser("operating-point", help="list, activate or reset a model's named operating points")
     points.add_argument("--model", required=True, help="model directory")
     points.add_argument("--activate", metavar="NAME", help="make NAME the active operating point")
     points.add_argument("--reset", action="store_true", help="go back to the point the model shipped active")
     points.add_argument("--mark-shipped", action="store_true", help="record the active point as the one that ships")
     points.add_argument("--rename", nargs=2, metavar=("OLD", "NEW"), help="give a saved point another name (history kept)")
+    points.add_argument("--remove", metavar="NAME", help="retire a saved point or site profile that is neither in use "
+                        "nor shipped (a profile's weights go with it; the history keeps the entry)")
 
 
 def _add_release(verbs: argparse._SubParsersAction) -> None:

@@ -19,6 +19,7 @@ threshold and temperature: no point may be saved under its name, so its values c
 from __future__ import annotations
 
 import hashlib
+import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -213,6 +214,32 @@ def rename(model_dir: str | Path, old_name: str, new_name: str, *, identity: acc
                                                   line.identity.user)})
         line.note(old={"name": old_name}, new={"name": new_name})
         _write(model_dir, state)
+
+
+def remove(model_dir: str | Path, name: str, *, identity: access.Identity | None = None) -> None:
+    """Retire a saved point or site profile nobody uses: its entry goes, and a profile's folder of changed weights
+    with it when no other point names that profile. Never the internal, the active or the shipped point. The history
+    keeps a "remove" entry with the removed values (the point in use is unchanged, so roll back ignores it). Admin
+    only, one audit line."""
+    with access.guarded("operating_point.remove", identity, access.CHANGE_OPERATING_POINT,
+                       model=audit.model_info(model_dir), operating_point=str(name)) as line:
+        model_dir = Path(model_dir)
+        state = load(model_dir)
+        if name not in state["points"]:
+            raise ValueError(f"This model has no operating point named {name!r}.")
+        if name in (INTERNAL, state["shipped"]):
+            raise ValueError(f"{name!r} is a point this model shipped with and cannot be removed.")
+        if name == state["active"]:
+            raise ValueError(f"{name!r} is in use; activate another point before removing it.")
+        removed = state["points"].pop(name)
+        in_use = _named(state["active"], state["points"][state["active"]])
+        state["history"].append({**_history_entry("remove", name, in_use, in_use, line.identity.user),
+                                 "removed": _values(removed)})
+        line.note(old=_named(name, removed), new={"name": None})
+        _write(model_dir, state)  # first: a kill before the folder goes leaves a folder no point names
+        profile = removed.get("profile") if site_profiles.is_profile_point(removed) else None
+        if profile and not any(point.get("profile") == profile for point in state["points"].values()):
+            shutil.rmtree(site_profiles.profile_dir(model_dir, profile), ignore_errors=True)
 
 
 def save_threshold(model_dir: str | Path, *, identity: access.Identity | None = None, **fields: Any) -> None:
