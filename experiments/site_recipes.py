@@ -17,7 +17,8 @@ Recipes: base (no remedy), erase (border and corner erasing in the views), penal
 W, e.g. penalty1), lungW (penalty of weight W on CAM mass outside each view's lung-field estimate), lungboxW (the
 same outside the bounding box of each side's estimate), lung[box]posW (on the pneumonia map only, the one the heat
 map shows), blankviews (every view's band-blanked twin as a training view of its own), anchorW (L2-SP: weight W on
-the tail's squared distance from the original weights), viewsN (N cached views per film), epochsN, lrX, full,
+the tail's squared distance from the original weights), viewsN (N cached views per film), smoothX (label smoothing
+X), swaF (the mean of the tail's weights at the end of every epoch from fraction F of the epochs on), epochsN, lrX, full,
 joined with "+". With --adult N, each recipe is also fitted on every site film (fold seed 0) and its pneumonia heat
 maps are scored on N adult covid_qu films (half per class) against boxes of the lung-field estimate: a proxy for the
 adult pointing game of docs/heat-maps.md (expert boxes decide).
@@ -53,7 +54,8 @@ def parse_recipe(name: str) -> dict:
     """A recipe name → its settings (method, epochs, learning rate, band penalty, erasing views)."""
     recipe = {"name": name, "method": adaptation.LAST_STAGE, "epochs": None, "lr": None, "penalty": 0.0,
               "lung": 0.0, "boxes": False, "positive_only": False, "erase": False,
-              "blank_views": False, "anchor": 0.0, "views": adaptation.DEFAULT_VIEWS}
+              "blank_views": False, "anchor": 0.0, "views": adaptation.DEFAULT_VIEWS, "smoothing": 0.0,
+              "average_from": None}
     for part in name.split("+"):
         if part == "erase":
             recipe["erase"] = True
@@ -70,6 +72,10 @@ def parse_recipe(name: str) -> dict:
             recipe["epochs"] = int(part[len("epochs"):])
         elif part.startswith("anchor"):
             recipe["anchor"] = float(part[len("anchor"):])
+        elif part.startswith("smooth"):
+            recipe["smoothing"] = float(part[len("smooth"):])
+        elif part.startswith("swa"):
+            recipe["average_from"] = float(part[len("swa"):])
         elif part.startswith("views"):
             recipe["views"] = int(part[len("views"):])
         elif part.startswith("lr"):
@@ -156,7 +162,8 @@ def fit(network, recipe: dict, cached: torch.Tensor, labels: np.ndarray, lungs: 
                                mean=network.mean, std=network.std, device=torch.device("cpu"), seed=seed,
                                learning_rate=recipe["lr"], band_penalty=recipe["penalty"],
                                image_size=network.image_size, lungs=lungs, lung_penalty=recipe["lung"],
-                               lung_class=recipe["lung_class"], anchor=recipe["anchor"])
+                               lung_class=recipe["lung_class"], anchor=recipe["anchor"],
+                               label_smoothing=recipe["smoothing"], average_from=recipe["average_from"])
 
 
 def adult_proxy(predictor: Predictor, site: dict, cache: dict, adult: list, recipe: dict | None) -> dict:

@@ -228,3 +228,48 @@ def test_band_blanked_views_fill_each_views_band_with_its_own_body_grey():
             assert torch.allclose(blanked[film, view, 0][band], body)
             assert torch.equal(blanked[film, view, 0][~band], views[film, view, 0][~band])
     assert torch.equal(views[0, 0, 0, 0], torch.zeros(20))  # the input is untouched
+
+
+def test_weight_averaging_returns_the_mean_of_the_epoch_end_weights(monkeypatch):
+    """``average_from``: the delta is the mean of the tail's weights at the end of each averaged epoch, not the
+    last weights."""
+    model = _network()
+    greys, labels = _films()
+    device = torch.device("cpu")
+    cached = adaptation.cache_views(model, "last-stage", adaptation.grey_views(greys, ["hflip"], 2, 32), MEAN, STD,
+                                    device)
+    snapshots, real_mean = [], adaptation._running_mean
+
+    def recording_mean(averaged, trained, seen):
+        snapshots.append([parameter.detach().clone() for parameter in trained])
+        return real_mean(averaged, trained, seen)
+
+    monkeypatch.setattr(adaptation, "_running_mean", recording_mean)
+    kwargs = dict(epochs=8, mean=MEAN, std=STD, device=device, learning_rate=3e-3)
+    averaged = adaptation.fit_tail(model, "last-stage", cached, labels, average_from=0.5, **kwargs)
+    assert len(snapshots) == 4  # epochs 4..7
+    last = adaptation.fit_tail(model, "last-stage", cached, labels, **kwargs)
+    weights = [name for name in averaged if name.endswith("weight")]
+    assert any(not torch.allclose(averaged[name], last[name]) for name in weights)
+    trained = [name for name, parameter in model.named_parameters()
+               if name.startswith(adaptation.split_network(model, "last-stage").prefixes)]
+    for position, name in enumerate(trained):
+        expected = torch.stack([snapshot[position] for snapshot in snapshots]).mean(0)
+        assert torch.allclose(averaged[name], expected, atol=1e-6), name
+
+
+def test_label_smoothing_bounds_the_fitted_logits():
+    """Smoothed targets keep the fitted logit margins smaller than hard targets on the same films."""
+    model = _network()
+    greys, labels = _films()
+    device = torch.device("cpu")
+    cached = adaptation.cache_views(model, "last-stage", adaptation.grey_views(greys, ["hflip"], 2, 32), MEAN, STD,
+                                    device)
+
+    def margin(smoothing: float) -> float:
+        delta = adaptation.fit_tail(model, "last-stage", cached, labels, epochs=30, mean=MEAN, std=STD,
+                                    device=device, learning_rate=3e-3, label_smoothing=smoothing)
+        logits = adaptation.tail_logits(model, "last-stage", cached, delta, mean=MEAN, std=STD, device=device)
+        return float(np.mean(np.abs(logits[:, 1] - logits[:, 0])))
+
+    assert margin(0.3) < 0.8 * margin(0.0)

@@ -216,7 +216,8 @@ def fit_tail(model: nn.Module, method: str, cached: torch.Tensor, labels: np.nda
              mean: Sequence[float], std: Sequence[float], device: torch.device, seed: int = 0,
              learning_rate: float | None = None, band_penalty: float = 0.0, image_size: int = 224,
              lungs: torch.Tensor | None = None, lung_penalty: float = 0.0, lung_class: int | None = None,
-             anchor: float = 0.0, progress: Progress | None = None) -> dict[str, torch.Tensor]:
+             anchor: float = 0.0, label_smoothing: float = 0.0, average_from: float | None = None,
+             progress: Progress | None = None) -> dict[str, torch.Tensor]:
     """Train a copy of ``model``'s tail on cached views (each epoch: every film once, in one of its views drawn at
     random), class-balanced cross-entropy, AdamW with a cosine schedule. ``band_penalty`` > 0 adds that weight times
     the mean share of each class's CAM in the film's outer band (:func:`band_share`; not for ``head``, which has no
@@ -224,7 +225,10 @@ def fit_tail(model: nn.Module, method: str, cached: torch.Tensor, labels: np.nda
     (``lungs``, (N, V, S, S) as ``cached``; :func:`outside_lung_share`), of ``lung_class``'s map only (the one the
     heat map shows) or of every class's (None). ``anchor`` > 0 adds that weight times the squared distance of the
     trained tensors from the original ones (L2-SP: the tail stays near what the large training set taught it).
-    Returns the delta (:func:`changed_tensors`);
+    ``label_smoothing`` softens the targets (bounded logits, so the scale of networks fitted on different folds
+    agrees better); ``average_from`` (a fraction of the epochs, e.g. 0.5) returns the mean of the tail's weights at
+    the end of every epoch from that point on (stochastic weight averaging; batch norm is frozen, so nothing is
+    re-estimated). Returns the delta (:func:`changed_tensors`);
     ``model`` itself is untouched."""
     adapted = copy.deepcopy(model).to(device).eval()  # eval: batch norm keeps its statistics, dropout is off
     split, normalise = split_network(adapted, method), normaliser(mean, std)
@@ -235,7 +239,8 @@ def fit_tail(model: nn.Module, method: str, cached: torch.Tensor, labels: np.nda
         parameter.requires_grad_(True)
     labels_t = torch.as_tensor(np.asarray(labels), dtype=torch.long)
     counts = torch.bincount(labels_t, minlength=2).clamp(min=1).float()
-    loss_fn = nn.CrossEntropyLoss(weight=(counts.sum() / (len(counts) * counts)).to(device))
+    loss_fn = nn.CrossEntropyLoss(weight=(counts.sum() / (len(counts) * counts)).to(device),
+                                  label_smoothing=label_smoothing)
     rate, penalty = learning_rate or LEARNING_RATES[method], applied_penalty(method, band_penalty)
     lung_weight = applied_penalty(method, lung_penalty) if lungs is not None else 0.0
     originals = [parameter.detach().clone() for parameter in trained] if anchor else []
@@ -247,8 +252,8 @@ def fit_tail(model: nn.Module, method: str, cached: torch.Tensor, labels: np.nda
     schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: 0.5 * (1 + math.cos(math.pi * step / total)))
     weights = _penalty_weights(split, _tail_input(method, cached[:1, 0].to(device), normalise), image_size,
                                band=bool(penalty), lungs=lungs if lung_weight else None)
-    done = 0
-    for _ in range(epochs):
+    done, averaged, first_averaged = 0, None, _first_averaged_epoch(epochs, average_from)
+    for epoch in range(epochs):
         order = torch.randperm(n, generator=generator)
         chosen = torch.randint(views, (n,), generator=generator)
         for start in range(0, n, BATCH_SIZE):
@@ -272,7 +277,28 @@ def fit_tail(model: nn.Module, method: str, cached: torch.Tensor, labels: np.nda
             done += 1
             if progress:
                 progress(done, total)
+        if epoch >= first_averaged:
+            averaged = _running_mean(averaged, trained, epoch - first_averaged)
+    if averaged is not None:
+        with torch.no_grad():
+            for parameter, mean_value in zip(trained, averaged):
+                parameter.copy_(mean_value)
     return changed_tensors(model, adapted)
+
+
+def _first_averaged_epoch(epochs: int, average_from: float | None) -> int:
+    """The first epoch whose end weights enter the weight average (``epochs``: none, no averaging)."""
+    return epochs if average_from is None else min(epochs - 1, int(epochs * average_from))
+
+
+@torch.no_grad()
+def _running_mean(averaged: list[torch.Tensor] | None, trained: list[torch.Tensor], seen: int) -> list[torch.Tensor]:
+    """The mean of ``seen`` earlier snapshots (``averaged``) updated with the current weights."""
+    if averaged is None:
+        return [parameter.detach().clone() for parameter in trained]
+    for mean_value, parameter in zip(averaged, trained):
+        mean_value.add_((parameter.detach() - mean_value) / (seen + 1))
+    return averaged
 
 
 @torch.no_grad()
