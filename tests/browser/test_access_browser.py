@@ -211,6 +211,9 @@ def test_a_reader_sees_diagnose_only_and_cannot_save_an_operating_point(browser,
         expect(page.get_by_text("Access refused: your role (reader)")).to_be_visible()
         expect(page.get_by_text("Signed in as Rita Reader")).to_be_visible()
     expect(page.get_by_role("button", name="Save and activate")).to_have_count(0)
+    page.goto(f"{app_server.url}/diagnose")  # her first page under its own name too, not only at "/"
+    expect(page.locator('[data-testid="stFileUploader"]')).to_be_visible()
+    expect(page.get_by_text("Page not found")).to_have_count(0)
 
     # The same person through xraycore: who the server says she is (her claims, its roles file) may not save.
     reader = access.identity_from_claims(CLAIMS["rita"], access.load_roles(app_server.roles))

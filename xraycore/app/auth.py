@@ -18,7 +18,7 @@ that an action app code starts without saying who asks is refused rather than ru
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 from urllib.parse import urlparse
 
 import streamlit as st
@@ -27,6 +27,7 @@ from streamlit import config as st_config
 from xraycore.access import policy as access
 
 FORWARDING_HEADERS = ("x-forwarded-for", "x-forwarded-host", "forwarded", "x-real-ip")
+DEFAULT_PAGE_SUFFIX = "_first"  # the default page's own (unused) URL name: its file name is an alias (navigation)
 
 
 def in_script_run() -> bool:
@@ -145,6 +146,14 @@ def _refusal_page(spec: PageSpec, identity: access.Identity | None) -> Callable[
     return refused
 
 
+def _alias_page(target: Any, spec: PageSpec) -> Callable[[], None]:
+    """The default page under its own URL too (``/diagnose`` as well as ``/``), so a bookmark or a link works."""
+    def alias() -> None:
+        st.switch_page(target)
+    alias.__name__ = f"alias_{spec.url_path}"
+    return alias
+
+
 def _sign_in_page() -> None:
     st.title("Chest X-ray workbench")
     st.write("Sign in with your hospital account to continue.")
@@ -172,8 +181,15 @@ def navigation(specs: list[PageSpec], identity: access.Identity | None):
                              position="hidden")
     pages = []
     for spec in specs:
-        if spec in allowed:
-            pages.append(st.Page(spec.path, title=spec.title, icon=spec.icon, default=spec is allowed[0]))
+        if spec is allowed[0]:
+            # Streamlit serves the default page at "/" and answers its own URL with "page not found", yet reserves that
+            # URL for it: the page takes another (never shown) name, and a hidden alias answers under its own.
+            pages.append(st.Page(spec.path, title=spec.title, icon=spec.icon, default=True,
+                                 url_path=f"{spec.url_path}{DEFAULT_PAGE_SUFFIX}"))
+            pages.append(st.Page(_alias_page(pages[-1], spec), title=spec.title, url_path=spec.url_path,
+                                 visibility="hidden"))
+        elif spec in allowed:
+            pages.append(st.Page(spec.path, title=spec.title, icon=spec.icon))
         else:
             pages.append(st.Page(_refusal_page(spec, identity), title=spec.title, icon=spec.icon,
                                  url_path=spec.url_path, visibility="hidden"))
