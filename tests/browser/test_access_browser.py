@@ -195,6 +195,9 @@ def test_a_page_url_on_a_fresh_server_asks_for_sign_in_and_lists_nothing(browser
     page.goto(f"{app_server.url}/audit")
     expect(page.get_by_role("button", name="Sign in")).to_be_visible()
     expect(page.locator('[data-testid="stSidebarNav"]')).to_have_count(0)
+    page.goto(f"{app_server.url}/site")  # a link to a page, before signing in: the sign-in, not "page not found"
+    expect(page.get_by_role("button", name="Sign in")).to_be_visible()
+    expect(page.get_by_text("Page not found")).to_have_count(0)
     expect(page.get_by_role("link", name="audit")).to_have_count(0)
     page.context.close()
 

@@ -169,15 +169,21 @@ def _no_role_page(identity: access.Identity) -> Callable[[], None]:
     return no_role
 
 
+def _one_page_everywhere(page: Callable[[], None], title: str, url_path: str, specs: list[PageSpec]) -> list[Any]:
+    """``page`` at the root and, hidden, under every page's URL: a link to /site before signing in shows the sign-in,
+    not Streamlit's "page not found"."""
+    return [st.Page(page, title=title, url_path=url_path, default=True)] + [
+        st.Page(page, title=title, url_path=spec.url_path, visibility="hidden") for spec in specs]
+
+
 def navigation(specs: list[PageSpec], identity: access.Identity | None):
     """st.navigation over the pages ``identity`` may use (the first one the default); the others stay
     reachable by URL but show a refusal and are not listed."""
     if identity is None:
-        return st.navigation([st.Page(_sign_in_page, title="Sign in", icon=":material/login:", url_path="sign_in",
-                                      default=True)], position="hidden")
+        return st.navigation(_one_page_everywhere(_sign_in_page, "Sign in", "sign_in", specs), position="hidden")
     allowed = [spec for spec in specs if identity.can(spec.permission)]
     if not allowed:
-        return st.navigation([st.Page(_no_role_page(identity), title="No access", url_path="no_access", default=True)],
+        return st.navigation(_one_page_everywhere(_no_role_page(identity), "No access", "no_access", specs),
                              position="hidden")
     pages = []
     for spec in specs:
