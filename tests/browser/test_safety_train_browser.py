@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.browser.test_access_browser import CHUNK_FAILURE
 from tests.browser.test_browser import PAGE_TIMEOUT_MS, app_url  # noqa: F401 - app_url is a fixture
 from tests.browser.test_train_browser import train_page
 from xraycore.training import job_queue as jobqueue
@@ -29,7 +30,8 @@ def study_between_runs(root: Path) -> subprocess.Popen:
     shutil.copytree(root / "run-a", root / "fold-1")
     first = runs.Run(root / "fold-1")
     first.write_json(runs.CONFIG_FILE, {**first.config, "study": "study-x"})
-    stand_in = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True)
+    # alive well past the page's slowest first load on a busy CI machine (the test kills it at the end)
+    stand_in = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True)
     jobs_dir = root / jobs.JOBS_DIR
     jobs_dir.mkdir(exist_ok=True)
     (jobs_dir / "study-x.json").write_text(json.dumps({
@@ -45,7 +47,12 @@ def test_stop_between_a_studys_runs_and_its_message_stays(app_url, tmp_path):  #
     stand_in = study_between_runs(tmp_path / "runs")  # app_url serves copies of tiny_run from here
     try:
         with train_page(app_url) as page:
-            expect(page.get_by_role("heading", name="Job study-x: running")).to_be_visible(timeout=PAGE_TIMEOUT_MS)
+            heading = page.get_by_role("heading", name="Job study-x: running")
+            expect(heading.or_(page.get_by_text(CHUNK_FAILURE))).to_be_visible(timeout=PAGE_TIMEOUT_MS)
+            if not heading.is_visible():  # a lazily loaded script the loaded machine failed to fetch: reload once
+                page.reload()
+            assert stand_in.poll() is None, "the stand-in job is still alive"
+            expect(heading).to_be_visible(timeout=PAGE_TIMEOUT_MS)
             stop = page.locator('[data-testid="stButton"]').get_by_role("button", name="Stop", exact=True)
             stop.click()  # the page's own Stop, not Streamlit's toolbar one that shows while a script runs
             said = page.get_by_text("Asked the job to stop: no further run of it starts.")
