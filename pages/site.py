@@ -29,6 +29,7 @@ from xraycore.clinical import operating_points as operating
 from xraycore.clinical import point_history, read_stats, site_reads
 from xraycore.clinical.site_store import open_site_store
 from xraycore.evaluation import site_calibration
+from xraycore.evaluation.site_adaptation import DEFAULT_EPOCHS, list_profiles  # torch-free
 from xraycore.store.database import StoreUnavailable
 
 MESSAGE_KEY = "site_message"
@@ -96,7 +97,8 @@ left, middle, right = st.columns([2, 2, 1])
 name = left.text_input("Name of the new point or profile", key="site_name", placeholder="ward-2027-01")
 method = middle.selectbox("Adaptation", ["last-stage", "head", "full"], key="site_method",
                           help="What learns the site: the last stage and head (default), the head only, or everything.")
-epochs = right.number_input("Epochs", 0, 100, 0, key="site_epochs", help="0: the method's default")
+epochs = right.number_input("Epochs", 1, 100, value=None, key="site_epochs", placeholder=f"{DEFAULT_EPOCHS[method]}",
+                            help="Empty: the method's default, the recipe chosen by cross-fitted figures.")
 
 
 def learn(kind: str) -> None:
@@ -135,7 +137,6 @@ if right.button("Adapt the network", key="site_adapt", type="primary", disabled=
 
 # ----------------------------------------------------------------------------- profiles, points, history
 st.subheader("Site profiles and operating points")
-from xraycore.evaluation.site_adaptation import list_profiles  # noqa: E402 - torch-free listing
 
 profiles = list_profiles(model_path)
 if profiles:

@@ -57,6 +57,8 @@ def test_an_admin_adapts_on_a_folder_sees_before_and_after_and_rolls_back(store_
     at.text_input(key="site_folder").set_value(str(sample))
     at.text_input(key="site_name").set_value("ward-7")
     at.selectbox(key="site_method").set_value("head").run()
+    epochs = at.number_input(key="site_epochs")
+    assert epochs.value is None and epochs.proto.placeholder == "10", "empty: the method's default, shown"
     at.button(key="site_adapt").click().run()
     assert not at.exception, [e.value for e in at.exception]
     assert [s.value for s in at.success] == ["Adapted and active: ward-7."], [e.value for e in at.error]
