@@ -80,13 +80,19 @@ def test_a_fit_changes_only_the_tail_learns_and_leaves_the_original_untouched(me
         assert np.allclose(adaptation.with_delta(model, delta)(normal).numpy(), adapted, atol=1e-4)
 
 
-def test_the_anchor_keeps_the_tail_nearer_the_original_weights():
-    """L2-SP: with the anchor the fitted tail moves less far from the original tensors than without it."""
+def _last_stage_fit_inputs() -> tuple[torch.nn.Module, torch.Tensor, np.ndarray, torch.device]:
+    """The toy network, its last stage's cached views of the toy films (two per film), their labels, the CPU."""
     model = _network()
     greys, labels = _films()
     device = torch.device("cpu")
     cached = adaptation.cache_views(model, "last-stage", adaptation.grey_views(greys, ["hflip"], 2, 32), MEAN, STD,
                                     device)
+    return model, cached, labels, device
+
+
+def test_the_anchor_keeps_the_tail_nearer_the_original_weights():
+    """L2-SP: with the anchor the fitted tail moves less far from the original tensors than without it."""
+    model, cached, labels, device = _last_stage_fit_inputs()
     original = model.state_dict()
 
     def drift(anchor: float) -> float:
@@ -233,11 +239,7 @@ def test_band_blanked_views_fill_each_views_band_with_its_own_body_grey():
 def test_weight_averaging_returns_the_mean_of_the_epoch_end_weights(monkeypatch):
     """``average_from``: the delta is the mean of the tail's weights at the end of each averaged epoch, not the
     last weights."""
-    model = _network()
-    greys, labels = _films()
-    device = torch.device("cpu")
-    cached = adaptation.cache_views(model, "last-stage", adaptation.grey_views(greys, ["hflip"], 2, 32), MEAN, STD,
-                                    device)
+    model, cached, labels, device = _last_stage_fit_inputs()
     snapshots, real_mean = [], adaptation._running_mean
 
     def recording_mean(averaged, trained, seen):
@@ -260,11 +262,7 @@ def test_weight_averaging_returns_the_mean_of_the_epoch_end_weights(monkeypatch)
 
 def test_label_smoothing_bounds_the_fitted_logits():
     """Smoothed targets keep the fitted logit margins smaller than hard targets on the same films."""
-    model = _network()
-    greys, labels = _films()
-    device = torch.device("cpu")
-    cached = adaptation.cache_views(model, "last-stage", adaptation.grey_views(greys, ["hflip"], 2, 32), MEAN, STD,
-                                    device)
+    model, cached, labels, device = _last_stage_fit_inputs()
 
     def margin(smoothing: float) -> float:
         delta = adaptation.fit_tail(model, "last-stage", cached, labels, epochs=30, mean=MEAN, std=STD,
