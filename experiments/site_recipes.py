@@ -19,6 +19,7 @@ same outside the bounding box of each side's estimate), lung[box]posW (on the pn
 map shows), blankviews (every view's band-blanked twin as a training view of its own), anchorW (L2-SP: weight W on
 the tail's squared distance from the original weights), viewsN (N cached views per film), smoothX (label smoothing
 X), swaF (the mean of the tail's weights at the end of every epoch from fraction F of the epochs on), epochsN, lrX, full,
+last-two-blocks (a method: the last stage and the last block of the stage before it),
 joined with "+". With --adult N, each recipe is also fitted on every site film (fold seed 0) and its pneumonia heat
 maps are scored on N adult covid_qu films (half per class) against boxes of the lung-field estimate: a proxy for the
 adult pointing game of docs/heat-maps.md (expert boxes decide).

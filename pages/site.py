@@ -29,7 +29,7 @@ from xraycore.clinical import operating_points as operating
 from xraycore.clinical import point_history, read_stats, site_reads
 from xraycore.clinical.site_store import open_site_store
 from xraycore.evaluation import site_calibration
-from xraycore.evaluation.site_adaptation import DEFAULT_EPOCHS, list_profiles  # torch-free
+from xraycore.evaluation.site_adaptation import DEFAULT_EPOCHS, METHODS, list_profiles  # torch-free
 from xraycore.store.database import StoreUnavailable
 
 MESSAGE_KEY = "site_message"
@@ -95,8 +95,9 @@ source = st.radio("Labelled films", ["the reads so far", "a folder of class sub-
 folder_text = st.text_input("Folder (NORMAL/, PNEUMONIA/ …)", key="site_folder") if source != "the reads so far" else ""
 left, middle, right = st.columns([2, 2, 1])
 name = left.text_input("Name of the new point or profile", key="site_name", placeholder="ward-2027-01")
-method = middle.selectbox("Adaptation", ["last-stage", "head", "full"], key="site_method",
-                          help="What learns the site: the last stage and head (default), the head only, or everything.")
+method = middle.selectbox("Adaptation", list(METHODS), key="site_method",
+                          help="What learns the site: the last stage and head (default), the head only, the last "
+                               "stage with the block before it, or everything.")
 epochs = right.number_input("Epochs", 1, 100, value=None, key="site_epochs", placeholder=f"{DEFAULT_EPOCHS[method]}",
                             help="Empty: the method's default, the recipe chosen by cross-fitted figures.")
 

@@ -167,3 +167,11 @@ def test_a_killed_adapt_leaves_the_model_directory_byte_identical(tiny_exported,
     process.wait()
     assert _snapshot(model) == before
     assert Predictor(model).site_profile is None
+
+
+def test_the_cli_offers_exactly_the_methods_xraycore_adapts_with():
+    from xraycore.cli import adapt_verbs
+    from xraycore.training import adaptation
+
+    assert adapt_verbs.METHODS == site_adaptation.METHODS
+    assert set(site_adaptation.METHODS) == set(adaptation.METHODS) == set(adaptation.LEARNING_RATES)

@@ -3,6 +3,7 @@ rolled back with the history kept, renamed with their history, removed when reti
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -141,3 +142,12 @@ def test_graph_rewritten_with_a_profiles_weights(tmp_path):
         site_profiles.with_initializers(data, {"model.other": replaced})
     with pytest.raises(ValueError, match="shape"):
         site_profiles.with_initializers(data, {"model.w": np.zeros((3, 2), dtype=np.float32)})
+
+
+def test_the_bundled_site_profile_weighs_at_most_five_mb_per_network():
+    bundled = Path(__file__).resolve().parents[2] / "models" / "default"
+    state = json.loads((bundled / "operating_points.json").read_text())
+    folder = site_profiles.profile_dir(bundled, state["points"][state["shipped_active"]]["profile"])
+    weights = sorted(folder.glob(f"*{site_profiles.DELTA_SUFFIX}"))
+    assert len(weights) == len(json.loads((bundled / "ensemble.json").read_text())["members"])
+    assert all(0 < file.stat().st_size <= site_profiles.MAX_MEMBER_BYTES for file in weights)

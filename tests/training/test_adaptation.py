@@ -27,6 +27,7 @@ def _films(n: int = 24, size: int = 32) -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.mark.parametrize("method, owned", [("head", ("classifier.",)), ("last-stage", ("features.3.", "classifier.")),
+                                           ("last-two-blocks", ("features.2.", "features.3.", "classifier.")),
                                            ("full", ("",))])
 def test_each_method_cuts_where_it_says_and_the_halves_make_the_network(method, owned):
     model = _network()
@@ -37,10 +38,13 @@ def test_each_method_cuts_where_it_says_and_the_halves_make_the_network(method, 
         assert torch.allclose(split.tail(split.trunk(x)), model(x), atol=1e-5)
 
 
-def test_timm_efficientnets_cut_before_their_last_stage():
+@pytest.mark.parametrize("method, owned", [("last-stage", ("blocks.6.", "conv_head.", "bn2.", "classifier.")),
+                                           ("last-two-blocks", ("blocks.5.2.", "blocks.6.", "conv_head.", "bn2.",
+                                                                "classifier."))])
+def test_timm_efficientnets_cut_before_their_last_stage_or_the_block_before_it(method, owned):
     model = _network("mobilenetv2_100")
-    split = adaptation.split_network(model, "last-stage")
-    assert split.prefixes == ("blocks.6.", "conv_head.", "bn2.", "classifier.")
+    split = adaptation.split_network(model, method)
+    assert split.prefixes == owned
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         assert torch.allclose(split.tail(split.trunk(x)), model(x), atol=1e-4)
@@ -59,7 +63,7 @@ def test_clean_view_is_the_predictors_input_and_augmented_views_differ():
     assert not torch.allclose(views[:, 1], views[:, 0])
 
 
-@pytest.mark.parametrize("method", ["head", "last-stage", "full"])
+@pytest.mark.parametrize("method", ["head", "last-stage", "last-two-blocks", "full"])
 def test_a_fit_changes_only_the_tail_learns_and_leaves_the_original_untouched(method):
     model = _network()
     before = {name: tensor.clone() for name, tensor in model.state_dict().items()}

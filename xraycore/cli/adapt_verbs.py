@@ -13,7 +13,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-METHODS = ("head", "last-stage", "full")
+# site_adaptation.METHODS, kept here so that building the parser imports no model code (a test holds them equal)
+METHODS = ("last-stage", "head", "last-two-blocks", "full")
 
 
 def add_adapt_verb(verbs: argparse._SubParsersAction) -> None:
@@ -25,8 +26,9 @@ def add_adapt_verb(verbs: argparse._SubParsersAction) -> None:
     adapt.add_argument("--data", required=True, help="the site's labelled films: one sub-folder per class")
     adapt.add_argument("--name", required=True, help="name of the site profile, e.g. the hospital")
     adapt.add_argument("--method", choices=METHODS, default=None,
-                       help="what adapts: the classifier (head), the last stage and the head (last-stage, the "
-                            "default), or every layer (full: slow on a CPU)")
+                       help="what adapts: the last stage and the head (last-stage, the default), the classifier "
+                            "(head), the last stage with the last block before it (last-two-blocks), or every layer "
+                            "(full: slow on a CPU)")
     adapt.add_argument("--epochs", type=int, default=None, help="passes over the site's films (default: the method's)")
     adapt.add_argument("--replay", metavar="TRAIN_DIR", help="class folders of training films mixed in against forgetting")
     adapt.add_argument("--band-penalty", type=float, default=None, metavar="W",

@@ -35,7 +35,7 @@ PROFILE_FILE = "profile.json"
 DELTA_SUFFIX = ".delta.safetensors"
 SINGLE_NETWORK = "model"  # the network key of a model directory that is one network, not an ensemble
 GRAPH_PREFIX = "model."  # the exported graph names a state-dict tensor "model.<name>" (inference.export)
-MAX_MEMBER_BYTES = 5 * 1024 * 1024  # what a shipped profile may weigh per network (head and last-stage stay below)
+MAX_MEMBER_BYTES = 5 * 1024 * 1024  # what a shipped profile may weigh per network (issue 29; a test holds the bundle to it)
 
 
 def check_profile_name(name: str) -> str:

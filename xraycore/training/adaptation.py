@@ -23,10 +23,10 @@ from torch import nn
 from xraycore.data.augment import BatchAugmentation, build_augmentation
 from xraycore.metrics.regions import band_mask, body_grey
 
-HEAD, LAST_STAGE, FULL = "head", "last-stage", "full"
-METHODS = (HEAD, LAST_STAGE, FULL)
+HEAD, LAST_STAGE, LAST_TWO_BLOCKS, FULL = "head", "last-stage", "last-two-blocks", "full"
+METHODS = (HEAD, LAST_STAGE, LAST_TWO_BLOCKS, FULL)
 # Learning rates per method (AdamW), chosen by cross-fitted figures on the site sample (docs/model.md).
-LEARNING_RATES = {HEAD: 1e-3, LAST_STAGE: 3e-4, FULL: 1e-4}
+LEARNING_RATES = {HEAD: 1e-3, LAST_STAGE: 3e-4, LAST_TWO_BLOCKS: 3e-4, FULL: 1e-4}
 DEFAULT_VIEWS = 6  # the clean film and five augmented views, cached once
 BATCH_SIZE = 32
 # Added to a member's own augmentations when the views should not let the border speak (the shortcut remedy)
@@ -56,7 +56,7 @@ def _module_name(model: nn.Module, module: nn.Module) -> str:
 
 def split_network(model: nn.Module, method: str) -> Split:
     """Where ``method`` cuts ``model`` (timm's EfficientNet family, MobileNetV2 among them, or the scratch CNN
-    for ``last-stage``; any timm-shaped network for ``head`` and ``full``). ValueError in one sentence otherwise."""
+    for ``last-stage`` and ``last-two-blocks``; any timm-shaped network for ``head`` and ``full``). ValueError in one sentence otherwise."""
     if method not in METHODS:
         raise ValueError(f"Unknown adaptation method {method!r}; choose {', '.join(METHODS)}.")
     if method == FULL:
@@ -68,13 +68,18 @@ def split_network(model: nn.Module, method: str) -> Split:
     head = _module_name(model, classifier) + "."
     if all(hasattr(model, name) for name in ("blocks", "conv_stem", "bn1", "conv_head", "bn2")):
         last = len(model.blocks) - 1
+        if method == LAST_TWO_BLOCKS:  # the last stage and the last block of the stage before it
+            before, final = model.blocks[last - 1], len(model.blocks[last - 1]) - 1
+            return Split(lambda x: before[:final](model.blocks[:last - 1](model.bn1(model.conv_stem(x)))),
+                         lambda a: model.bn2(model.conv_head(model.blocks[last](before[final](a)))), model.forward_head,
+                         (f"blocks.{last - 1}.{final}.", f"blocks.{last}.", "conv_head.", "bn2.", head))
         return Split(lambda x: model.blocks[:last](model.bn1(model.conv_stem(x))),
                      lambda a: model.bn2(model.conv_head(model.blocks[last](a))), model.forward_head,
                      (f"blocks.{last}.", "conv_head.", "bn2.", head))
     if isinstance(getattr(model, "features", None), nn.Sequential):
-        last = len(model.features) - 1
-        return Split(lambda x: model.features[:last](x), lambda a: model.features[last](a), model.forward_head,
-                     (f"features.{last}.", head))
+        first = len(model.features) - (2 if method == LAST_TWO_BLOCKS else 1)
+        return Split(lambda x: model.features[:first](x), lambda a: model.features[first:](a), model.forward_head,
+                     tuple(f"features.{index}." for index in range(first, len(model.features))) + (head,))
     raise ValueError(f"The {LAST_STAGE} method does not know where the last stage of this network begins; "
                      f"use {HEAD} or {FULL}.")
 
