@@ -68,14 +68,13 @@ def split_network(model: nn.Module, method: str) -> Split:
     head = _module_name(model, classifier) + "."
     if all(hasattr(model, name) for name in ("blocks", "conv_stem", "bn1", "conv_head", "bn2")):
         last = len(model.blocks) - 1
-        if method == LAST_TWO_BLOCKS:  # the last stage and the last block of the stage before it
-            before, final = model.blocks[last - 1], len(model.blocks[last - 1]) - 1
-            return Split(lambda x: before[:final](model.blocks[:last - 1](model.bn1(model.conv_stem(x)))),
-                         lambda a: model.bn2(model.conv_head(model.blocks[last](before[final](a)))), model.forward_head,
-                         (f"blocks.{last - 1}.{final}.", f"blocks.{last}.", "conv_head.", "bn2.", head))
-        return Split(lambda x: model.blocks[:last](model.bn1(model.conv_stem(x))),
-                     lambda a: model.bn2(model.conv_head(model.blocks[last](a))), model.forward_head,
-                     (f"blocks.{last}.", "conv_head.", "bn2.", head))
+        trunk, tail, owned = list(model.blocks[:last]), [model.blocks[last]], [f"blocks.{last}."]
+        if method == LAST_TWO_BLOCKS:  # and the last block of the stage before it
+            before = trunk.pop()
+            trunk, tail = trunk + list(before[:-1]), [before[-1]] + tail
+            owned.insert(0, f"blocks.{last - 1}.{len(before) - 1}.")
+        return Split(nn.Sequential(model.conv_stem, model.bn1, *trunk), nn.Sequential(*tail, model.conv_head, model.bn2),
+                     model.forward_head, (*owned, "conv_head.", "bn2.", head))
     if isinstance(getattr(model, "features", None), nn.Sequential):
         first = len(model.features) - (2 if method == LAST_TWO_BLOCKS else 1)
         return Split(lambda x: model.features[:first](x), lambda a: model.features[first:](a), model.forward_head,
