@@ -56,7 +56,8 @@ def _module_name(model: nn.Module, module: nn.Module) -> str:
 
 def split_network(model: nn.Module, method: str) -> Split:
     """Where ``method`` cuts ``model`` (timm's EfficientNet family, MobileNetV2 among them, or the scratch CNN
-    for ``last-stage`` and ``last-two-blocks``; any timm-shaped network for ``head`` and ``full``). ValueError in one sentence otherwise."""
+    for ``last-stage`` and ``last-two-blocks``; any timm-shaped network for ``head`` and ``full``). ValueError in
+    one sentence otherwise."""
     if method not in METHODS:
         raise ValueError(f"Unknown adaptation method {method!r}; choose {', '.join(METHODS)}.")
     if method == FULL:
@@ -73,11 +74,12 @@ def split_network(model: nn.Module, method: str) -> Split:
             before = trunk.pop()
             trunk, tail = trunk + list(before[:-1]), [before[-1]] + tail
             owned.insert(0, f"blocks.{last - 1}.{len(before) - 1}.")
-        return Split(nn.Sequential(model.conv_stem, model.bn1, *trunk), nn.Sequential(*tail, model.conv_head, model.bn2),
-                     model.forward_head, (*owned, "conv_head.", "bn2.", head))
+        return Split(nn.Sequential(model.conv_stem, model.bn1, *trunk),
+                     nn.Sequential(*tail, model.conv_head, model.bn2), model.forward_head,
+                     (*owned, "conv_head.", "bn2.", head))
     if isinstance(getattr(model, "features", None), nn.Sequential):
         first = len(model.features) - (2 if method == LAST_TWO_BLOCKS else 1)
-        return Split(lambda x: model.features[:first](x), lambda a: model.features[first:](a), model.forward_head,
+        return Split(model.features[:first], model.features[first:], model.forward_head,  # slices share the modules
                      tuple(f"features.{index}." for index in range(first, len(model.features))) + (head,))
     raise ValueError(f"The {LAST_STAGE} method does not know where the last stage of this network begins; "
                      f"use {HEAD} or {FULL}.")
